@@ -1,0 +1,382 @@
+//! Key exchange: KEXINIT, algorithm negotiation, curve25519-sha256 (RFC 8731), the
+//! exchange hash and key derivation (RFC 4253 7 and 8).
+
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::cipher::{CipherAlg, MacAlg};
+use crate::error::{Error, PeerMisbehaved};
+use crate::hostkey::SigAlg;
+use crate::msg;
+use crate::wire::{self, NameList, Reader};
+
+/// Key exchange methods we implement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KexAlg {
+    Curve25519Sha256,
+    /// The pre-RFC name of the same method (libssh, older OpenSSH).
+    Curve25519Sha256Libssh,
+}
+
+impl KexAlg {
+    pub const ALL: [KexAlg; 2] = [KexAlg::Curve25519Sha256, KexAlg::Curve25519Sha256Libssh];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KexAlg::Curve25519Sha256 => "curve25519-sha256",
+            KexAlg::Curve25519Sha256Libssh => "curve25519-sha256@libssh.org",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == name)
+    }
+}
+
+/// Pseudo-algorithms announced in the kex list (never negotiated as a method).
+pub const EXT_INFO_C: &str = "ext-info-c";
+pub const EXT_INFO_S: &str = "ext-info-s";
+pub const STRICT_KEX_C: &str = "kex-strict-c-v00@openssh.com";
+pub const STRICT_KEX_S: &str = "kex-strict-s-v00@openssh.com";
+
+/// A parsed SSH_MSG_KEXINIT (RFC 4253 7.1), borrowing the payload.
+#[derive(Debug, Clone)]
+pub struct KexInit<'a> {
+    pub cookie: &'a [u8],
+    pub kex: NameList<'a>,
+    pub host_key: NameList<'a>,
+    pub cipher_c2s: NameList<'a>,
+    pub cipher_s2c: NameList<'a>,
+    pub mac_c2s: NameList<'a>,
+    pub mac_s2c: NameList<'a>,
+    pub compression_c2s: NameList<'a>,
+    pub compression_s2c: NameList<'a>,
+    pub first_kex_packet_follows: bool,
+}
+
+impl<'a> KexInit<'a> {
+    pub fn parse(payload: &'a [u8]) -> Result<Self, Error> {
+        let m = Error::malformed(msg::KEXINIT);
+        let mut r = Reader::new(payload);
+        if r.u8("message number").map_err(&m)? != msg::KEXINIT {
+            return Err(Error::Misuse("KexInit::parse on another message"));
+        }
+        let cookie = r.bytes(16, "cookie").map_err(&m)?;
+        let kex = r.name_list("kex_algorithms").map_err(&m)?;
+        let host_key = r.name_list("server_host_key_algorithms").map_err(&m)?;
+        let cipher_c2s = r.name_list("encryption_algorithms_client_to_server").map_err(&m)?;
+        let cipher_s2c = r.name_list("encryption_algorithms_server_to_client").map_err(&m)?;
+        let mac_c2s = r.name_list("mac_algorithms_client_to_server").map_err(&m)?;
+        let mac_s2c = r.name_list("mac_algorithms_server_to_client").map_err(&m)?;
+        let compression_c2s = r.name_list("compression_algorithms_client_to_server").map_err(&m)?;
+        let compression_s2c = r.name_list("compression_algorithms_server_to_client").map_err(&m)?;
+        r.name_list("languages_client_to_server").map_err(&m)?;
+        r.name_list("languages_server_to_client").map_err(&m)?;
+        let first_kex_packet_follows = r.bool("first_kex_packet_follows").map_err(&m)?;
+        r.u32("reserved").map_err(&m)?;
+        // RFC 4253 7.1 leaves no room for more fields; tolerate none.
+        r.finish().map_err(&m)?;
+        Ok(Self {
+            cookie,
+            kex,
+            host_key,
+            cipher_c2s,
+            cipher_s2c,
+            mac_c2s,
+            mac_s2c,
+            compression_c2s,
+            compression_s2c,
+            first_kex_packet_follows,
+        })
+    }
+}
+
+/// What we put in our KEXINIT.
+#[derive(Debug, Clone)]
+pub struct Proposal {
+    pub kex: Vec<&'static str>,
+    pub host_key: Vec<&'static str>,
+    pub ciphers: Vec<&'static str>,
+    pub macs: Vec<&'static str>,
+}
+
+impl Proposal {
+    /// Encode as a KEXINIT payload with the given cookie.
+    pub fn encode(&self, cookie: [u8; 16]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        out.push(msg::KEXINIT);
+        out.extend_from_slice(&cookie);
+        wire::put_name_list(&mut out, self.kex.iter().copied());
+        wire::put_name_list(&mut out, self.host_key.iter().copied());
+        for _ in 0..2 {
+            wire::put_name_list(&mut out, self.ciphers.iter().copied());
+        }
+        for _ in 0..2 {
+            wire::put_name_list(&mut out, self.macs.iter().copied());
+        }
+        for _ in 0..2 {
+            wire::put_name_list(&mut out, ["none"]);
+        }
+        for _ in 0..2 {
+            wire::put_name_list(&mut out, []);
+        }
+        wire::put_bool(&mut out, false);
+        wire::put_u32(&mut out, 0);
+        out
+    }
+}
+
+/// The algorithms agreed for one key exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Negotiated {
+    pub kex: KexAlg,
+    pub host_key: SigAlg,
+    pub cipher_c2s: CipherAlg,
+    pub cipher_s2c: CipherAlg,
+    /// `None` for AEAD ciphers, whose MAC negotiation is ignored.
+    pub mac_c2s: Option<MacAlg>,
+    pub mac_s2c: Option<MacAlg>,
+}
+
+/// The first name in the client's list that the server also lists (RFC 4253 7.1).
+fn choose<'a>(
+    what: &'static str,
+    client: NameList<'a>,
+    server: NameList<'a>,
+    known: impl Fn(&str) -> bool,
+) -> Result<&'a str, Error> {
+    client
+        .iter()
+        .find(|c| known(c) && server.contains(c))
+        .ok_or_else(|| Error::NoCommonAlgorithm {
+            what,
+            ours: String::new(),
+            theirs: String::new(),
+        })
+}
+
+/// Negotiate every list. `ours_is_client` only fills the error message's sides.
+pub fn negotiate(client: &KexInit<'_>, server: &KexInit<'_>, ours_is_client: bool) -> Result<Negotiated, Error> {
+    let fill = |e: Error, c: NameList<'_>, s: NameList<'_>| match e {
+        Error::NoCommonAlgorithm { what, .. } => {
+            let (ours, theirs) = if ours_is_client { (c, s) } else { (s, c) };
+            Error::NoCommonAlgorithm {
+                what,
+                ours: ours.as_str().to_owned(),
+                theirs: theirs.as_str().to_owned(),
+            }
+        }
+        e => e,
+    };
+    macro_rules! pick {
+        ($what:literal, $field:ident, $parse:expr) => {{
+            let name = choose($what, client.$field, server.$field, |n| $parse(n).is_some())
+                .map_err(|e| fill(e, client.$field, server.$field))?;
+            $parse(name).ok_or(Error::Misuse("negotiated an unknown name"))?
+        }};
+    }
+    let kex = pick!("key exchange", kex, KexAlg::from_name);
+    let host_key = pick!("host key", host_key, SigAlg::from_name);
+    let cipher_c2s = pick!("cipher (client to server)", cipher_c2s, CipherAlg::from_name);
+    let cipher_s2c = pick!("cipher (server to client)", cipher_s2c, CipherAlg::from_name);
+    let mac_c2s = if cipher_c2s.is_aead() {
+        None
+    } else {
+        Some(pick!("MAC (client to server)", mac_c2s, MacAlg::from_name))
+    };
+    let mac_s2c = if cipher_s2c.is_aead() {
+        None
+    } else {
+        Some(pick!("MAC (server to client)", mac_s2c, MacAlg::from_name))
+    };
+    let none = |n: &str| (n == "none").then_some(());
+    pick!("compression (client to server)", compression_c2s, none);
+    pick!("compression (server to client)", compression_s2c, none);
+    Ok(Negotiated {
+        kex,
+        host_key,
+        cipher_c2s,
+        cipher_s2c,
+        mac_c2s,
+        mac_s2c,
+    })
+}
+
+/// Whether the peer's first-kex-packet guess was wrong, so that its next key exchange
+/// packet must be ignored (RFC 4253 7).
+pub fn guess_was_wrong(peer: &KexInit<'_>, agreed: &Negotiated) -> bool {
+    peer.first_kex_packet_follows
+        && (peer.kex.iter().next() != Some(agreed.kex.name())
+            || peer.host_key.iter().next() != Some(agreed.host_key.name()))
+}
+
+/// The exchange hash inputs of an ECDH key exchange (RFC 5656 4, RFC 8731 3).
+pub struct ExchangeHashInput<'a> {
+    pub client_version: &'a [u8],
+    pub server_version: &'a [u8],
+    pub client_kexinit: &'a [u8],
+    pub server_kexinit: &'a [u8],
+    pub host_key_blob: &'a [u8],
+    pub client_public: &'a [u8],
+    pub server_public: &'a [u8],
+    /// The shared secret K, already encoded as an mpint.
+    pub shared_secret: &'a [u8],
+}
+
+impl ExchangeHashInput<'_> {
+    pub fn hash(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        for s in [
+            self.client_version,
+            self.server_version,
+            self.client_kexinit,
+            self.server_kexinit,
+            self.host_key_blob,
+            self.client_public,
+            self.server_public,
+        ] {
+            h.update((s.len() as u32).to_be_bytes());
+            h.update(s);
+        }
+        h.update(self.shared_secret);
+        h.finalize().into()
+    }
+}
+
+/// X25519 with the checks RFC 8731 3 asks for: a 32-byte peer value and a non-zero
+/// result. Returns K encoded as an mpint.
+pub fn x25519_shared_secret(
+    ours: x25519_dalek::StaticSecret,
+    peer_public: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let peer: [u8; 32] = peer_public
+        .try_into()
+        .map_err(|_| Error::Peer(PeerMisbehaved::BadKexValue))?;
+    let shared = ours.diffie_hellman(&x25519_dalek::PublicKey::from(peer));
+    if !shared.was_contributory() {
+        return Err(Error::Peer(PeerMisbehaved::BadKexValue));
+    }
+    let mut k = Zeroizing::new(Vec::with_capacity(37));
+    wire::put_mpint_unsigned(&mut k, shared.as_bytes());
+    Ok(k)
+}
+
+/// RFC 4253 7.2: HASH(K || H || X || session_id), extended with HASH(K || H || K1 ...)
+/// until `len` bytes. `k` is the mpint-encoded shared secret.
+pub fn derive_key(k: &[u8], h: &[u8], letter: u8, session_id: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(len.div_ceil(32) * 32));
+    let mut d = Sha256::new();
+    d.update(k);
+    d.update(h);
+    d.update([letter]);
+    d.update(session_id);
+    out.extend_from_slice(&d.finalize());
+    while out.len() < len {
+        let mut d = Sha256::new();
+        d.update(k);
+        d.update(h);
+        d.update(&out[..]);
+        out.extend_from_slice(&d.finalize());
+    }
+    out.truncate(len);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kexinit_round_trip() {
+        let p = Proposal {
+            kex: vec!["curve25519-sha256", EXT_INFO_C],
+            host_key: vec!["ssh-ed25519"],
+            ciphers: vec!["aes128-gcm@openssh.com"],
+            macs: vec!["hmac-sha2-256-etm@openssh.com"],
+        };
+        let payload = p.encode([7; 16]);
+        let k = KexInit::parse(&payload).unwrap();
+        assert_eq!(k.cookie, &[7; 16]);
+        assert!(k.kex.contains(EXT_INFO_C));
+        assert_eq!(k.cipher_s2c.as_str(), "aes128-gcm@openssh.com");
+        assert_eq!(k.compression_c2s.as_str(), "none");
+        assert!(!k.first_kex_packet_follows);
+        let mut bad = payload.clone();
+        bad.push(0);
+        assert!(KexInit::parse(&bad).is_err());
+        assert!(KexInit::parse(&payload[..40]).is_err());
+    }
+
+    #[test]
+    fn negotiation_follows_the_client() {
+        let client = Proposal {
+            kex: vec!["sntrup761x25519-sha512@openssh.com", "curve25519-sha256", EXT_INFO_C],
+            host_key: vec!["rsa-sha2-512", "ssh-ed25519"],
+            ciphers: vec!["aes256-ctr", "chacha20-poly1305@openssh.com"],
+            macs: vec!["hmac-sha2-512", "hmac-sha2-256"],
+        }
+        .encode([0; 16]);
+        let server = Proposal {
+            kex: vec!["curve25519-sha256@libssh.org", "curve25519-sha256", EXT_INFO_S],
+            host_key: vec!["ssh-ed25519"],
+            ciphers: vec!["chacha20-poly1305@openssh.com", "aes256-ctr"],
+            macs: vec!["hmac-sha2-256"],
+        }
+        .encode([0; 16]);
+        let (c, s) = (KexInit::parse(&client).unwrap(), KexInit::parse(&server).unwrap());
+        let n = negotiate(&c, &s, false).unwrap();
+        assert_eq!(n.kex, KexAlg::Curve25519Sha256);
+        assert_eq!(n.host_key, SigAlg::Ed25519);
+        assert_eq!(n.cipher_c2s, CipherAlg::Aes256Ctr);
+        assert_eq!(n.mac_c2s, Some(MacAlg::HmacSha256));
+        assert!(!guess_was_wrong(&c, &n));
+
+        let server_no_common = Proposal {
+            kex: vec!["diffie-hellman-group14-sha256"],
+            host_key: vec!["ssh-ed25519"],
+            ciphers: vec!["aes256-ctr"],
+            macs: vec!["hmac-sha2-256"],
+        }
+        .encode([0; 16]);
+        let s2 = KexInit::parse(&server_no_common).unwrap();
+        match negotiate(&c, &s2, false) {
+            Err(Error::NoCommonAlgorithm { what, ours, .. }) => {
+                assert_eq!(what, "key exchange");
+                assert_eq!(ours, "diffie-hellman-group14-sha256");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// RFC 7748 6.1 Diffie-Hellman test vector through our K encoding.
+    #[test]
+    fn x25519_rfc7748_vector() {
+        let a: [u8; 32] = hex::decode("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let b_pub = hex::decode("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f").unwrap();
+        let k = x25519_shared_secret(x25519_dalek::StaticSecret::from(a), &b_pub).unwrap();
+        let expected = "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742";
+        // The top bit of 0x4a is clear: no sign byte, length 32.
+        assert_eq!(hex::encode(&k[..]), format!("00000020{expected}"));
+        // The all-zero (non-contributory) result is refused.
+        assert!(x25519_shared_secret(x25519_dalek::StaticSecret::from(a), &[0; 32]).is_err());
+        assert!(x25519_shared_secret(x25519_dalek::StaticSecret::from(a), &[1; 31]).is_err());
+    }
+
+    #[test]
+    fn key_derivation_extends() {
+        let k = [0, 0, 0, 1, 5];
+        let h = [1u8; 32];
+        let a = derive_key(&k, &h, b'C', &h, 64);
+        let b = derive_key(&k, &h, b'C', &h, 32);
+        assert_eq!(&a[..32], &b[..]);
+        let mut d = Sha256::new();
+        d.update(k);
+        d.update(h);
+        d.update(&b[..]);
+        assert_eq!(&a[32..], &d.finalize()[..]);
+        assert_ne!(derive_key(&k, &h, b'D', &h, 32), b);
+    }
+}

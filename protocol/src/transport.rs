@@ -1,0 +1,925 @@
+//! The SSH transport layer (RFC 4253) as a sans-IO state machine, for both roles.
+//!
+//! The caller owns the socket and the receive buffer:
+//!
+//! * [`Transport::read`] takes the received bytes (starting at a packet boundary),
+//!   decrypts one packet in place and either handles it (version exchange, key exchange,
+//!   ignore/debug, service request, ext-info) or hands the payload's range back for the
+//!   layers above (user auth, connection protocol).
+//! * Bytes the transport wants sent wait in [`Transport::transmit`]; the caller writes
+//!   them and calls [`Transport::advance_transmit`].
+//! * Application messages go out through [`Transport::send`] (copied, queued during a key
+//!   exchange) or, on the relay's hot path, [`Transport::seal_in_place`] (no copy).
+//! * Time comes in as `now` arguments; a deadline for the time-based rekey is given by
+//!   [`Transport::poll_timeout`]. Randomness comes from a seed given at construction.
+//!
+//! Rekeying is started by either side at any time, or automatically after
+//! [`Config::rekey_bytes`] or [`Config::rekey_interval`]. While our side is in a key
+//! exchange, application payloads given to `send` are queued and sent after NEWKEYS in
+//! order; `seal_in_place` refuses (check [`Transport::can_seal`]) so that the caller
+//! applies backpressure instead.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use zeroize::Zeroizing;
+
+use crate::cipher::{CipherAlg, MacAlg, PacketCipher};
+use crate::error::{Error, PeerMisbehaved};
+use crate::hostkey::{PrivateKey, PublicKey, SigAlg};
+use crate::kex::{self, ExchangeHashInput, KexAlg, KexInit, Negotiated, Proposal};
+use crate::msg;
+use crate::packet::{Opened, Opener, Sealer};
+use crate::version::{Parsed, VersionParser};
+use crate::wire::{self, Reader};
+
+/// Which end of the connection we are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Client,
+    Server,
+}
+
+/// Settings shared by many connections.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Our identification line, without CR LF.
+    pub version: String,
+    pub kex: Vec<KexAlg>,
+    pub ciphers: Vec<CipherAlg>,
+    pub macs: Vec<MacAlg>,
+    /// Client: host key algorithms we accept, in preference order.
+    pub host_key_algs: Vec<SigAlg>,
+    /// Server: signature algorithms announced in `server-sig-algs` (RFC 8308 3.1).
+    pub server_sig_algs: Vec<SigAlg>,
+    /// Offer strict kex (OpenSSH PROTOCOL 1.10, CVE-2023-48795).
+    pub strict_kex: bool,
+    /// Rekey after this many bytes in either direction since the last key exchange.
+    pub rekey_bytes: u64,
+    /// Rekey after this much time since the last key exchange.
+    pub rekey_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            version: concat!("SSH-2.0-sshr_", env!("CARGO_PKG_VERSION")).to_owned(),
+            kex: KexAlg::ALL.to_vec(),
+            ciphers: CipherAlg::ALL.to_vec(),
+            macs: MacAlg::ALL.to_vec(),
+            host_key_algs: SigAlg::ALL.to_vec(),
+            server_sig_algs: SigAlg::ALL.to_vec(),
+            strict_kex: true,
+            rekey_bytes: 1 << 30,
+            rekey_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// How a client checks the server's host key (the signature is always verified).
+#[derive(Clone, Debug, Default)]
+pub enum HostKeyCheck {
+    /// Accept any key; the caller sees it in [`Event::HostKey`] and may log it.
+    #[default]
+    AcceptAny,
+    /// Refuse any key but these.
+    Pinned(Vec<PublicKey>),
+}
+
+/// Per-connection options of the client role.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    pub host_key_check: HostKeyCheck,
+    /// Put this cipher first in our proposal (the proxy asks the upstream for the cipher
+    /// the client leg negotiated, so that packets can be re-sealed in place).
+    pub prefer_cipher: Option<CipherAlg>,
+}
+
+/// Things the caller may want to know about, from [`Transport::poll_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Client role: the server's host key, verified against the exchange hash and the
+    /// [`HostKeyCheck`], once per connection (rekeys must present the same key).
+    HostKey(PublicKey),
+    /// A key exchange finished; `first` is the initial one.
+    KexDone { first: bool, algorithms: Negotiated },
+    /// The peer sent SSH_MSG_EXT_INFO (RFC 8308).
+    ExtInfo(ExtInfo),
+    /// Server role: the client asked for a service and we accepted it.
+    /// Client role: the server accepted our service request.
+    ServiceAccepted(String),
+}
+
+/// Extensions the peer announced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExtInfo {
+    pub server_sig_algs: Option<Vec<String>>,
+    /// Every extension as (name, value), for the caller's curiosity.
+    pub all: Vec<(String, Vec<u8>)>,
+}
+
+/// What [`Transport::read`] did with the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// The buffer must hold at least this many bytes before anything can be done.
+    NeedMore(usize),
+    /// The first `n` bytes were handled by the transport; drop them.
+    Consumed(usize),
+    /// A message for the layers above: the packet took `len` bytes, its payload
+    /// (message number first, decrypted in place) is at `payload`.
+    Packet { len: usize, payload: Range<usize> },
+}
+
+/// A key exchange in progress.
+struct Kex {
+    /// Our KEXINIT payload (I_C or I_S in the exchange hash).
+    ours: Vec<u8>,
+    /// The peer's KEXINIT payload, once received.
+    theirs: Option<Vec<u8>>,
+    negotiated: Option<Negotiated>,
+    /// The peer guessed wrong: drop its next key exchange packet (RFC 4253 7).
+    ignore_next: bool,
+    /// Client: our ephemeral secret and public value, after sending KEX_ECDH_INIT.
+    ecdh: Option<(x25519_dalek::StaticSecret, [u8; 32])>,
+    /// Our NEWKEYS is out: application messages may flow again.
+    newkeys_sent: bool,
+    /// Keys for the receiving direction, switched on at the peer's NEWKEYS.
+    incoming: Option<PacketCipher>,
+}
+
+enum Phase {
+    /// Waiting for the peer's identification line.
+    Version(VersionParser),
+    Packets,
+    Closed,
+}
+
+/// One SSH transport connection, either role.
+pub struct Transport {
+    role: Role,
+    config: Arc<Config>,
+    host_keys: Vec<Arc<PrivateKey>>,
+    client: ClientOptions,
+    rng: ChaCha20Rng,
+    phase: Phase,
+    peer_version: Option<String>,
+    opener: Opener,
+    sealer: Sealer,
+    tx: Vec<u8>,
+    tx_sent: usize,
+    kex: Option<Kex>,
+    session_id: Option<[u8; 32]>,
+    first_kex_done: bool,
+    strict_kex: bool,
+    /// A packet other than KEXINIT arrived before the peer's first KEXINIT.
+    early_packet: bool,
+    /// Server: the client announced ext-info-c.
+    peer_wants_ext_info: bool,
+    host_key: Option<PublicKey>,
+    negotiated: Option<Negotiated>,
+    events: VecDeque<Event>,
+    /// Payloads given to `send` while our side is in a key exchange.
+    queued: VecDeque<Vec<u8>>,
+    queued_bytes: usize,
+    bytes_since_kex: u64,
+    packets_since_kex: u64,
+    rekey_at: Option<Instant>,
+    kex_count: u64,
+}
+
+/// Rekey after this many packets whatever the byte count, well before any nonce or
+/// sequence number could repeat.
+const REKEY_PACKETS: u64 = 1 << 31;
+/// Payloads queued during a key exchange before `send` refuses more.
+const MAX_QUEUED: usize = 1024;
+
+impl Transport {
+    /// A server-side transport. `host_keys` must not be empty.
+    pub fn server(config: Arc<Config>, host_keys: Vec<Arc<PrivateKey>>, seed: [u8; 32], now: Instant) -> Self {
+        let mut t = Self::new(Role::Server, config, host_keys, ClientOptions::default(), seed, now);
+        t.begin();
+        t
+    }
+
+    /// A client-side transport.
+    pub fn client(config: Arc<Config>, options: ClientOptions, seed: [u8; 32], now: Instant) -> Self {
+        let mut t = Self::new(Role::Client, config, Vec::new(), options, seed, now);
+        t.begin();
+        t
+    }
+
+    fn new(
+        role: Role,
+        config: Arc<Config>,
+        host_keys: Vec<Arc<PrivateKey>>,
+        client: ClientOptions,
+        seed: [u8; 32],
+        now: Instant,
+    ) -> Self {
+        let rekey_at = Some(now + config.rekey_interval);
+        Self {
+            role,
+            config,
+            host_keys,
+            client,
+            rng: ChaCha20Rng::from_seed(seed),
+            phase: Phase::Version(VersionParser::new(role == Role::Client)),
+            peer_version: None,
+            opener: Opener::new(),
+            sealer: Sealer::new(),
+            tx: Vec::new(),
+            tx_sent: 0,
+            kex: None,
+            session_id: None,
+            first_kex_done: false,
+            strict_kex: false,
+            early_packet: false,
+            peer_wants_ext_info: false,
+            host_key: None,
+            negotiated: None,
+            events: VecDeque::new(),
+            queued: VecDeque::new(),
+            queued_bytes: 0,
+            bytes_since_kex: 0,
+            packets_since_kex: 0,
+            rekey_at,
+            kex_count: 0,
+        }
+    }
+
+    /// Our identification line and KEXINIT go out at once: sending KEXINIT without
+    /// waiting for the peer's version saves a round trip (RFC 4253 7.1 allows it).
+    fn begin(&mut self) {
+        self.tx.extend_from_slice(self.config.version.as_bytes());
+        self.tx.extend_from_slice(b"\r\n");
+        self.start_kex();
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The peer's identification line, once received.
+    pub fn peer_version(&self) -> Option<&str> {
+        self.peer_version.as_deref()
+    }
+
+    /// Our identification line.
+    pub fn our_version(&self) -> &str {
+        &self.config.version
+    }
+
+    /// H of the first key exchange, once done.
+    pub fn session_id(&self) -> Option<&[u8]> {
+        self.session_id.as_ref().map(|s| &s[..])
+    }
+
+    /// The initial key exchange is done: user authentication may start.
+    pub fn is_established(&self) -> bool {
+        self.first_kex_done
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    pub fn kex_in_progress(&self) -> bool {
+        self.kex.is_some()
+    }
+
+    /// Whether strict kex was negotiated.
+    pub fn strict_kex(&self) -> bool {
+        self.strict_kex
+    }
+
+    /// Number of completed key exchanges.
+    pub fn kex_count(&self) -> u64 {
+        self.kex_count
+    }
+
+    /// The algorithms of the last completed key exchange.
+    pub fn negotiated(&self) -> Option<Negotiated> {
+        self.negotiated
+    }
+
+    /// The server's host key (client role), once verified.
+    pub fn host_key(&self) -> Option<&PublicKey> {
+        self.host_key.as_ref()
+    }
+
+    /// The packet layer of the sending direction (for padding and size arithmetic).
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    /// The packet layer of the receiving direction.
+    pub fn opener(&self) -> &Opener {
+        &self.opener
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Bytes waiting to be written to the peer, in order.
+    pub fn transmit(&self) -> &[u8] {
+        &self.tx[self.tx_sent..]
+    }
+
+    /// `n` bytes of [`Self::transmit`] were written.
+    pub fn advance_transmit(&mut self, n: usize) {
+        self.tx_sent = (self.tx_sent + n).min(self.tx.len());
+        if self.tx_sent == self.tx.len() {
+            self.tx.clear();
+            self.tx_sent = 0;
+            // Idle sessions must stay small: give back what a burst grew.
+            if self.tx.capacity() > 16 * 1024 {
+                self.tx.shrink_to(1024);
+            }
+        }
+    }
+
+    /// Take the pending transmit bytes out without copying, leaving `spare` (cleared) in
+    /// their place; hand the returned buffer back as `spare` next time to reuse it.
+    pub fn take_transmit(&mut self, mut spare: Vec<u8>) -> Vec<u8> {
+        spare.clear();
+        let mut out = std::mem::replace(&mut self.tx, spare);
+        if self.tx_sent > 0 {
+            out.drain(..self.tx_sent);
+            self.tx_sent = 0;
+        }
+        out
+    }
+
+    /// Bytes of application payloads waiting for a key exchange to end.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// When [`Self::handle_timeout`] should be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.first_kex_done && self.kex.is_none() {
+            self.rekey_at
+        } else {
+            None
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.rekey_at.is_some_and(|at| now >= at) {
+            self.rekey();
+        }
+    }
+
+    /// Start a key exchange now (if none is in progress and the first one is done).
+    pub fn rekey(&mut self) {
+        if self.first_kex_done && self.kex.is_none() && !self.is_closed() {
+            self.start_kex();
+        }
+    }
+
+    /// Whether [`Self::seal_in_place`] may be called: no key exchange holds our sending
+    /// side, and nothing sealed earlier is still waiting in [`Self::transmit`] or the
+    /// queue (so a packet sealed now is also the next one written).
+    pub fn can_seal(&self) -> bool {
+        self.first_kex_done
+            && self.kex.as_ref().is_none_or(|k| k.newkeys_sent)
+            && self.queued.is_empty()
+            && self.tx_sent == self.tx.len()
+            && !self.is_closed()
+    }
+
+    /// Seal an application packet in place: its payload is at
+    /// `buf[PAYLOAD_OFFSET..][..payload_len]`, `padding` is valid for the sending
+    /// direction ([`Sealer::padding_valid`]) and the last `fresh_padding` padding bytes get
+    /// random values. Returns the packet's length on the wire. The caller must write it
+    /// before anything the transport queues later.
+    pub fn seal_in_place(
+        &mut self,
+        buf: &mut [u8],
+        payload_len: usize,
+        padding: usize,
+        fresh_padding: usize,
+    ) -> Result<usize, Error> {
+        if !self.can_seal() {
+            return Err(Error::Misuse("seal_in_place while the transport cannot send"));
+        }
+        if !self.sealer.padding_valid(payload_len, padding) {
+            return Err(Error::Misuse("invalid padding"));
+        }
+        let n = self.sealer.seal(buf, payload_len, padding, fresh_padding, &mut self.rng);
+        self.count(n);
+        Ok(n)
+    }
+
+    /// Send an application message (user auth or connection layer). Queued while our
+    /// side is in a key exchange.
+    pub fn send(&mut self, payload: &[u8]) -> Result<(), Error> {
+        if self.is_closed() {
+            return Err(Error::Misuse("send on a closed transport"));
+        }
+        if payload.is_empty() || payload.len() > crate::packet::MAX_PAYLOAD_LEN {
+            return Err(Error::Misuse("payload size out of bounds"));
+        }
+        if !self.first_kex_done || self.kex.as_ref().is_some_and(|k| !k.newkeys_sent) || !self.queued.is_empty() {
+            if self.queued.len() >= MAX_QUEUED {
+                return Err(Error::Misuse("too many messages queued during key exchange"));
+            }
+            self.queued_bytes += payload.len();
+            self.queued.push_back(payload.to_vec());
+            return Ok(());
+        }
+        self.queue_packet(payload);
+        Ok(())
+    }
+
+    /// Client: ask for a service (normally "ssh-userauth").
+    pub fn request_service(&mut self, name: &str) -> Result<(), Error> {
+        let mut p = vec![msg::SERVICE_REQUEST];
+        wire::put_string(&mut p, name.as_bytes());
+        self.send(&p)
+    }
+
+    /// Queue SSH_MSG_DISCONNECT and close. The caller flushes [`Self::transmit`].
+    pub fn disconnect(&mut self, reason: u32, description: &str) {
+        if self.is_closed() {
+            return;
+        }
+        if matches!(self.phase, Phase::Packets) || !self.tx.is_empty() {
+            let mut p = vec![msg::DISCONNECT];
+            wire::put_u32(&mut p, reason);
+            wire::put_string(&mut p, description.as_bytes());
+            wire::put_string(&mut p, b"");
+            self.queue_packet(&p);
+        }
+        self.phase = Phase::Closed;
+    }
+
+    /// Process the bytes at the start of `buf` (see [`Input`]). On error, a DISCONNECT
+    /// with the reason is queued (when one should be sent) and the transport is closed:
+    /// flush [`Self::transmit`] and drop the connection.
+    pub fn read(&mut self, buf: &mut [u8], now: Instant) -> Result<Input, Error> {
+        let r = self.read_inner(buf, now);
+        if let Err(e) = &r {
+            match e.disconnect_reason() {
+                Some((code, text)) => self.disconnect(code, &text),
+                None => self.phase = Phase::Closed,
+            }
+        }
+        r
+    }
+
+    fn read_inner(&mut self, buf: &mut [u8], now: Instant) -> Result<Input, Error> {
+        match &mut self.phase {
+            Phase::Closed => Err(Error::Misuse("read on a closed transport")),
+            Phase::Version(parser) => match parser.parse(buf)? {
+                Parsed::NeedMore => Ok(Input::NeedMore(buf.len() + 1)),
+                Parsed::Preamble { consumed } => Ok(Input::Consumed(consumed)),
+                Parsed::Version { line, consumed } => {
+                    self.peer_version = Some(line);
+                    self.phase = Phase::Packets;
+                    Ok(Input::Consumed(consumed))
+                }
+            },
+            Phase::Packets => match self.opener.open(buf)? {
+                Opened::NeedMore(n) => Ok(Input::NeedMore(n)),
+                Opened::Packet { len, payload } => {
+                    self.count(len);
+                    if self.handle_packet(&buf[payload.clone()], now)? {
+                        Ok(Input::Packet { len, payload })
+                    } else {
+                        Ok(Input::Consumed(len))
+                    }
+                }
+            },
+        }
+    }
+
+    fn count(&mut self, bytes: usize) {
+        self.bytes_since_kex += bytes as u64;
+        self.packets_since_kex += 1;
+        if (self.bytes_since_kex >= self.config.rekey_bytes || self.packets_since_kex >= REKEY_PACKETS)
+            && self.first_kex_done
+            && self.kex.is_none()
+            && !self.is_closed()
+        {
+            self.start_kex();
+        }
+    }
+
+    /// Seal a payload into the transmit buffer.
+    fn queue_packet(&mut self, payload: &[u8]) {
+        self.sealer.seal_into(&mut self.tx, payload, &mut self.rng);
+    }
+
+    fn proposal(&self) -> Proposal {
+        let mut kex: Vec<&'static str> = self.config.kex.iter().map(|k| k.name()).collect();
+        let host_key = match self.role {
+            Role::Server => {
+                let mut algs: Vec<&'static str> = Vec::new();
+                for key in &self.host_keys {
+                    for alg in key.sig_algs() {
+                        if !algs.contains(&alg.name()) {
+                            algs.push(alg.name());
+                        }
+                    }
+                }
+                algs
+            }
+            Role::Client => {
+                let mut algs: Vec<SigAlg> = self.config.host_key_algs.clone();
+                // With a pinned key, ask for its type first so that a server with several
+                // host keys presents the one we know (as OpenSSH does with known_hosts).
+                if let HostKeyCheck::Pinned(keys) = &self.client.host_key_check {
+                    algs.sort_by_key(|a| !keys.iter().any(|k| k.accepts(*a)));
+                }
+                algs.iter().map(|a| a.name()).collect()
+            }
+        };
+        if !self.first_kex_done {
+            match self.role {
+                Role::Client => {
+                    kex.push(kex::EXT_INFO_C);
+                    if self.config.strict_kex {
+                        kex.push(kex::STRICT_KEX_C);
+                    }
+                }
+                Role::Server => {
+                    if self.config.strict_kex {
+                        kex.push(kex::STRICT_KEX_S);
+                    }
+                }
+            }
+        }
+        let mut ciphers: Vec<&'static str> = self.config.ciphers.iter().map(|c| c.name()).collect();
+        if let Some(pref) = self.client.prefer_cipher {
+            ciphers.sort_by_key(|c| *c != pref.name());
+        }
+        Proposal {
+            kex,
+            host_key,
+            ciphers,
+            macs: self.config.macs.iter().map(|m| m.name()).collect(),
+        }
+    }
+
+    fn start_kex(&mut self) {
+        let mut cookie = [0u8; 16];
+        self.rng.fill_bytes(&mut cookie);
+        let ours = self.proposal().encode(cookie);
+        self.queue_packet(&ours);
+        self.kex = Some(Kex {
+            ours,
+            theirs: None,
+            negotiated: None,
+            ignore_next: false,
+            ecdh: None,
+            newkeys_sent: false,
+            incoming: None,
+        });
+    }
+
+    /// Returns whether the payload is for the caller.
+    fn handle_packet(&mut self, payload: &[u8], now: Instant) -> Result<bool, Error> {
+        let m = payload[0];
+        let peer_in_kex = self.kex.as_ref().is_some_and(|k| k.theirs.is_some());
+        if m == msg::DISCONNECT {
+            let mut r = Reader::new(&payload[1..]);
+            let reason = r.u32("reason code").map_err(Error::malformed(m))?;
+            let description = r.utf8("description").unwrap_or("(not UTF-8)");
+            return Err(Error::PeerDisconnected {
+                reason,
+                description: description.chars().take(512).collect(),
+            });
+        }
+        if !self.first_kex_done {
+            // Strict kex is known once the peer's KEXINIT is in; before that, remember
+            // anything that came first and judge it then.
+            if !peer_in_kex && m != msg::KEXINIT {
+                self.early_packet = true;
+            }
+            if self.strict_kex && !(20..=49).contains(&m) {
+                return Err(PeerMisbehaved::StrictKex { msg: m }.into());
+            }
+        }
+        match m {
+            msg::IGNORE | msg::DEBUG | msg::UNIMPLEMENTED => Ok(false),
+            msg::KEXINIT => {
+                self.on_kexinit(payload)?;
+                Ok(false)
+            }
+            msg::NEWKEYS => {
+                self.on_newkeys(now)?;
+                Ok(false)
+            }
+            30..=49 => {
+                self.on_kex_method(m, payload)?;
+                Ok(false)
+            }
+            msg::SERVICE_REQUEST | msg::SERVICE_ACCEPT | msg::EXT_INFO if !self.first_kex_done || peer_in_kex => {
+                Err(PeerMisbehaved::Unexpected {
+                    msg: m,
+                    state: "in key exchange",
+                }
+                .into())
+            }
+            msg::SERVICE_REQUEST if self.role == Role::Server => {
+                let name = Reader::new(&payload[1..]).utf8("service name").map_err(Error::malformed(m))?;
+                if name != "ssh-userauth" {
+                    return Err(PeerMisbehaved::UnknownService(name.chars().take(64).collect()).into());
+                }
+                let mut p = vec![msg::SERVICE_ACCEPT];
+                wire::put_string(&mut p, name.as_bytes());
+                self.send(&p)?;
+                self.events.push_back(Event::ServiceAccepted(name.to_owned()));
+                Ok(false)
+            }
+            msg::SERVICE_ACCEPT if self.role == Role::Client => {
+                let name = Reader::new(&payload[1..]).utf8("service name").map_err(Error::malformed(m))?;
+                self.events.push_back(Event::ServiceAccepted(name.to_owned()));
+                Ok(false)
+            }
+            msg::EXT_INFO => {
+                let info = parse_ext_info(payload)?;
+                self.events.push_back(Event::ExtInfo(info));
+                Ok(false)
+            }
+            1..=49 => {
+                // RFC 4253 11.4: answer unknown transport messages with UNIMPLEMENTED.
+                let mut p = vec![msg::UNIMPLEMENTED];
+                wire::put_u32(&mut p, self.opener.seq().wrapping_sub(1));
+                self.send(&p)?;
+                Ok(false)
+            }
+            _ if !self.first_kex_done || peer_in_kex => Err(PeerMisbehaved::Unexpected {
+                msg: m,
+                state: "in key exchange",
+            }
+            .into()),
+            _ => Ok(true),
+        }
+    }
+
+    fn on_kexinit(&mut self, payload: &[u8]) -> Result<(), Error> {
+        if self.kex.as_ref().is_some_and(|k| k.theirs.is_some()) {
+            return Err(PeerMisbehaved::Unexpected {
+                msg: msg::KEXINIT,
+                state: "in key exchange",
+            }
+            .into());
+        }
+        if self.kex.is_none() {
+            self.start_kex();
+        }
+        let first = !self.first_kex_done;
+        let Some(kex) = self.kex.as_mut() else {
+            return Err(Error::Misuse("no key exchange state"));
+        };
+        let theirs = KexInit::parse(payload)?;
+        let ours = KexInit::parse(&kex.ours)?;
+        let (client, server) = match self.role {
+            Role::Client => (&ours, &theirs),
+            Role::Server => (&theirs, &ours),
+        };
+        let agreed = kex::negotiate(client, server, self.role == Role::Client)?;
+        if first {
+            let (strict_name, ext_name) = match self.role {
+                Role::Client => (kex::STRICT_KEX_S, None),
+                Role::Server => (kex::STRICT_KEX_C, Some(kex::EXT_INFO_C)),
+            };
+            self.strict_kex = self.config.strict_kex && theirs.kex.contains(strict_name);
+            if self.strict_kex && self.early_packet {
+                return Err(PeerMisbehaved::StrictKex { msg: msg::KEXINIT }.into());
+            }
+            self.peer_wants_ext_info = ext_name.is_some_and(|n| theirs.kex.contains(n));
+        }
+        kex.ignore_next = kex::guess_was_wrong(&theirs, &agreed);
+        kex.negotiated = Some(agreed);
+        kex.theirs = Some(payload.to_vec());
+        if self.role == Role::Client {
+            let secret = x25519_dalek::StaticSecret::random_from_rng(&mut self.rng);
+            let public = x25519_dalek::PublicKey::from(&secret).to_bytes();
+            kex.ecdh = Some((secret, public));
+            let mut p = vec![msg::KEX_ECDH_INIT];
+            wire::put_string(&mut p, &public);
+            self.queue_packet(&p);
+        }
+        Ok(())
+    }
+
+    fn on_kex_method(&mut self, m: u8, payload: &[u8]) -> Result<(), Error> {
+        let unexpected = || -> Error {
+            PeerMisbehaved::Unexpected {
+                msg: m,
+                state: "not expecting this key exchange message",
+            }
+            .into()
+        };
+        let Some(kex) = self.kex.as_mut() else {
+            return Err(unexpected());
+        };
+        if kex.theirs.is_none() || kex.newkeys_sent {
+            return Err(unexpected());
+        }
+        if kex.ignore_next {
+            kex.ignore_next = false;
+            return Ok(());
+        }
+        match (self.role, m) {
+            (Role::Server, msg::KEX_ECDH_INIT) => self.server_ecdh(payload),
+            (Role::Client, msg::KEX_ECDH_REPLY) if kex.ecdh.is_some() => self.client_ecdh(payload),
+            _ => Err(unexpected()),
+        }
+    }
+
+    fn server_ecdh(&mut self, payload: &[u8]) -> Result<(), Error> {
+        let mal = Error::malformed(msg::KEX_ECDH_INIT);
+        let mut r = Reader::new(&payload[1..]);
+        let q_c = r.string("Q_C").map_err(&mal)?;
+        r.finish().map_err(&mal)?;
+        let kex = self.kex.as_ref().ok_or(Error::Misuse("no kex"))?;
+        let agreed = kex.negotiated.ok_or(Error::Misuse("not negotiated"))?;
+        let key = self
+            .host_keys
+            .iter()
+            .find(|k| k.sig_algs().contains(&agreed.host_key))
+            .cloned()
+            .ok_or(Error::Misuse("negotiated a host key algorithm we have no key for"))?;
+        let secret = x25519_dalek::StaticSecret::random_from_rng(&mut self.rng);
+        let q_s = x25519_dalek::PublicKey::from(&secret).to_bytes();
+        let k = kex::x25519_shared_secret(secret, q_c)?;
+        let k_s = key.public().to_blob();
+        let h = ExchangeHashInput {
+            client_version: self.peer_version.as_deref().unwrap_or_default().as_bytes(),
+            server_version: self.config.version.as_bytes(),
+            client_kexinit: kex.theirs.as_deref().unwrap_or_default(),
+            server_kexinit: &kex.ours,
+            host_key_blob: &k_s,
+            client_public: q_c,
+            server_public: &q_s,
+            shared_secret: &k,
+        }
+        .hash();
+        let sig = key
+            .sign(agreed.host_key, &h)
+            .map_err(|e| Error::Local(format!("host key signature failed: {e}")))?;
+        let mut p = Vec::with_capacity(k_s.len() + sig.len() + 64);
+        p.push(msg::KEX_ECDH_REPLY);
+        wire::put_string(&mut p, &k_s);
+        wire::put_string(&mut p, &q_s);
+        wire::put_string(&mut p, &sig);
+        self.queue_packet(&p);
+        self.install_keys(&k, &h, agreed);
+        Ok(())
+    }
+
+    fn client_ecdh(&mut self, payload: &[u8]) -> Result<(), Error> {
+        let mal = Error::malformed(msg::KEX_ECDH_REPLY);
+        let mut r = Reader::new(&payload[1..]);
+        let k_s = r.string("K_S").map_err(&mal)?;
+        let q_s = r.string("Q_S").map_err(&mal)?;
+        let sig = r.string("signature").map_err(&mal)?;
+        r.finish().map_err(&mal)?;
+        let kex = self.kex.as_mut().ok_or(Error::Misuse("no kex"))?;
+        let agreed = kex.negotiated.ok_or(Error::Misuse("not negotiated"))?;
+        let (secret, q_c) = kex.ecdh.take().ok_or(Error::Misuse("no ecdh secret"))?;
+        let host_key =
+            PublicKey::from_blob(k_s).map_err(|e| PeerMisbehaved::BadKexSignature(format!("host key: {e}")))?;
+        if !host_key.accepts(agreed.host_key) {
+            return Err(PeerMisbehaved::HostKeyAlgorithm(host_key.algorithm_name().to_owned()).into());
+        }
+        let k = kex::x25519_shared_secret(secret, q_s)?;
+        let h = ExchangeHashInput {
+            client_version: self.config.version.as_bytes(),
+            server_version: self.peer_version.as_deref().unwrap_or_default().as_bytes(),
+            client_kexinit: &kex.ours,
+            server_kexinit: kex.theirs.as_deref().unwrap_or_default(),
+            host_key_blob: k_s,
+            client_public: &q_c,
+            server_public: q_s,
+            shared_secret: &k,
+        }
+        .hash();
+        host_key
+            .verify(Some(agreed.host_key), &h, sig)
+            .map_err(|e| PeerMisbehaved::BadKexSignature(e.to_string()))?;
+        match &self.host_key {
+            // A rekey must present the key the connection was authenticated with.
+            Some(known) if *known != host_key => {
+                return Err(Error::HostKeyMismatch {
+                    fingerprint: host_key.fingerprint(),
+                })
+            }
+            Some(_) => {}
+            None => {
+                if let HostKeyCheck::Pinned(keys) = &self.client.host_key_check {
+                    if !keys.contains(&host_key) {
+                        return Err(Error::HostKeyMismatch {
+                            fingerprint: host_key.fingerprint(),
+                        });
+                    }
+                }
+                self.events.push_back(Event::HostKey(host_key.clone()));
+                self.host_key = Some(host_key);
+            }
+        }
+        self.install_keys(&k, &h, agreed);
+        Ok(())
+    }
+
+    /// Derive both directions' keys (RFC 4253 7.2), send NEWKEYS and switch our sending
+    /// side; the receiving side switches at the peer's NEWKEYS.
+    fn install_keys(&mut self, k: &[u8], h: &[u8; 32], agreed: Negotiated) {
+        let session_id = *self.session_id.get_or_insert(*h);
+        let derive = |letter: u8, len: usize| kex::derive_key(k, h, letter, &session_id, len);
+        let make = |cipher: CipherAlg, mac: Option<MacAlg>, iv: u8, key: u8, mac_key: u8| {
+            let iv: Zeroizing<Vec<u8>> = derive(iv, cipher.iv_len());
+            let key: Zeroizing<Vec<u8>> = derive(key, cipher.key_len());
+            let mac_key: Zeroizing<Vec<u8>> = derive(mac_key, mac.map_or(0, |m| m.key_len()));
+            PacketCipher::new(cipher, mac, &key, &iv, &mac_key)
+        };
+        let c2s = make(agreed.cipher_c2s, agreed.mac_c2s, b'A', b'C', b'E');
+        let s2c = make(agreed.cipher_s2c, agreed.mac_s2c, b'B', b'D', b'F');
+        let (outgoing, incoming) = match self.role {
+            Role::Client => (c2s, s2c),
+            Role::Server => (s2c, c2s),
+        };
+        self.queue_packet(&[msg::NEWKEYS]);
+        self.sealer.set_cipher(outgoing);
+        if self.strict_kex {
+            self.sealer.reset_seq();
+        }
+        let first = !self.first_kex_done;
+        if let Some(kex) = self.kex.as_mut() {
+            kex.newkeys_sent = true;
+            kex.incoming = Some(incoming);
+        }
+        // RFC 8308 2.4: the server's EXT_INFO is the first packet after its NEWKEYS.
+        if first && self.role == Role::Server && self.peer_wants_ext_info {
+            let mut p = vec![msg::EXT_INFO];
+            wire::put_u32(&mut p, 1);
+            wire::put_string(&mut p, b"server-sig-algs");
+            wire::put_name_list(&mut p, self.config.server_sig_algs.iter().map(|a| a.name()));
+            self.queue_packet(&p);
+        }
+    }
+
+    fn on_newkeys(&mut self, now: Instant) -> Result<(), Error> {
+        let Some(incoming) = self.kex.as_mut().and_then(|k| k.incoming.take()) else {
+            return Err(PeerMisbehaved::Unexpected {
+                msg: msg::NEWKEYS,
+                state: "before the key exchange produced keys",
+            }
+            .into());
+        };
+        let Some(kex) = self.kex.take() else {
+            return Err(Error::Misuse("no kex"));
+        };
+        self.opener.set_cipher(incoming);
+        if self.strict_kex {
+            self.opener.reset_seq();
+        }
+        let first = !self.first_kex_done;
+        self.first_kex_done = true;
+        self.kex_count += 1;
+        self.bytes_since_kex = 0;
+        self.packets_since_kex = 0;
+        self.rekey_at = Some(now + self.config.rekey_interval);
+        self.negotiated = kex.negotiated;
+        if let Some(algorithms) = kex.negotiated {
+            self.events.push_back(Event::KexDone { first, algorithms });
+        }
+        while let Some(p) = self.queued.pop_front() {
+            self.queue_packet(&p);
+        }
+        self.queued_bytes = 0;
+        Ok(())
+    }
+}
+
+fn parse_ext_info(payload: &[u8]) -> Result<ExtInfo, Error> {
+    let mal = Error::malformed(msg::EXT_INFO);
+    let mut r = Reader::new(&payload[1..]);
+    let n = r.u32("nr-extensions").map_err(&mal)?;
+    let mut info = ExtInfo::default();
+    for _ in 0..n.min(64) {
+        let name = r.utf8("extension-name").map_err(&mal)?;
+        let value = r.string("extension-value").map_err(&mal)?;
+        if name == "server-sig-algs" {
+            let list = Reader::new(&[&(value.len() as u32).to_be_bytes()[..], value].concat())
+                .name_list("server-sig-algs")
+                .map_err(&mal)?
+                .iter()
+                .map(str::to_owned)
+                .collect();
+            info.server_sig_algs = Some(list);
+        }
+        info.all.push((name.to_owned(), value.to_vec()));
+    }
+    Ok(info)
+}

@@ -1,0 +1,1 @@
+256 SHA256:3IwvMm43svzmuoQeN1MpZ4UpVWPu5IN0aMeleQoEIzU ed25519@sshr-test (ED25519)

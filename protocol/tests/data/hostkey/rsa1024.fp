@@ -1,0 +1,1 @@
+1024 SHA256:e4DgrZEyiyN3ln9Eyc9IFKD4Rj20vTxEjU0yoeIvbUY rsa1024@sshr-test (RSA)

@@ -1,0 +1,404 @@
+//! Two transports wired back to back in memory: every cipher pair, rekeys in the middle
+//! of a transfer from either side, strict-kex violations, tampering, oversized packets.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand_core::SeedableRng;
+use sshr_protocol::cipher::{CipherAlg, MacAlg};
+use sshr_protocol::error::PeerMisbehaved;
+use sshr_protocol::hostkey::{PrivateKey, SigAlg};
+use sshr_protocol::packet::Sealer;
+use sshr_protocol::transport::{ClientOptions, Config, Event, HostKeyCheck, Input, Transport};
+use sshr_protocol::{msg, Error};
+
+/// One side of the pair: its transport, the bytes it has received but not yet read, and
+/// what it delivered to the application.
+struct Side {
+    t: Transport,
+    rx: Vec<u8>,
+    got: Vec<Vec<u8>>,
+    events: Vec<Event>,
+    error: Option<Error>,
+}
+
+impl Side {
+    fn new(t: Transport) -> Self {
+        Self { t, rx: Vec::new(), got: Vec::new(), events: Vec::new(), error: None }
+    }
+
+    /// Read everything readable; returns whether anything happened.
+    fn read_all(&mut self, now: Instant) -> bool {
+        let mut progress = false;
+        while self.error.is_none() && !self.rx.is_empty() {
+            match self.t.read(&mut self.rx, now) {
+                Ok(Input::NeedMore(_)) => break,
+                Ok(Input::Consumed(n)) => {
+                    self.rx.drain(..n);
+                }
+                Ok(Input::Packet { len, payload }) => {
+                    self.got.push(self.rx[payload].to_vec());
+                    self.rx.drain(..len);
+                }
+                Err(e) => self.error = Some(e),
+            }
+            progress = true;
+        }
+        while let Some(e) = self.t.poll_event() {
+            self.events.push(e);
+        }
+        progress
+    }
+}
+
+struct Pair {
+    client: Side,
+    server: Side,
+    now: Instant,
+}
+
+fn host_key() -> Arc<PrivateKey> {
+    Arc::new(PrivateKey::generate_ed25519(&mut rand_chacha::ChaCha20Rng::from_seed([3; 32])))
+}
+
+impl Pair {
+    fn new(client_config: Config, server_config: Config, host_keys: Vec<Arc<PrivateKey>>, check: HostKeyCheck) -> Self {
+        let now = Instant::now();
+        let client = Transport::client(
+            Arc::new(client_config),
+            ClientOptions { host_key_check: check, prefer_cipher: None },
+            [1; 32],
+            now,
+        );
+        let server = Transport::server(Arc::new(server_config), host_keys, [2; 32], now);
+        Self { client: Side::new(client), server: Side::new(server), now }
+    }
+
+    fn default_pair() -> Self {
+        Self::new(Config::default(), Config::default(), vec![host_key()], HostKeyCheck::AcceptAny)
+    }
+
+    /// Move bytes both ways until nothing changes.
+    fn drive(&mut self) {
+        for _ in 0..10_000 {
+            let mut progress = false;
+            for (from, to) in [(&mut self.client, &mut self.server), (&mut self.server, &mut self.client)] {
+                let out = from.t.transmit();
+                if !out.is_empty() {
+                    to.rx.extend_from_slice(out);
+                    let n = out.len();
+                    from.t.advance_transmit(n);
+                    progress = true;
+                }
+            }
+            progress |= self.client.read_all(self.now);
+            progress |= self.server.read_all(self.now);
+            if !progress {
+                return;
+            }
+        }
+        panic!("pair did not settle");
+    }
+
+    fn established(&self) -> bool {
+        self.client.t.is_established() && self.server.t.is_established()
+    }
+}
+
+fn data_payload(i: u32, len: usize) -> Vec<u8> {
+    let mut p = vec![msg::CHANNEL_DATA];
+    p.extend_from_slice(&i.to_be_bytes());
+    p.extend((0..len).map(|j| (j as u32).wrapping_mul(31).wrapping_add(i) as u8));
+    p
+}
+
+#[test]
+fn handshake_and_data_for_every_cipher_and_mac() {
+    for cipher in CipherAlg::ALL {
+        let macs: Vec<Option<MacAlg>> =
+            if cipher.is_aead() { vec![None] } else { MacAlg::ALL.iter().copied().map(Some).collect() };
+        for mac in macs {
+            let server_cfg = Config {
+                ciphers: vec![cipher],
+                macs: mac.map_or_else(|| MacAlg::ALL.to_vec(), |m| vec![m]),
+                ..Config::default()
+            };
+            let mut pair = Pair::new(Config::default(), server_cfg, vec![host_key()], HostKeyCheck::AcceptAny);
+            pair.drive();
+            assert!(pair.established(), "{cipher:?}/{mac:?}: {:?} {:?}", pair.client.error, pair.server.error);
+            assert!(pair.client.t.strict_kex() && pair.server.t.strict_kex());
+            assert_eq!(pair.client.t.session_id(), pair.server.t.session_id());
+            let done = pair.client.events.iter().find_map(|e| match e {
+                Event::KexDone { first: true, algorithms } => Some(*algorithms),
+                _ => None,
+            });
+            let algs = done.expect("KexDone event");
+            assert_eq!((algs.cipher_c2s, algs.cipher_s2c), (cipher, cipher));
+            assert_eq!(algs.mac_c2s, mac);
+            assert!(pair.client.events.iter().any(|e| matches!(e, Event::HostKey(_))));
+            // The client announced ext-info-c: the server's EXT_INFO arrived.
+            assert!(pair.client.events.iter().any(|e| matches!(e,
+                Event::ExtInfo(i) if i.server_sig_algs.as_ref().is_some_and(|l| l.iter().any(|a| a == "ssh-ed25519")))));
+            for (i, len) in [1usize, 15, 16, 17, 1000, 32 * 1024, 200_000].into_iter().enumerate() {
+                pair.client.t.send(&data_payload(i as u32, len)).unwrap();
+                pair.server.t.send(&data_payload(i as u32 + 100, len)).unwrap();
+            }
+            pair.drive();
+            assert!(pair.client.error.is_none() && pair.server.error.is_none());
+            assert_eq!(pair.server.got.len(), 7, "{cipher:?}/{mac:?}");
+            for (i, len) in [1usize, 15, 16, 17, 1000, 32 * 1024, 200_000].into_iter().enumerate() {
+                assert_eq!(pair.server.got[i], data_payload(i as u32, len));
+                assert_eq!(pair.client.got[i], data_payload(i as u32 + 100, len));
+            }
+        }
+    }
+}
+
+#[test]
+fn mixed_ciphers_per_direction() {
+    // The client proposes GCM first for its own direction; server prefers nothing. Each
+    // direction is negotiated independently (RFC 4253 7.1).
+    let client_cfg = Config { ciphers: vec![CipherAlg::Aes256Gcm, CipherAlg::ChaCha20Poly1305], ..Config::default() };
+    let server_cfg = Config { ciphers: vec![CipherAlg::ChaCha20Poly1305, CipherAlg::Aes256Gcm], ..Config::default() };
+    let mut pair = Pair::new(client_cfg, server_cfg, vec![host_key()], HostKeyCheck::AcceptAny);
+    pair.drive();
+    assert!(pair.established());
+    pair.client.t.send(&data_payload(1, 5000)).unwrap();
+    pair.drive();
+    assert_eq!(pair.server.got, vec![data_payload(1, 5000)]);
+}
+
+/// A transfer of many packets with a rekey started in the middle by `who`; nothing is
+/// lost or reordered, and both sides count the extra key exchange.
+fn rekey_during_transfer(client_starts: bool) {
+    let mut pair = Pair::default_pair();
+    pair.drive();
+    assert!(pair.established());
+    let total = 600u32;
+    let mut sent = 0u32;
+    while sent < total {
+        // Interleave: queue a burst from both sides, move some bytes, rekey in the middle.
+        for _ in 0..20 {
+            pair.client.t.send(&data_payload(sent, 16 * 1024)).unwrap();
+            pair.server.t.send(&data_payload(sent + 1_000_000, 8 * 1024)).unwrap();
+            sent += 1;
+        }
+        if sent == 300 {
+            if client_starts {
+                pair.client.t.rekey();
+            } else {
+                pair.server.t.rekey();
+            }
+            // Packets sent now are queued behind the KEXINIT until NEWKEYS.
+            pair.client.t.send(&data_payload(sent, 100)).unwrap();
+            pair.server.t.send(&data_payload(sent + 1_000_000, 100)).unwrap();
+            sent += 1;
+        }
+        pair.drive();
+    }
+    assert!(pair.client.error.is_none() && pair.server.error.is_none(), "{:?} {:?}", pair.client.error, pair.server.error);
+    assert_eq!(pair.client.t.kex_count(), 2);
+    assert_eq!(pair.server.t.kex_count(), 2);
+    assert_eq!(pair.server.got.len(), sent as usize);
+    for (i, p) in pair.server.got.iter().enumerate() {
+        assert_eq!(&p[1..5], &(i as u32).to_be_bytes(), "client->server packet {i} out of order");
+    }
+    for (i, p) in pair.client.got.iter().enumerate() {
+        assert_eq!(&p[1..5], &(i as u32 + 1_000_000).to_be_bytes(), "server->client packet {i} out of order");
+    }
+}
+
+#[test]
+fn rekey_started_by_client_mid_transfer() {
+    rekey_during_transfer(true);
+}
+
+#[test]
+fn rekey_started_by_server_mid_transfer() {
+    rekey_during_transfer(false);
+}
+
+#[test]
+fn automatic_rekey_after_byte_and_time_limits() {
+    let small = Config { rekey_bytes: 256 * 1024, ..Config::default() };
+    let mut pair = Pair::new(small.clone(), Config::default(), vec![host_key()], HostKeyCheck::AcceptAny);
+    pair.drive();
+    for i in 0..64 {
+        pair.client.t.send(&data_payload(i, 32 * 1024)).unwrap();
+        pair.drive();
+    }
+    assert_eq!(pair.server.got.len(), 64);
+    assert!(pair.client.t.kex_count() >= 6, "kex count {}", pair.client.t.kex_count());
+    assert_eq!(pair.client.t.kex_count(), pair.server.t.kex_count());
+
+    let mut pair = Pair::default_pair();
+    pair.drive();
+    let deadline = pair.server.t.poll_timeout().expect("rekey deadline");
+    assert!(deadline >= pair.now + Duration::from_secs(3599));
+    pair.server.t.handle_timeout(pair.now + Duration::from_secs(10));
+    pair.drive();
+    assert_eq!(pair.server.t.kex_count(), 1);
+    pair.server.t.handle_timeout(deadline);
+    pair.drive();
+    assert_eq!(pair.server.t.kex_count(), 2);
+}
+
+#[test]
+fn strict_kex_refuses_ignore_before_newkeys() {
+    let mut pair = Pair::default_pair();
+    // Move the identification lines and KEXINITs, then inject an unauthenticated
+    // IGNORE into the client->server stream as a Terrapin-style attacker would.
+    let client_out = pair.client.t.transmit().to_vec();
+    pair.client.t.advance_transmit(client_out.len());
+    pair.server.rx.extend_from_slice(&client_out);
+    pair.server.read_all(pair.now);
+    assert!(pair.server.error.is_none());
+    let mut ignore = Vec::new();
+    Sealer::new().seal_into(&mut ignore, &[msg::IGNORE, 0, 0, 0, 0], &mut rand_chacha::ChaCha20Rng::from_seed([0; 32]));
+    pair.server.rx.extend_from_slice(&ignore);
+    pair.server.read_all(pair.now);
+    match &pair.server.error {
+        Some(Error::Peer(PeerMisbehaved::StrictKex { msg })) => assert_eq!(*msg, msg::IGNORE),
+        other => panic!("expected a strict kex violation, got {other:?}"),
+    }
+    // The server tells the client why before closing.
+    assert!(pair.server.t.is_closed());
+    assert!(!pair.server.t.transmit().is_empty());
+}
+
+#[test]
+fn ignore_before_kexinit_without_strict_kex_is_fine_but_not_with_it() {
+    // Without strict kex on either side an IGNORE first is legal.
+    let lax = Config { strict_kex: false, ..Config::default() };
+    let mut pair = Pair::new(lax.clone(), lax, vec![host_key()], HostKeyCheck::AcceptAny);
+    let mut out = pair.client.t.transmit().to_vec();
+    pair.client.t.advance_transmit(out.len());
+    let line_end = out.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let mut ignore = Vec::new();
+    Sealer::new().seal_into(&mut ignore, &[msg::IGNORE, 0, 0, 0, 0], &mut rand_chacha::ChaCha20Rng::from_seed([0; 32]));
+    out.splice(line_end..line_end, ignore.iter().copied());
+    pair.server.rx.extend_from_slice(&out);
+    pair.drive();
+    assert!(pair.established(), "{:?}", pair.server.error);
+
+    // With strict kex, the same IGNORE before KEXINIT is refused once the KEXINIT shows
+    // that the client asked for strict kex.
+    let mut pair = Pair::default_pair();
+    let mut out = pair.client.t.transmit().to_vec();
+    pair.client.t.advance_transmit(out.len());
+    out.splice(line_end..line_end, ignore.iter().copied());
+    pair.server.rx.extend_from_slice(&out);
+    pair.drive();
+    assert!(matches!(pair.server.error, Some(Error::Peer(PeerMisbehaved::StrictKex { .. }))), "{:?}", pair.server.error);
+}
+
+#[test]
+fn tampered_ciphertext_is_rejected() {
+    for cipher in CipherAlg::ALL {
+        let cfg = Config { ciphers: vec![cipher], ..Config::default() };
+        let mut pair = Pair::new(cfg.clone(), cfg, vec![host_key()], HostKeyCheck::AcceptAny);
+        pair.drive();
+        pair.client.t.send(&data_payload(7, 100)).unwrap();
+        let mut wire = pair.client.t.transmit().to_vec();
+        pair.client.t.advance_transmit(wire.len());
+        wire[20] ^= 0x01;
+        pair.server.rx.extend_from_slice(&wire);
+        pair.server.read_all(pair.now);
+        assert_eq!(pair.server.error, Some(Error::Peer(PeerMisbehaved::BadMac)), "{cipher:?}");
+        assert!(pair.server.got.is_empty());
+    }
+}
+
+#[test]
+fn oversized_length_is_rejected_before_buffering() {
+    // Before kex (clear text) and after kex with a clear length field (GCM).
+    let mut pair = Pair::default_pair();
+    let line = pair.client.t.our_version().len() + 2;
+    let mut out = pair.client.t.transmit()[..line].to_vec();
+    out.extend_from_slice(&(16 * 1024 * 1024u32).to_be_bytes());
+    out.extend_from_slice(&[0; 12]);
+    pair.server.rx.extend_from_slice(&out);
+    pair.server.read_all(pair.now);
+    assert!(matches!(pair.server.error, Some(Error::Peer(PeerMisbehaved::PacketLength(_)))), "{:?}", pair.server.error);
+
+    let cfg = Config { ciphers: vec![CipherAlg::Aes128Gcm], ..Config::default() };
+    let mut pair = Pair::new(cfg.clone(), cfg, vec![host_key()], HostKeyCheck::AcceptAny);
+    pair.drive();
+    let mut huge = (1u32 << 30).to_be_bytes().to_vec();
+    huge.extend_from_slice(&[0; 16]);
+    pair.server.rx.extend_from_slice(&huge);
+    pair.server.read_all(pair.now);
+    assert!(matches!(pair.server.error, Some(Error::Peer(PeerMisbehaved::PacketLength(_)))));
+}
+
+#[test]
+fn pinned_host_key_is_enforced() {
+    let key = host_key();
+    let other = Arc::new(PrivateKey::generate_ed25519(&mut rand_chacha::ChaCha20Rng::from_seed([4; 32])));
+    let mut pair =
+        Pair::new(Config::default(), Config::default(), vec![key.clone()], HostKeyCheck::Pinned(vec![key.public()]));
+    pair.drive();
+    assert!(pair.established());
+    let mut pair = Pair::new(Config::default(), Config::default(), vec![key], HostKeyCheck::Pinned(vec![other.public()]));
+    pair.drive();
+    assert!(matches!(pair.client.error, Some(Error::HostKeyMismatch { .. })), "{:?}", pair.client.error);
+    assert!(!pair.server.t.is_established());
+    // The server learns why: the client sent DISCONNECT (host key not verifiable).
+    assert!(matches!(pair.server.error, Some(Error::PeerDisconnected { reason: 9, .. })), "{:?}", pair.server.error);
+}
+
+#[test]
+fn no_common_algorithm_is_reported_with_both_lists() {
+    let client_cfg = Config { ciphers: vec![CipherAlg::Aes128Ctr], ..Config::default() };
+    let server_cfg = Config { ciphers: vec![CipherAlg::ChaCha20Poly1305], ..Config::default() };
+    let mut pair = Pair::new(client_cfg, server_cfg, vec![host_key()], HostKeyCheck::AcceptAny);
+    pair.drive();
+    match &pair.server.error {
+        Some(Error::NoCommonAlgorithm { what, ours, theirs }) => {
+            assert!(what.starts_with("cipher"));
+            assert_eq!(ours, "chacha20-poly1305@openssh.com");
+            assert_eq!(theirs, "aes128-ctr");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn service_request_is_accepted_after_kex() {
+    let mut pair = Pair::default_pair();
+    pair.client.t.request_service("ssh-userauth").unwrap();
+    pair.drive();
+    assert!(pair.client.events.contains(&Event::ServiceAccepted("ssh-userauth".into())));
+    assert!(pair.server.events.contains(&Event::ServiceAccepted("ssh-userauth".into())));
+    pair.client.t.request_service("ssh-nonsense").unwrap();
+    pair.drive();
+    assert!(matches!(pair.server.error, Some(Error::Peer(PeerMisbehaved::UnknownService(_)))));
+    assert!(matches!(pair.client.error, Some(Error::PeerDisconnected { reason: 7, .. })));
+}
+
+#[test]
+fn host_key_types_from_fixtures() {
+    // RSA and ECDSA host keys, when the fixtures are present: each negotiates its own
+    // signature algorithm.
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/hostkey");
+    let mut seen = 0;
+    for (file, alg) in [
+        ("rsa", SigAlg::RsaSha2_512),
+        ("ecdsa256", SigAlg::EcdsaP256),
+        ("ecdsa384", SigAlg::EcdsaP384),
+        ("ed25519", SigAlg::Ed25519),
+    ] {
+        let Ok(text) = std::fs::read_to_string(format!("{dir}/{file}")) else { continue };
+        seen += 1;
+        let key = Arc::new(PrivateKey::from_openssh(&text).unwrap());
+        let mut pair = Pair::new(Config::default(), Config::default(), vec![key], HostKeyCheck::AcceptAny);
+        pair.drive();
+        assert!(pair.established(), "{file}: {:?} {:?}", pair.client.error, pair.server.error);
+        let algs = pair.client.events.iter().find_map(|e| match e {
+            Event::KexDone { algorithms, .. } => Some(*algorithms),
+            _ => None,
+        });
+        assert_eq!(algs.unwrap().host_key, alg);
+    }
+    assert!(seen >= 3, "host key fixtures missing in {dir}");
+}

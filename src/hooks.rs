@@ -1,0 +1,187 @@
+//! The three hooks of the sshr paper, as the operator-facing library API.
+//!
+//! A login asks, in order:
+//! 1. [`Hooks::find_upstream`]: which server does this user belong to, as whom do we log
+//!    in there, and which host key do we expect from it;
+//! 2. [`Hooks::fetch_authorized_keys`]: which public keys may log in to the proxy as
+//!    this user (public-key logins are checked at the proxy, because the client's
+//!    signature covers the session id of the client leg and cannot be forwarded);
+//! 3. [`Hooks::fetch_private_key`]: which key the proxy logs in to the upstream with.
+//!
+//! Hooks run on the shard that accepted the session, inside its single-threaded event
+//! loop: they may await network I/O but must never block the thread. Put blocking work
+//! (a file read, a synchronous database client, DNS) behind [`crate::run_blocking`].
+//! Hooks are built once per shard by a [`HooksFactory`], so an implementation may keep
+//! plain `Rc`/`RefCell` caches without locks.
+//!
+//! ```no_run
+//! use std::rc::Rc;
+//! use sshr::hooks::{HookContext, HookError, Hooks, Upstream};
+//! use sshr_protocol::hostkey::{PrivateKey, PublicKey};
+//!
+//! struct OneServer { key: Rc<PrivateKey> }
+//!
+//! #[async_trait::async_trait(?Send)]
+//! impl Hooks for OneServer {
+//!     async fn find_upstream(&self, ctx: &HookContext) -> Result<Option<Upstream>, HookError> {
+//!         Ok(Some(Upstream::new("10.0.0.5:22", &ctx.user)))
+//!     }
+//!     async fn fetch_authorized_keys(&self, _: &HookContext) -> Result<Vec<PublicKey>, HookError> {
+//!         Ok(Vec::new())
+//!     }
+//!     async fn fetch_private_key(&self, _: &HookContext, _: &Upstream) -> Result<Rc<PrivateKey>, HookError> {
+//!         Ok(self.key.clone())
+//!     }
+//! }
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use sshr_protocol::hostkey::{PrivateKey, PublicKey};
+
+/// What the proxy knows about a login when it calls a hook.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HookContext {
+    /// The login name the client sent (SSH_MSG_USERAUTH_REQUEST user name).
+    pub user: String,
+    /// The client's address as the proxy's socket sees it.
+    pub client_addr: SocketAddr,
+    /// A proxy-assigned id, unique per process, that every log line of the session
+    /// carries. The shard index is in the high 16 bits.
+    pub session_id: u64,
+    /// The client's identification string, e.g. `SSH-2.0-OpenSSH_9.2p1 Debian-2`.
+    pub client_version: String,
+}
+
+impl HookContext {
+    pub fn new(
+        user: impl Into<String>,
+        client_addr: SocketAddr,
+        session_id: u64,
+        client_version: impl Into<String>,
+    ) -> Self {
+        HookContext {
+            user: user.into(),
+            client_addr,
+            session_id,
+            client_version: client_version.into(),
+        }
+    }
+}
+
+/// Where a user's session goes.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    /// `host:port`; a host name is resolved off the shard when the session connects.
+    /// IPv6 literals are written in brackets: `[2001:db8::5]:22`.
+    pub addr: String,
+    /// The user name the proxy logs in as on the upstream.
+    pub user: String,
+    /// Which host keys the upstream may present.
+    pub host_key: HostKeyPolicy,
+}
+
+impl Upstream {
+    /// An upstream with an unpinned host key; see [`Upstream::pinned`].
+    pub fn new(addr: impl Into<String>, user: impl Into<String>) -> Self {
+        Upstream {
+            addr: addr.into(),
+            user: user.into(),
+            host_key: HostKeyPolicy::Unpinned,
+        }
+    }
+
+    /// The same upstream, accepting only these host keys.
+    pub fn pinned(mut self, keys: Vec<PublicKey>) -> Self {
+        self.host_key = HostKeyPolicy::Pinned(keys);
+        self
+    }
+}
+
+/// How the proxy verifies an upstream's host key.
+#[derive(Clone, Debug)]
+pub enum HostKeyPolicy {
+    /// Only these keys are accepted; any other key aborts the upstream connection.
+    Pinned(Vec<PublicKey>),
+    /// Any key is accepted, and the session logs a warning with its fingerprint.
+    /// Convenient on a private network; pin keys where an attacker could sit between
+    /// the proxy and the upstream.
+    Unpinned,
+}
+
+/// Why a hook could not answer. The client is never told more than "permission denied"
+/// (an unknown user must look exactly like a wrong key); the log gets the details.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HookError {
+    /// The hook did not answer in time (the session enforces `limits.hook_timeout_secs`).
+    #[error("hook timed out")]
+    Timeout,
+    /// A backend the hook depends on (database, directory, key service) is unreachable
+    /// or failing.
+    #[error("hook backend unavailable: {0}")]
+    Unavailable(String),
+    /// The backend answered with data the hook could not use (a malformed key or
+    /// address).
+    #[error("hook got invalid data: {0}")]
+    InvalidData(String),
+    /// The hook refuses this login on purpose (account disabled, client address not
+    /// allowed). Answered to the client like a wrong key.
+    #[error("login refused by hook: {0}")]
+    Denied(String),
+}
+
+/// The operator's answers to the three questions of a login.
+///
+/// One value per shard (see [`HooksFactory`]); methods take `&self` and run on the
+/// shard's event loop, so they must await rather than block.
+#[async_trait::async_trait(?Send)]
+pub trait Hooks {
+    /// The upstream of `ctx.user`, or `None` if there is no such user.
+    ///
+    /// The session answers an unknown user exactly like a wrong key, with the same
+    /// timing, so the proxy cannot be used to enumerate users.
+    async fn find_upstream(&self, ctx: &HookContext) -> Result<Option<Upstream>, HookError>;
+
+    /// The public keys allowed to log in to the proxy as `ctx.user`. An empty list means
+    /// public-key login is impossible for this user (password and keyboard-interactive
+    /// logins are still passed through to the upstream).
+    async fn fetch_authorized_keys(&self, ctx: &HookContext) -> Result<Vec<PublicKey>, HookError>;
+
+    /// The key the proxy logs in to `upstream` with, on behalf of `ctx.user`.
+    async fn fetch_private_key(
+        &self,
+        ctx: &HookContext,
+        upstream: &Upstream,
+    ) -> Result<Rc<PrivateKey>, HookError>;
+}
+
+/// Builds the hooks of one shard. Called once on each shard's thread at startup (and
+/// again on every configuration reload), so the value it returns need not be `Send`.
+pub type HooksFactory = Arc<dyn Fn() -> Rc<dyn Hooks> + Send + Sync>;
+
+/// Wraps a closure that builds a [`Hooks`] value into a [`HooksFactory`].
+///
+/// ```ignore
+/// let factory = sshr::hooks::factory(move || MyHooks::new(&settings));
+/// ```
+pub fn factory<H, F>(make: F) -> HooksFactory
+where
+    H: Hooks + 'static,
+    F: Fn() -> H + Send + Sync + 'static,
+{
+    Arc::new(move || Rc::new(make()) as Rc<dyn Hooks>)
+}
+
+impl fmt::Display for HostKeyPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostKeyPolicy::Pinned(keys) => write!(f, "pinned ({} key(s))", keys.len()),
+            HostKeyPolicy::Unpinned => f.write_str("unpinned"),
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! One leg of a proxied session: a TCP stream and the SSH transport that runs over it.
+//!
+//! The client leg is the server role of the transport, the upstream leg the client role.
+//! During the relay two pumps share a leg (one reads it, the other writes to it), so the
+//! stream sits in a `RefCell` that is borrowed only for the duration of one `poll_*`
+//! call, and writes are serialized by a one-permit semaphore: a packet is sealed (given
+//! its sequence number) only while its writer holds the permit, which keeps the wire
+//! order equal to the sequence order.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+use glommio::sync::{Permit, Semaphore};
+use sshr_protocol::packet::MAX_PACKET_LEN;
+use sshr_protocol::transport::{Event, Input, Transport};
+
+/// Which side of the proxy a leg faces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Upstream,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Client => "client",
+            Side::Upstream => "upstream",
+        })
+    }
+}
+
+/// Why a leg stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum LegError {
+    #[error("{side}: connection closed")]
+    Closed { side: Side },
+    #[error("{side}: {source}")]
+    Io { side: Side, source: io::Error },
+    #[error("{side}: {source}")]
+    Protocol { side: Side, source: sshr_protocol::Error },
+}
+
+impl LegError {
+    pub fn side(&self) -> Side {
+        match self {
+            LegError::Closed { side } | LegError::Io { side, .. } | LegError::Protocol { side, .. } => *side,
+        }
+    }
+}
+
+/// A change signal for single-threaded tasks: waiters see a generation number move.
+#[derive(Default)]
+pub struct Notify {
+    generation: Cell<u64>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Notify {
+    pub fn generation(&self) -> u64 {
+        self.generation.get()
+    }
+
+    pub fn notify(&self) {
+        self.generation.set(self.generation.get().wrapping_add(1));
+        for w in self.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Resolves once the generation differs from `seen`.
+    pub async fn changed_since(&self, seen: u64) {
+        poll_fn(|cx| {
+            if self.generation.get() != seen {
+                Poll::Ready(())
+            } else {
+                let mut w = self.waiters.borrow_mut();
+                if !w.iter().any(|x| x.will_wake(cx.waker())) {
+                    w.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// A receive buffer: bytes `start..end` of `data` are received and not yet consumed.
+/// Packets are decrypted (and re-sealed by the relay) in place inside it.
+pub struct RxBuf {
+    pub data: Vec<u8>,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// Room a receive buffer must have: the largest packet plus its tag.
+pub const MAX_WIRE_PACKET: usize = MAX_PACKET_LEN as usize + 4 + sshr_protocol::packet::MAX_TAG_LEN;
+
+impl RxBuf {
+    pub fn new(capacity: usize) -> Self {
+        Self { data: vec![0; capacity], start: 0, end: 0 }
+    }
+
+    pub fn filled(&mut self) -> &mut [u8] {
+        &mut self.data[self.start..self.end]
+    }
+
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Consume without moving the window back to the front, so that offsets of bytes
+    /// after the consumed ones stay valid (the relay keeps sealed packets there).
+    pub fn consume_keeping_position(&mut self, n: usize) {
+        self.start += n;
+    }
+
+    /// Reset an empty window to the front of the buffer.
+    pub fn settle(&mut self) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Make room for at least `need` bytes from `start` plus some free space to read
+    /// into: compact to the front, grow (never past the packet cap) if needed.
+    pub fn reserve(&mut self, need: usize) {
+        let need = need.min(MAX_WIRE_PACKET);
+        if self.start > 0 && (self.data.len() - self.start < need || self.end == self.data.len()) {
+            self.data.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.data.len() < need {
+            self.data.resize(need.next_power_of_two().min(MAX_WIRE_PACKET).max(need), 0);
+        }
+    }
+
+    pub fn unfilled(&mut self) -> &mut [u8] {
+        &mut self.data[self.end..]
+    }
+}
+
+/// What [`Leg::recv`] got.
+pub enum Received {
+    /// A user-auth or connection-layer message (copied out; handshake use only).
+    Packet(Vec<u8>),
+    Event(Event),
+}
+
+pub struct Leg {
+    pub side: Side,
+    stream: RefCell<TcpStream>,
+    pub transport: RefCell<Transport>,
+    writer: Semaphore,
+    /// Signalled when this leg's transport may have become able to send again
+    /// (a key exchange finished) or the leg closed.
+    pub changed: Notify,
+    spare: Cell<Vec<u8>>,
+}
+
+impl Leg {
+    pub fn new(side: Side, stream: TcpStream, transport: Transport) -> Self {
+        Self {
+            side,
+            stream: RefCell::new(stream),
+            transport: RefCell::new(transport),
+            writer: Semaphore::new(1),
+            changed: Notify::default(),
+            spare: Cell::new(Vec::new()),
+        }
+    }
+
+    fn io_err(&self, source: io::Error) -> LegError {
+        LegError::Io { side: self.side, source }
+    }
+
+    pub async fn read_some(&self, buf: &mut [u8]) -> Result<usize, LegError> {
+        let n = poll_fn(|cx| Pin::new(&mut *self.stream.borrow_mut()).poll_read(cx, buf))
+            .await
+            .map_err(|e| self.io_err(e))?;
+        if n == 0 {
+            return Err(LegError::Closed { side: self.side });
+        }
+        Ok(n)
+    }
+
+    /// Write all of `data`. The caller holds the writer permit.
+    pub async fn write_all_locked(&self, mut data: &[u8]) -> Result<(), LegError> {
+        while !data.is_empty() {
+            let n = poll_fn(|cx| Pin::new(&mut *self.stream.borrow_mut()).poll_write(cx, data))
+                .await
+                .map_err(|e| self.io_err(e))?;
+            if n == 0 {
+                return Err(LegError::Closed { side: self.side });
+            }
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    pub async fn lock_writer(&self) -> Permit<'_> {
+        // The semaphore is never closed, so acquiring cannot fail.
+        loop {
+            if let Ok(p) = self.writer.acquire_permit(1).await {
+                return p;
+            }
+        }
+    }
+
+    /// Write what the transport queued. The caller holds the writer permit.
+    pub async fn flush_locked(&self) -> Result<(), LegError> {
+        loop {
+            let out = {
+                let mut t = self.transport.borrow_mut();
+                if t.transmit().is_empty() {
+                    return Ok(());
+                }
+                t.take_transmit(self.spare.take())
+            };
+            let r = self.write_all_locked(&out).await;
+            self.spare.set(out);
+            r?;
+        }
+    }
+
+    pub fn has_transmit(&self) -> bool {
+        !self.transport.borrow().transmit().is_empty()
+    }
+
+    pub async fn flush(&self) -> Result<(), LegError> {
+        if !self.has_transmit() {
+            return Ok(());
+        }
+        let _permit = self.lock_writer().await;
+        self.flush_locked().await
+    }
+
+    /// Handshake-phase receive: the next upper-layer message or transport event.
+    pub async fn recv(&self, rx: &mut RxBuf) -> Result<Received, LegError> {
+        loop {
+            if let Some(e) = self.transport.borrow_mut().poll_event() {
+                return Ok(Received::Event(e));
+            }
+            let r = self.transport.borrow_mut().read(rx.filled(), Instant::now());
+            match r {
+                Ok(Input::Consumed(n)) => rx.consume(n),
+                Ok(Input::Packet { len, payload }) => {
+                    let p = rx.data[rx.start + payload.start..rx.start + payload.end].to_vec();
+                    rx.consume(len);
+                    self.flush().await?;
+                    return Ok(Received::Packet(p));
+                }
+                Ok(Input::NeedMore(n)) => {
+                    self.flush().await?;
+                    rx.reserve(n.max(rx.len() + 1));
+                    let n = self.read_some(rx.unfilled()).await?;
+                    rx.end += n;
+                }
+                Err(source) => {
+                    // The transport queued a DISCONNECT telling the peer why.
+                    let _ = self.flush().await;
+                    return Err(LegError::Protocol { side: self.side, source });
+                }
+            }
+        }
+    }
+
+    /// Send a message (handshake phase) and flush it.
+    pub async fn send(&self, payload: &[u8]) -> Result<(), LegError> {
+        self.transport
+            .borrow_mut()
+            .send(payload)
+            .map_err(|source| LegError::Protocol { side: self.side, source })?;
+        self.flush().await
+    }
+
+    /// Send DISCONNECT with a reason and flush it (best effort).
+    pub async fn disconnect(&self, reason: u32, description: &str) {
+        self.transport.borrow_mut().disconnect(reason, description);
+        let _ = self.flush().await;
+        self.changed.notify();
+    }
+
+    pub async fn shutdown(&self) {
+        let _ = poll_fn(|cx| Pin::new(&mut *self.stream.borrow_mut()).poll_close(cx)).await;
+    }
+}

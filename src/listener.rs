@@ -1,0 +1,163 @@
+//! Listening sockets and the per-shard accept loop.
+//!
+//! Every shard has its own listening socket for each `listen` address, all bound to the
+//! same address with SO_REUSEPORT, so the kernel spreads new connections over the shards
+//! and no connection ever moves between threads. The sockets are built with socket2 on
+//! the main thread before any shard starts: bind errors ("address in use") are reported
+//! at startup, and port 0 resolves to one port shared by every shard.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::FutureExt;
+use glommio::net::TcpListener;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::shard::{SessionGuard, ShardContext};
+
+/// Pending connections the kernel queues per listening socket before the shard accepts
+/// them (capped by net.core.somaxconn).
+const BACKLOG: i32 = 4096;
+
+/// A listening address could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Binds `per_address` SO_REUSEPORT sockets to each address. Returns the addresses
+/// actually bound (port 0 replaced by the port the kernel chose) and, for each of the
+/// `per_address` shards, its socket for every address.
+pub(crate) fn bind_all(
+    listen: &[SocketAddr],
+    per_address: usize,
+) -> Result<(Vec<SocketAddr>, Vec<Vec<Socket>>), BindError> {
+    let mut bound = Vec::with_capacity(listen.len());
+    let mut per_shard: Vec<Vec<Socket>> = (0..per_address).map(|_| Vec::new()).collect();
+    for &requested in listen {
+        let first = bind_reuseport(requested).map_err(|source| BindError {
+            addr: requested,
+            source,
+        })?;
+        let actual = first
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or(requested);
+        bound.push(actual);
+        per_shard[0].push(first);
+        for sockets in per_shard.iter_mut().skip(1) {
+            let socket = bind_reuseport(actual).map_err(|source| BindError {
+                addr: actual,
+                source,
+            })?;
+            sockets.push(socket);
+        }
+    }
+    Ok((bound, per_shard))
+}
+
+/// A listening TCP socket with SO_REUSEADDR and SO_REUSEPORT. IPv6 sockets are IPv6
+/// only, so `[::]:22` and `0.0.0.0:22` can both be listed without conflict.
+pub(crate) fn bind_reuseport(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket)
+}
+
+/// Wraps a bound socket for the current shard's reactor. Must run on the shard.
+pub(crate) fn into_glommio(socket: Socket) -> TcpListener {
+    // SAFETY: the fd comes from a socket we own and give up here; glommio takes
+    // ownership and closes it when the listener is dropped.
+    unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) }
+}
+
+/// Accepts connections until the task is dropped (shutdown drops it, which closes the
+/// listening socket), starting one session task per connection.
+pub(crate) async fn accept_loop(listener: TcpListener, ctx: Rc<ShardContext>) {
+    let local = listener.local_addr().ok();
+    let mut refusals = RefusalLog::default();
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                // EMFILE/ENFILE/ENOBUFS: the connection stays queued; back off instead
+                // of spinning on the error.
+                tracing::warn!(shard = ctx.index, listen = ?local, error = %e, "accept failed");
+                crate::shard::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let peer = match stream.peer_addr() {
+            Ok(peer) => peer,
+            // Reset before we looked at it: nothing to serve.
+            Err(_) => continue,
+        };
+        let limit = ctx.config().limits.max_sessions_per_shard;
+        if ctx.live_sessions() >= limit {
+            ctx.metrics.session_refused();
+            refusals.refused(ctx.index, peer, limit);
+            drop(stream);
+            continue;
+        }
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
+        let guard = SessionGuard::new(&ctx);
+        let session_ctx = ctx.clone();
+        glommio::spawn_local(async move {
+            let _guard = guard;
+            let session = crate::session::serve(stream, peer, session_ctx);
+            // One misbehaving session must not take the other sessions of its shard
+            // down with it. The guard still runs on unwind.
+            if let Err(panic) = std::panic::AssertUnwindSafe(session).catch_unwind().await {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(%peer, panic = %what, "session task panicked");
+            }
+        })
+        .detach();
+    }
+}
+
+/// Logs refusals at most once a second so an overload does not also flood the log.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    fn refused(&mut self, shard: usize, peer: SocketAddr, limit: usize) {
+        let now = Instant::now();
+        match self.last {
+            Some(last) if now.duration_since(last) < Duration::from_secs(1) => self.suppressed += 1,
+            _ => {
+                tracing::warn!(
+                    shard,
+                    %peer,
+                    limit,
+                    also_refused = self.suppressed,
+                    "refusing connection: max_sessions_per_shard reached"
+                );
+                self.last = Some(now);
+                self.suppressed = 0;
+            }
+        }
+    }
+}

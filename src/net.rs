@@ -1,0 +1,116 @@
+//! Outgoing connections to upstream servers.
+//!
+//! Name resolution uses the system resolver (`getaddrinfo`), which blocks, so it runs on
+//! the shard's blocking thread pool and never on the event loop itself. The connect
+//! timeout covers resolution and every address tried.
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use glommio::net::TcpStream;
+
+use crate::metrics::UpstreamFailure;
+
+/// Why an upstream connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    #[error("upstream address {addr:?} is not host:port ({reason})")]
+    BadAddress { addr: String, reason: &'static str },
+    #[error("cannot resolve {addr}: {source}")]
+    Resolve { addr: String, source: io::Error },
+    #[error("{addr} resolved to no address")]
+    NoAddress { addr: String },
+    #[error("connecting to {addr} timed out after {timeout:?}")]
+    Timeout { addr: String, timeout: Duration },
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: SocketAddr, source: io::Error },
+}
+
+impl ConnectError {
+    /// The metrics label of this failure.
+    pub fn reason(&self) -> UpstreamFailure {
+        match self {
+            ConnectError::BadAddress { .. }
+            | ConnectError::Resolve { .. }
+            | ConnectError::NoAddress { .. } => UpstreamFailure::Resolve,
+            ConnectError::Timeout { .. } => UpstreamFailure::Timeout,
+            ConnectError::Connect { .. } => UpstreamFailure::Connect,
+        }
+    }
+}
+
+/// Connects to `addr` (`host:port`, `ip:port` or `[ipv6]:port`) within `timeout`, trying
+/// each resolved address in order, and sets TCP_NODELAY (the relay writes whole packets;
+/// Nagle would only add latency to interactive sessions).
+pub async fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, ConnectError> {
+    let deadline = Instant::now() + timeout;
+    let timed_out = || ConnectError::Timeout {
+        addr: addr.to_string(),
+        timeout,
+    };
+    let candidates = resolve(addr, timeout).await?;
+
+    let mut last_error = None;
+    for candidate in candidates {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(timed_out());
+        }
+        match TcpStream::connect_timeout(candidate, remaining).await {
+            Ok(stream) => {
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(%candidate, error = %e, "cannot set TCP_NODELAY on upstream socket");
+                }
+                return Ok(stream);
+            }
+            Err(e) => {
+                let e = io::Error::from(e);
+                if e.kind() == io::ErrorKind::TimedOut {
+                    return Err(timed_out());
+                }
+                last_error = Some(ConnectError::Connect {
+                    addr: candidate,
+                    source: e,
+                });
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| ConnectError::NoAddress {
+        addr: addr.to_string(),
+    }))
+}
+
+/// The addresses of `addr`; literals without a lookup, names on the blocking pool.
+pub async fn resolve(addr: &str, timeout: Duration) -> Result<Vec<SocketAddr>, ConnectError> {
+    if let Ok(literal) = addr.parse::<SocketAddr>() {
+        return Ok(vec![literal]);
+    }
+    crate::config::check_host_port(addr).map_err(|reason| ConnectError::BadAddress {
+        addr: addr.to_string(),
+        reason,
+    })?;
+    let owned = addr.to_string();
+    let lookup = crate::shard::run_blocking(move || {
+        owned
+            .to_socket_addrs()
+            .map(|it| it.collect::<Vec<_>>())
+    });
+    let addrs = crate::shard::timeout(timeout, lookup)
+        .await
+        .map_err(|_| ConnectError::Timeout {
+            addr: addr.to_string(),
+            timeout,
+        })?
+        .map_err(|source| ConnectError::Resolve {
+            addr: addr.to_string(),
+            source,
+        })?;
+    if addrs.is_empty() {
+        return Err(ConnectError::NoAddress {
+            addr: addr.to_string(),
+        });
+    }
+    Ok(addrs)
+}

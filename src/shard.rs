@@ -1,0 +1,868 @@
+//! The thread-per-core runtime: one glommio executor (a *shard*) per worker, each with
+//! its own listening sockets, hooks, buffer pool and counters.
+//!
+//! A session lives and dies on the shard that accepted it; nothing on the hot path is
+//! shared between threads. The main thread only starts the shards, forwards signals and
+//! configuration reloads to them over a control socket, and waits for them to finish.
+//! All glommio-specific code of the daemon lives here, in `listener.rs` and in `net.rs`.
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_lite::AsyncReadExt;
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
+use sshr_protocol::hostkey::PrivateKey;
+
+use crate::config::Config;
+use crate::hooks::{Hooks, HooksFactory};
+use crate::keys::{self, KeyFileError};
+use crate::listener::{self, BindError};
+use crate::metrics::{self, MetricsError, ShardMetrics};
+use crate::pool::{BufferPool, RELAY_BUFFER_SIZE};
+use crate::providers::static_table::StaticTable;
+
+/// Everything a session needs from its shard. Shared by the sessions of one shard as an
+/// `Rc`; never crosses threads.
+pub struct ShardContext {
+    /// This shard's index, `0..shard_count`.
+    pub index: usize,
+    pub shard_count: usize,
+    /// The proxy's host keys, in order of preference (read-only, shared by all shards).
+    pub host_keys: Arc<[PrivateKey]>,
+    /// The key of the `upstream_key` file. Hooks decide which key a login uses
+    /// ([`Hooks::fetch_private_key`]); the default hooks return this one.
+    pub upstream_key: Arc<PrivateKey>,
+    /// Relay buffers of this shard, capped at `limits.buffer_pool_bytes_per_shard`.
+    pub pool: BufferPool,
+    /// This shard's counters (plain cells, published about once a second).
+    pub metrics: ShardMetrics,
+    config: RefCell<Arc<Config>>,
+    hooks: RefCell<Rc<dyn Hooks>>,
+    live_sessions: Cell<usize>,
+    next_session: Cell<u64>,
+    shutting_down: Cell<bool>,
+}
+
+/// Session ids carry the shard index in their high 16 bits, so they are unique in the
+/// process without any coordination between shards.
+const SESSION_ID_SHARD_SHIFT: u32 = 48;
+
+impl ShardContext {
+    /// A context with everything given; the runtime builds one per shard. Public so that
+    /// session code can be tested on a single executor without the whole server.
+    pub fn new(
+        index: usize,
+        shard_count: usize,
+        config: Arc<Config>,
+        hooks: Rc<dyn Hooks>,
+        host_keys: Arc<[PrivateKey]>,
+        upstream_key: Arc<PrivateKey>,
+    ) -> Self {
+        let pool = BufferPool::new(RELAY_BUFFER_SIZE, config.limits.buffer_pool_bytes_per_shard);
+        ShardContext {
+            index,
+            shard_count,
+            host_keys,
+            upstream_key,
+            pool,
+            metrics: ShardMetrics::new(index),
+            config: RefCell::new(config),
+            hooks: RefCell::new(hooks),
+            live_sessions: Cell::new(0),
+            next_session: Cell::new(0),
+            shutting_down: Cell::new(false),
+        }
+    }
+
+    /// The current configuration. A session should take it once at its start and keep
+    /// that snapshot: a reload swaps the shard's copy but never changes a snapshot.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.borrow().clone()
+    }
+
+    /// The current hooks (rebuilt by the factory on reload; take it once per session).
+    pub fn hooks(&self) -> Rc<dyn Hooks> {
+        self.hooks.borrow().clone()
+    }
+
+    /// Sessions running on this shard right now.
+    pub fn live_sessions(&self) -> usize {
+        self.live_sessions.get()
+    }
+
+    /// A new id for logs: unique in the process, shard index in the high 16 bits.
+    pub fn next_session_id(&self) -> u64 {
+        let n = self.next_session.get().wrapping_add(1) & ((1 << SESSION_ID_SHARD_SHIFT) - 1);
+        self.next_session.set(n);
+        ((self.index as u64) << SESSION_ID_SHARD_SHIFT) | n
+    }
+
+    /// True once the server is shutting down: listeners are closed and running sessions
+    /// have `limits.shutdown_grace` to finish.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
+    fn reload(&self, config: Arc<Config>, hooks: Rc<dyn Hooks>) {
+        *self.config.borrow_mut() = config;
+        *self.hooks.borrow_mut() = hooks;
+    }
+}
+
+/// Counts a session as live for as long as it exists: created at accept, moved into the
+/// session task, dropped however the session ends (return, error, panic, cancellation
+/// at shutdown).
+pub struct SessionGuard {
+    ctx: Rc<ShardContext>,
+}
+
+impl SessionGuard {
+    pub fn new(ctx: &Rc<ShardContext>) -> Self {
+        ctx.live_sessions.set(ctx.live_sessions.get() + 1);
+        ctx.metrics.session_started();
+        SessionGuard { ctx: ctx.clone() }
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let live = &self.ctx.live_sessions;
+        live.set(live.get().saturating_sub(1));
+        self.ctx.metrics.session_ended();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Runtime helpers, so that hooks and sessions need not name glommio.
+
+/// The time limit of [`timeout`] passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("timed out")]
+pub struct Elapsed;
+
+/// Runs `fut` for at most `dur`. Must be called on a shard.
+pub async fn timeout<F: Future>(dur: Duration, fut: F) -> Result<F::Output, Elapsed> {
+    futures_lite::future::or(async { Ok(fut.await) }, async {
+        sleep(dur).await;
+        Err(Elapsed)
+    })
+    .await
+}
+
+/// Waits `dur` without blocking the shard. Must be called on a shard.
+pub async fn sleep(dur: Duration) {
+    glommio::timer::sleep(dur).await
+}
+
+/// Runs blocking work (a synchronous client library, a file read, DNS) on the shard's
+/// helper threads and awaits its result; the shard's event loop goes on meanwhile.
+/// Must be called on a shard.
+pub fn run_blocking<F, R>(work: F) -> impl Future<Output = R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    glommio::executor().spawn_blocking(work)
+}
+
+/// Helper threads per shard for [`run_blocking`]: a slow DNS answer or hook backend must
+/// not hold up every other lookup of the shard.
+const BLOCKING_THREADS_PER_SHARD: usize = 4;
+
+/// How long the shards may take to start before the server gives up.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------
+// The server.
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error(transparent)]
+    Key(#[from] KeyFileError),
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error(
+        "glommio could not create io_uring rings ({reason}): raise the memlock limit \
+         (ulimit -l) or run outside a seccomp profile that blocks io_uring"
+    )]
+    Runtime { reason: String },
+    #[error("cannot start worker threads: {0}")]
+    Threads(String),
+    #[error("shard {index} failed: {reason}")]
+    ShardFailed { index: usize, reason: String },
+}
+
+/// The proxy daemon: configuration plus hooks, run on one shard per worker.
+///
+/// ```no_run
+/// let config = sshr::Config::load("sshr.toml".as_ref())?;
+/// sshr::Server::new(config).run()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Server {
+    config: Config,
+    hooks: Option<HooksFactory>,
+    workers: Option<usize>,
+}
+
+impl Server {
+    /// A server with the default hooks: the static `[[users]]` table of `config`.
+    pub fn new(config: Config) -> Self {
+        Server {
+            config,
+            hooks: None,
+            workers: None,
+        }
+    }
+
+    /// Uses these hooks instead of the static user table.
+    pub fn hooks(mut self, factory: HooksFactory) -> Self {
+        self.hooks = Some(factory);
+        self
+    }
+
+    /// Overrides `workers` of the configuration (the `--workers` option).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n.max(1));
+        self
+    }
+
+    /// Runs until SIGINT or SIGTERM (graceful: stop accepting, give sessions
+    /// `limits.shutdown_grace` to end; a second signal exits at once). SIGHUP reloads
+    /// the configuration file. Blocks the calling thread.
+    pub fn run(self) -> Result<(), ServerError> {
+        let running = self.start()?;
+        let signals = SignalForwarder::install(running.events.0.clone())
+            .map_err(|e| ServerError::Threads(format!("cannot install signal handlers: {e}")))?;
+        let result = running.wait();
+        signals.close();
+        result
+    }
+
+    /// Starts the shards and returns once every one of them accepts connections. No
+    /// signal handling: stop it with [`RunningServer::shutdown`] or a [`ServerHandle`].
+    pub fn start(self) -> Result<RunningServer, ServerError> {
+        raise_memlock_limit();
+        let workers = self.workers.unwrap_or_else(|| self.config.worker_count());
+
+        let host_keys: Arc<[PrivateKey]> = keys::load_host_keys(&self.config.host_keys)?.into();
+        let upstream_key = Arc::new(keys::load_upstream_key(&self.config.upstream_key)?);
+
+        let custom_hooks = self.hooks.clone();
+        let factory = match self.hooks {
+            Some(factory) => factory,
+            None => {
+                let table = StaticTable::from_config(&self.config);
+                table.factory(upstream_key.clone())
+            }
+        };
+
+        if let Some(addr) = self.config.metrics_listen {
+            metrics::install_prometheus(addr)?;
+            tracing::info!(%addr, "metrics endpoint listening");
+        }
+
+        let (local_addrs, sockets) = listener::bind_all(&self.config.listen, workers)?;
+        let metrics_enabled = self.config.metrics_listen.is_some();
+        let shared = Arc::new(Shared {
+            host_keys,
+            upstream_key,
+            current: Mutex::new(Generation {
+                config: Arc::new(self.config),
+                hooks: factory,
+            }),
+            metrics_enabled,
+        });
+
+        let (events_tx, events_rx) = mpsc::channel();
+        let mut controls = Vec::with_capacity(workers);
+        let mut setups = Vec::with_capacity(workers);
+        for (index, listeners) in sockets.into_iter().enumerate() {
+            let (ours, theirs) = UnixStream::pair()
+                .map_err(|e| ServerError::Threads(format!("cannot create control socket: {e}")))?;
+            controls.push(ours);
+            setups.push(ShardSetup {
+                index,
+                count: workers,
+                listeners,
+                control: theirs,
+                shared: shared.clone(),
+                events: events_tx.clone(),
+            });
+        }
+        let setups = Arc::new(Mutex::new(setups));
+
+        let online = num_cpus::get();
+        let placement = if workers <= online {
+            PoolPlacement::MaxSpread(workers, None)
+        } else {
+            tracing::warn!(workers, cpus = online, "more workers than CPUs: shards are not pinned");
+            PoolPlacement::Unbound(workers)
+        };
+        let handles = LocalExecutorPoolBuilder::new(placement)
+            .name("sshr-shard")
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD))
+            .on_all_shards(move || {
+                let setup = setups.lock().ok().and_then(|mut s| s.pop());
+                async move {
+                    if let Some(setup) = setup {
+                        shard_main(setup).await;
+                    }
+                }
+            })
+            .map_err(|e| ServerError::Threads(e.to_string()))?;
+
+        let mut server = RunningServer {
+            local_addrs,
+            controls,
+            handles: Some(handles),
+            events: (events_tx, events_rx),
+            shared,
+            custom_hooks,
+            stopping: false,
+        };
+        server.wait_until_ready(workers)?;
+        tracing::info!(
+            listen = ?server.local_addrs,
+            workers,
+            "sshr {} accepting connections",
+            env!("CARGO_PKG_VERSION")
+        );
+        Ok(server)
+    }
+}
+
+/// What every shard reads at start and on reload.
+struct Shared {
+    host_keys: Arc<[PrivateKey]>,
+    upstream_key: Arc<PrivateKey>,
+    current: Mutex<Generation>,
+    metrics_enabled: bool,
+}
+
+#[derive(Clone)]
+struct Generation {
+    config: Arc<Config>,
+    hooks: HooksFactory,
+}
+
+impl Shared {
+    fn generation(&self) -> Generation {
+        match self.current.lock() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+/// What the main thread hands one shard.
+struct ShardSetup {
+    index: usize,
+    count: usize,
+    listeners: Vec<socket2::Socket>,
+    control: UnixStream,
+    shared: Arc<Shared>,
+    events: mpsc::Sender<Event>,
+}
+
+/// Messages to the main thread.
+enum Event {
+    /// The shard's executor runs (so a later failure is not an io_uring problem).
+    Started(usize),
+    /// The shard accepts connections.
+    Ready,
+    /// The shard's main future ended or unwound.
+    Exited(usize),
+    Signal(i32),
+    Request(Request),
+}
+
+enum Request {
+    Shutdown,
+    StopNow,
+    Reload(Box<Config>),
+}
+
+/// Control bytes, main thread to shard. End of stream means "stop now" too, so a dying
+/// main thread never leaves shards behind.
+const CTRL_SHUTDOWN: u8 = b'S';
+const CTRL_STOP_NOW: u8 = b'X';
+const CTRL_RELOAD: u8 = b'R';
+
+/// Sends `Exited` when dropped, whether the shard returned or panicked.
+struct ExitNotice {
+    index: usize,
+    events: mpsc::Sender<Event>,
+}
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let _ = self.events.send(Event::Exited(self.index));
+    }
+}
+
+async fn shard_main(setup: ShardSetup) {
+    let ShardSetup {
+        index,
+        count,
+        listeners,
+        control,
+        shared,
+        events,
+    } = setup;
+    let _exit = ExitNotice {
+        index,
+        events: events.clone(),
+    };
+    let _ = events.send(Event::Started(index));
+
+    let generation = shared.generation();
+    let ctx = Rc::new(ShardContext::new(
+        index,
+        count,
+        generation.config.clone(),
+        (generation.hooks)(),
+        shared.host_keys.clone(),
+        shared.upstream_key.clone(),
+    ));
+
+    let accept_tasks: Vec<_> = listeners
+        .into_iter()
+        .map(|socket| glommio::spawn_local(listener::accept_loop(listener::into_glommio(socket), ctx.clone())))
+        .collect();
+    let publisher = shared
+        .metrics_enabled
+        .then(|| glommio::spawn_local(publish_metrics(ctx.clone())));
+
+    // The control socket is read by its own task and turned into local messages, so
+    // waiting for a command can be combined with timers without losing a byte.
+    let (commands_tx, commands) = glommio::channels::local_channel::new_unbounded::<u8>();
+    // SAFETY: the fd is a socket we own and give up here.
+    let mut control = unsafe { glommio::net::UnixStream::from_raw_fd(control.into_raw_fd()) };
+    let _control_reader = glommio::spawn_local(async move {
+        let mut byte = [0u8; 1];
+        loop {
+            let command = match control.read(&mut byte).await {
+                Ok(1) => byte[0],
+                _ => CTRL_STOP_NOW,
+            };
+            if commands_tx.send(command).await.is_err() || command == CTRL_STOP_NOW {
+                break;
+            }
+        }
+    });
+
+    let _ = events.send(Event::Ready);
+    tracing::debug!(shard = index, "shard started");
+
+    loop {
+        match commands.recv().await.unwrap_or(CTRL_STOP_NOW) {
+            CTRL_RELOAD => reload_shard(&ctx, &shared),
+            CTRL_SHUTDOWN => break,
+            _ => {
+                stop_accepting(accept_tasks).await;
+                return;
+            }
+        }
+    }
+
+    // Graceful shutdown: no new connections, running sessions get the grace period.
+    stop_accepting(accept_tasks).await;
+    ctx.shutting_down.set(true);
+    let grace = ctx.config().limits.shutdown_grace;
+    let deadline = Instant::now() + grace;
+    while ctx.live_sessions() > 0 {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            tracing::warn!(
+                shard = index,
+                sessions = ctx.live_sessions(),
+                "grace period over: closing the remaining sessions"
+            );
+            break;
+        }
+        match timeout(remaining.min(Duration::from_millis(100)), commands.recv()).await {
+            Err(Elapsed) => {}
+            Ok(Some(CTRL_RELOAD)) => reload_shard(&ctx, &shared),
+            Ok(Some(CTRL_SHUTDOWN)) => {}
+            Ok(_) => break,
+        }
+    }
+    if let Some(publisher) = publisher {
+        publisher.cancel().await;
+        ctx.metrics.publish(ctx.pool.stats());
+    }
+    tracing::debug!(shard = index, "shard stopped");
+}
+
+async fn stop_accepting(tasks: Vec<glommio::Task<()>>) {
+    // Cancelling the accept loops drops their listeners, which closes the sockets.
+    for task in tasks {
+        task.cancel().await;
+    }
+}
+
+fn reload_shard(ctx: &ShardContext, shared: &Shared) {
+    let generation = shared.generation();
+    ctx.reload(generation.config, (generation.hooks)());
+    tracing::debug!(shard = ctx.index, "configuration reloaded");
+}
+
+async fn publish_metrics(ctx: Rc<ShardContext>) {
+    loop {
+        sleep(Duration::from_secs(1)).await;
+        ctx.metrics.publish(ctx.pool.stats());
+    }
+}
+
+/// A started server. Dropping it without [`wait`](RunningServer::wait) stops the shards
+/// at once.
+pub struct RunningServer {
+    local_addrs: Vec<SocketAddr>,
+    controls: Vec<UnixStream>,
+    handles: Option<PoolThreadHandles<()>>,
+    events: (mpsc::Sender<Event>, mpsc::Receiver<Event>),
+    shared: Arc<Shared>,
+    custom_hooks: Option<HooksFactory>,
+    stopping: bool,
+}
+
+/// Controls a running server from any thread.
+#[derive(Clone)]
+pub struct ServerHandle {
+    events: mpsc::Sender<Event>,
+}
+
+impl ServerHandle {
+    /// Stop accepting and let sessions finish within the grace period.
+    pub fn shutdown(&self) {
+        let _ = self.events.send(Event::Request(Request::Shutdown));
+    }
+
+    /// Stop at once, closing every session.
+    pub fn stop_now(&self) {
+        let _ = self.events.send(Event::Request(Request::StopNow));
+    }
+
+    /// Swap in a new configuration (see [`RunningServer::reload`]).
+    pub fn reload(&self, config: Config) {
+        let _ = self.events.send(Event::Request(Request::Reload(Box::new(config))));
+    }
+}
+
+impl RunningServer {
+    /// The addresses accepting connections (with the actual port where the configuration
+    /// said port 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            events: self.events.0.clone(),
+        }
+    }
+
+    /// Stop accepting and let sessions finish within the grace period; then
+    /// [`wait`](RunningServer::wait) returns.
+    pub fn shutdown(&mut self) {
+        if !self.stopping {
+            self.stopping = true;
+            self.broadcast(CTRL_SHUTDOWN);
+        }
+    }
+
+    /// Applies a new configuration to new sessions: limits, rekey, users (with the
+    /// default hooks, whose `authorized_keys_file`s are read again) and `[hooks]`
+    /// settings; custom hooks are rebuilt by their factory. Settings bound at start
+    /// (listen addresses, keys, workers, metrics endpoint, buffer pool size) keep their
+    /// running values, with a warning.
+    pub fn reload(&mut self, mut config: Config) {
+        let running = self.shared.generation().config;
+        let mut restart_only = Vec::new();
+        if config.listen != running.listen {
+            restart_only.push("listen");
+        }
+        if config.host_keys != running.host_keys {
+            restart_only.push("host_keys");
+        }
+        if config.upstream_key != running.upstream_key {
+            restart_only.push("upstream_key");
+        }
+        if config.workers != running.workers {
+            restart_only.push("workers");
+        }
+        if config.metrics_listen != running.metrics_listen {
+            restart_only.push("metrics_listen");
+        }
+        if config.limits.buffer_pool_bytes_per_shard != running.limits.buffer_pool_bytes_per_shard {
+            restart_only.push("limits.buffer_pool_bytes_per_shard");
+            config.limits.buffer_pool_bytes_per_shard = running.limits.buffer_pool_bytes_per_shard;
+        }
+        if !restart_only.is_empty() {
+            tracing::warn!(keys = ?restart_only, "these settings take effect only at restart");
+        }
+        let hooks = match &self.custom_hooks {
+            Some(factory) => factory.clone(),
+            None => StaticTable::from_config(&config).factory(self.shared.upstream_key.clone()),
+        };
+        let users = config.users.len();
+        match self.shared.current.lock() {
+            Ok(mut g) => {
+                *g = Generation {
+                    config: Arc::new(config),
+                    hooks,
+                }
+            }
+            Err(poisoned) => {
+                *poisoned.into_inner() = Generation {
+                    config: Arc::new(config),
+                    hooks,
+                }
+            }
+        }
+        self.broadcast(CTRL_RELOAD);
+        tracing::info!(users, "configuration reloaded");
+    }
+
+    /// Blocks until every shard has stopped (after [`shutdown`](Self::shutdown), a
+    /// [`ServerHandle`] request, a signal forwarded by [`Server::run`], or a shard
+    /// failure).
+    pub fn wait(mut self) -> Result<(), ServerError> {
+        let mut failure: Option<ServerError> = None;
+        let shard_count = self.controls.len();
+        let mut exited = vec![false; shard_count];
+        loop {
+            match self.events.1.recv_timeout(Duration::from_millis(250)) {
+                Ok(Event::Signal(signal)) => self.on_signal(signal),
+                Ok(Event::Request(Request::Shutdown)) => self.shutdown(),
+                Ok(Event::Request(Request::StopNow)) => self.stop_now(),
+                Ok(Event::Request(Request::Reload(config))) => self.reload(*config),
+                Ok(Event::Exited(index)) => {
+                    exited[index] = true;
+                    if !self.stopping {
+                        tracing::error!(shard = index, "shard stopped unexpectedly: stopping the server");
+                        failure.get_or_insert(ServerError::ShardFailed {
+                            index,
+                            reason: "stopped unexpectedly (see the log above)".into(),
+                        });
+                        self.stop_now();
+                    }
+                }
+                Ok(Event::Started(_) | Event::Ready) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let finished = self
+                .handles
+                .as_ref()
+                .map_or(shard_count, |h| h.handles().iter().filter(|t| t.is_finished()).count());
+            if finished == shard_count || exited.iter().all(|&e| e) {
+                break;
+            }
+        }
+        let results = self.handles.take().map(|h| h.join_all()).unwrap_or_default();
+        for (index, result) in results.into_iter().enumerate() {
+            if let Err(e) = result {
+                failure.get_or_insert(ServerError::ShardFailed {
+                    index,
+                    reason: e.to_string(),
+                });
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => {
+                tracing::info!("sshr stopped");
+                Ok(())
+            }
+        }
+    }
+
+    fn on_signal(&mut self, signal: i32) {
+        match signal {
+            signal_hook::consts::SIGHUP => match self.shared.generation().config.path.clone() {
+                Some(path) => match Config::load(&path) {
+                    Ok(config) => self.reload(config),
+                    Err(e) => tracing::error!("reload failed, keeping the running configuration: {e}"),
+                },
+                None => tracing::warn!("SIGHUP: running the built-in configuration, nothing to reload"),
+            },
+            _ if self.stopping => {
+                tracing::info!("second stop signal: closing every session now");
+                self.stop_now();
+            }
+            _ => {
+                let grace = self.shared.generation().config.limits.shutdown_grace;
+                tracing::info!(
+                    grace_secs = grace.as_secs(),
+                    "stop signal: no longer accepting connections, waiting for sessions to end"
+                );
+                self.shutdown();
+            }
+        }
+    }
+
+    fn stop_now(&mut self) {
+        self.stopping = true;
+        self.broadcast(CTRL_STOP_NOW);
+    }
+
+    fn broadcast(&self, command: u8) {
+        for control in &self.controls {
+            // A shard that is gone has closed its end; nothing to tell it.
+            let _ = (&*control).write_all(&[command]);
+        }
+    }
+
+    /// Waits for every shard to report ready; on a failure, stops the others and says
+    /// why.
+    fn wait_until_ready(&mut self, workers: usize) -> Result<(), ServerError> {
+        let mut started = vec![false; workers];
+        let mut ready = 0;
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let mut timed_out = false;
+        let exited = loop {
+            if ready == workers {
+                return Ok(());
+            }
+            match self.events.1.recv_timeout(Duration::from_millis(50)) {
+                Ok(Event::Started(index)) => started[index] = true,
+                Ok(Event::Ready) => ready += 1,
+                Ok(Event::Exited(index)) => break Some(index),
+                Ok(_) => {}
+                Err(_) => {
+                    // An executor that could not be created never runs our code, so it
+                    // sends nothing: look at the threads.
+                    let any_finished = self
+                        .handles
+                        .as_ref()
+                        .is_some_and(|h| h.handles().iter().any(|t| t.is_finished()));
+                    timed_out = Instant::now() > deadline;
+                    if any_finished || timed_out {
+                        break None;
+                    }
+                }
+            }
+        };
+        self.stop_now();
+        let results = self.handles.take().map(|h| h.join_all()).unwrap_or_default();
+        let reason = results
+            .into_iter()
+            .find_map(|r| r.err())
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "stopped during startup (see the log above)".to_string());
+        Err(if timed_out {
+            ServerError::Threads(format!("shards did not start within {STARTUP_TIMEOUT:?}"))
+        } else if started.iter().all(|&s| s) {
+            // Every executor ran: the failure is in the shard's own startup (hooks).
+            ServerError::ShardFailed {
+                index: exited.unwrap_or(0),
+                reason,
+            }
+        } else {
+            ServerError::Runtime { reason }
+        })
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(handles) = self.handles.take() {
+            self.broadcast(CTRL_STOP_NOW);
+            let _ = handles.join_all();
+        }
+    }
+}
+
+/// Forwards SIGINT, SIGTERM and SIGHUP to the main thread's event loop.
+struct SignalForwarder {
+    handle: signal_hook::iterator::Handle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SignalForwarder {
+    fn install(events: mpsc::Sender<Event>) -> io::Result<Self> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+        let handle = signals.handle();
+        let thread = std::thread::Builder::new()
+            .name("sshr-signals".into())
+            .spawn(move || {
+                for signal in signals.forever() {
+                    if events.send(Event::Signal(signal)).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(SignalForwarder {
+            handle,
+            thread: Some(thread),
+        })
+    }
+
+    fn close(mut self) {
+        self.handle.close();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// io_uring rings use locked memory. Raise the soft RLIMIT_MEMLOCK to the hard limit (and
+/// the hard limit to unlimited where we may); failing that, glommio's own error says so.
+fn raise_memlock_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) != 0 {
+            return;
+        }
+        let unlimited = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        if libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) == 0 {
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) != 0 {
+                tracing::debug!("cannot raise RLIMIT_MEMLOCK");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_carry_the_shard_and_are_unique() {
+        let index = 5u64;
+        let next = Cell::new(0u64);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let n = next.get().wrapping_add(1) & ((1 << SESSION_ID_SHARD_SHIFT) - 1);
+            next.set(n);
+            let id = (index << SESSION_ID_SHARD_SHIFT) | n;
+            assert_eq!(id >> SESSION_ID_SHARD_SHIFT, index);
+            assert!(seen.insert(id));
+        }
+    }
+}
