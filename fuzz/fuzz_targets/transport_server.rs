@@ -10,9 +10,9 @@ use sshr_protocol::hostkey::PrivateKey;
 use sshr_protocol::transport::{Config, Input, Transport};
 
 fuzz_target!(|data: &[u8]| {
-    let key = Arc::new(PrivateKey::generate_ed25519(&mut rand_chacha::ChaCha20Rng::from_seed([1; 32])));
+    let key: Arc<[PrivateKey]> = Arc::from(vec![PrivateKey::generate_ed25519(&mut rand_chacha::ChaCha20Rng::from_seed([1; 32]))]);
     let now = Instant::now();
-    let mut t = Transport::server(Arc::new(Config::default()), vec![key], [2; 32], now);
+    let mut t = Transport::server(Arc::new(Config::default()), key, [2; 32], now);
     let mut rx = Vec::new();
     for chunk in data.chunks(97) {
         rx.extend_from_slice(chunk);

@@ -163,7 +163,7 @@ enum Phase {
 pub struct Transport {
     role: Role,
     config: Arc<Config>,
-    host_keys: Vec<Arc<PrivateKey>>,
+    host_keys: Arc<[PrivateKey]>,
     client: ClientOptions,
     rng: ChaCha20Rng,
     phase: Phase,
@@ -199,8 +199,9 @@ const REKEY_PACKETS: u64 = 1 << 31;
 const MAX_QUEUED: usize = 1024;
 
 impl Transport {
-    /// A server-side transport. `host_keys` must not be empty.
-    pub fn server(config: Arc<Config>, host_keys: Vec<Arc<PrivateKey>>, seed: [u8; 32], now: Instant) -> Self {
+    /// A server-side transport. `host_keys` must not be empty; they are shared by every
+    /// connection of the process.
+    pub fn server(config: Arc<Config>, host_keys: Arc<[PrivateKey]>, seed: [u8; 32], now: Instant) -> Self {
         let mut t = Self::new(Role::Server, config, host_keys, ClientOptions::default(), seed, now);
         t.begin();
         t
@@ -208,7 +209,7 @@ impl Transport {
 
     /// A client-side transport.
     pub fn client(config: Arc<Config>, options: ClientOptions, seed: [u8; 32], now: Instant) -> Self {
-        let mut t = Self::new(Role::Client, config, Vec::new(), options, seed, now);
+        let mut t = Self::new(Role::Client, config, Arc::from(Vec::new()), options, seed, now);
         t.begin();
         t
     }
@@ -216,7 +217,7 @@ impl Transport {
     fn new(
         role: Role,
         config: Arc<Config>,
-        host_keys: Vec<Arc<PrivateKey>>,
+        host_keys: Arc<[PrivateKey]>,
         client: ClientOptions,
         seed: [u8; 32],
         now: Instant,
@@ -434,7 +435,9 @@ impl Transport {
             self.queued.push_back(payload.to_vec());
             return Ok(());
         }
+        let before = self.tx.len();
         self.queue_packet(payload);
+        self.count(self.tx.len() - before);
         Ok(())
     }
 
@@ -450,13 +453,13 @@ impl Transport {
         if self.is_closed() {
             return;
         }
-        if matches!(self.phase, Phase::Packets) || !self.tx.is_empty() {
-            let mut p = vec![msg::DISCONNECT];
-            wire::put_u32(&mut p, reason);
-            wire::put_string(&mut p, description.as_bytes());
-            wire::put_string(&mut p, b"");
-            self.queue_packet(&p);
-        }
+        // Our identification line always went (or goes) out first, so a DISCONNECT
+        // packet is meaningful to the peer even during the version exchange.
+        let mut p = vec![msg::DISCONNECT];
+        wire::put_u32(&mut p, reason);
+        wire::put_string(&mut p, description.as_bytes());
+        wire::put_string(&mut p, b"");
+        self.queue_packet(&p);
         self.phase = Phase::Closed;
     }
 
@@ -522,7 +525,7 @@ impl Transport {
         let host_key = match self.role {
             Role::Server => {
                 let mut algs: Vec<&'static str> = Vec::new();
-                for key in &self.host_keys {
+                for key in self.host_keys.iter() {
                     for alg in key.sig_algs() {
                         if !algs.contains(&alg.name()) {
                             algs.push(alg.name());
@@ -744,11 +747,10 @@ impl Transport {
         r.finish().map_err(&mal)?;
         let kex = self.kex.as_ref().ok_or(Error::Misuse("no kex"))?;
         let agreed = kex.negotiated.ok_or(Error::Misuse("not negotiated"))?;
-        let key = self
-            .host_keys
+        let host_keys = self.host_keys.clone();
+        let key = host_keys
             .iter()
             .find(|k| k.sig_algs().contains(&agreed.host_key))
-            .cloned()
             .ok_or(Error::Misuse("negotiated a host key algorithm we have no key for"))?;
         let secret = x25519_dalek::StaticSecret::random_from_rng(&mut self.rng);
         let q_s = x25519_dalek::PublicKey::from(&secret).to_bytes();

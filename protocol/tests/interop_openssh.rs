@@ -183,9 +183,9 @@ fn client_role_refuses_wrong_pinned_host_key() {
 
 /// Our server side: kex, then publickey auth for `authorized`; stops after the first
 /// message past USERAUTH_SUCCESS.
-fn serve_one(listener: TcpListener, host_key: Arc<PrivateKey>, config: Config, authorized: PublicKey) -> Result<(), Error> {
+fn serve_one(listener: TcpListener, host_key: Arc<[PrivateKey]>, config: Config, authorized: PublicKey) -> Result<(), Error> {
     let (s, _) = listener.accept().unwrap();
-    let t = Transport::server(Arc::new(config), vec![host_key], seed(), Instant::now());
+    let t = Transport::server(Arc::new(config), host_key, seed(), Instant::now());
     let mut c = Conn::new(t, s);
     loop {
         let p = c.next_packet()?;
@@ -229,7 +229,7 @@ fn user_key_files(dir: &Path, kind: &str) -> (std::path::PathBuf, PublicKey) {
 #[test]
 fn server_role_accepts_real_ssh_client() {
     let dir = tempfile::tempdir().unwrap();
-    let host_key = Arc::new(PrivateKey::generate_ed25519(&mut rand_core::OsRng));
+    let host_key: Arc<[PrivateKey]> = Arc::from(vec![PrivateKey::generate_ed25519(&mut rand_core::OsRng)]);
     let (ed_path, ed_pub) = user_key_files(dir.path(), "ed25519");
     let mut cases: Vec<(String, String, std::path::PathBuf, PublicKey)> = cipher_mac_matrix()
         .into_iter()

@@ -57,12 +57,16 @@ struct Pair {
     now: Instant,
 }
 
-fn host_key() -> Arc<PrivateKey> {
-    Arc::new(PrivateKey::generate_ed25519(&mut rand_chacha::ChaCha20Rng::from_seed([3; 32])))
+fn host_key() -> PrivateKey {
+    PrivateKey::generate_ed25519(&mut rand_chacha::ChaCha20Rng::from_seed([3; 32]))
+}
+
+fn keys(k: PrivateKey) -> Arc<[PrivateKey]> {
+    Arc::from(vec![k])
 }
 
 impl Pair {
-    fn new(client_config: Config, server_config: Config, host_keys: Vec<Arc<PrivateKey>>, check: HostKeyCheck) -> Self {
+    fn new(client_config: Config, server_config: Config, host_keys: Arc<[PrivateKey]>, check: HostKeyCheck) -> Self {
         let now = Instant::now();
         let client = Transport::client(
             Arc::new(client_config),
@@ -75,22 +79,14 @@ impl Pair {
     }
 
     fn default_pair() -> Self {
-        Self::new(Config::default(), Config::default(), vec![host_key()], HostKeyCheck::AcceptAny)
+        Self::new(Config::default(), Config::default(), keys(host_key()), HostKeyCheck::AcceptAny)
     }
 
     /// Move bytes both ways until nothing changes.
     fn drive(&mut self) {
         for _ in 0..10_000 {
-            let mut progress = false;
-            for (from, to) in [(&mut self.client, &mut self.server), (&mut self.server, &mut self.client)] {
-                let out = from.t.transmit();
-                if !out.is_empty() {
-                    to.rx.extend_from_slice(out);
-                    let n = out.len();
-                    from.t.advance_transmit(n);
-                    progress = true;
-                }
-            }
+            let mut progress = transfer(&mut self.client, &mut self.server);
+            progress |= transfer(&mut self.server, &mut self.client);
             progress |= self.client.read_all(self.now);
             progress |= self.server.read_all(self.now);
             if !progress {
@@ -103,6 +99,18 @@ impl Pair {
     fn established(&self) -> bool {
         self.client.t.is_established() && self.server.t.is_established()
     }
+}
+
+/// Move what `from` has to send into `to`'s receive buffer.
+fn transfer(from: &mut Side, to: &mut Side) -> bool {
+    let out = from.t.transmit();
+    if out.is_empty() {
+        return false;
+    }
+    to.rx.extend_from_slice(out);
+    let n = out.len();
+    from.t.advance_transmit(n);
+    true
 }
 
 fn data_payload(i: u32, len: usize) -> Vec<u8> {
@@ -123,7 +131,7 @@ fn handshake_and_data_for_every_cipher_and_mac() {
                 macs: mac.map_or_else(|| MacAlg::ALL.to_vec(), |m| vec![m]),
                 ..Config::default()
             };
-            let mut pair = Pair::new(Config::default(), server_cfg, vec![host_key()], HostKeyCheck::AcceptAny);
+            let mut pair = Pair::new(Config::default(), server_cfg, keys(host_key()), HostKeyCheck::AcceptAny);
             pair.drive();
             assert!(pair.established(), "{cipher:?}/{mac:?}: {:?} {:?}", pair.client.error, pair.server.error);
             assert!(pair.client.t.strict_kex() && pair.server.t.strict_kex());
@@ -160,7 +168,7 @@ fn mixed_ciphers_per_direction() {
     // direction is negotiated independently (RFC 4253 7.1).
     let client_cfg = Config { ciphers: vec![CipherAlg::Aes256Gcm, CipherAlg::ChaCha20Poly1305], ..Config::default() };
     let server_cfg = Config { ciphers: vec![CipherAlg::ChaCha20Poly1305, CipherAlg::Aes256Gcm], ..Config::default() };
-    let mut pair = Pair::new(client_cfg, server_cfg, vec![host_key()], HostKeyCheck::AcceptAny);
+    let mut pair = Pair::new(client_cfg, server_cfg, keys(host_key()), HostKeyCheck::AcceptAny);
     pair.drive();
     assert!(pair.established());
     pair.client.t.send(&data_payload(1, 5000)).unwrap();
@@ -221,7 +229,7 @@ fn rekey_started_by_server_mid_transfer() {
 #[test]
 fn automatic_rekey_after_byte_and_time_limits() {
     let small = Config { rekey_bytes: 256 * 1024, ..Config::default() };
-    let mut pair = Pair::new(small.clone(), Config::default(), vec![host_key()], HostKeyCheck::AcceptAny);
+    let mut pair = Pair::new(small.clone(), Config::default(), keys(host_key()), HostKeyCheck::AcceptAny);
     pair.drive();
     for i in 0..64 {
         pair.client.t.send(&data_payload(i, 32 * 1024)).unwrap();
@@ -270,7 +278,7 @@ fn strict_kex_refuses_ignore_before_newkeys() {
 fn ignore_before_kexinit_without_strict_kex_is_fine_but_not_with_it() {
     // Without strict kex on either side an IGNORE first is legal.
     let lax = Config { strict_kex: false, ..Config::default() };
-    let mut pair = Pair::new(lax.clone(), lax, vec![host_key()], HostKeyCheck::AcceptAny);
+    let mut pair = Pair::new(lax.clone(), lax, keys(host_key()), HostKeyCheck::AcceptAny);
     let mut out = pair.client.t.transmit().to_vec();
     pair.client.t.advance_transmit(out.len());
     let line_end = out.iter().position(|&b| b == b'\n').unwrap() + 1;
@@ -296,7 +304,7 @@ fn ignore_before_kexinit_without_strict_kex_is_fine_but_not_with_it() {
 fn tampered_ciphertext_is_rejected() {
     for cipher in CipherAlg::ALL {
         let cfg = Config { ciphers: vec![cipher], ..Config::default() };
-        let mut pair = Pair::new(cfg.clone(), cfg, vec![host_key()], HostKeyCheck::AcceptAny);
+        let mut pair = Pair::new(cfg.clone(), cfg, keys(host_key()), HostKeyCheck::AcceptAny);
         pair.drive();
         pair.client.t.send(&data_payload(7, 100)).unwrap();
         let mut wire = pair.client.t.transmit().to_vec();
@@ -322,7 +330,7 @@ fn oversized_length_is_rejected_before_buffering() {
     assert!(matches!(pair.server.error, Some(Error::Peer(PeerMisbehaved::PacketLength(_)))), "{:?}", pair.server.error);
 
     let cfg = Config { ciphers: vec![CipherAlg::Aes128Gcm], ..Config::default() };
-    let mut pair = Pair::new(cfg.clone(), cfg, vec![host_key()], HostKeyCheck::AcceptAny);
+    let mut pair = Pair::new(cfg.clone(), cfg, keys(host_key()), HostKeyCheck::AcceptAny);
     pair.drive();
     let mut huge = (1u32 << 30).to_be_bytes().to_vec();
     huge.extend_from_slice(&[0; 16]);
@@ -334,12 +342,12 @@ fn oversized_length_is_rejected_before_buffering() {
 #[test]
 fn pinned_host_key_is_enforced() {
     let key = host_key();
-    let other = Arc::new(PrivateKey::generate_ed25519(&mut rand_chacha::ChaCha20Rng::from_seed([4; 32])));
+    let other = PrivateKey::generate_ed25519(&mut rand_chacha::ChaCha20Rng::from_seed([4; 32]));
     let mut pair =
-        Pair::new(Config::default(), Config::default(), vec![key.clone()], HostKeyCheck::Pinned(vec![key.public()]));
+        Pair::new(Config::default(), Config::default(), keys(host_key()), HostKeyCheck::Pinned(vec![key.public()]));
     pair.drive();
     assert!(pair.established());
-    let mut pair = Pair::new(Config::default(), Config::default(), vec![key], HostKeyCheck::Pinned(vec![other.public()]));
+    let mut pair = Pair::new(Config::default(), Config::default(), keys(key), HostKeyCheck::Pinned(vec![other.public()]));
     pair.drive();
     assert!(matches!(pair.client.error, Some(Error::HostKeyMismatch { .. })), "{:?}", pair.client.error);
     assert!(!pair.server.t.is_established());
@@ -351,7 +359,7 @@ fn pinned_host_key_is_enforced() {
 fn no_common_algorithm_is_reported_with_both_lists() {
     let client_cfg = Config { ciphers: vec![CipherAlg::Aes128Ctr], ..Config::default() };
     let server_cfg = Config { ciphers: vec![CipherAlg::ChaCha20Poly1305], ..Config::default() };
-    let mut pair = Pair::new(client_cfg, server_cfg, vec![host_key()], HostKeyCheck::AcceptAny);
+    let mut pair = Pair::new(client_cfg, server_cfg, keys(host_key()), HostKeyCheck::AcceptAny);
     pair.drive();
     match &pair.server.error {
         Some(Error::NoCommonAlgorithm { what, ours, theirs }) => {
@@ -390,8 +398,8 @@ fn host_key_types_from_fixtures() {
     ] {
         let Ok(text) = std::fs::read_to_string(format!("{dir}/{file}")) else { continue };
         seen += 1;
-        let key = Arc::new(PrivateKey::from_openssh(&text).unwrap());
-        let mut pair = Pair::new(Config::default(), Config::default(), vec![key], HostKeyCheck::AcceptAny);
+        let key = PrivateKey::from_openssh(&text).unwrap();
+        let mut pair = Pair::new(Config::default(), Config::default(), keys(key), HostKeyCheck::AcceptAny);
         pair.drive();
         assert!(pair.established(), "{file}: {:?} {:?}", pair.client.error, pair.server.error);
         let algs = pair.client.events.iter().find_map(|e| match e {

@@ -70,9 +70,20 @@ pub struct Sshd {
 
 impl Sshd {
     pub fn start(opts: SshdOptions) -> Sshd {
+        Sshd::start_with_overrides(opts, &[])
+    }
+
+    /// Like [`Sshd::start`], with `overrides` written at the top of sshd_config. sshd keeps
+    /// the first value of most options, so these win over this crate's defaults (e.g.
+    /// "UsePAM yes", "KbdInteractiveAuthentication yes"), which `extra` lines cannot do.
+    pub fn start_with_overrides(opts: SshdOptions, overrides: &[&str]) -> Sshd {
         fs::create_dir_all("/run/sshd").expect("create /run/sshd (run tests as root)");
         let dir = tempfile::Builder::new().prefix("sshr-sshd").tempdir().unwrap();
         let mut config = String::new();
+        for line in overrides {
+            config.push_str(line);
+            config.push('\n');
+        }
         let mut host_public_keys = Vec::new();
         for (i, kind) in opts.host_keys.iter().enumerate() {
             let path = dir.path().join(format!("host_{i}_{kind}"));
@@ -183,5 +194,213 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
             );
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Run a command with a time limit, its stdout and stderr captured in anonymous temporary
+/// files (so large outputs cannot block the child on a full pipe). `Err` describes a
+/// timeout (the child is killed) and carries what it printed.
+pub fn run_bounded(cmd: &mut Command, stdin: Stdio, timeout: Duration) -> Result<Output, String> {
+    use std::io::{Seek, SeekFrom};
+    let out = tempfile::tempfile().expect("temporary file");
+    let err = tempfile::tempfile().expect("temporary file");
+    cmd.stdin(stdin).stdout(out.try_clone().unwrap()).stderr(err.try_clone().unwrap());
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    let (status, timed_out) = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break (status, false);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break (child.wait().unwrap(), true);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let read = |mut f: fs::File| {
+        let mut v = Vec::new();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.read_to_end(&mut v).unwrap();
+        v
+    };
+    let output = Output { status, stdout: read(out), stderr: read(err) };
+    if timed_out {
+        Err(format!(
+            "{cmd:?} timed out after {timeout:?}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    } else {
+        Ok(output)
+    }
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Files and ports of an `sshr` daemon that is not started yet: its directory (the
+/// configuration goes there), listen and metrics ports, and its host and upstream keys,
+/// generated now so that upstream servers can trust the upstream key before sshr starts.
+pub struct SshrSetup {
+    pub dir: TempDir,
+    pub port: u16,
+    pub metrics_port: u16,
+    pub host_key: PathBuf,
+    /// The proxy's host public key (OpenSSH line).
+    pub host_public_key: String,
+    pub upstream_key: PathBuf,
+    /// The public half of `upstream_key` (OpenSSH line): put it in upstreams'
+    /// authorized_keys.
+    pub upstream_public_key: String,
+}
+
+impl SshrSetup {
+    pub fn new() -> SshrSetup {
+        let dir = tempfile::Builder::new().prefix("sshr-proxy").tempdir().unwrap();
+        let host_key = dir.path().join("ssh_host_ed25519_key");
+        keygen(&host_key, "ed25519", None);
+        let upstream_key = dir.path().join("upstream_ed25519");
+        keygen(&upstream_key, "ed25519", None);
+        let pubkey = |p: &Path| fs::read_to_string(p.with_extension("pub")).unwrap().trim().to_owned();
+        SshrSetup {
+            port: free_port(),
+            metrics_port: free_port(),
+            host_public_key: pubkey(&host_key),
+            upstream_public_key: pubkey(&upstream_key),
+            host_key,
+            upstream_key,
+            dir,
+        }
+    }
+
+    /// Write `config.toml` (listen, host_keys, upstream_key, metrics_listen, then
+    /// `tables`: `[limits]`, `[[users]]`, ...) and start `binary --config` on it; waits
+    /// until it accepts connections. Its stderr goes to `sshr.log` in its directory;
+    /// `RUST_LOG` defaults to `info`.
+    pub fn start(self, binary: &Path, tables: &str) -> Sshr {
+        let config = format!(
+            "listen = [\"127.0.0.1:{}\"]\nhost_keys = [{:?}]\nupstream_key = {:?}\n\
+             metrics_listen = \"127.0.0.1:{}\"\n\n{tables}\n",
+            self.port,
+            self.host_key.display().to_string(),
+            self.upstream_key.display().to_string(),
+            self.metrics_port,
+        );
+        let config_path = self.dir.path().join("config.toml");
+        fs::write(&config_path, config).unwrap();
+        let log_path = self.dir.path().join("sshr.log");
+        let log = fs::File::create(&log_path).unwrap();
+        let mut cmd = Command::new(binary);
+        cmd.arg("--config").arg(&config_path);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let mut sshr = Sshr { setup: self, config_path, log_path, child };
+        let addr = sshr.addr();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = sshr.child.try_wait().unwrap() {
+                panic!("sshr exited at start ({status}); log:\n{}", sshr.log());
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "sshr did not listen on {addr} within 20 s; log:\n{}", sshr.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sshr
+    }
+}
+
+impl Default for SshrSetup {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A running `sshr --config`; killed on drop.
+pub struct Sshr {
+    pub setup: SshrSetup,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    child: Child,
+}
+
+impl Sshr {
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.setup.port))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.setup.port
+    }
+
+    /// Everything sshr logged so far.
+    pub fn log(&self) -> String {
+        fs::read(&self.log_path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    }
+
+    /// `Some(status)` if the daemon has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// The Prometheus text of the metrics endpoint.
+    pub fn metrics(&self) -> Result<String, String> {
+        use std::io::Write;
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.setup.metrics_port));
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("connect {addr}: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .map_err(|e| format!("write: {e}"))?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).map_err(|e| format!("read: {e}"))?;
+        match text.split_once("\r\n\r\n") {
+            Some((head, body)) if head.starts_with("HTTP/1.") && head.contains(" 200") => Ok(body.to_owned()),
+            _ => Err(format!("unexpected answer: {text}")),
+        }
+    }
+
+    /// The value of a metric (summed over its label sets), `None` if absent.
+    pub fn metric(&self, name: &str) -> Result<Option<f64>, String> {
+        Ok(metric_value(&self.metrics()?, name))
+    }
+}
+
+/// The value of `name` in a Prometheus text exposition, summed over its label sets.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    let mut sum = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else { continue };
+        let value = if rest.starts_with(' ') {
+            rest.trim()
+        } else if rest.starts_with('{') {
+            match rest.rsplit_once('}') {
+                Some((_, v)) => v.trim(),
+                None => continue,
+            }
+        } else {
+            continue;
+        };
+        if let Some(v) = value.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) {
+            sum = Some(sum.unwrap_or(0.0) + v);
+        }
+    }
+    sum
+}
+
+impl Drop for Sshr {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
