@@ -862,52 +862,9 @@ fn rsa_padded_signature<'a>(
 // (RustCrypto/SSH#387, RustCrypto/RSA#463). Its verifier works, for both hashes, but
 // only for keys up to 4096 bits (`rsa::RsaPublicKey::new`).
 //
-// Signing therefore needs the `rsa` crate (0.9, feature `sha2`; already in the lock
-// through ssh-key) as a direct dependency of this crate. Until it is one, the module
-// below without it is used: RSA keys load and verify, but sign nothing. To switch,
-// add `rsa = { version = "0.9", default-features = false, features = ["sha2"] }` to
-// the dependencies and swap `cfg(any())` and `cfg(not(any()))` on the two modules.
+// Signing therefore goes through the `rsa` crate directly (a dependency of this
+// crate for that reason).
 
-#[cfg(not(any()))]
-mod rsa_alg {
-    use super::{rsa_padded_signature, KeyError, SigAlg, VerifyError};
-    use ssh_key::private::RsaKeypair;
-    use ssh_key::public::{KeyData, RsaPublicKey};
-
-    /// No RSA signing without the `rsa` crate.
-    pub(super) const SIGN_ALGS: &[SigAlg] = &[];
-    /// What ssh-key's verifier accepts.
-    pub(super) const MAX_VERIFY_BITS: usize = 4096;
-
-    pub(super) fn check(_: &RsaKeypair) -> Result<(), KeyError> {
-        Ok(())
-    }
-
-    pub(super) fn sign(_: &RsaKeypair, alg: SigAlg, _: &[u8]) -> Result<Vec<u8>, KeyError> {
-        Err(KeyError::UnsupportedSignatureAlgorithm {
-            key: "ssh-rsa",
-            alg,
-        })
-    }
-
-    pub(super) fn verify(
-        key: &RsaPublicKey,
-        alg: SigAlg,
-        data: &[u8],
-        raw: &[u8],
-    ) -> Result<(), VerifyError> {
-        use ed25519_dalek::Verifier as _;
-        let raw = rsa_padded_signature(key, raw)?;
-        let signature = ssh_key::Signature::new(alg.ssh_key_algorithm(), raw.into_owned())
-            .map_err(|_| VerifyError::MalformedSignature)?;
-        // The hash is the one named in the signature, checked against the DigestInfo.
-        KeyData::Rsa(key.clone())
-            .verify(data, &signature)
-            .map_err(|_| VerifyError::BadSignature)
-    }
-}
-
-#[cfg(any())]
 mod rsa_alg {
     use super::{rsa_padded_signature, KeyError, SigAlg, VerifyError};
     use rand_chacha::rand_core::SeedableRng as _;
