@@ -38,7 +38,11 @@ impl Settings {
         let table = &config.hooks;
         let domain = match table.get("domain") {
             None => None,
-            Some(v) => Some(v.as_str().ok_or("[hooks] domain must be a string")?.to_string()),
+            Some(v) => Some(
+                v.as_str()
+                    .ok_or("[hooks] domain must be a string")?
+                    .to_string(),
+            ),
         };
         let port = match table.get("port") {
             None => 22,
@@ -89,7 +93,10 @@ impl Hooks for UserAtHost {
             Some(domain) => format!("{host}.{domain}"),
             None => host.to_string(),
         };
-        Ok(Some(Upstream::new(format!("{host}:{}", self.settings.port), user)))
+        Ok(Some(Upstream::new(
+            format!("{host}:{}", self.settings.port),
+            user,
+        )))
     }
 
     async fn fetch_authorized_keys(&self, ctx: &HookContext) -> Result<Vec<PublicKey>, HookError> {
@@ -100,9 +107,13 @@ impl Hooks for UserAtHost {
         // File I/O blocks: run it off the shard's event loop.
         let text = sshr::run_blocking(move || std::fs::read_to_string(path)).await;
         match text {
+            // Unparseable lines and lines with options (which this example does not
+            // enforce) are left out.
             Ok(text) => Ok(hostkey::parse_authorized_keys(&text)
                 .into_iter()
-                .filter_map(|(_, key)| key.ok())
+                .filter_map(Result::ok)
+                .filter(|entry| entry.options.is_none())
+                .map(|entry| entry.key)
                 .collect()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(HookError::Unavailable(format!("keys of {user}: {e}"))),

@@ -346,7 +346,11 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn err<T>(&self, span: std::ops::Range<usize>, problem: ConfigProblem) -> Result<T, ConfigError> {
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        problem: ConfigProblem,
+    ) -> Result<T, ConfigError> {
         let (line, column) = line_col(self.text, span.start);
         Err(ConfigError {
             origin: self.origin.to_string(),
@@ -391,7 +395,9 @@ impl Validator<'_> {
         let upstream_key = self.path("upstream_key", &raw.upstream_key, base)?;
 
         let workers = match raw.workers {
-            Some(w) if *w.get_ref() == 0 => return self.err(w.span(), ConfigProblem::Zero("workers")),
+            Some(w) if *w.get_ref() == 0 => {
+                return self.err(w.span(), ConfigProblem::Zero("workers"))
+            }
             Some(w) => Some(w.into_inner()),
             None => None,
         };
@@ -432,7 +438,11 @@ impl Validator<'_> {
         })
     }
 
-    fn socket_addr(&self, key: &'static str, addr: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
+    fn socket_addr(
+        &self,
+        key: &'static str,
+        addr: &Spanned<String>,
+    ) -> Result<SocketAddr, ConfigError> {
         addr.get_ref().trim().parse().or_else(|_| {
             self.err(
                 addr.span(),
@@ -444,7 +454,12 @@ impl Validator<'_> {
         })
     }
 
-    fn path(&self, key: &'static str, p: &Spanned<String>, base: &Path) -> Result<PathBuf, ConfigError> {
+    fn path(
+        &self,
+        key: &'static str,
+        p: &Spanned<String>,
+        base: &Path,
+    ) -> Result<PathBuf, ConfigError> {
         if p.get_ref().trim().is_empty() {
             return self.err(p.span(), ConfigProblem::EmptyPath(key));
         }
@@ -477,13 +492,21 @@ impl Validator<'_> {
                 raw.max_sessions_per_shard,
                 d.max_sessions_per_shard,
             )?,
-            auth_timeout: secs("limits.auth_timeout_secs", raw.auth_timeout_secs, d.auth_timeout)?,
+            auth_timeout: secs(
+                "limits.auth_timeout_secs",
+                raw.auth_timeout_secs,
+                d.auth_timeout,
+            )?,
             connect_timeout: secs(
                 "limits.connect_timeout_secs",
                 raw.connect_timeout_secs,
                 d.connect_timeout,
             )?,
-            hook_timeout: secs("limits.hook_timeout_secs", raw.hook_timeout_secs, d.hook_timeout)?,
+            hook_timeout: secs(
+                "limits.hook_timeout_secs",
+                raw.hook_timeout_secs,
+                d.hook_timeout,
+            )?,
             buffer_pool_bytes_per_shard: raw
                 .buffer_pool_bytes_per_shard
                 .map(Spanned::into_inner)
@@ -510,7 +533,11 @@ impl Validator<'_> {
         let d = Rekey::default();
         Ok(Rekey {
             bytes: self.nonzero("rekey.bytes", raw.bytes, d.bytes)?,
-            interval: Duration::from_secs(self.nonzero("rekey.seconds", raw.seconds, d.interval.as_secs())?),
+            interval: Duration::from_secs(self.nonzero(
+                "rekey.seconds",
+                raw.seconds,
+                d.interval.as_secs(),
+            )?),
         })
     }
 
@@ -538,7 +565,10 @@ impl Validator<'_> {
         };
         let authorized_keys = match (raw.authorized_keys, raw.authorized_keys_file) {
             (Some(_), Some(file)) => {
-                return self.err(file.span(), ConfigProblem::BothAuthorizedKeys { user: name })
+                return self.err(
+                    file.span(),
+                    ConfigProblem::BothAuthorizedKeys { user: name },
+                )
             }
             (Some(keys), None) => {
                 let mut parsed = Vec::with_capacity(keys.get_ref().len());
@@ -559,7 +589,9 @@ impl Validator<'_> {
                 }
                 AuthorizedKeys::Inline(parsed)
             }
-            (None, Some(file)) => AuthorizedKeys::File(self.path("authorized_keys_file", &file, base)?),
+            (None, Some(file)) => {
+                AuthorizedKeys::File(self.path("authorized_keys_file", &file, base)?)
+            }
             (None, None) => AuthorizedKeys::None,
         };
         let upstream_host_keys = match raw.upstream_host_key {
@@ -616,7 +648,9 @@ fn check_user_name(name: &str) -> Result<(), &'static str> {
 /// Checks the shape of an upstream `host:port` without resolving it.
 pub(crate) fn check_host_port(addr: &str) -> Result<(), &'static str> {
     let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
-        let (v6, port) = rest.split_once("]:").ok_or("IPv6 address without \"]:port\"")?;
+        let (v6, port) = rest
+            .split_once("]:")
+            .ok_or("IPv6 address without \"]:port\"")?;
         v6.parse::<Ipv6Addr>().map_err(|_| "invalid IPv6 address")?;
         (v6, port)
     } else {
@@ -656,9 +690,13 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 fn one_line(message: &str) -> String {
-    message.trim().lines().map(str::trim).collect::<Vec<_>>().join("; ")
+    message
+        .trim()
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -695,7 +733,10 @@ upstream_key = "keys/upstream"
     #[test]
     fn minimal_config_gets_the_documented_defaults() {
         let c = parse(MINIMAL).unwrap();
-        assert_eq!(c.listen, vec!["127.0.0.1:2222".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(
+            c.listen,
+            vec!["127.0.0.1:2222".parse::<SocketAddr>().unwrap()]
+        );
         assert_eq!(c.host_keys, vec![PathBuf::from("/etc/sshr/keys/host")]);
         assert_eq!(c.upstream_key, PathBuf::from("/etc/sshr/keys/upstream"));
         assert!(c.users.is_empty());
@@ -771,7 +812,10 @@ upstream = "[2001:db8::5]:22"
         assert_eq!(c.limits.shutdown_grace, Duration::ZERO);
         assert_eq!(c.rekey.bytes, 1_000_000);
         assert_eq!(c.rekey.interval, Duration::from_secs(60));
-        assert_eq!(c.hooks.get("domain").and_then(|v| v.as_str()), Some("internal.example"));
+        assert_eq!(
+            c.hooks.get("domain").and_then(|v| v.as_str()),
+            Some("internal.example")
+        );
 
         let alice = c.user("alice").unwrap();
         assert_eq!(alice.upstream, "127.0.0.1:2201");
@@ -779,7 +823,10 @@ upstream = "[2001:db8::5]:22"
         match &alice.authorized_keys {
             AuthorizedKeys::Inline(keys) => {
                 assert_eq!(keys.len(), 1);
-                assert_eq!(keys[0].to_openssh(), PublicKey::from_openssh(&alice_key).unwrap().to_openssh());
+                assert_eq!(
+                    keys[0].to_openssh(),
+                    PublicKey::from_openssh(&alice_key).unwrap().to_openssh()
+                );
             }
             other => panic!("expected inline keys, got {other:?}"),
         }
@@ -802,8 +849,14 @@ upstream = "[2001:db8::5]:22"
     #[test]
     fn builtin_config_parses_and_starts_a_demo_proxy() {
         let c = Config::builtin().unwrap();
-        assert_eq!(c.listen, vec!["127.0.0.1:2222".parse::<SocketAddr>().unwrap()]);
-        assert_eq!(c.host_keys, vec![PathBuf::from("keys/ssh_host_ed25519_key")]);
+        assert_eq!(
+            c.listen,
+            vec!["127.0.0.1:2222".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(
+            c.host_keys,
+            vec![PathBuf::from("keys/ssh_host_ed25519_key")]
+        );
         assert_eq!(c.upstream_key, PathBuf::from("keys/upstream_ed25519"));
         assert_eq!(c.origin, DEFAULT_CONFIG_ORIGIN);
         assert_eq!(c.users.len(), 1);
@@ -841,7 +894,9 @@ upstream = "[2001:db8::5]:22"
         assert!(shown.contains("listen_port"), "{shown}");
         assert!(shown.starts_with("test.toml:5:"), "{shown}");
 
-        let text = format!("{MINIMAL}\n[[users]]\nname = \"a\"\nupstream = \"h:22\"\nupstrem_user = \"x\"\n");
+        let text = format!(
+            "{MINIMAL}\n[[users]]\nname = \"a\"\nupstream = \"h:22\"\nupstrem_user = \"x\"\n"
+        );
         let (_, line, shown) = problem(&text);
         assert_eq!(line, Some(9));
         assert!(shown.contains("upstrem_user"), "{shown}");
@@ -873,11 +928,15 @@ upstream = "[2001:db8::5]:22"
         let (p, line, shown) = problem(
             "listen = [\"127.0.0.1:2222\",\n  \"localhost:22\"]\nhost_keys = [\"k\"]\nupstream_key = \"u\"\n",
         );
-        assert!(matches!(p, ConfigProblem::BadListenAddress { key: "listen", .. }), "{p:?}");
+        assert!(
+            matches!(p, ConfigProblem::BadListenAddress { key: "listen", .. }),
+            "{p:?}"
+        );
         assert_eq!(line, Some(2));
         assert!(shown.contains("localhost:22"));
 
-        let (p, _, _) = problem("listen = [\"127.0.0.1\"]\nhost_keys = [\"k\"]\nupstream_key = \"u\"\n");
+        let (p, _, _) =
+            problem("listen = [\"127.0.0.1\"]\nhost_keys = [\"k\"]\nupstream_key = \"u\"\n");
         assert!(matches!(p, ConfigProblem::BadListenAddress { .. }));
 
         let (p, _, _) = problem("listen = []\nhost_keys = [\"k\"]\nupstream_key = \"u\"\n");
@@ -889,16 +948,40 @@ upstream = "[2001:db8::5]:22"
         assert!(matches!(p, ConfigProblem::DuplicateListenAddress(_)));
 
         let (p, line, _) = problem(&format!("{MINIMAL}metrics_listen = \"9222\"\n"));
-        assert!(matches!(p, ConfigProblem::BadListenAddress { key: "metrics_listen", .. }));
+        assert!(matches!(
+            p,
+            ConfigProblem::BadListenAddress {
+                key: "metrics_listen",
+                ..
+            }
+        ));
         assert_eq!(line, Some(5));
 
-        for bad in ["nohost", "host:", "host:0", "host:70000", ":22", "2001:db8::1:22", "[2001:db8::1]", "[nope]:22", "a b:22"] {
+        for bad in [
+            "nohost",
+            "host:",
+            "host:0",
+            "host:70000",
+            ":22",
+            "2001:db8::1:22",
+            "[2001:db8::1]",
+            "[nope]:22",
+            "a b:22",
+        ] {
             let text = format!("{MINIMAL}[[users]]\nname = \"u\"\nupstream = \"{bad}\"\n");
             let (p, line, shown) = problem(&text);
-            assert!(matches!(p, ConfigProblem::BadUpstreamAddress { .. }), "{bad}: {p:?}");
+            assert!(
+                matches!(p, ConfigProblem::BadUpstreamAddress { .. }),
+                "{bad}: {p:?}"
+            );
             assert_eq!(line, Some(7), "{shown}");
         }
-        for good in ["host:22", "10.0.0.1:2201", "[2001:db8::1]:22", "web-1.example.com:65535"] {
+        for good in [
+            "host:22",
+            "10.0.0.1:2201",
+            "[2001:db8::1]:22",
+            "web-1.example.com:65535",
+        ] {
             assert_eq!(check_host_port(good), Ok(()), "{good}");
         }
     }
@@ -925,7 +1008,10 @@ upstream = "[2001:db8::5]:22"
             "{MINIMAL}[[users]]\nname = \"a\"\nupstream = \"h:22\"\nauthorized_keys = []\nauthorized_keys_file = \"f\"\n"
         );
         let (p, line, _) = problem(&text);
-        assert!(matches!(p, ConfigProblem::BothAuthorizedKeys { ref user } if user == "a"), "{p:?}");
+        assert!(
+            matches!(p, ConfigProblem::BothAuthorizedKeys { ref user } if user == "a"),
+            "{p:?}"
+        );
         assert_eq!(line, Some(9));
     }
 
@@ -936,20 +1022,30 @@ upstream = "[2001:db8::5]:22"
             "{MINIMAL}[[users]]\nname = \"a\"\nupstream = \"h:22\"\nauthorized_keys = [\n  \"{good}\",\n  \"ssh-ed25519 AAAAnotbase64!!\",\n]\n"
         );
         let (p, line, _) = problem(&text);
-        assert!(matches!(p, ConfigProblem::BadAuthorizedKey { index: 2, .. }), "{p:?}");
+        assert!(
+            matches!(p, ConfigProblem::BadAuthorizedKey { index: 2, .. }),
+            "{p:?}"
+        );
         assert_eq!(line, Some(10));
 
         let text = format!("{MINIMAL}[[users]]\nname = \"a\"\nupstream = \"h:22\"\nupstream_host_key = \"not a key\"\n");
         let (p, line, _) = problem(&text);
-        assert!(matches!(p, ConfigProblem::BadUpstreamHostKey { .. }), "{p:?}");
+        assert!(
+            matches!(p, ConfigProblem::BadUpstreamHostKey { .. }),
+            "{p:?}"
+        );
         assert_eq!(line, Some(8));
     }
 
     #[test]
     fn bad_user_fields() {
-        let (p, _, _) = problem(&format!("{MINIMAL}[[users]]\nname = \"\"\nupstream = \"h:22\"\n"));
+        let (p, _, _) = problem(&format!(
+            "{MINIMAL}[[users]]\nname = \"\"\nupstream = \"h:22\"\n"
+        ));
         assert!(matches!(p, ConfigProblem::BadUserName { .. }));
-        let (p, _, _) = problem(&format!("{MINIMAL}[[users]]\nname = \"a b\"\nupstream = \"h:22\"\n"));
+        let (p, _, _) = problem(&format!(
+            "{MINIMAL}[[users]]\nname = \"a b\"\nupstream = \"h:22\"\n"
+        ));
         assert!(matches!(p, ConfigProblem::BadUserName { .. }));
         let (p, _, _) = problem(&format!(
             "{MINIMAL}[[users]]\nname = \"a\"\nupstream = \"h:22\"\nupstream_user = \"\"\n"
@@ -958,31 +1054,56 @@ upstream = "[2001:db8::5]:22"
         let (p, _, _) = problem(&format!(
             "{MINIMAL}[[users]]\nname = \"a\"\nupstream = \"h:22\"\nauthorized_keys_file = \"\"\n"
         ));
-        assert!(matches!(p, ConfigProblem::EmptyPath("authorized_keys_file")));
+        assert!(matches!(
+            p,
+            ConfigProblem::EmptyPath("authorized_keys_file")
+        ));
     }
 
     #[test]
     fn zero_and_too_small_values() {
         for (snippet, key) in [
             ("workers = 0\n", "workers"),
-            ("[limits]\nmax_sessions_per_shard = 0\n", "limits.max_sessions_per_shard"),
-            ("[limits]\nauth_timeout_secs = 0\n", "limits.auth_timeout_secs"),
-            ("[limits]\nconnect_timeout_secs = 0\n", "limits.connect_timeout_secs"),
-            ("[limits]\nhook_timeout_secs = 0\n", "limits.hook_timeout_secs"),
+            (
+                "[limits]\nmax_sessions_per_shard = 0\n",
+                "limits.max_sessions_per_shard",
+            ),
+            (
+                "[limits]\nauth_timeout_secs = 0\n",
+                "limits.auth_timeout_secs",
+            ),
+            (
+                "[limits]\nconnect_timeout_secs = 0\n",
+                "limits.connect_timeout_secs",
+            ),
+            (
+                "[limits]\nhook_timeout_secs = 0\n",
+                "limits.hook_timeout_secs",
+            ),
             ("[rekey]\nbytes = 0\n", "rekey.bytes"),
             ("[rekey]\nseconds = 0\n", "rekey.seconds"),
         ] {
             let (p, line, shown) = problem(&format!("{MINIMAL}{snippet}"));
-            assert!(matches!(p, ConfigProblem::Zero(k) if k == key), "{snippet}: {p:?}");
+            assert!(
+                matches!(p, ConfigProblem::Zero(k) if k == key),
+                "{snippet}: {p:?}"
+            );
             assert!(line.is_some(), "{shown}");
         }
-        let (p, _, _) = problem(&format!("{MINIMAL}[limits]\nbuffer_pool_bytes_per_shard = 1000\n"));
-        assert!(matches!(p, ConfigProblem::BufferPoolTooSmall { bytes: 1000, .. }));
+        let (p, _, _) = problem(&format!(
+            "{MINIMAL}[limits]\nbuffer_pool_bytes_per_shard = 1000\n"
+        ));
+        assert!(matches!(
+            p,
+            ConfigProblem::BufferPoolTooSmall { bytes: 1000, .. }
+        ));
         let (p, _, _) = problem(&format!("{MINIMAL}[limits]\nauth_timeout_secs = -1\n"));
         assert!(matches!(p, ConfigProblem::Syntax(_)));
-        let (p, _, _) = problem("listen = [\"127.0.0.1:1\"]\nhost_keys = []\nupstream_key = \"u\"\n");
+        let (p, _, _) =
+            problem("listen = [\"127.0.0.1:1\"]\nhost_keys = []\nupstream_key = \"u\"\n");
         assert!(matches!(p, ConfigProblem::NoHostKeys));
-        let (p, _, _) = problem("listen = [\"127.0.0.1:1\"]\nhost_keys = [\"k\"]\nupstream_key = \" \"\n");
+        let (p, _, _) =
+            problem("listen = [\"127.0.0.1:1\"]\nhost_keys = [\"k\"]\nupstream_key = \" \"\n");
         assert!(matches!(p, ConfigProblem::EmptyPath("upstream_key")));
     }
 
@@ -990,7 +1111,11 @@ upstream = "[2001:db8::5]:22"
     fn line_and_column() {
         assert_eq!(line_col("ab\ncd\n", 0), (1, 1));
         assert_eq!(line_col("ab\ncd\n", 4), (2, 2));
-        assert_eq!(line_col("é\nx", 1), (1, 1), "not on a char boundary: rounds down");
+        assert_eq!(
+            line_col("é\nx", 1),
+            (1, 1),
+            "not on a char boundary: rounds down"
+        );
         assert_eq!(line_col("x", 99), (1, 2));
     }
 }

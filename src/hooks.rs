@@ -36,11 +36,14 @@
 //! ```
 
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sshr_protocol::hostkey::{PrivateKey, PublicKey};
+use sshr_protocol::transport::HostKeyCheck;
 
 /// What the proxy knows about a login when it calls a hook.
 #[derive(Clone, Debug)]
@@ -160,6 +163,17 @@ pub trait Hooks {
     ) -> Result<Rc<PrivateKey>, HookError>;
 }
 
+/// Calls a hook with a time limit (`limits.hook_timeout`): a hook that has not answered
+/// by then fails with [`HookError::Timeout`]. Must be called on a shard.
+pub async fn with_timeout<T>(
+    limit: Duration,
+    call: impl Future<Output = Result<T, HookError>>,
+) -> Result<T, HookError> {
+    crate::shard::timeout(limit, call)
+        .await
+        .unwrap_or(Err(HookError::Timeout))
+}
+
 /// Builds the hooks of one shard. Called once on each shard's thread at startup (and
 /// again on every configuration reload), so the value it returns need not be `Send`.
 pub type HooksFactory = Arc<dyn Fn() -> Rc<dyn Hooks> + Send + Sync>;
@@ -177,11 +191,75 @@ where
     Arc::new(move || Rc::new(make()) as Rc<dyn Hooks>)
 }
 
+impl HostKeyPolicy {
+    /// Whether the upstream may present `key`.
+    pub fn accepts(&self, key: &PublicKey) -> bool {
+        match self {
+            HostKeyPolicy::Pinned(keys) => keys.iter().any(|k| k == key),
+            HostKeyPolicy::Unpinned => true,
+        }
+    }
+}
+
+/// The client-role transport's form of the policy.
+impl From<HostKeyPolicy> for HostKeyCheck {
+    fn from(policy: HostKeyPolicy) -> Self {
+        match policy {
+            HostKeyPolicy::Pinned(keys) => HostKeyCheck::Pinned(keys),
+            HostKeyPolicy::Unpinned => HostKeyCheck::AcceptAny,
+        }
+    }
+}
+
 impl fmt::Display for HostKeyPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HostKeyPolicy::Pinned(keys) => write!(f, "pinned ({} key(s))", keys.len()),
             HostKeyPolicy::Unpinned => f.write_str("unpinned"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_policy_accepts_only_its_keys() {
+        let key = || PrivateKey::generate_ed25519(&mut rand_core::OsRng).public();
+        let (a, b) = (key(), key());
+        let upstream = Upstream::new("h:22", "u");
+        assert!(upstream.host_key.accepts(&a));
+        let pinned = upstream.pinned(vec![a.clone()]);
+        assert!(pinned.host_key.accepts(&a));
+        assert!(!pinned.host_key.accepts(&b));
+        assert!(matches!(
+            HostKeyCheck::from(pinned.host_key),
+            HostKeyCheck::Pinned(keys) if keys.len() == 1
+        ));
+        assert!(matches!(
+            HostKeyCheck::from(HostKeyPolicy::Unpinned),
+            HostKeyCheck::AcceptAny
+        ));
+    }
+
+    #[test]
+    fn slow_hooks_time_out() {
+        let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
+        ex.run(async {
+            let slow = async {
+                crate::shard::sleep(Duration::from_secs(5)).await;
+                Ok::<_, HookError>(1)
+            };
+            assert_eq!(
+                with_timeout(Duration::from_millis(10), slow).await,
+                Err(HookError::Timeout)
+            );
+            let fast = async { Err::<u8, _>(HookError::Unavailable("db down".into())) };
+            assert_eq!(
+                with_timeout(Duration::from_secs(5), fast).await,
+                Err(HookError::Unavailable("db down".into()))
+            );
+        });
     }
 }

@@ -68,9 +68,11 @@ pub fn load_upstream_key(path: &Path) -> Result<PrivateKey, KeyFileError> {
     let line = format!("{}\n", public.to_openssh());
     let current = fs::read_to_string(&pub_path).ok();
     if current.as_deref().map(str::trim) != Some(line.trim()) {
-        write_atomically(&pub_path, line.as_bytes(), 0o644).map_err(|source| KeyFileError::Write {
-            path: pub_path.clone(),
-            source,
+        write_atomically(&pub_path, line.as_bytes(), 0o644).map_err(|source| {
+            KeyFileError::Write {
+                path: pub_path.clone(),
+                source,
+            }
         })?;
         tracing::info!(path = %pub_path.display(), "wrote the upstream public key: add it to the upstream accounts' authorized_keys");
     }
@@ -93,7 +95,9 @@ pub fn load_or_generate(path: &Path) -> Result<(PrivateKey, KeySource), KeyFileE
 pub fn check_key_file(path: &Path) -> Result<Option<PublicKey>, KeyFileError> {
     match read_private_key(path) {
         Ok(key) => Ok(Some(key.public())),
-        Err(KeyFileError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(KeyFileError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            Ok(None)
+        }
         Err(e) => Err(e),
     }
 }
@@ -142,11 +146,15 @@ fn generate(path: &Path) -> Result<PrivateKey, KeyFileError> {
     write_atomically(path, text.as_bytes(), 0o600).map_err(write_err)?;
     // The public half beside every generated key, as ssh-keygen does.
     let pub_path = public_key_path(path);
-    write_atomically(&pub_path, format!("{}\n", key.public().to_openssh()).as_bytes(), 0o644)
-        .map_err(|source| KeyFileError::Write {
-            path: pub_path,
-            source,
-        })?;
+    write_atomically(
+        &pub_path,
+        format!("{}\n", key.public().to_openssh()).as_bytes(),
+        0o644,
+    )
+    .map_err(|source| KeyFileError::Write {
+        path: pub_path,
+        source,
+    })?;
     Ok(key)
 }
 
@@ -154,7 +162,10 @@ fn generate(path: &Path) -> Result<PrivateKey, KeyFileError> {
 /// renames it over `path`: a reader never sees a half-written key, and the private key
 /// is never readable by others, not even for a moment.
 fn write_atomically(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "key path has no file name"))?;
@@ -188,5 +199,118 @@ fn log_key(role: &str, path: &Path, public: &PublicKey, source: KeySource) {
         KeySource::Generated => {
             tracing::info!(path = %path.display(), fingerprint = %public.fingerprint(), "generated {role}")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().mode() & 0o777
+    }
+
+    #[test]
+    fn absent_key_is_generated_private_and_reloads_identically() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys/sub/host_ed25519");
+        let (key, source) = load_or_generate(&path).unwrap();
+        assert_eq!(source, KeySource::Generated);
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("keys")), 0o700);
+        assert_eq!(mode(&dir.path().join("keys/sub")), 0o700);
+        let pub_text = fs::read_to_string(public_key_path(&path)).unwrap();
+        assert_eq!(pub_text.trim(), key.public().to_openssh().trim());
+
+        let (again, source) = load_or_generate(&path).unwrap();
+        assert_eq!(source, KeySource::Loaded);
+        assert_eq!(again.public().fingerprint(), key.public().fingerprint());
+        // No temporary file left behind.
+        let names: Vec<_> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn upstream_key_gets_its_public_half_even_when_it_existed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("upstream");
+        let key = load_upstream_key(&path).unwrap();
+        let pub_path = dir.path().join("upstream.pub");
+        fs::remove_file(&pub_path).unwrap();
+        let again = load_upstream_key(&path).unwrap();
+        assert_eq!(again.public().fingerprint(), key.public().fingerprint());
+        let line = fs::read_to_string(&pub_path).unwrap();
+        assert_eq!(
+            PublicKey::from_openssh(line.trim()).unwrap().fingerprint(),
+            key.public().fingerprint()
+        );
+        assert_eq!(mode(&pub_path), 0o644);
+    }
+
+    #[test]
+    fn keys_readable_by_others_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("host");
+        load_or_generate(&path).unwrap();
+        for bad in [0o644, 0o640, 0o604] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(bad)).unwrap();
+            match load_or_generate(&path) {
+                Err(e @ KeyFileError::TooOpen { .. }) => {
+                    let msg = e.to_string();
+                    assert!(
+                        msg.contains("too open") && msg.contains("chmod 600"),
+                        "{msg}"
+                    );
+                }
+                other => panic!("mode {bad:o} must be refused, got {:?}", other.map(|_| ())),
+            }
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(
+            load_or_generate(&path).is_ok(),
+            "read-only for the owner is fine"
+        );
+    }
+
+    #[test]
+    fn garbage_is_a_parse_error_that_does_not_echo_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("host");
+        write_atomically(&path, b"SECRET-MATERIAL not a key\n", 0o600).unwrap();
+        let err = read_private_key(&path).unwrap_err();
+        assert!(matches!(err, KeyFileError::Parse { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()));
+        assert!(!msg.contains("SECRET-MATERIAL"), "{msg}");
+    }
+
+    #[test]
+    fn check_does_not_create_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k/host");
+        assert!(check_key_file(&path).unwrap().is_none());
+        assert!(!dir.path().join("k").exists());
+        let (key, _) = load_or_generate(&path).unwrap();
+        assert_eq!(
+            check_key_file(&path).unwrap().unwrap().fingerprint(),
+            key.public().fingerprint()
+        );
+    }
+
+    #[test]
+    fn load_host_keys_keeps_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = vec![dir.path().join("a"), dir.path().join("b")];
+        let keys = load_host_keys(&paths).unwrap();
+        assert_eq!(keys.len(), 2);
+        let a = read_private_key(&paths[0]).unwrap();
+        assert_eq!(keys[0].public().fingerprint(), a.public().fingerprint());
+        assert_ne!(
+            keys[0].public().fingerprint(),
+            keys[1].public().fingerprint()
+        );
     }
 }

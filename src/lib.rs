@@ -20,13 +20,16 @@
 pub mod config;
 pub mod hooks;
 pub mod keys;
+pub mod leg;
 pub mod listener;
 pub mod metrics;
 pub mod net;
 pub mod pool;
 pub mod providers;
+pub mod relay;
 pub mod session;
 pub mod shard;
+pub mod upstream;
 
 pub use config::Config;
 pub use hooks::{HookContext, HookError, Hooks, HooksFactory, HostKeyPolicy, Upstream};

@@ -161,3 +161,36 @@ impl RefusalLog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shard_gets_a_socket_on_the_same_port() {
+        let listen: Vec<SocketAddr> =
+            vec!["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()];
+        let (bound, per_shard) = bind_all(&listen, 3).unwrap();
+        assert_eq!(bound.len(), 2);
+        assert_ne!(bound[0].port(), 0, "port 0 resolved");
+        assert_eq!(per_shard.len(), 3);
+        for sockets in &per_shard {
+            assert_eq!(sockets.len(), 2);
+            for (socket, want) in sockets.iter().zip(&bound) {
+                assert_eq!(socket.local_addr().unwrap().as_socket(), Some(*want));
+                assert!(socket.reuse_port().unwrap());
+            }
+        }
+        // A plain (non-REUSEPORT) socket cannot take the port from under us.
+        assert!(std::net::TcpListener::bind(bound[0]).is_err());
+    }
+
+    #[test]
+    fn bind_errors_name_the_address() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = bind_all(&[addr], 1).unwrap_err();
+        assert_eq!(err.addr, addr);
+        assert!(err.to_string().contains(&addr.to_string()));
+    }
+}

@@ -59,7 +59,10 @@ fn run(cli: Cli) -> Result<(), String> {
 
 /// `--check-config`: everything `run` would check, without writing any file.
 fn check(config: &Config) -> Result<(), String> {
-    let key_files = config.host_keys.iter().chain(std::iter::once(&config.upstream_key));
+    let key_files = config
+        .host_keys
+        .iter()
+        .chain(std::iter::once(&config.upstream_key));
     for path in key_files {
         match keys::check_key_file(path).map_err(|e| e.to_string())? {
             Some(key) => println!("key {}: {}", path.display(), key.fingerprint()),
@@ -84,5 +87,6 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

@@ -214,13 +214,15 @@ impl ShardMetrics {
         }
         let d = delta(&now.sessions_refused, &p.sessions_refused);
         if d > 0 {
-            metrics::counter!("sshr_sessions_refused_total", "reason" => "session_limit").increment(d);
+            metrics::counter!("sshr_sessions_refused_total", "reason" => "session_limit")
+                .increment(d);
         }
         for reason in AuthFailure::ALL {
             let i = reason.index();
             let d = delta(&now.auth_failures[i], &p.auth_failures[i]);
             if d > 0 {
-                metrics::counter!("sshr_auth_failures_total", "reason" => reason.label()).increment(d);
+                metrics::counter!("sshr_auth_failures_total", "reason" => reason.label())
+                    .increment(d);
             }
         }
         for reason in UpstreamFailure::ALL {
@@ -233,15 +235,18 @@ impl ShardMetrics {
         }
         let d = delta(&now.bytes_client_to_upstream, &p.bytes_client_to_upstream);
         if d > 0 {
-            metrics::counter!("sshr_relayed_bytes_total", "direction" => "client_to_upstream").increment(d);
+            metrics::counter!("sshr_relayed_bytes_total", "direction" => "client_to_upstream")
+                .increment(d);
         }
         let d = delta(&now.bytes_upstream_to_client, &p.bytes_upstream_to_client);
         if d > 0 {
-            metrics::counter!("sshr_relayed_bytes_total", "direction" => "upstream_to_client").increment(d);
+            metrics::counter!("sshr_relayed_bytes_total", "direction" => "upstream_to_client")
+                .increment(d);
         }
 
         let shard = self.shard.to_string();
-        metrics::gauge!("sshr_buffer_pool_in_use", "shard" => shard.clone()).set(pool.in_use as f64);
+        metrics::gauge!("sshr_buffer_pool_in_use", "shard" => shard.clone())
+            .set(pool.in_use as f64);
         metrics::gauge!("sshr_buffer_pool_waiters", "shard" => shard).set(pool.waiters as f64);
     }
 }
@@ -347,12 +352,18 @@ mod tests {
         assert_eq!(value(&text, "sshr_sessions_total"), Some(2.0), "{text}");
         assert_eq!(value(&text, "sshr_sessions_active"), Some(0.0), "{text}");
         assert_eq!(
-            value(&text, r#"sshr_relayed_bytes_total{direction="client_to_upstream"}"#),
+            value(
+                &text,
+                r#"sshr_relayed_bytes_total{direction="client_to_upstream"}"#
+            ),
             Some(101.0),
             "{text}"
         );
         assert_eq!(
-            value(&text, r#"sshr_relayed_bytes_total{direction="upstream_to_client"}"#),
+            value(
+                &text,
+                r#"sshr_relayed_bytes_total{direction="upstream_to_client"}"#
+            ),
             Some(7.0)
         );
         assert_eq!(
@@ -360,14 +371,23 @@ mod tests {
             Some(1.0)
         );
         assert_eq!(
-            value(&text, r#"sshr_upstream_connect_failures_total{reason="timeout"}"#),
+            value(
+                &text,
+                r#"sshr_upstream_connect_failures_total{reason="timeout"}"#
+            ),
             Some(1.0)
         );
         assert_eq!(
-            value(&text, r#"sshr_sessions_refused_total{reason="session_limit"}"#),
+            value(
+                &text,
+                r#"sshr_sessions_refused_total{reason="session_limit"}"#
+            ),
             Some(1.0)
         );
-        assert_eq!(value(&text, r#"sshr_buffer_pool_in_use{shard="3"}"#), Some(3.0));
+        assert_eq!(
+            value(&text, r#"sshr_buffer_pool_in_use{shard="3"}"#),
+            Some(3.0)
+        );
         assert_eq!(m.relayed_bytes(), (101, 7));
     }
 

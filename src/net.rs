@@ -93,9 +93,7 @@ pub async fn resolve(addr: &str, timeout: Duration) -> Result<Vec<SocketAddr>, C
     })?;
     let owned = addr.to_string();
     let lookup = crate::shard::run_blocking(move || {
-        owned
-            .to_socket_addrs()
-            .map(|it| it.collect::<Vec<_>>())
+        owned.to_socket_addrs().map(|it| it.collect::<Vec<_>>())
     });
     let addrs = crate::shard::timeout(timeout, lookup)
         .await
@@ -113,4 +111,67 @@ pub async fn resolve(addr: &str, timeout: Duration) -> Result<Vec<SocketAddr>, C
         });
     }
     Ok(addrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on_shard<F: std::future::Future<Output = ()>>(f: impl FnOnce() -> F) {
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .unwrap()
+            .run(f());
+    }
+
+    #[test]
+    fn connects_to_literals_and_names() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        on_shard(|| async move {
+            let stream = connect(&format!("127.0.0.1:{port}"), Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert!(stream.nodelay().unwrap());
+            assert_eq!(stream.peer_addr().unwrap().port(), port);
+            // A name goes through the resolver on the blocking pool. "localhost" may
+            // resolve to ::1 first, where nothing listens: the next address is tried.
+            let stream = connect(&format!("localhost:{port}"), Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert_eq!(stream.peer_addr().unwrap().port(), port);
+        });
+    }
+
+    #[test]
+    fn failures_say_what_failed() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        on_shard(|| async move {
+            let err = connect(&format!("127.0.0.1:{port}"), Duration::from_secs(5))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, ConnectError::Connect { .. }), "{err}");
+            assert_eq!(err.reason(), UpstreamFailure::Connect);
+
+            let err = connect("no-port-here", Duration::from_secs(5))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, ConnectError::BadAddress { .. }), "{err}");
+
+            let err = connect("name.invalid:22", Duration::from_secs(5))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ConnectError::Resolve { .. } | ConnectError::Timeout { .. }
+                ),
+                "{err}"
+            );
+            assert_ne!(err.reason(), UpstreamFailure::Connect);
+        });
+    }
 }

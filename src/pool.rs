@@ -197,7 +197,11 @@ impl Future for Acquire {
                 }
                 let slot = Rc::new(WaiterSlot::default());
                 slot.waker.set(Some(cx.waker().clone()));
-                this.inner.state.borrow_mut().waiters.push_back(slot.clone());
+                this.inner
+                    .state
+                    .borrow_mut()
+                    .waiters
+                    .push_back(slot.clone());
                 this.slot = Some(slot);
                 Poll::Pending
             }
@@ -279,8 +283,13 @@ mod tests {
     fn cap_is_enforced() {
         let pool = BufferPool::new(1024, 3 * 1024 + 500);
         assert_eq!(pool.capacity(), 3);
-        let held: Vec<_> = (0..3).map(|_| pool.try_acquire().expect("under cap")).collect();
-        assert!(pool.try_acquire().is_none(), "fourth buffer must be refused");
+        let held: Vec<_> = (0..3)
+            .map(|_| pool.try_acquire().expect("under cap"))
+            .collect();
+        assert!(
+            pool.try_acquire().is_none(),
+            "fourth buffer must be refused"
+        );
         let mut waiting = pool.acquire();
         assert!(poll_once(&mut waiting).is_pending());
         let st = pool.stats();
@@ -311,11 +320,17 @@ mod tests {
         assert!(first.poll(&mut cx).is_pending());
 
         drop(held);
-        assert!(woken.load(std::sync::atomic::Ordering::SeqCst), "release wakes the waiter");
+        assert!(
+            woken.load(std::sync::atomic::Ordering::SeqCst),
+            "release wakes the waiter"
+        );
         // A try may not jump the queue while someone waits... and the buffer went to
         // `first`, so nothing is free anyway.
         assert!(pool.try_acquire().is_none());
-        assert!(poll_once(&mut second).is_pending(), "second waits behind first");
+        assert!(
+            poll_once(&mut second).is_pending(),
+            "second waits behind first"
+        );
         let got = match poll_once(&mut first) {
             Poll::Ready(b) => b,
             Poll::Pending => panic!("first waiter must get the released buffer"),

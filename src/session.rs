@@ -1,15 +1,482 @@
-// placeholder: replaced by the session implementation
-//! One client session. Placeholder until the SSH session logic lands: it logs the
-//! connection and closes it.
+//! One proxied session: the client's handshake and authentication, the upstream
+//! connection (started as soon as the user name is known, so that its key exchange
+//! overlaps the client's authentication), then the relay.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
 
+use glommio::net::TcpStream;
+use glommio::Task;
+use rand_core::RngCore;
+use sshr_protocol::auth::{self, InfoResponse, Method, Request};
+use sshr_protocol::hostkey::PublicKey;
+use sshr_protocol::msg::{self, disconnect};
+use sshr_protocol::transport::{Config as TransportConfig, Event, Transport};
+use tracing::{debug, info, warn, Instrument};
+
+use crate::config::Config;
+use crate::hooks::{HookContext, HookError, Hooks, Upstream};
+use crate::leg::{Leg, LegError, Received, RxBuf, Side};
+use crate::metrics::AuthFailure;
+use crate::relay;
 use crate::shard::ShardContext;
+use crate::upstream::{self, UpstreamConn, UpstreamError, UpstreamReply};
 
-/// Serves one accepted client connection on the current shard.
-pub async fn serve(stream: glommio::net::TcpStream, peer: SocketAddr, ctx: Rc<ShardContext>) {
-    let session_id = ctx.next_session_id();
-    tracing::debug!(session = session_id, %peer, shard = ctx.index, "connection accepted (placeholder session: closing)");
-    drop(stream);
+/// Methods we offer, the same for every user name so that none can be enumerated.
+const METHODS: [&str; 3] = ["publickey", "password", "keyboard-interactive"];
+/// Failed attempts before we hang up (OpenSSH's MaxAuthTries default).
+const MAX_AUTH_FAILURES: u32 = 6;
+
+pub fn seed() -> [u8; 32] {
+    let mut s = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut s);
+    s
+}
+
+/// The transport settings of both legs, from the proxy's configuration.
+pub fn transport_config(config: &Config) -> Arc<TransportConfig> {
+    Arc::new(TransportConfig {
+        rekey_bytes: config.rekey.bytes,
+        rekey_interval: config.rekey.interval,
+        ..TransportConfig::default()
+    })
+}
+
+/// What a session takes from its shard at its start: a reload never changes it.
+pub struct SessionEnv {
+    pub shard: Rc<ShardContext>,
+    pub config: Arc<Config>,
+    pub hooks: Rc<dyn Hooks>,
+    pub transport: Arc<TransportConfig>,
+}
+
+/// Serve one accepted client connection to the end.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>) {
+    let id = shard.next_session_id();
+    let config = shard.config();
+    let ctx = SessionEnv { hooks: shard.hooks(), transport: transport_config(&config), config, shard };
+    let span = tracing::info_span!("session", id = format_args!("{id:x}"), %peer);
+    async move {
+        let transport =
+            Transport::server(ctx.transport.clone(), ctx.shard.host_keys.clone(), seed(), Instant::now());
+        let client = Rc::new(Leg::new(Side::Client, stream, transport));
+        let mut rx = RxBuf::new(4096);
+        let started = Instant::now();
+        let auth_timeout = ctx.config.limits.auth_timeout;
+        let outcome = glommio::timer::timeout(auth_timeout, async {
+            Ok(authenticate(&ctx, &client, &mut rx, peer, id).await)
+        })
+        .await;
+        let login = match outcome {
+            Err(_) => {
+                ctx.shard.metrics.auth_failure(AuthFailure::Timeout);
+                info!("authentication timed out");
+                client.disconnect(disconnect::BY_APPLICATION, "sshr: authentication timed out").await;
+                return;
+            }
+            Ok(Err(end)) => {
+                end.finish(&ctx, &client).await;
+                return;
+            }
+            Ok(Ok(login)) => login,
+        };
+        info!(
+            user = %login.user,
+            upstream = %login.upstream_addr,
+            method = login.method,
+            setup_ms = started.elapsed().as_millis() as u64,
+            "authenticated; relaying"
+        );
+        relay::run(&ctx.shard, client, rx, login.conn.leg, login.conn.rx).await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// A successful login: the upstream leg is authenticated too.
+struct Login {
+    user: String,
+    upstream_addr: String,
+    method: &'static str,
+    conn: UpstreamConn,
+}
+
+/// How authentication ended without a login.
+enum AuthEnd {
+    /// The client left or broke the protocol (already told, if it can be).
+    Leg(LegError),
+    /// Tell the client this and hang up.
+    Refuse { reason: u32, message: &'static str, failure: AuthFailure },
+}
+
+impl From<LegError> for AuthEnd {
+    fn from(e: LegError) -> Self {
+        AuthEnd::Leg(e)
+    }
+}
+
+impl AuthEnd {
+    async fn finish(self, ctx: &SessionEnv, client: &Leg) {
+        match self {
+            AuthEnd::Leg(e) => {
+                ctx.shard.metrics.auth_failure(AuthFailure::Aborted);
+                match &e {
+                    LegError::Closed { .. } => debug!("client left during authentication"),
+                    e => info!(error = %e, "session ended during authentication"),
+                }
+            }
+            AuthEnd::Refuse { reason, message, failure } => {
+                ctx.shard.metrics.auth_failure(failure);
+                client.disconnect(reason, message).await;
+            }
+        }
+    }
+}
+
+/// Everything known about the login once the client named its user.
+struct Pending {
+    user: String,
+    hook_ctx: HookContext,
+    /// `None`: no such user (answered exactly like a wrong key).
+    upstream: Option<Upstream>,
+    authorized: Vec<PublicKey>,
+    connecting: Option<Task<Result<UpstreamConn, UpstreamError>>>,
+    conn: Option<UpstreamConn>,
+}
+
+impl Pending {
+    async fn start(ctx: &SessionEnv, client: &Leg, user: &str, peer: SocketAddr, id: u64) -> Pending {
+        let client_version = client.transport.borrow().peer_version().unwrap_or_default().to_owned();
+        let hook_ctx = HookContext::new(user, peer, id, client_version);
+        let hook_timeout = ctx.config.limits.hook_timeout;
+        let upstream = match glommio::timer::timeout(hook_timeout, async {
+            Ok(ctx.hooks.find_upstream(&hook_ctx).await)
+        })
+        .await
+        {
+            Ok(Ok(u)) => u,
+            Ok(Err(e)) => {
+                warn!(user, error = %e, "find_upstream hook failed");
+                ctx.shard.metrics.auth_failure(AuthFailure::HookError);
+                None
+            }
+            Err(_) => {
+                warn!(user, error = %HookError::Timeout, "find_upstream hook failed");
+                None
+            }
+        };
+        // Start the upstream now: its TCP and key exchange overlap the client's auth.
+        let connecting = upstream.as_ref().map(|u| {
+            let u = u.clone();
+            let config = ctx.transport.clone();
+            let prefer = client_cipher(client);
+            let timeout = ctx.config.limits.connect_timeout;
+            glommio::spawn_local(
+                async move { upstream::connect(&u, config, prefer, seed(), timeout).await }.in_current_span(),
+            )
+        });
+        let authorized = match &upstream {
+            Some(_) => match glommio::timer::timeout(hook_timeout, async {
+                Ok(ctx.hooks.fetch_authorized_keys(&hook_ctx).await)
+            })
+            .await
+            {
+                Ok(Ok(keys)) => keys,
+                Ok(Err(e)) => {
+                    warn!(user, error = %e, "fetch_authorized_keys hook failed");
+                    Vec::new()
+                }
+                Err(_) => {
+                    warn!(user, "fetch_authorized_keys hook timed out");
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        Pending { user: user.to_owned(), hook_ctx, upstream, authorized, connecting, conn: None }
+    }
+
+    /// The upstream connection, waiting for it if it is still being set up.
+    async fn upstream(&mut self) -> Result<&mut UpstreamConn, AuthEnd> {
+        if self.conn.is_none() {
+            let Some(task) = self.connecting.take() else {
+                return Err(AuthEnd::Refuse {
+                    reason: disconnect::BY_APPLICATION,
+                    message: "sshr: the server for this account is unreachable",
+                    failure: AuthFailure::UnknownUser,
+                });
+            };
+            match task.await {
+                Ok(c) => self.conn = Some(c),
+                Err(e) => {
+                    let addr = self.upstream.as_ref().map(|u| u.addr.as_str()).unwrap_or_default();
+                    warn!(user = %self.user, upstream = addr, error = %e, "upstream connection failed");
+                    return Err(AuthEnd::Refuse {
+                        reason: disconnect::BY_APPLICATION,
+                        message: e.client_message(),
+                        failure: AuthFailure::UpstreamRejected,
+                    });
+                }
+            }
+        }
+        self.conn.as_mut().ok_or(AuthEnd::Refuse {
+            reason: disconnect::BY_APPLICATION,
+            message: "sshr: internal error",
+            failure: AuthFailure::Aborted,
+        })
+    }
+}
+
+/// The cipher the client leg negotiated, to ask the upstream for the same one: then
+/// relayed packets keep their size and are re-sealed where they lie.
+fn client_cipher(client: &Leg) -> Option<sshr_protocol::cipher::CipherAlg> {
+    client.transport.borrow().negotiated().map(|n| n.cipher_c2s)
+}
+
+async fn failure(client: &Leg, partial: bool) -> Result<(), AuthEnd> {
+    client.send(&auth::encode_failure(METHODS, partial)).await?;
+    Ok(())
+}
+
+async fn authenticate(
+    ctx: &SessionEnv,
+    client: &Rc<Leg>,
+    rx: &mut RxBuf,
+    peer: SocketAddr,
+    id: u64,
+) -> Result<Login, AuthEnd> {
+    let mut pending: Option<Pending> = None;
+    let mut failures = 0u32;
+    // A message read while passing keyboard-interactive through that must be handled
+    // as a new request.
+    let mut carried: Option<Vec<u8>> = None;
+    loop {
+        if failures >= MAX_AUTH_FAILURES {
+            return Err(AuthEnd::Refuse {
+                reason: disconnect::NO_MORE_AUTH_METHODS_AVAILABLE,
+                message: "sshr: too many authentication failures",
+                failure: AuthFailure::WrongKey,
+            });
+        }
+        let payload = match carried.take() {
+            Some(p) => p,
+            None => match client.recv(rx).await? {
+                Received::Event(Event::KexDone { first: true, algorithms }) => {
+                    debug!(?algorithms, "client key exchange done");
+                    continue;
+                }
+                Received::Event(_) => continue,
+                Received::Packet(p) => p,
+            },
+        };
+        if payload[0] != msg::USERAUTH_REQUEST {
+            return Err(AuthEnd::Refuse {
+                reason: disconnect::PROTOCOL_ERROR,
+                message: "sshr: expected a user authentication request",
+                failure: AuthFailure::Aborted,
+            });
+        }
+        let req = match Request::parse(&payload) {
+            Ok(r) => r,
+            Err(e) => {
+                info!(error = %e, "malformed authentication request");
+                return Err(AuthEnd::Refuse {
+                    reason: disconnect::PROTOCOL_ERROR,
+                    message: "sshr: malformed authentication request",
+                    failure: AuthFailure::Aborted,
+                });
+            }
+        };
+        if req.service != auth::CONNECTION_SERVICE {
+            return Err(AuthEnd::Refuse {
+                reason: disconnect::SERVICE_NOT_AVAILABLE,
+                message: "sshr: only the ssh-connection service is available",
+                failure: AuthFailure::Aborted,
+            });
+        }
+        match &pending {
+            None => pending = Some(Pending::start(ctx, client, req.user, peer, id).await),
+            // As OpenSSH: the user name may not change between attempts.
+            Some(p) if p.user != req.user => {
+                return Err(AuthEnd::Refuse {
+                    reason: disconnect::PROTOCOL_ERROR,
+                    message: "sshr: changing the user name during authentication is not allowed",
+                    failure: AuthFailure::Aborted,
+                });
+            }
+            Some(_) => {}
+        }
+        let Some(p) = pending.as_mut() else { continue };
+        match req.method {
+            Method::None | Method::Other(_) => failure(client, false).await?,
+            Method::PublicKey { algorithm, key_blob, signature: None } => {
+                let ok = auth::check_publickey(algorithm, key_blob).is_ok_and(|(k, _)| p.authorized.contains(&k));
+                if ok {
+                    client.send(&auth::encode_pk_ok(algorithm, key_blob)).await?;
+                } else {
+                    failure(client, false).await?;
+                }
+            }
+            Method::PublicKey { algorithm, key_blob, signature: Some(sig) } => {
+                let session_id = client.transport.borrow().session_id().map(<[u8]>::to_vec).unwrap_or_default();
+                // Membership first (cheap, no oracle), then the signature over this
+                // leg's session id: it can never be replayed to the upstream.
+                let verified = auth::check_publickey(algorithm, key_blob)
+                    .is_ok_and(|(k, _)| p.authorized.contains(&k))
+                    && auth::verify_publickey(&session_id, req.user, req.service, algorithm, key_blob, sig).is_ok();
+                if !verified {
+                    failures += 1;
+                    ctx.shard.metrics.auth_failure(if p.upstream.is_some() {
+                        AuthFailure::WrongKey
+                    } else {
+                        AuthFailure::UnknownUser
+                    });
+                    info!(user = %p.user, "public key refused");
+                    failure(client, false).await?;
+                    continue;
+                }
+                let Some(upstream) = p.upstream.clone() else { continue };
+                let hook_ctx = p.hook_ctx.clone();
+                let key = match ctx.hooks.fetch_private_key(&hook_ctx, &upstream).await {
+                    Ok(k) => k,
+                    Err(e) => {
+                        warn!(user = %p.user, error = %e, "fetch_private_key hook failed");
+                        return Err(AuthEnd::Refuse {
+                            reason: disconnect::BY_APPLICATION,
+                            message: "sshr: the server for this account refused the proxy's login",
+                            failure: AuthFailure::HookError,
+                        });
+                    }
+                };
+                let conn = p.upstream().await?;
+                let mut banners = Vec::new();
+                let r = conn.login_with_key(&upstream.user, &key, |b| banners.push(b)).await;
+                for b in banners {
+                    client.send(&b).await?;
+                }
+                if let Err(e) = r {
+                    warn!(user = %p.user, upstream = %upstream.addr, error = %e, "upstream login failed");
+                    return Err(AuthEnd::Refuse {
+                        reason: disconnect::BY_APPLICATION,
+                        message: e.client_message(),
+                        failure: AuthFailure::UpstreamRejected,
+                    });
+                }
+                return finish(client, pending, "publickey").await;
+            }
+            Method::Password { password, new_password } => {
+                if p.upstream.is_none() {
+                    failures += 1;
+                    ctx.shard.metrics.auth_failure(AuthFailure::UnknownUser);
+                    failure(client, false).await?;
+                    continue;
+                }
+                let user = p.upstream.as_ref().map(|u| u.user.clone()).unwrap_or_default();
+                let conn = p.upstream().await?;
+                conn.pass_through(&user, Method::Password { password, new_password }).await.map_err(upstream_end)?;
+                match pass_replies(client, conn, rx, &mut carried).await? {
+                    Passed::Success => return finish(client, pending, "password").await,
+                    Passed::Failure { partial } => {
+                        failures += 1;
+                        ctx.shard.metrics.auth_failure(AuthFailure::UpstreamRejected);
+                        failure(client, partial).await?;
+                    }
+                    Passed::Interrupted => {}
+                }
+            }
+            Method::KeyboardInteractive { language, submethods } => {
+                if p.upstream.is_none() {
+                    failures += 1;
+                    ctx.shard.metrics.auth_failure(AuthFailure::UnknownUser);
+                    failure(client, false).await?;
+                    continue;
+                }
+                let user = p.upstream.as_ref().map(|u| u.user.clone()).unwrap_or_default();
+                let conn = p.upstream().await?;
+                conn.pass_through(&user, Method::KeyboardInteractive { language, submethods })
+                    .await
+                    .map_err(upstream_end)?;
+                match pass_replies(client, conn, rx, &mut carried).await? {
+                    Passed::Success => return finish(client, pending, "keyboard-interactive").await,
+                    Passed::Failure { partial } => {
+                        failures += 1;
+                        ctx.shard.metrics.auth_failure(AuthFailure::UpstreamRejected);
+                        failure(client, partial).await?;
+                    }
+                    Passed::Interrupted => {}
+                }
+            }
+        }
+    }
+}
+
+fn upstream_end(e: UpstreamError) -> AuthEnd {
+    warn!(error = %e, "upstream failed during authentication");
+    AuthEnd::Refuse { reason: disconnect::BY_APPLICATION, message: e.client_message(), failure: AuthFailure::UpstreamRejected }
+}
+
+enum Passed {
+    Success,
+    Failure { partial: bool },
+    /// The client started another request instead of answering; it is in `carried`.
+    Interrupted,
+}
+
+/// Relay the upstream's answers to a passed-through request (banners, prompts,
+/// password change requests) and the client's responses, until the upstream decides.
+async fn pass_replies(
+    client: &Leg,
+    conn: &mut UpstreamConn,
+    rx: &mut RxBuf,
+    carried: &mut Option<Vec<u8>>,
+) -> Result<Passed, AuthEnd> {
+    loop {
+        match conn.auth_reply().await.map_err(upstream_end)? {
+            UpstreamReply::Success => return Ok(Passed::Success),
+            UpstreamReply::Failure { partial_success } => return Ok(Passed::Failure { partial: partial_success }),
+            UpstreamReply::ForClient(p) if p[0] == msg::USERAUTH_BANNER => client.send(&p).await?,
+            UpstreamReply::ForClient(p) => {
+                // INFO_REQUEST (keyboard-interactive) or PASSWD_CHANGEREQ (password):
+                // the user answers, and the answer goes back unchanged.
+                client.send(&p).await?;
+                let answer = loop {
+                    match client.recv(rx).await? {
+                        Received::Packet(a) => break a,
+                        Received::Event(_) => {}
+                    }
+                };
+                match answer[0] {
+                    msg::USERAUTH_INFO_RESPONSE => {
+                        if InfoResponse::parse(&answer).is_err() {
+                            return Err(AuthEnd::Refuse {
+                                reason: disconnect::PROTOCOL_ERROR,
+                                message: "sshr: malformed keyboard-interactive response",
+                                failure: AuthFailure::Aborted,
+                            });
+                        }
+                        conn.leg.send(&answer).await.map_err(|e| upstream_end(e.into()))?;
+                    }
+                    _ => {
+                        // A new USERAUTH_REQUEST abandons this one (RFC 4256 3.2); the
+                        // upstream treats the next request the same way.
+                        *carried = Some(answer);
+                        return Ok(Passed::Interrupted);
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn finish(client: &Leg, pending: Option<Pending>, method: &'static str) -> Result<Login, AuthEnd> {
+    let Some(mut p) = pending else {
+        return Err(AuthEnd::Refuse { reason: disconnect::PROTOCOL_ERROR, message: "sshr: internal error", failure: AuthFailure::Aborted });
+    };
+    let conn = p.upstream().await?;
+    let _ = conn;
+    client.send(&auth::encode_success()).await?;
+    let conn = p.conn.take().ok_or(AuthEnd::Refuse { reason: disconnect::PROTOCOL_ERROR, message: "sshr: internal error", failure: AuthFailure::Aborted })?;
+    Ok(Login { user: p.user, upstream_addr: p.upstream.map(|u| u.addr).unwrap_or_default(), method, conn })
 }

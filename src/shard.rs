@@ -304,13 +304,7 @@ impl Server {
         }
         let setups = Arc::new(Mutex::new(setups));
 
-        let online = num_cpus::get();
-        let placement = if workers <= online {
-            PoolPlacement::MaxSpread(workers, None)
-        } else {
-            tracing::warn!(workers, cpus = online, "more workers than CPUs: shards are not pinned");
-            PoolPlacement::Unbound(workers)
-        };
+        let placement = placement(workers);
         let handles = LocalExecutorPoolBuilder::new(placement)
             .name("sshr-shard")
             .blocking_thread_pool_placement(PoolPlacement::Unbound(BLOCKING_THREADS_PER_SHARD))
@@ -379,8 +373,6 @@ struct ShardSetup {
 
 /// Messages to the main thread.
 enum Event {
-    /// The shard's executor runs (so a later failure is not an io_uring problem).
-    Started(usize),
     /// The shard accepts connections.
     Ready,
     /// The shard's main future ended or unwound.
@@ -426,7 +418,6 @@ async fn shard_main(setup: ShardSetup) {
         index,
         events: events.clone(),
     };
-    let _ = events.send(Event::Started(index));
 
     let generation = shared.generation();
     let ctx = Rc::new(ShardContext::new(
@@ -440,7 +431,12 @@ async fn shard_main(setup: ShardSetup) {
 
     let accept_tasks: Vec<_> = listeners
         .into_iter()
-        .map(|socket| glommio::spawn_local(listener::accept_loop(listener::into_glommio(socket), ctx.clone())))
+        .map(|socket| {
+            glommio::spawn_local(listener::accept_loop(
+                listener::into_glommio(socket),
+                ctx.clone(),
+            ))
+        })
         .collect();
     let publisher = shared
         .metrics_enabled
@@ -464,8 +460,8 @@ async fn shard_main(setup: ShardSetup) {
         }
     });
 
-    let _ = events.send(Event::Ready);
     tracing::debug!(shard = index, "shard started");
+    let _ = events.send(Event::Ready);
 
     loop {
         match commands.recv().await.unwrap_or(CTRL_STOP_NOW) {
@@ -558,7 +554,9 @@ impl ServerHandle {
 
     /// Swap in a new configuration (see [`RunningServer::reload`]).
     pub fn reload(&self, config: Config) {
-        let _ = self.events.send(Event::Request(Request::Reload(Box::new(config))));
+        let _ = self
+            .events
+            .send(Event::Request(Request::Reload(Box::new(config))));
     }
 }
 
@@ -653,7 +651,10 @@ impl RunningServer {
                 Ok(Event::Exited(index)) => {
                     exited[index] = true;
                     if !self.stopping {
-                        tracing::error!(shard = index, "shard stopped unexpectedly: stopping the server");
+                        tracing::error!(
+                            shard = index,
+                            "shard stopped unexpectedly: stopping the server"
+                        );
                         failure.get_or_insert(ServerError::ShardFailed {
                             index,
                             reason: "stopped unexpectedly (see the log above)".into(),
@@ -661,18 +662,21 @@ impl RunningServer {
                         self.stop_now();
                     }
                 }
-                Ok(Event::Started(_) | Event::Ready) | Err(RecvTimeoutError::Timeout) => {}
+                Ok(Event::Ready) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            let finished = self
-                .handles
-                .as_ref()
-                .map_or(shard_count, |h| h.handles().iter().filter(|t| t.is_finished()).count());
+            let finished = self.handles.as_ref().map_or(shard_count, |h| {
+                h.handles().iter().filter(|t| t.is_finished()).count()
+            });
             if finished == shard_count || exited.iter().all(|&e| e) {
                 break;
             }
         }
-        let results = self.handles.take().map(|h| h.join_all()).unwrap_or_default();
+        let results = self
+            .handles
+            .take()
+            .map(|h| h.join_all())
+            .unwrap_or_default();
         for (index, result) in results.into_iter().enumerate() {
             if let Err(e) = result {
                 failure.get_or_insert(ServerError::ShardFailed {
@@ -695,9 +699,13 @@ impl RunningServer {
             signal_hook::consts::SIGHUP => match self.shared.generation().config.path.clone() {
                 Some(path) => match Config::load(&path) {
                     Ok(config) => self.reload(config),
-                    Err(e) => tracing::error!("reload failed, keeping the running configuration: {e}"),
+                    Err(e) => {
+                        tracing::error!("reload failed, keeping the running configuration: {e}")
+                    }
                 },
-                None => tracing::warn!("SIGHUP: running the built-in configuration, nothing to reload"),
+                None => {
+                    tracing::warn!("SIGHUP: running the built-in configuration, nothing to reload")
+                }
             },
             _ if self.stopping => {
                 tracing::info!("second stop signal: closing every session now");
@@ -729,16 +737,16 @@ impl RunningServer {
     /// Waits for every shard to report ready; on a failure, stops the others and says
     /// why.
     fn wait_until_ready(&mut self, workers: usize) -> Result<(), ServerError> {
-        let mut started = vec![false; workers];
         let mut ready = 0;
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let mut timed_out = false;
-        let exited = loop {
+        // `Exited` comes only from shards whose executor ran our code; a shard whose
+        // io_uring rings could not be created just ends its thread.
+        let mut exited = loop {
             if ready == workers {
                 return Ok(());
             }
             match self.events.1.recv_timeout(Duration::from_millis(50)) {
-                Ok(Event::Started(index)) => started[index] = true,
                 Ok(Event::Ready) => ready += 1,
                 Ok(Event::Exited(index)) => break Some(index),
                 Ok(_) => {}
@@ -757,20 +765,27 @@ impl RunningServer {
             }
         };
         self.stop_now();
-        let results = self.handles.take().map(|h| h.join_all()).unwrap_or_default();
+        let results = self
+            .handles
+            .take()
+            .map(|h| h.join_all())
+            .unwrap_or_default();
         let reason = results
             .into_iter()
             .find_map(|r| r.err())
             .map(|e| e.to_string())
             .unwrap_or_else(|| "stopped during startup (see the log above)".to_string());
+        // An `Exited` sent just before the thread ended may still be queued.
+        while let Ok(event) = self.events.1.try_recv() {
+            if let (Event::Exited(index), None) = (event, exited) {
+                exited = Some(index);
+            }
+        }
         Err(if timed_out {
             ServerError::Threads(format!("shards did not start within {STARTUP_TIMEOUT:?}"))
-        } else if started.iter().all(|&s| s) {
-            // Every executor ran: the failure is in the shard's own startup (hooks).
-            ServerError::ShardFailed {
-                index: exited.unwrap_or(0),
-                reason,
-            }
+        } else if let Some(index) = exited {
+            // The executor ran: the failure is in the shard's own startup (hooks).
+            ServerError::ShardFailed { index, reason }
         } else {
             ServerError::Runtime { reason }
         })
@@ -820,6 +835,43 @@ impl SignalForwarder {
     }
 }
 
+/// One shard per CPU we may run on, as far apart as possible (MaxSpread). Only CPUs in
+/// our affinity mask are candidates: in a container limited to some CPUs of a large
+/// host, pinning a shard elsewhere would fail.
+fn placement(workers: usize) -> PoolPlacement {
+    let allowed = allowed_cpus();
+    let cpus = glommio::CpuSet::online()
+        .map(|set| set.filter(|loc| allowed.as_ref().map_or(true, |a| a.contains(&loc.cpu))))
+        .ok()
+        .filter(|set| set.len() >= workers);
+    match cpus {
+        Some(set) => PoolPlacement::MaxSpread(workers, Some(set)),
+        None => {
+            tracing::warn!(
+                workers,
+                "more workers than usable CPUs: shards are not pinned"
+            );
+            PoolPlacement::Unbound(workers)
+        }
+    }
+}
+
+/// The CPUs this process may run on (sched_getaffinity), if the kernel says.
+fn allowed_cpus() -> Option<Vec<usize>> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return None;
+        }
+        Some(
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+                .collect(),
+        )
+    }
+}
+
 /// io_uring rings use locked memory. Raise the soft RLIMIT_MEMLOCK to the hard limit (and
 /// the hard limit to unlimited where we may); failing that, glommio's own error says so.
 fn raise_memlock_limit() {
@@ -851,18 +903,120 @@ fn raise_memlock_limit() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hooks::{HookContext, HookError, Upstream};
+    use sshr_protocol::hostkey::PublicKey;
+
+    struct NoUsers;
+
+    #[async_trait::async_trait(?Send)]
+    impl Hooks for NoUsers {
+        async fn find_upstream(&self, _: &HookContext) -> Result<Option<Upstream>, HookError> {
+            Ok(None)
+        }
+        async fn fetch_authorized_keys(
+            &self,
+            _: &HookContext,
+        ) -> Result<Vec<PublicKey>, HookError> {
+            Ok(Vec::new())
+        }
+        async fn fetch_private_key(
+            &self,
+            _: &HookContext,
+            _: &Upstream,
+        ) -> Result<Rc<PrivateKey>, HookError> {
+            Err(HookError::Unavailable("none".into()))
+        }
+    }
+
+    fn context(index: usize) -> Rc<ShardContext> {
+        let key = || PrivateKey::generate_ed25519(&mut rand_core::OsRng);
+        Rc::new(ShardContext::new(
+            index,
+            4,
+            Arc::new(Config::builtin().unwrap()),
+            Rc::new(NoUsers),
+            vec![key()].into(),
+            Arc::new(key()),
+        ))
+    }
 
     #[test]
     fn session_ids_carry_the_shard_and_are_unique() {
-        let index = 5u64;
-        let next = Cell::new(0u64);
+        let (a, b) = (context(2), context(3));
         let mut seen = std::collections::HashSet::new();
         for _ in 0..1000 {
-            let n = next.get().wrapping_add(1) & ((1 << SESSION_ID_SHARD_SHIFT) - 1);
-            next.set(n);
-            let id = (index << SESSION_ID_SHARD_SHIFT) | n;
-            assert_eq!(id >> SESSION_ID_SHARD_SHIFT, index);
-            assert!(seen.insert(id));
+            let (x, y) = (a.next_session_id(), b.next_session_id());
+            assert_eq!(x >> SESSION_ID_SHARD_SHIFT, 2);
+            assert_eq!(y >> SESSION_ID_SHARD_SHIFT, 3);
+            assert!(seen.insert(x) && seen.insert(y));
         }
+    }
+
+    #[test]
+    fn session_guard_counts_however_the_session_ends() {
+        let ctx = context(0);
+        let a = SessionGuard::new(&ctx);
+        let b = SessionGuard::new(&ctx);
+        assert_eq!(ctx.live_sessions(), 2);
+        drop(a);
+        assert_eq!(ctx.live_sessions(), 1);
+        let panicking = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _guard = b;
+            panic!("session bug");
+        }));
+        assert!(panicking.is_err());
+        assert_eq!(ctx.live_sessions(), 0, "unwinding releases the count");
+    }
+
+    #[test]
+    fn pool_follows_the_configured_cap() {
+        let ctx = context(0);
+        let cap = ctx.config().limits.buffer_pool_bytes_per_shard;
+        assert_eq!(ctx.pool.capacity(), cap / RELAY_BUFFER_SIZE);
+        assert_eq!(ctx.pool.buffer_size(), RELAY_BUFFER_SIZE);
+    }
+
+    #[test]
+    fn reload_swaps_the_snapshot_but_not_earlier_ones() {
+        let ctx = context(0);
+        let before = ctx.config();
+        let mut next = Config::builtin().unwrap();
+        next.limits.max_sessions_per_shard = 7;
+        ctx.reload(Arc::new(next), Rc::new(NoUsers));
+        assert_eq!(ctx.config().limits.max_sessions_per_shard, 7);
+        assert_eq!(before.limits.max_sessions_per_shard, 10_000);
+    }
+
+    #[test]
+    fn placement_pins_only_within_our_cpus() {
+        let allowed = allowed_cpus().expect("sched_getaffinity works on Linux");
+        assert!(!allowed.is_empty());
+        assert!(matches!(placement(1), PoolPlacement::MaxSpread(1, Some(_))));
+        assert!(matches!(
+            placement(allowed.len()),
+            PoolPlacement::MaxSpread(n, Some(_)) if n == allowed.len()
+        ));
+        assert!(matches!(
+            placement(allowed.len() + 1),
+            PoolPlacement::Unbound(n) if n == allowed.len() + 1
+        ));
+    }
+
+    #[test]
+    fn timeout_and_blocking_helpers_on_a_shard() {
+        let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
+        ex.run(async {
+            assert_eq!(
+                timeout(Duration::from_millis(10), sleep(Duration::from_secs(5))).await,
+                Err(Elapsed)
+            );
+            assert_eq!(timeout(Duration::from_secs(5), async { 7 }).await, Ok(7));
+            let thread = run_blocking(|| std::thread::current().id()).await;
+            assert_ne!(
+                thread,
+                std::thread::current().id(),
+                "ran off the shard thread"
+            );
+        });
     }
 }

@@ -144,17 +144,147 @@ fn read_authorized_keys(user: &str, path: &Path) -> Vec<PublicKey> {
         }
     };
     let mut keys = Vec::new();
-    for (line, result) in hostkey::parse_authorized_keys(&text) {
-        match result {
-            Ok(key) => keys.push(key),
+    for entry in hostkey::parse_authorized_keys(&text) {
+        match entry {
+            // Options (`from=`, `command=`, `restrict`...) restrict a key; the proxy
+            // does not enforce them yet, so such a key would get more than the file
+            // grants. Leave it out rather than widen its access.
+            Ok(entry) if entry.options.is_some() => tracing::warn!(
+                user,
+                path = %path.display(),
+                line = entry.line,
+                "skipping authorized_keys line with options: sshr does not enforce key options"
+            ),
+            Ok(entry) => keys.push(entry.key),
             Err(e) => tracing::warn!(
                 user,
                 path = %path.display(),
-                line,
                 error = %e,
                 "skipping unparseable authorized_keys line"
             ),
         }
     }
     keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::future::block_on;
+
+    fn key() -> PrivateKey {
+        PrivateKey::generate_ed25519(&mut rand_core::OsRng)
+    }
+
+    fn ctx(user: &str) -> HookContext {
+        HookContext::new(user, "127.0.0.1:50000".parse().unwrap(), 1, "SSH-2.0-test")
+    }
+
+    #[test]
+    fn lookups_follow_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let (alice, bob1, bob2, pin) = (key(), key(), key(), key());
+        let bob_file = dir.path().join("bob.keys");
+        std::fs::write(
+            &bob_file,
+            format!(
+                "# bob's keys\n{}\nthis line is broken\n\n{}\nfrom=\"10.0.0.1\" {}\n",
+                bob1.public().to_openssh(),
+                bob2.public().to_openssh(),
+                alice.public().to_openssh()
+            ),
+        )
+        .unwrap();
+        let text = format!(
+            r#"
+listen = ["127.0.0.1:2222"]
+host_keys = ["h"]
+upstream_key = "u"
+
+[[users]]
+name = "alice"
+upstream = "10.0.0.1:22"
+upstream_user = "root"
+authorized_keys = ["{}"]
+upstream_host_key = "{}"
+
+[[users]]
+name = "bob"
+upstream = "bob.example:2201"
+authorized_keys_file = "bob.keys"
+
+[[users]]
+name = "carol"
+upstream = "c:22"
+authorized_keys_file = "missing.keys"
+"#,
+            alice.public().to_openssh(),
+            pin.public().to_openssh()
+        );
+        let config = Config::parse(&text, "t", dir.path()).unwrap();
+        let table = StaticTable::from_config(&config);
+        assert_eq!(table.len(), 3);
+        // Read once at build: later changes to the file do not matter until a reload.
+        std::fs::remove_file(&bob_file).unwrap();
+
+        let upstream_key = Arc::new(key());
+        let hooks = (table.factory(upstream_key.clone()))();
+
+        let up = block_on(hooks.find_upstream(&ctx("alice")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (up.addr.as_str(), up.user.as_str()),
+            ("10.0.0.1:22", "root")
+        );
+        match &up.host_key {
+            HostKeyPolicy::Pinned(keys) => {
+                assert_eq!(keys.len(), 1);
+                assert_eq!(keys[0].fingerprint(), pin.public().fingerprint());
+            }
+            HostKeyPolicy::Unpinned => panic!("alice's upstream is pinned"),
+        }
+        let keys = block_on(hooks.fetch_authorized_keys(&ctx("alice"))).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].fingerprint(), alice.public().fingerprint());
+
+        let up = block_on(hooks.find_upstream(&ctx("bob"))).unwrap().unwrap();
+        assert_eq!(
+            (up.addr.as_str(), up.user.as_str()),
+            ("bob.example:2201", "bob")
+        );
+        assert!(matches!(up.host_key, HostKeyPolicy::Unpinned));
+        let keys: Vec<_> = block_on(hooks.fetch_authorized_keys(&ctx("bob")))
+            .unwrap()
+            .iter()
+            .map(|k| k.fingerprint())
+            .collect();
+        assert_eq!(
+            keys,
+            vec![bob1.public().fingerprint(), bob2.public().fingerprint()]
+        );
+
+        // A missing file: the user exists but has no keys.
+        assert!(block_on(hooks.find_upstream(&ctx("carol")))
+            .unwrap()
+            .is_some());
+        assert!(block_on(hooks.fetch_authorized_keys(&ctx("carol")))
+            .unwrap()
+            .is_empty());
+
+        // Unknown users: no upstream, no keys, and no error (the session answers them
+        // like a wrong key).
+        assert!(block_on(hooks.find_upstream(&ctx("mallory")))
+            .unwrap()
+            .is_none());
+        assert!(block_on(hooks.fetch_authorized_keys(&ctx("mallory")))
+            .unwrap()
+            .is_empty());
+
+        let private = block_on(hooks.fetch_private_key(&ctx("alice"), &up)).unwrap();
+        assert_eq!(
+            private.public().fingerprint(),
+            upstream_key.public().fingerprint()
+        );
+    }
 }

@@ -1,0 +1,264 @@
+//! The relay: after both legs are authenticated, packets flow at the packet level.
+//!
+//! Each direction is a pump that reads one leg into its receive buffer, decrypts each
+//! packet in place, looks at the message number, and re-seals the packet in place for
+//! the other leg: only the length, padding and tag change, so the payload is never
+//! copied. The padding is chosen so that the sealed packet fits exactly where the
+//! received one was ([`Sealer::padding_to_fit`]); when both legs use the same cipher
+//! family (the upstream leg asks for the client leg's cipher) consecutive packets stay
+//! contiguous and a whole read's worth goes out in one write.
+//!
+//! Channels, windows and flow control run end to end, so every channel type works
+//! without code here, and backpressure is natural: a pump that cannot write stops
+//! reading. Per-leg traffic never crosses: the transports consume KEX*, NEWKEYS,
+//! EXT_INFO, SERVICE_*, IGNORE and DEBUG; user-auth messages after authentication are
+//! dropped (RFC 4252 5.1); the upstream's `hostkeys-00@openssh.com` is dropped (the
+//! client would store the upstream's keys under the proxy's name) and the client's
+//! `hostkeys-prove-00@openssh.com` is refused. Each leg rekeys on its own schedule.
+//!
+//! [`Sealer::padding_to_fit`]: sshr_protocol::packet::Sealer::padding_to_fit
+
+use std::ops::Range;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use glommio::sync::Permit;
+use sshr_protocol::msg::{self, disconnect};
+use sshr_protocol::packet::PAYLOAD_OFFSET;
+use sshr_protocol::transport::Input;
+use sshr_protocol::wire::Reader;
+use tracing::{debug, info};
+
+use crate::leg::{Leg, LegError, RxBuf, Side};
+use crate::shard::ShardContext;
+
+/// Payload bytes a pump may queue (copied) for a leg that is in a key exchange before
+/// it waits instead. A key exchange takes a round trip; the channel windows bound what
+/// a peer can send meanwhile anyway.
+const MAX_QUEUED_DURING_KEX: usize = 4 << 20;
+
+/// Run the relay until either side goes away, then tell the other side why.
+pub async fn run(ctx: &ShardContext, client: Rc<Leg>, client_rx: RxBuf, upstream: Rc<Leg>, upstream_rx: RxBuf) {
+    let started = Instant::now();
+    let up = pump(ctx, &client, client_rx, &upstream);
+    let down = pump(ctx, &upstream, upstream_rx, &client);
+    let end = futures_lite::future::or(up, down).await;
+    let (ended, other) = match end.side() {
+        Side::Client => (&client, &upstream),
+        Side::Upstream => (&upstream, &client),
+    };
+    let (reason, description) = match &end {
+        LegError::Protocol { source: sshr_protocol::Error::PeerDisconnected { reason, description }, .. } => {
+            (*reason, description.clone())
+        }
+        LegError::Closed { side } | LegError::Io { side, .. } => {
+            (disconnect::BY_APPLICATION, format!("sshr: the {side} closed the connection"))
+        }
+        LegError::Protocol { side, source } => {
+            (disconnect::PROTOCOL_ERROR, format!("sshr: the {side} connection failed: {source}"))
+        }
+    };
+    match &end {
+        LegError::Protocol { source: sshr_protocol::Error::PeerDisconnected { .. }, .. } | LegError::Closed { .. } => {
+            info!(ended_by = %end.side(), duration_ms = started.elapsed().as_millis() as u64, "session closed")
+        }
+        e => info!(error = %e, duration_ms = started.elapsed().as_millis() as u64, "session ended"),
+    }
+    // Tell the other side, but never wait long on a peer that does not read.
+    let _ = glommio::timer::timeout(Duration::from_secs(2), async {
+        other.disconnect(reason, &description).await;
+        let _ = ended.flush().await;
+        Ok(())
+    })
+    .await;
+    other.shutdown().await;
+    ended.shutdown().await;
+}
+
+/// Read `from`, relay to `to`, until something ends the leg.
+async fn pump(ctx: &ShardContext, from: &Leg, mut rx: RxBuf, to: &Leg) -> LegError {
+    loop {
+        from.transport.borrow_mut().handle_timeout(Instant::now());
+        if let Err(e) = process(ctx, from, &mut rx, to).await {
+            // Wake a pump waiting on this leg, so that it sees the end too.
+            from.changed.notify();
+            return e;
+        }
+        match from.read_some(rx.unfilled()).await {
+            Ok(n) => rx.end += n,
+            Err(e) => {
+                from.changed.notify();
+                return e;
+            }
+        }
+    }
+}
+
+/// What to do with a message arriving on one leg.
+enum Verdict {
+    Forward,
+    Drop,
+    /// Answer SSH_MSG_REQUEST_FAILURE on the arriving leg (a global request we refuse).
+    RefuseGlobalRequest,
+}
+
+fn classify(from: Side, payload: &[u8]) -> Verdict {
+    match payload[0] {
+        // Late user-auth messages stay on their leg (RFC 4252 5.1).
+        50..=79 => Verdict::Drop,
+        msg::GLOBAL_REQUEST => {
+            let mut r = Reader::new(&payload[1..]);
+            let (Ok(name), Ok(want_reply)) = (r.utf8("request name"), r.bool("want reply")) else {
+                return Verdict::Forward;
+            };
+            match (from, name) {
+                (Side::Upstream, "hostkeys-00@openssh.com") | (Side::Client, "hostkeys-prove-00@openssh.com") => {
+                    if want_reply {
+                        Verdict::RefuseGlobalRequest
+                    } else {
+                        Verdict::Drop
+                    }
+                }
+                _ => Verdict::Forward,
+            }
+        }
+        _ => Verdict::Forward,
+    }
+}
+
+/// One batch: every complete packet in `rx`. Packets sealed in place accumulate in a
+/// contiguous segment that is written when it would break or at the end of the batch.
+async fn process(ctx: &ShardContext, from: &Leg, rx: &mut RxBuf, to: &Leg) -> Result<(), LegError> {
+    let mut batch = Batch { permit: None, segment: None };
+    let mut from_dirty = false;
+    let result = loop {
+        let read = from.transport.borrow_mut().read(&mut rx.data[rx.start..rx.end], Instant::now());
+        match read {
+            Err(source) => break Err(LegError::Protocol { side: from.side, source }),
+            Ok(Input::NeedMore(n)) => {
+                if let Err(e) = batch.write_segment(to, rx).await {
+                    break Err(e);
+                }
+                batch.permit = None;
+                rx.reserve(n);
+                break Ok(());
+            }
+            Ok(Input::Consumed(n)) => {
+                rx.consume_keeping_position(n);
+                from_dirty = true;
+            }
+            Ok(Input::Packet { len, payload }) => {
+                let start = rx.start;
+                let payload = start + payload.start..start + payload.end;
+                match classify(from.side, &rx.data[payload.clone()]) {
+                    Verdict::Forward => {
+                        let bytes = payload.len();
+                        if let Err(e) = batch.forward(to, rx, start, len, payload).await {
+                            break Err(e);
+                        }
+                        match from.side {
+                            Side::Client => ctx.metrics.relayed_client_to_upstream(bytes),
+                            Side::Upstream => ctx.metrics.relayed_upstream_to_client(bytes),
+                        }
+                    }
+                    Verdict::Drop => debug!(msg = rx.data[payload.start], from = %from.side, "dropped"),
+                    Verdict::RefuseGlobalRequest => {
+                        let _ = from.transport.borrow_mut().send(&[msg::REQUEST_FAILURE]);
+                        from_dirty = true;
+                    }
+                }
+                rx.consume_keeping_position(len);
+            }
+        }
+    };
+    // Write what is sealed before anything else touches the buffer or `to`.
+    let flushed = batch.write_segment(to, rx).await;
+    drop(batch);
+    if from_dirty || from.has_transmit() {
+        from.flush().await?;
+        from.changed.notify();
+    }
+    rx.settle();
+    result.and(flushed)
+}
+
+struct Batch<'a> {
+    /// `to`'s writer, held while packets of this batch are sealed and written.
+    permit: Option<Permit<'a>>,
+    /// Sealed bytes in the receive buffer not yet written.
+    segment: Option<Range<usize>>,
+}
+
+impl<'a> Batch<'a> {
+    async fn write_segment(&mut self, to: &Leg, rx: &RxBuf) -> Result<(), LegError> {
+        if let Some(seg) = self.segment.take() {
+            to.write_all_locked(&rx.data[seg]).await?;
+        }
+        Ok(())
+    }
+
+    async fn forward(
+        &mut self,
+        to: &'a Leg,
+        rx: &mut RxBuf,
+        start: usize,
+        len: usize,
+        payload: Range<usize>,
+    ) -> Result<(), LegError> {
+        let payload_len = payload.len();
+        debug_assert_eq!(payload.start, start + PAYLOAD_OFFSET);
+        loop {
+            if self.permit.is_none() {
+                self.permit = Some(to.lock_writer().await);
+            }
+            if to.has_transmit() {
+                // The other pump queued transport messages for `to`: they were sealed
+                // before anything we seal now, so they go first.
+                self.write_segment(to, rx).await?;
+                to.flush_locked().await?;
+            }
+            let mut t = to.transport.borrow_mut();
+            if t.is_closed() {
+                return Err(LegError::Closed { side: to.side });
+            }
+            if t.can_seal() {
+                let Some(padding) = t.sealer().padding_to_fit(payload_len, len) else {
+                    // The other leg's framing needs more room than the packet had (e.g.
+                    // a longer MAC): seal a copy instead, after what is pending.
+                    drop(t);
+                    self.write_segment(to, rx).await?;
+                    let sent = to.transport.borrow_mut().send(&rx.data[payload]);
+                    sent.map_err(|source| LegError::Protocol { side: to.side, source })?;
+                    return to.flush_locked().await;
+                };
+                // The received padding bytes are random already; fresh ones only where
+                // the new padding is longer than the old.
+                let old_padding = rx.data[start + 4] as usize;
+                let fresh = padding.saturating_sub(old_padding);
+                let n = t
+                    .seal_in_place(&mut rx.data[start..start + len], payload_len, padding, fresh)
+                    .map_err(|source| LegError::Protocol { side: to.side, source })?;
+                drop(t);
+                match &mut self.segment {
+                    Some(seg) if seg.end == start => seg.end = start + n,
+                    _ => {
+                        self.write_segment(to, rx).await?;
+                        self.segment = Some(start..start + n);
+                    }
+                }
+                return Ok(());
+            }
+            if t.kex_in_progress() && t.queued_bytes() < MAX_QUEUED_DURING_KEX {
+                // `to` is in a key exchange: queue a copy, sent in order after NEWKEYS.
+                let sent = t.send(&rx.data[payload]);
+                return sent.map_err(|source| LegError::Protocol { side: to.side, source });
+            }
+            // Full: wait for `to` to finish its key exchange, without holding its writer.
+            let seen = to.changed.generation();
+            drop(t);
+            self.write_segment(to, rx).await?;
+            self.permit = None;
+            to.changed.changed_since(seen).await;
+        }
+    }
+}
