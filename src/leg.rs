@@ -21,6 +21,8 @@ use glommio::sync::{Permit, Semaphore};
 use sshr_protocol::packet::MAX_PACKET_LEN;
 use sshr_protocol::transport::{Event, Input, Transport};
 
+use crate::pool::PooledBuf;
+
 /// Which side of the proxy a leg faces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
@@ -45,13 +47,18 @@ pub enum LegError {
     #[error("{side}: {source}")]
     Io { side: Side, source: io::Error },
     #[error("{side}: {source}")]
-    Protocol { side: Side, source: sshr_protocol::Error },
+    Protocol {
+        side: Side,
+        source: sshr_protocol::Error,
+    },
 }
 
 impl LegError {
     pub fn side(&self) -> Side {
         match self {
-            LegError::Closed { side } | LegError::Io { side, .. } | LegError::Protocol { side, .. } => *side,
+            LegError::Closed { side }
+            | LegError::Io { side, .. }
+            | LegError::Protocol { side, .. } => *side,
         }
     }
 }
@@ -92,24 +99,63 @@ impl Notify {
     }
 }
 
-/// A receive buffer: bytes `start..end` of `data` are received and not yet consumed.
-/// Packets are decrypted (and re-sealed by the relay) in place inside it.
+/// Where a receive buffer's bytes live.
+enum Storage {
+    /// A small buffer of the session's own, enough for interactive traffic and the
+    /// handshake; an idle session holds nothing bigger.
+    Inline(Vec<u8>),
+    /// A relay buffer borrowed from the shard's pool while traffic is heavy.
+    Pooled(PooledBuf),
+}
+
+/// A receive buffer: bytes `start..end` of the storage are received and not yet
+/// consumed. Packets are decrypted (and re-sealed by the relay) in place inside it.
 pub struct RxBuf {
-    pub data: Vec<u8>,
+    storage: Storage,
     pub start: usize,
     pub end: usize,
 }
 
 /// Room a receive buffer must have: the largest packet plus its tag.
 pub const MAX_WIRE_PACKET: usize = MAX_PACKET_LEN as usize + 4 + sshr_protocol::packet::MAX_TAG_LEN;
+/// Size of the inline buffer; larger packets or heavy traffic borrow a pooled one.
+pub const INLINE_RX: usize = 4096;
 
 impl RxBuf {
-    pub fn new(capacity: usize) -> Self {
-        Self { data: vec![0; capacity], start: 0, end: 0 }
+    pub fn new() -> Self {
+        Self {
+            storage: Storage::Inline(vec![0; INLINE_RX]),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The whole storage (received bytes are `start..end`).
+    pub fn data(&self) -> &[u8] {
+        match &self.storage {
+            Storage::Inline(v) => v,
+            Storage::Pooled(p) => p,
+        }
+    }
+
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        match &mut self.storage {
+            Storage::Inline(v) => v,
+            Storage::Pooled(p) => p,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.data().len()
+    }
+
+    pub fn is_pooled(&self) -> bool {
+        matches!(self.storage, Storage::Pooled(_))
     }
 
     pub fn filled(&mut self) -> &mut [u8] {
-        &mut self.data[self.start..self.end]
+        let (s, e) = (self.start, self.end);
+        &mut self.data_mut()[s..e]
     }
 
     pub fn len(&self) -> usize {
@@ -122,10 +168,7 @@ impl RxBuf {
 
     pub fn consume(&mut self, n: usize) {
         self.start += n;
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
+        self.settle();
     }
 
     /// Consume without moving the window back to the front, so that offsets of bytes
@@ -142,22 +185,55 @@ impl RxBuf {
         }
     }
 
-    /// Make room for at least `need` bytes from `start` plus some free space to read
-    /// into: compact to the front, grow (never past the packet cap) if needed.
+    /// Make room for at least `need` bytes from `start` plus free space to read into:
+    /// compact to the front, and grow the inline buffer (handshake phase; the relay
+    /// moves to a pooled buffer instead, see [`RxBuf::use_pooled`]).
     pub fn reserve(&mut self, need: usize) {
         let need = need.min(MAX_WIRE_PACKET);
-        if self.start > 0 && (self.data.len() - self.start < need || self.end == self.data.len()) {
-            self.data.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
+        if self.start > 0 && (self.capacity() - self.start < need || self.end == self.capacity()) {
+            let (s, e) = (self.start, self.end);
+            self.data_mut().copy_within(s..e, 0);
+            self.end -= s;
             self.start = 0;
         }
-        if self.data.len() < need {
-            self.data.resize(need.next_power_of_two().min(MAX_WIRE_PACKET).max(need), 0);
+        if self.capacity() < need {
+            if let Storage::Inline(v) = &mut self.storage {
+                v.resize(need.next_power_of_two().min(MAX_WIRE_PACKET).max(need), 0);
+            }
+        }
+    }
+
+    /// Move the received bytes into `buf` (a pooled relay buffer).
+    pub fn use_pooled(&mut self, mut buf: PooledBuf) {
+        let (s, e) = (self.start, self.end);
+        buf[..e - s].copy_from_slice(&self.data()[s..e]);
+        self.storage = Storage::Pooled(buf);
+        self.start = 0;
+        self.end = e - s;
+    }
+
+    /// Give a pooled buffer back (when traffic is light) if it holds no more than the
+    /// inline buffer can take.
+    pub fn release_pooled(&mut self) {
+        if self.is_pooled() && self.len() <= INLINE_RX {
+            let mut v = vec![0; INLINE_RX];
+            let (s, e) = (self.start, self.end);
+            v[..e - s].copy_from_slice(&self.data()[s..e]);
+            self.storage = Storage::Inline(v);
+            self.start = 0;
+            self.end = e - s;
         }
     }
 
     pub fn unfilled(&mut self) -> &mut [u8] {
-        &mut self.data[self.end..]
+        let e = self.end;
+        &mut self.data_mut()[e..]
+    }
+}
+
+impl Default for RxBuf {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -192,7 +268,10 @@ impl Leg {
     }
 
     fn io_err(&self, source: io::Error) -> LegError {
-        LegError::Io { side: self.side, source }
+        LegError::Io {
+            side: self.side,
+            source,
+        }
     }
 
     pub async fn read_some(&self, buf: &mut [u8]) -> Result<usize, LegError> {
@@ -262,11 +341,14 @@ impl Leg {
             if let Some(e) = self.transport.borrow_mut().poll_event() {
                 return Ok(Received::Event(e));
             }
-            let r = self.transport.borrow_mut().read(rx.filled(), Instant::now());
+            let r = self
+                .transport
+                .borrow_mut()
+                .read(rx.filled(), Instant::now());
             match r {
                 Ok(Input::Consumed(n)) => rx.consume(n),
                 Ok(Input::Packet { len, payload }) => {
-                    let p = rx.data[rx.start + payload.start..rx.start + payload.end].to_vec();
+                    let p = rx.data()[rx.start + payload.start..rx.start + payload.end].to_vec();
                     rx.consume(len);
                     self.flush().await?;
                     return Ok(Received::Packet(p));
@@ -280,7 +362,10 @@ impl Leg {
                 Err(source) => {
                     // The transport queued a DISCONNECT telling the peer why.
                     let _ = self.flush().await;
-                    return Err(LegError::Protocol { side: self.side, source });
+                    return Err(LegError::Protocol {
+                        side: self.side,
+                        source,
+                    });
                 }
             }
         }
@@ -291,7 +376,10 @@ impl Leg {
         self.transport
             .borrow_mut()
             .send(payload)
-            .map_err(|source| LegError::Protocol { side: self.side, source })?;
+            .map_err(|source| LegError::Protocol {
+                side: self.side,
+                source,
+            })?;
         self.flush().await
     }
 

@@ -29,7 +29,7 @@ use sshr_protocol::transport::Input;
 use sshr_protocol::wire::Reader;
 use tracing::{debug, info};
 
-use crate::leg::{Leg, LegError, RxBuf, Side};
+use crate::leg::{Leg, LegError, RxBuf, Side, INLINE_RX};
 use crate::shard::ShardContext;
 
 /// Payload bytes a pump may queue (copied) for a leg that is in a key exchange before
@@ -38,7 +38,13 @@ use crate::shard::ShardContext;
 const MAX_QUEUED_DURING_KEX: usize = 4 << 20;
 
 /// Run the relay until either side goes away, then tell the other side why.
-pub async fn run(ctx: &ShardContext, client: Rc<Leg>, client_rx: RxBuf, upstream: Rc<Leg>, upstream_rx: RxBuf) {
+pub async fn run(
+    ctx: &ShardContext,
+    client: Rc<Leg>,
+    client_rx: RxBuf,
+    upstream: Rc<Leg>,
+    upstream_rx: RxBuf,
+) {
     let started = Instant::now();
     let up = pump(ctx, &client, client_rx, &upstream);
     let down = pump(ctx, &upstream, upstream_rx, &client);
@@ -48,18 +54,29 @@ pub async fn run(ctx: &ShardContext, client: Rc<Leg>, client_rx: RxBuf, upstream
         Side::Upstream => (&upstream, &client),
     };
     let (reason, description) = match &end {
-        LegError::Protocol { source: sshr_protocol::Error::PeerDisconnected { reason, description }, .. } => {
-            (*reason, description.clone())
-        }
-        LegError::Closed { side } | LegError::Io { side, .. } => {
-            (disconnect::BY_APPLICATION, format!("sshr: the {side} closed the connection"))
-        }
-        LegError::Protocol { side, source } => {
-            (disconnect::PROTOCOL_ERROR, format!("sshr: the {side} connection failed: {source}"))
-        }
+        LegError::Protocol {
+            source:
+                sshr_protocol::Error::PeerDisconnected {
+                    reason,
+                    description,
+                },
+            ..
+        } => (*reason, description.clone()),
+        LegError::Closed { side } | LegError::Io { side, .. } => (
+            disconnect::BY_APPLICATION,
+            format!("sshr: the {side} closed the connection"),
+        ),
+        LegError::Protocol { side, source } => (
+            disconnect::PROTOCOL_ERROR,
+            format!("sshr: the {side} connection failed: {source}"),
+        ),
     };
     match &end {
-        LegError::Protocol { source: sshr_protocol::Error::PeerDisconnected { .. }, .. } | LegError::Closed { .. } => {
+        LegError::Protocol {
+            source: sshr_protocol::Error::PeerDisconnected { .. },
+            ..
+        }
+        | LegError::Closed { .. } => {
             info!(ended_by = %end.side(), duration_ms = started.elapsed().as_millis() as u64, "session closed")
         }
         e => info!(error = %e, duration_ms = started.elapsed().as_millis() as u64, "session ended"),
@@ -76,16 +93,38 @@ pub async fn run(ctx: &ShardContext, client: Rc<Leg>, client_rx: RxBuf, upstream
 }
 
 /// Read `from`, relay to `to`, until something ends the leg.
+///
+/// The receive buffer starts small. A packet larger than it, or a read that fills it
+/// (bulk traffic), borrows a relay buffer from the shard's pool — waiting when the
+/// pool's cap is reached, which is backpressure, never unbounded memory. The pooled
+/// buffer goes back once traffic is light again, so idle sessions hold only the small
+/// buffers.
 async fn pump(ctx: &ShardContext, from: &Leg, mut rx: RxBuf, to: &Leg) -> LegError {
+    let mut last_read = 0usize;
     loop {
         from.transport.borrow_mut().handle_timeout(Instant::now());
-        if let Err(e) = process(ctx, from, &mut rx, to).await {
-            // Wake a pump waiting on this leg, so that it sees the end too.
-            from.changed.notify();
-            return e;
+        let need = match process(ctx, from, &mut rx, to).await {
+            Ok(need) => need,
+            Err(e) => {
+                // Wake a pump waiting on this leg, so that it sees the end too.
+                from.changed.notify();
+                return e;
+            }
+        };
+        if rx.is_pooled() {
+            if last_read < INLINE_RX / 2 {
+                rx.release_pooled();
+            }
+        } else if need > rx.capacity() || last_read == rx.capacity() {
+            let buf = ctx.pool.acquire().await;
+            rx.use_pooled(buf);
         }
+        rx.reserve(need);
         match from.read_some(rx.unfilled()).await {
-            Ok(n) => rx.end += n,
+            Ok(n) => {
+                rx.end += n;
+                last_read = n;
+            }
             Err(e) => {
                 from.changed.notify();
                 return e;
@@ -112,7 +151,8 @@ fn classify(from: Side, payload: &[u8]) -> Verdict {
                 return Verdict::Forward;
             };
             match (from, name) {
-                (Side::Upstream, "hostkeys-00@openssh.com") | (Side::Client, "hostkeys-prove-00@openssh.com") => {
+                (Side::Upstream, "hostkeys-00@openssh.com")
+                | (Side::Client, "hostkeys-prove-00@openssh.com") => {
                     if want_reply {
                         Verdict::RefuseGlobalRequest
                     } else {
@@ -128,20 +168,36 @@ fn classify(from: Side, payload: &[u8]) -> Verdict {
 
 /// One batch: every complete packet in `rx`. Packets sealed in place accumulate in a
 /// contiguous segment that is written when it would break or at the end of the batch.
-async fn process(ctx: &ShardContext, from: &Leg, rx: &mut RxBuf, to: &Leg) -> Result<(), LegError> {
-    let mut batch = Batch { permit: None, segment: None };
+/// Returns how many bytes the next packet needs in the buffer.
+async fn process(
+    ctx: &ShardContext,
+    from: &Leg,
+    rx: &mut RxBuf,
+    to: &Leg,
+) -> Result<usize, LegError> {
+    let mut batch = Batch {
+        permit: None,
+        segment: None,
+    };
     let mut from_dirty = false;
     let result = loop {
-        let read = from.transport.borrow_mut().read(&mut rx.data[rx.start..rx.end], Instant::now());
+        let read = from
+            .transport
+            .borrow_mut()
+            .read(rx.filled(), Instant::now());
         match read {
-            Err(source) => break Err(LegError::Protocol { side: from.side, source }),
+            Err(source) => {
+                break Err(LegError::Protocol {
+                    side: from.side,
+                    source,
+                })
+            }
             Ok(Input::NeedMore(n)) => {
                 if let Err(e) = batch.write_segment(to, rx).await {
                     break Err(e);
                 }
                 batch.permit = None;
-                rx.reserve(n);
-                break Ok(());
+                break Ok(n);
             }
             Ok(Input::Consumed(n)) => {
                 rx.consume_keeping_position(n);
@@ -150,7 +206,7 @@ async fn process(ctx: &ShardContext, from: &Leg, rx: &mut RxBuf, to: &Leg) -> Re
             Ok(Input::Packet { len, payload }) => {
                 let start = rx.start;
                 let payload = start + payload.start..start + payload.end;
-                match classify(from.side, &rx.data[payload.clone()]) {
+                match classify(from.side, &rx.data()[payload.clone()]) {
                     Verdict::Forward => {
                         let bytes = payload.len();
                         if let Err(e) = batch.forward(to, rx, start, len, payload).await {
@@ -161,7 +217,9 @@ async fn process(ctx: &ShardContext, from: &Leg, rx: &mut RxBuf, to: &Leg) -> Re
                             Side::Upstream => ctx.metrics.relayed_upstream_to_client(bytes),
                         }
                     }
-                    Verdict::Drop => debug!(msg = rx.data[payload.start], from = %from.side, "dropped"),
+                    Verdict::Drop => {
+                        debug!(msg = rx.data()[payload.start], from = %from.side, "dropped")
+                    }
                     Verdict::RefuseGlobalRequest => {
                         let _ = from.transport.borrow_mut().send(&[msg::REQUEST_FAILURE]);
                         from_dirty = true;
@@ -179,7 +237,9 @@ async fn process(ctx: &ShardContext, from: &Leg, rx: &mut RxBuf, to: &Leg) -> Re
         from.changed.notify();
     }
     rx.settle();
-    result.and(flushed)
+    let need = result?;
+    flushed?;
+    Ok(need)
 }
 
 struct Batch<'a> {
@@ -192,7 +252,7 @@ struct Batch<'a> {
 impl<'a> Batch<'a> {
     async fn write_segment(&mut self, to: &Leg, rx: &RxBuf) -> Result<(), LegError> {
         if let Some(seg) = self.segment.take() {
-            to.write_all_locked(&rx.data[seg]).await?;
+            to.write_all_locked(&rx.data()[seg]).await?;
         }
         Ok(())
     }
@@ -227,17 +287,28 @@ impl<'a> Batch<'a> {
                     // a longer MAC): seal a copy instead, after what is pending.
                     drop(t);
                     self.write_segment(to, rx).await?;
-                    let sent = to.transport.borrow_mut().send(&rx.data[payload]);
-                    sent.map_err(|source| LegError::Protocol { side: to.side, source })?;
+                    let sent = to.transport.borrow_mut().send(&rx.data()[payload]);
+                    sent.map_err(|source| LegError::Protocol {
+                        side: to.side,
+                        source,
+                    })?;
                     return to.flush_locked().await;
                 };
                 // The received padding bytes are random already; fresh ones only where
                 // the new padding is longer than the old.
-                let old_padding = rx.data[start + 4] as usize;
+                let old_padding = rx.data()[start + 4] as usize;
                 let fresh = padding.saturating_sub(old_padding);
                 let n = t
-                    .seal_in_place(&mut rx.data[start..start + len], payload_len, padding, fresh)
-                    .map_err(|source| LegError::Protocol { side: to.side, source })?;
+                    .seal_in_place(
+                        &mut rx.data_mut()[start..start + len],
+                        payload_len,
+                        padding,
+                        fresh,
+                    )
+                    .map_err(|source| LegError::Protocol {
+                        side: to.side,
+                        source,
+                    })?;
                 drop(t);
                 match &mut self.segment {
                     Some(seg) if seg.end == start => seg.end = start + n,
@@ -250,8 +321,11 @@ impl<'a> Batch<'a> {
             }
             if t.kex_in_progress() && t.queued_bytes() < MAX_QUEUED_DURING_KEX {
                 // `to` is in a key exchange: queue a copy, sent in order after NEWKEYS.
-                let sent = t.send(&rx.data[payload]);
-                return sent.map_err(|source| LegError::Protocol { side: to.side, source });
+                let sent = t.send(&rx.data()[payload]);
+                return sent.map_err(|source| LegError::Protocol {
+                    side: to.side,
+                    source,
+                });
             }
             // Full: wait for `to` to finish its key exchange, without holding its writer.
             let seen = to.changed.generation();

@@ -11,6 +11,7 @@ use glommio::net::TcpStream;
 use glommio::Task;
 use rand_core::RngCore;
 use sshr_protocol::auth::{self, InfoResponse, Method, Request};
+use sshr_protocol::cipher::{CipherAlg, MacAlg};
 use sshr_protocol::hostkey::PublicKey;
 use sshr_protocol::msg::{self, disconnect};
 use sshr_protocol::transport::{Config as TransportConfig, Event, Transport};
@@ -56,13 +57,22 @@ pub struct SessionEnv {
 pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>) {
     let id = shard.next_session_id();
     let config = shard.config();
-    let ctx = SessionEnv { hooks: shard.hooks(), transport: transport_config(&config), config, shard };
+    let ctx = SessionEnv {
+        hooks: shard.hooks(),
+        transport: transport_config(&config),
+        config,
+        shard,
+    };
     let span = tracing::info_span!("session", id = format_args!("{id:x}"), %peer);
     async move {
-        let transport =
-            Transport::server(ctx.transport.clone(), ctx.shard.host_keys.clone(), seed(), Instant::now());
+        let transport = Transport::server(
+            ctx.transport.clone(),
+            ctx.shard.host_keys.clone(),
+            seed(),
+            Instant::now(),
+        );
         let client = Rc::new(Leg::new(Side::Client, stream, transport));
-        let mut rx = RxBuf::new(4096);
+        let mut rx = RxBuf::new();
         let started = Instant::now();
         let auth_timeout = ctx.config.limits.auth_timeout;
         let outcome = glommio::timer::timeout(auth_timeout, async {
@@ -73,7 +83,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
             Err(_) => {
                 ctx.shard.metrics.auth_failure(AuthFailure::Timeout);
                 info!("authentication timed out");
-                client.disconnect(disconnect::BY_APPLICATION, "sshr: authentication timed out").await;
+                client
+                    .disconnect(disconnect::BY_APPLICATION, "sshr: authentication timed out")
+                    .await;
                 return;
             }
             Ok(Err(end)) => {
@@ -108,7 +120,11 @@ enum AuthEnd {
     /// The client left or broke the protocol (already told, if it can be).
     Leg(LegError),
     /// Tell the client this and hang up.
-    Refuse { reason: u32, message: &'static str, failure: AuthFailure },
+    Refuse {
+        reason: u32,
+        message: &'static str,
+        failure: AuthFailure,
+    },
 }
 
 impl From<LegError> for AuthEnd {
@@ -127,7 +143,11 @@ impl AuthEnd {
                     e => info!(error = %e, "session ended during authentication"),
                 }
             }
-            AuthEnd::Refuse { reason, message, failure } => {
+            AuthEnd::Refuse {
+                reason,
+                message,
+                failure,
+            } => {
                 ctx.shard.metrics.auth_failure(failure);
                 client.disconnect(reason, message).await;
             }
@@ -147,8 +167,19 @@ struct Pending {
 }
 
 impl Pending {
-    async fn start(ctx: &SessionEnv, client: &Leg, user: &str, peer: SocketAddr, id: u64) -> Pending {
-        let client_version = client.transport.borrow().peer_version().unwrap_or_default().to_owned();
+    async fn start(
+        ctx: &SessionEnv,
+        client: &Leg,
+        user: &str,
+        peer: SocketAddr,
+        id: u64,
+    ) -> Pending {
+        let client_version = client
+            .transport
+            .borrow()
+            .peer_version()
+            .unwrap_or_default()
+            .to_owned();
         let hook_ctx = HookContext::new(user, peer, id, client_version);
         let hook_timeout = ctx.config.limits.hook_timeout;
         let upstream = match glommio::timer::timeout(hook_timeout, async {
@@ -174,7 +205,8 @@ impl Pending {
             let prefer = client_cipher(client);
             let timeout = ctx.config.limits.connect_timeout;
             glommio::spawn_local(
-                async move { upstream::connect(&u, config, prefer, seed(), timeout).await }.in_current_span(),
+                async move { upstream::connect(&u, config, prefer, seed(), timeout).await }
+                    .in_current_span(),
             )
         });
         let authorized = match &upstream {
@@ -195,7 +227,14 @@ impl Pending {
             },
             None => Vec::new(),
         };
-        Pending { user: user.to_owned(), hook_ctx, upstream, authorized, connecting, conn: None }
+        Pending {
+            user: user.to_owned(),
+            hook_ctx,
+            upstream,
+            authorized,
+            connecting,
+            conn: None,
+        }
     }
 
     /// The upstream connection, waiting for it if it is still being set up.
@@ -211,7 +250,11 @@ impl Pending {
             match task.await {
                 Ok(c) => self.conn = Some(c),
                 Err(e) => {
-                    let addr = self.upstream.as_ref().map(|u| u.addr.as_str()).unwrap_or_default();
+                    let addr = self
+                        .upstream
+                        .as_ref()
+                        .map(|u| u.addr.as_str())
+                        .unwrap_or_default();
                     warn!(user = %self.user, upstream = addr, error = %e, "upstream connection failed");
                     return Err(AuthEnd::Refuse {
                         reason: disconnect::BY_APPLICATION,
@@ -229,10 +272,13 @@ impl Pending {
     }
 }
 
-/// The cipher the client leg negotiated, to ask the upstream for the same one: then
+/// The cipher and MAC the client leg negotiated, to ask the upstream for the same: then
 /// relayed packets keep their size and are re-sealed where they lie.
-fn client_cipher(client: &Leg) -> Option<sshr_protocol::cipher::CipherAlg> {
-    client.transport.borrow().negotiated().map(|n| n.cipher_c2s)
+fn client_cipher(client: &Leg) -> (Option<CipherAlg>, Option<MacAlg>) {
+    match client.transport.borrow().negotiated() {
+        Some(n) => (Some(n.cipher_c2s), n.mac_c2s),
+        None => (None, None),
+    }
 }
 
 async fn failure(client: &Leg, partial: bool) -> Result<(), AuthEnd> {
@@ -263,7 +309,10 @@ async fn authenticate(
         let payload = match carried.take() {
             Some(p) => p,
             None => match client.recv(rx).await? {
-                Received::Event(Event::KexDone { first: true, algorithms }) => {
+                Received::Event(Event::KexDone {
+                    first: true,
+                    algorithms,
+                }) => {
                     debug!(?algorithms, "client key exchange done");
                     continue;
                 }
@@ -311,21 +360,45 @@ async fn authenticate(
         let Some(p) = pending.as_mut() else { continue };
         match req.method {
             Method::None | Method::Other(_) => failure(client, false).await?,
-            Method::PublicKey { algorithm, key_blob, signature: None } => {
-                let ok = auth::check_publickey(algorithm, key_blob).is_ok_and(|(k, _)| p.authorized.contains(&k));
+            Method::PublicKey {
+                algorithm,
+                key_blob,
+                signature: None,
+            } => {
+                let ok = auth::check_publickey(algorithm, key_blob)
+                    .is_ok_and(|(k, _)| p.authorized.contains(&k));
                 if ok {
-                    client.send(&auth::encode_pk_ok(algorithm, key_blob)).await?;
+                    client
+                        .send(&auth::encode_pk_ok(algorithm, key_blob))
+                        .await?;
                 } else {
                     failure(client, false).await?;
                 }
             }
-            Method::PublicKey { algorithm, key_blob, signature: Some(sig) } => {
-                let session_id = client.transport.borrow().session_id().map(<[u8]>::to_vec).unwrap_or_default();
+            Method::PublicKey {
+                algorithm,
+                key_blob,
+                signature: Some(sig),
+            } => {
+                let session_id = client
+                    .transport
+                    .borrow()
+                    .session_id()
+                    .map(<[u8]>::to_vec)
+                    .unwrap_or_default();
                 // Membership first (cheap, no oracle), then the signature over this
                 // leg's session id: it can never be replayed to the upstream.
                 let verified = auth::check_publickey(algorithm, key_blob)
                     .is_ok_and(|(k, _)| p.authorized.contains(&k))
-                    && auth::verify_publickey(&session_id, req.user, req.service, algorithm, key_blob, sig).is_ok();
+                    && auth::verify_publickey(
+                        &session_id,
+                        req.user,
+                        req.service,
+                        algorithm,
+                        key_blob,
+                        sig,
+                    )
+                    .is_ok();
                 if !verified {
                     failures += 1;
                     ctx.shard.metrics.auth_failure(if p.upstream.is_some() {
@@ -337,7 +410,9 @@ async fn authenticate(
                     failure(client, false).await?;
                     continue;
                 }
-                let Some(upstream) = p.upstream.clone() else { continue };
+                let Some(upstream) = p.upstream.clone() else {
+                    continue;
+                };
                 let hook_ctx = p.hook_ctx.clone();
                 let key = match ctx.hooks.fetch_private_key(&hook_ctx, &upstream).await {
                     Ok(k) => k,
@@ -352,7 +427,9 @@ async fn authenticate(
                 };
                 let conn = p.upstream().await?;
                 let mut banners = Vec::new();
-                let r = conn.login_with_key(&upstream.user, &key, |b| banners.push(b)).await;
+                let r = conn
+                    .login_with_key(&upstream.user, &key, |b| banners.push(b))
+                    .await;
                 for b in banners {
                     client.send(&b).await?;
                 }
@@ -366,43 +443,77 @@ async fn authenticate(
                 }
                 return finish(client, pending, "publickey").await;
             }
-            Method::Password { password, new_password } => {
+            Method::Password {
+                password,
+                new_password,
+            } => {
                 if p.upstream.is_none() {
                     failures += 1;
                     ctx.shard.metrics.auth_failure(AuthFailure::UnknownUser);
                     failure(client, false).await?;
                     continue;
                 }
-                let user = p.upstream.as_ref().map(|u| u.user.clone()).unwrap_or_default();
+                let user = p
+                    .upstream
+                    .as_ref()
+                    .map(|u| u.user.clone())
+                    .unwrap_or_default();
                 let conn = p.upstream().await?;
-                conn.pass_through(&user, Method::Password { password, new_password }).await.map_err(upstream_end)?;
+                conn.pass_through(
+                    &user,
+                    Method::Password {
+                        password,
+                        new_password,
+                    },
+                )
+                .await
+                .map_err(upstream_end)?;
                 match pass_replies(client, conn, rx, &mut carried).await? {
                     Passed::Success => return finish(client, pending, "password").await,
                     Passed::Failure { partial } => {
                         failures += 1;
-                        ctx.shard.metrics.auth_failure(AuthFailure::UpstreamRejected);
+                        ctx.shard
+                            .metrics
+                            .auth_failure(AuthFailure::UpstreamRejected);
                         failure(client, partial).await?;
                     }
                     Passed::Interrupted => {}
                 }
             }
-            Method::KeyboardInteractive { language, submethods } => {
+            Method::KeyboardInteractive {
+                language,
+                submethods,
+            } => {
                 if p.upstream.is_none() {
                     failures += 1;
                     ctx.shard.metrics.auth_failure(AuthFailure::UnknownUser);
                     failure(client, false).await?;
                     continue;
                 }
-                let user = p.upstream.as_ref().map(|u| u.user.clone()).unwrap_or_default();
+                let user = p
+                    .upstream
+                    .as_ref()
+                    .map(|u| u.user.clone())
+                    .unwrap_or_default();
                 let conn = p.upstream().await?;
-                conn.pass_through(&user, Method::KeyboardInteractive { language, submethods })
-                    .await
-                    .map_err(upstream_end)?;
+                conn.pass_through(
+                    &user,
+                    Method::KeyboardInteractive {
+                        language,
+                        submethods,
+                    },
+                )
+                .await
+                .map_err(upstream_end)?;
                 match pass_replies(client, conn, rx, &mut carried).await? {
-                    Passed::Success => return finish(client, pending, "keyboard-interactive").await,
+                    Passed::Success => {
+                        return finish(client, pending, "keyboard-interactive").await
+                    }
                     Passed::Failure { partial } => {
                         failures += 1;
-                        ctx.shard.metrics.auth_failure(AuthFailure::UpstreamRejected);
+                        ctx.shard
+                            .metrics
+                            .auth_failure(AuthFailure::UpstreamRejected);
                         failure(client, partial).await?;
                     }
                     Passed::Interrupted => {}
@@ -414,12 +525,18 @@ async fn authenticate(
 
 fn upstream_end(e: UpstreamError) -> AuthEnd {
     warn!(error = %e, "upstream failed during authentication");
-    AuthEnd::Refuse { reason: disconnect::BY_APPLICATION, message: e.client_message(), failure: AuthFailure::UpstreamRejected }
+    AuthEnd::Refuse {
+        reason: disconnect::BY_APPLICATION,
+        message: e.client_message(),
+        failure: AuthFailure::UpstreamRejected,
+    }
 }
 
 enum Passed {
     Success,
-    Failure { partial: bool },
+    Failure {
+        partial: bool,
+    },
     /// The client started another request instead of answering; it is in `carried`.
     Interrupted,
 }
@@ -435,7 +552,11 @@ async fn pass_replies(
     loop {
         match conn.auth_reply().await.map_err(upstream_end)? {
             UpstreamReply::Success => return Ok(Passed::Success),
-            UpstreamReply::Failure { partial_success } => return Ok(Passed::Failure { partial: partial_success }),
+            UpstreamReply::Failure { partial_success } => {
+                return Ok(Passed::Failure {
+                    partial: partial_success,
+                })
+            }
             UpstreamReply::ForClient(p) if p[0] == msg::USERAUTH_BANNER => client.send(&p).await?,
             UpstreamReply::ForClient(p) => {
                 // INFO_REQUEST (keyboard-interactive) or PASSWD_CHANGEREQ (password):
@@ -456,7 +577,10 @@ async fn pass_replies(
                                 failure: AuthFailure::Aborted,
                             });
                         }
-                        conn.leg.send(&answer).await.map_err(|e| upstream_end(e.into()))?;
+                        conn.leg
+                            .send(&answer)
+                            .await
+                            .map_err(|e| upstream_end(e.into()))?;
                     }
                     _ => {
                         // A new USERAUTH_REQUEST abandons this one (RFC 4256 3.2); the
@@ -470,13 +594,30 @@ async fn pass_replies(
     }
 }
 
-async fn finish(client: &Leg, pending: Option<Pending>, method: &'static str) -> Result<Login, AuthEnd> {
+async fn finish(
+    client: &Leg,
+    pending: Option<Pending>,
+    method: &'static str,
+) -> Result<Login, AuthEnd> {
     let Some(mut p) = pending else {
-        return Err(AuthEnd::Refuse { reason: disconnect::PROTOCOL_ERROR, message: "sshr: internal error", failure: AuthFailure::Aborted });
+        return Err(AuthEnd::Refuse {
+            reason: disconnect::PROTOCOL_ERROR,
+            message: "sshr: internal error",
+            failure: AuthFailure::Aborted,
+        });
     };
     let conn = p.upstream().await?;
     let _ = conn;
     client.send(&auth::encode_success()).await?;
-    let conn = p.conn.take().ok_or(AuthEnd::Refuse { reason: disconnect::PROTOCOL_ERROR, message: "sshr: internal error", failure: AuthFailure::Aborted })?;
-    Ok(Login { user: p.user, upstream_addr: p.upstream.map(|u| u.addr).unwrap_or_default(), method, conn })
+    let conn = p.conn.take().ok_or(AuthEnd::Refuse {
+        reason: disconnect::PROTOCOL_ERROR,
+        message: "sshr: internal error",
+        failure: AuthFailure::Aborted,
+    })?;
+    Ok(Login {
+        user: p.user,
+        upstream_addr: p.upstream.map(|u| u.addr).unwrap_or_default(),
+        method,
+        conn,
+    })
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sshr_protocol::auth::{self, Failure, Method, Request};
-use sshr_protocol::cipher::CipherAlg;
+use sshr_protocol::cipher::{CipherAlg, MacAlg};
 use sshr_protocol::hostkey::{PrivateKey, SigAlg};
 use sshr_protocol::msg;
 use sshr_protocol::transport::{ClientOptions, Config, Event, HostKeyCheck, Transport};
@@ -39,9 +39,10 @@ impl UpstreamError {
     /// The line the client is told.
     pub fn client_message(&self) -> &'static str {
         match self {
-            UpstreamError::Leg(LegError::Protocol { source: sshr_protocol::Error::HostKeyMismatch { .. }, .. }) => {
-                "sshr: the server for this account presented an unexpected host key"
-            }
+            UpstreamError::Leg(LegError::Protocol {
+                source: sshr_protocol::Error::HostKeyMismatch { .. },
+                ..
+            }) => "sshr: the server for this account presented an unexpected host key",
             UpstreamError::KeyRefused(_) | UpstreamError::Hook(_) => {
                 "sshr: the server for this account refused the proxy's login"
             }
@@ -66,26 +67,35 @@ pub struct UpstreamConn {
 pub async fn connect(
     upstream: &Upstream,
     config: Arc<Config>,
-    prefer_cipher: Option<CipherAlg>,
+    prefer: (Option<CipherAlg>, Option<MacAlg>),
     seed: [u8; 32],
     timeout: Duration,
 ) -> Result<UpstreamConn, UpstreamError> {
     let started = Instant::now();
     let stream = net::connect(&upstream.addr, timeout).await?;
-    let remaining = timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+    let remaining = timeout
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_millis(1));
     let host_key_check = match &upstream.host_key {
         HostKeyPolicy::Pinned(keys) => HostKeyCheck::Pinned(keys.clone()),
         HostKeyPolicy::Unpinned => HostKeyCheck::AcceptAny,
     };
-    let options = ClientOptions { host_key_check, prefer_cipher };
+    let options = ClientOptions {
+        host_key_check,
+        prefer_cipher: prefer.0,
+        prefer_mac: prefer.1,
+    };
     let transport = Transport::client(config, options, seed, Instant::now());
     let leg = Rc::new(Leg::new(Side::Upstream, stream, transport));
     let handshake = async {
         leg.transport
             .borrow_mut()
             .request_service(auth::SERVICE)
-            .map_err(|source| LegError::Protocol { side: Side::Upstream, source })?;
-        let mut rx = RxBuf::new(4096);
+            .map_err(|source| LegError::Protocol {
+                side: Side::Upstream,
+                source,
+            })?;
+        let mut rx = RxBuf::new();
         let mut server_sig_algs = None;
         loop {
             match leg.recv(&mut rx).await? {
@@ -103,7 +113,11 @@ pub async fn connect(
                 Received::Packet(p) => return Err(UpstreamError::Unexpected(p[0])),
             }
         }
-        Ok(UpstreamConn { leg: leg.clone(), rx, server_sig_algs })
+        Ok(UpstreamConn {
+            leg: leg.clone(),
+            rx,
+            server_sig_algs,
+        })
     };
     match glommio::timer::timeout(remaining, async { Ok(handshake.await) }).await {
         Ok(r) => r,
@@ -116,7 +130,9 @@ pub async fn connect(
 pub enum UpstreamReply {
     Success,
     /// USERAUTH_FAILURE payload as received.
-    Failure { partial_success: bool },
+    Failure {
+        partial_success: bool,
+    },
     /// A message for the client (banner, INFO_REQUEST, PASSWD_CHANGEREQ): pass it on.
     ForClient(Vec<u8>),
 }
@@ -137,10 +153,14 @@ impl UpstreamConn {
                     return Ok(match p[0] {
                         msg::USERAUTH_SUCCESS => UpstreamReply::Success,
                         msg::USERAUTH_FAILURE => {
-                            let partial_success = Failure::parse(&p).map(|f| f.partial_success).unwrap_or(false);
+                            let partial_success = Failure::parse(&p)
+                                .map(|f| f.partial_success)
+                                .unwrap_or(false);
                             UpstreamReply::Failure { partial_success }
                         }
-                        msg::USERAUTH_BANNER | msg::USERAUTH_INFO_REQUEST => UpstreamReply::ForClient(p),
+                        msg::USERAUTH_BANNER | msg::USERAUTH_INFO_REQUEST => {
+                            UpstreamReply::ForClient(p)
+                        }
                         other => return Err(UpstreamError::Unexpected(other)),
                     })
                 }
@@ -154,7 +174,11 @@ impl UpstreamConn {
         let algs = key.sig_algs();
         self.server_sig_algs
             .as_ref()
-            .and_then(|list| algs.iter().copied().find(|a| list.iter().any(|n| n == a.name())))
+            .and_then(|list| {
+                algs.iter()
+                    .copied()
+                    .find(|a| list.iter().any(|n| n == a.name()))
+            })
             .unwrap_or(algs[0])
     }
 
@@ -167,9 +191,19 @@ impl UpstreamConn {
         mut banner: impl FnMut(Vec<u8>),
     ) -> Result<(), UpstreamError> {
         let alg = self.sig_alg(key);
-        let session_id = self.leg.transport.borrow().session_id().map(<[u8]>::to_vec).unwrap_or_default();
-        let request = auth::signed_publickey_request(&session_id, user, auth::CONNECTION_SERVICE, key, alg)
-            .map_err(|source| LegError::Protocol { side: Side::Upstream, source })?;
+        let session_id = self
+            .leg
+            .transport
+            .borrow()
+            .session_id()
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        let request =
+            auth::signed_publickey_request(&session_id, user, auth::CONNECTION_SERVICE, key, alg)
+                .map_err(|source| LegError::Protocol {
+                side: Side::Upstream,
+                source,
+            })?;
         self.leg.send(&request).await?;
         loop {
             match self.auth_reply().await? {
@@ -177,7 +211,10 @@ impl UpstreamConn {
                 UpstreamReply::ForClient(p) if p[0] == msg::USERAUTH_BANNER => banner(p),
                 UpstreamReply::ForClient(p) => return Err(UpstreamError::Unexpected(p[0])),
                 UpstreamReply::Failure { .. } => {
-                    return Err(UpstreamError::KeyRefused(format!("{} key refused", alg.name())));
+                    return Err(UpstreamError::KeyRefused(format!(
+                        "{} key refused",
+                        alg.name()
+                    )));
                 }
             }
         }
@@ -185,8 +222,16 @@ impl UpstreamConn {
 
     /// Send a password or keyboard-interactive request on behalf of the client, with
     /// the upstream's user name.
-    pub async fn pass_through(&mut self, user: &str, method: Method<'_>) -> Result<(), UpstreamError> {
-        let request = Request { user, service: auth::CONNECTION_SERVICE, method };
+    pub async fn pass_through(
+        &mut self,
+        user: &str,
+        method: Method<'_>,
+    ) -> Result<(), UpstreamError> {
+        let request = Request {
+            user,
+            service: auth::CONNECTION_SERVICE,
+            method,
+        };
         self.leg.send(&request.encode()).await?;
         Ok(())
     }

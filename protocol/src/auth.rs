@@ -19,11 +19,21 @@ pub const CONNECTION_SERVICE: &str = "ssh-connection";
 pub enum Method<'a> {
     None,
     /// RFC 4252 8. `new_password` is set for a password change answer.
-    Password { password: &'a str, new_password: Option<&'a str> },
+    Password {
+        password: &'a str,
+        new_password: Option<&'a str>,
+    },
     /// RFC 4252 7. Without a signature this is a query ("would this key do?").
-    PublicKey { algorithm: &'a str, key_blob: &'a [u8], signature: Option<&'a [u8]> },
+    PublicKey {
+        algorithm: &'a str,
+        key_blob: &'a [u8],
+        signature: Option<&'a [u8]>,
+    },
     /// RFC 4256 3.1.
-    KeyboardInteractive { language: &'a str, submethods: &'a str },
+    KeyboardInteractive {
+        language: &'a str,
+        submethods: &'a str,
+    },
     /// Anything else (hostbased, gssapi-with-mic, ...): answered with FAILURE.
     Other(&'a str),
 }
@@ -63,25 +73,53 @@ impl<'a> Request<'a> {
             "password" => {
                 let change = r.bool("change flag").map_err(&mal)?;
                 let password = r.utf8("password").map_err(&mal)?;
-                let new_password = if change { Some(r.utf8("new password").map_err(&mal)?) } else { None };
-                Method::Password { password, new_password }
+                let new_password = if change {
+                    Some(r.utf8("new password").map_err(&mal)?)
+                } else {
+                    None
+                };
+                Method::Password {
+                    password,
+                    new_password,
+                }
             }
             "publickey" => {
                 let signed = r.bool("has signature").map_err(&mal)?;
                 let algorithm = r.utf8("public key algorithm").map_err(&mal)?;
                 let key_blob = r.string("public key blob").map_err(&mal)?;
-                let signature = if signed { Some(r.string("signature").map_err(&mal)?) } else { None };
-                Method::PublicKey { algorithm, key_blob, signature }
+                let signature = if signed {
+                    Some(r.string("signature").map_err(&mal)?)
+                } else {
+                    None
+                };
+                Method::PublicKey {
+                    algorithm,
+                    key_blob,
+                    signature,
+                }
             }
             "keyboard-interactive" => {
                 let language = r.utf8("language tag").map_err(&mal)?;
                 let submethods = r.utf8("submethods").map_err(&mal)?;
-                Method::KeyboardInteractive { language, submethods }
+                Method::KeyboardInteractive {
+                    language,
+                    submethods,
+                }
             }
-            other => return Ok(Self { user, service, method: Method::Other(other) }),
+            other => {
+                return Ok(Self {
+                    user,
+                    service,
+                    method: Method::Other(other),
+                })
+            }
         };
         r.finish().map_err(&mal)?;
-        Ok(Self { user, service, method })
+        Ok(Self {
+            user,
+            service,
+            method,
+        })
     }
 
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {
@@ -92,14 +130,21 @@ impl<'a> Request<'a> {
         wire::put_string(&mut out, self.method.name().as_bytes());
         match &self.method {
             Method::None | Method::Other(_) => {}
-            Method::Password { password, new_password } => {
+            Method::Password {
+                password,
+                new_password,
+            } => {
                 wire::put_bool(&mut out, new_password.is_some());
                 wire::put_string(&mut out, password.as_bytes());
                 if let Some(n) = new_password {
                     wire::put_string(&mut out, n.as_bytes());
                 }
             }
-            Method::PublicKey { algorithm, key_blob, signature } => {
+            Method::PublicKey {
+                algorithm,
+                key_blob,
+                signature,
+            } => {
                 wire::put_bool(&mut out, signature.is_some());
                 wire::put_string(&mut out, algorithm.as_bytes());
                 wire::put_string(&mut out, key_blob);
@@ -107,7 +152,10 @@ impl<'a> Request<'a> {
                     wire::put_string(&mut out, s);
                 }
             }
-            Method::KeyboardInteractive { language, submethods } => {
+            Method::KeyboardInteractive {
+                language,
+                submethods,
+            } => {
                 wire::put_string(&mut out, language.as_bytes());
                 wire::put_string(&mut out, submethods.as_bytes());
             }
@@ -117,7 +165,13 @@ impl<'a> Request<'a> {
 }
 
 /// The data a publickey signature covers (RFC 4252 7).
-pub fn publickey_signed_data(session_id: &[u8], user: &str, service: &str, algorithm: &str, key_blob: &[u8]) -> Vec<u8> {
+pub fn publickey_signed_data(
+    session_id: &[u8],
+    user: &str,
+    service: &str,
+    algorithm: &str,
+    key_blob: &[u8],
+) -> Vec<u8> {
     let mut d = Vec::with_capacity(session_id.len() + key_blob.len() + 128);
     wire::put_string(&mut d, session_id);
     d.push(msg::USERAUTH_REQUEST);
@@ -146,8 +200,12 @@ pub enum PublicKeyError {
 
 /// Check the key and algorithm of a publickey request (a query or a signed request):
 /// the key parses and the algorithm is allowed for it.
-pub fn check_publickey(algorithm: &str, key_blob: &[u8]) -> Result<(PublicKey, SigAlg), PublicKeyError> {
-    let alg = SigAlg::from_name(algorithm).ok_or_else(|| PublicKeyError::Algorithm(algorithm.chars().take(64).collect()))?;
+pub fn check_publickey(
+    algorithm: &str,
+    key_blob: &[u8],
+) -> Result<(PublicKey, SigAlg), PublicKeyError> {
+    let alg = SigAlg::from_name(algorithm)
+        .ok_or_else(|| PublicKeyError::Algorithm(algorithm.chars().take(64).collect()))?;
     let key = PublicKey::from_blob(key_blob).map_err(PublicKeyError::Key)?;
     if !key.accepts(alg) {
         return Err(PublicKeyError::AlgorithmMismatch(algorithm.to_owned()));
@@ -167,7 +225,8 @@ pub fn verify_publickey(
 ) -> Result<PublicKey, PublicKeyError> {
     let (key, alg) = check_publickey(algorithm, key_blob)?;
     let data = publickey_signed_data(session_id, user, service, algorithm, key_blob);
-    key.verify(Some(alg), &data, signature).map_err(PublicKeyError::Signature)?;
+    key.verify(Some(alg), &data, signature)
+        .map_err(PublicKeyError::Signature)?;
     Ok(key)
 }
 
@@ -181,11 +240,17 @@ pub fn signed_publickey_request(
 ) -> Result<Vec<u8>, Error> {
     let blob = key.public().to_blob();
     let data = publickey_signed_data(session_id, user, service, alg.name(), &blob);
-    let signature = key.sign(alg, &data).map_err(|e| Error::Local(format!("signing failed: {e}")))?;
+    let signature = key
+        .sign(alg, &data)
+        .map_err(|e| Error::Local(format!("signing failed: {e}")))?;
     let req = Request {
         user,
         service,
-        method: Method::PublicKey { algorithm: alg.name(), key_blob: &blob, signature: Some(&signature) },
+        method: Method::PublicKey {
+            algorithm: alg.name(),
+            key_blob: &blob,
+            signature: Some(&signature),
+        },
     };
     Ok(req.encode().to_vec())
 }
@@ -201,14 +266,22 @@ impl<'a> Failure<'a> {
     pub fn parse(payload: &'a [u8]) -> Result<Self, Error> {
         let mal = Error::malformed(msg::USERAUTH_FAILURE);
         let mut r = Reader::new(&payload[1..]);
-        let methods = r.name_list("authentications that can continue").map_err(&mal)?;
+        let methods = r
+            .name_list("authentications that can continue")
+            .map_err(&mal)?;
         let partial_success = r.bool("partial success").map_err(&mal)?;
         r.finish().map_err(&mal)?;
-        Ok(Self { methods, partial_success })
+        Ok(Self {
+            methods,
+            partial_success,
+        })
     }
 }
 
-pub fn encode_failure<'n>(methods: impl IntoIterator<Item = &'n str>, partial_success: bool) -> Vec<u8> {
+pub fn encode_failure<'n>(
+    methods: impl IntoIterator<Item = &'n str>,
+    partial_success: bool,
+) -> Vec<u8> {
     let mut out = vec![msg::USERAUTH_FAILURE];
     wire::put_name_list(&mut out, methods);
     wire::put_bool(&mut out, partial_success);
@@ -278,7 +351,12 @@ impl<'a> InfoRequest<'a> {
             prompts.push(Prompt { prompt, echo });
         }
         r.finish().map_err(&mal)?;
-        Ok(Self { name, instruction, language, prompts })
+        Ok(Self {
+            name,
+            instruction,
+            language,
+            prompts,
+        })
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -335,14 +413,35 @@ mod tests {
     fn request_round_trips() {
         let cases = [
             Method::None,
-            Method::Password { password: "hunter2", new_password: None },
-            Method::Password { password: "old", new_password: Some("new") },
-            Method::PublicKey { algorithm: "ssh-ed25519", key_blob: b"blob", signature: None },
-            Method::PublicKey { algorithm: "rsa-sha2-512", key_blob: b"blob", signature: Some(b"sig") },
-            Method::KeyboardInteractive { language: "", submethods: "pam" },
+            Method::Password {
+                password: "hunter2",
+                new_password: None,
+            },
+            Method::Password {
+                password: "old",
+                new_password: Some("new"),
+            },
+            Method::PublicKey {
+                algorithm: "ssh-ed25519",
+                key_blob: b"blob",
+                signature: None,
+            },
+            Method::PublicKey {
+                algorithm: "rsa-sha2-512",
+                key_blob: b"blob",
+                signature: Some(b"sig"),
+            },
+            Method::KeyboardInteractive {
+                language: "",
+                submethods: "pam",
+            },
         ];
         for method in cases {
-            let req = Request { user: "alice", service: CONNECTION_SERVICE, method };
+            let req = Request {
+                user: "alice",
+                service: CONNECTION_SERVICE,
+                method,
+            };
             let enc = req.encode();
             assert_eq!(Request::parse(&enc).unwrap(), req);
             // Every truncation is an error, never a panic.
@@ -355,7 +454,10 @@ mod tests {
             wire::put_string(&mut other, s.as_bytes());
         }
         other.extend_from_slice(b"whatever follows");
-        assert_eq!(Request::parse(&other).unwrap().method, Method::Other("hostbased"));
+        assert_eq!(
+            Request::parse(&other).unwrap().method,
+            Method::Other("hostbased")
+        );
     }
 
     #[test]
@@ -368,11 +470,22 @@ mod tests {
             name: "",
             instruction: "hi",
             language: "",
-            prompts: vec![Prompt { prompt: "Password: ", echo: false }, Prompt { prompt: "Code: ", echo: true }],
+            prompts: vec![
+                Prompt {
+                    prompt: "Password: ",
+                    echo: false,
+                },
+                Prompt {
+                    prompt: "Code: ",
+                    echo: true,
+                },
+            ],
         };
         let enc = req.encode();
         assert_eq!(InfoRequest::parse(&enc).unwrap(), req);
-        let resp = InfoResponse { responses: vec!["a", "b"] };
+        let resp = InfoResponse {
+            responses: vec!["a", "b"],
+        };
         assert_eq!(InfoResponse::parse(&resp.encode()).unwrap(), resp);
         let mut huge = vec![msg::USERAUTH_INFO_RESPONSE];
         wire::put_u32(&mut huge, u32::MAX);
@@ -383,16 +496,33 @@ mod tests {
     fn publickey_signature_covers_the_session_id() {
         let key = PrivateKey::generate_ed25519(&mut rand_chacha::ChaCha20Rng::from_seed_bytes());
         let sid = [9u8; 32];
-        let payload = signed_publickey_request(&sid, "alice", CONNECTION_SERVICE, &key, SigAlg::Ed25519).unwrap();
+        let payload =
+            signed_publickey_request(&sid, "alice", CONNECTION_SERVICE, &key, SigAlg::Ed25519)
+                .unwrap();
         let req = Request::parse(&payload).unwrap();
-        let Method::PublicKey { algorithm, key_blob, signature: Some(sig) } = req.method else { panic!() };
+        let Method::PublicKey {
+            algorithm,
+            key_blob,
+            signature: Some(sig),
+        } = req.method
+        else {
+            panic!()
+        };
         let k = verify_publickey(&sid, req.user, req.service, algorithm, key_blob, sig).unwrap();
         assert_eq!(k, key.public());
         // The same signature for another session (or user) does not verify.
-        assert!(verify_publickey(&[8u8; 32], req.user, req.service, algorithm, key_blob, sig).is_err());
+        assert!(
+            verify_publickey(&[8u8; 32], req.user, req.service, algorithm, key_blob, sig).is_err()
+        );
         assert!(verify_publickey(&sid, "bob", req.service, algorithm, key_blob, sig).is_err());
-        assert!(matches!(check_publickey("ssh-rsa", key_blob), Err(PublicKeyError::Algorithm(_))));
-        assert!(matches!(check_publickey("rsa-sha2-256", key_blob), Err(PublicKeyError::AlgorithmMismatch(_))));
+        assert!(matches!(
+            check_publickey("ssh-rsa", key_blob),
+            Err(PublicKeyError::Algorithm(_))
+        ));
+        assert!(matches!(
+            check_publickey("rsa-sha2-256", key_blob),
+            Err(PublicKeyError::AlgorithmMismatch(_))
+        ));
     }
 
     trait FromSeedBytes {

@@ -64,12 +64,20 @@ impl<'a> KexInit<'a> {
         let cookie = r.bytes(16, "cookie").map_err(&m)?;
         let kex = r.name_list("kex_algorithms").map_err(&m)?;
         let host_key = r.name_list("server_host_key_algorithms").map_err(&m)?;
-        let cipher_c2s = r.name_list("encryption_algorithms_client_to_server").map_err(&m)?;
-        let cipher_s2c = r.name_list("encryption_algorithms_server_to_client").map_err(&m)?;
+        let cipher_c2s = r
+            .name_list("encryption_algorithms_client_to_server")
+            .map_err(&m)?;
+        let cipher_s2c = r
+            .name_list("encryption_algorithms_server_to_client")
+            .map_err(&m)?;
         let mac_c2s = r.name_list("mac_algorithms_client_to_server").map_err(&m)?;
         let mac_s2c = r.name_list("mac_algorithms_server_to_client").map_err(&m)?;
-        let compression_c2s = r.name_list("compression_algorithms_client_to_server").map_err(&m)?;
-        let compression_s2c = r.name_list("compression_algorithms_server_to_client").map_err(&m)?;
+        let compression_c2s = r
+            .name_list("compression_algorithms_client_to_server")
+            .map_err(&m)?;
+        let compression_s2c = r
+            .name_list("compression_algorithms_server_to_client")
+            .map_err(&m)?;
         r.name_list("languages_client_to_server").map_err(&m)?;
         r.name_list("languages_server_to_client").map_err(&m)?;
         let first_kex_packet_follows = r.bool("first_kex_packet_follows").map_err(&m)?;
@@ -156,7 +164,11 @@ fn choose<'a>(
 }
 
 /// Negotiate every list. `ours_is_client` only fills the error message's sides.
-pub fn negotiate(client: &KexInit<'_>, server: &KexInit<'_>, ours_is_client: bool) -> Result<Negotiated, Error> {
+pub fn negotiate(
+    client: &KexInit<'_>,
+    server: &KexInit<'_>,
+    ours_is_client: bool,
+) -> Result<Negotiated, Error> {
     let fill = |e: Error, c: NameList<'_>, s: NameList<'_>| match e {
         Error::NoCommonAlgorithm { what, .. } => {
             let (ours, theirs) = if ours_is_client { (c, s) } else { (s, c) };
@@ -177,8 +189,16 @@ pub fn negotiate(client: &KexInit<'_>, server: &KexInit<'_>, ours_is_client: boo
     }
     let kex = pick!("key exchange", kex, KexAlg::from_name);
     let host_key = pick!("host key", host_key, SigAlg::from_name);
-    let cipher_c2s = pick!("cipher (client to server)", cipher_c2s, CipherAlg::from_name);
-    let cipher_s2c = pick!("cipher (server to client)", cipher_s2c, CipherAlg::from_name);
+    let cipher_c2s = pick!(
+        "cipher (client to server)",
+        cipher_c2s,
+        CipherAlg::from_name
+    );
+    let cipher_s2c = pick!(
+        "cipher (server to client)",
+        cipher_s2c,
+        CipherAlg::from_name
+    );
     let mac_c2s = if cipher_c2s.is_aead() {
         None
     } else {
@@ -263,7 +283,13 @@ pub fn x25519_shared_secret(
 
 /// RFC 4253 7.2: HASH(K || H || X || session_id), extended with HASH(K || H || K1 ...)
 /// until `len` bytes. `k` is the mpint-encoded shared secret.
-pub fn derive_key(k: &[u8], h: &[u8], letter: u8, session_id: &[u8], len: usize) -> Zeroizing<Vec<u8>> {
+pub fn derive_key(
+    k: &[u8],
+    h: &[u8],
+    letter: u8,
+    session_id: &[u8],
+    len: usize,
+) -> Zeroizing<Vec<u8>> {
     let mut out = Zeroizing::new(Vec::with_capacity(len.div_ceil(32) * 32));
     let mut d = Sha256::new();
     d.update(k);
@@ -310,20 +336,31 @@ mod tests {
     #[test]
     fn negotiation_follows_the_client() {
         let client = Proposal {
-            kex: vec!["sntrup761x25519-sha512@openssh.com", "curve25519-sha256", EXT_INFO_C],
+            kex: vec![
+                "sntrup761x25519-sha512@openssh.com",
+                "curve25519-sha256",
+                EXT_INFO_C,
+            ],
             host_key: vec!["rsa-sha2-512", "ssh-ed25519"],
             ciphers: vec!["aes256-ctr", "chacha20-poly1305@openssh.com"],
             macs: vec!["hmac-sha2-512", "hmac-sha2-256"],
         }
         .encode([0; 16]);
         let server = Proposal {
-            kex: vec!["curve25519-sha256@libssh.org", "curve25519-sha256", EXT_INFO_S],
+            kex: vec![
+                "curve25519-sha256@libssh.org",
+                "curve25519-sha256",
+                EXT_INFO_S,
+            ],
             host_key: vec!["ssh-ed25519"],
             ciphers: vec!["chacha20-poly1305@openssh.com", "aes256-ctr"],
             macs: vec!["hmac-sha2-256"],
         }
         .encode([0; 16]);
-        let (c, s) = (KexInit::parse(&client).unwrap(), KexInit::parse(&server).unwrap());
+        let (c, s) = (
+            KexInit::parse(&client).unwrap(),
+            KexInit::parse(&server).unwrap(),
+        );
         let n = negotiate(&c, &s, false).unwrap();
         assert_eq!(n.kex, KexAlg::Curve25519Sha256);
         assert_eq!(n.host_key, SigAlg::Ed25519);
@@ -351,11 +388,13 @@ mod tests {
     /// RFC 7748 6.1 Diffie-Hellman test vector through our K encoding.
     #[test]
     fn x25519_rfc7748_vector() {
-        let a: [u8; 32] = hex::decode("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
-            .unwrap()
-            .try_into()
+        let a: [u8; 32] =
+            hex::decode("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
+                .unwrap()
+                .try_into()
+                .unwrap();
+        let b_pub = hex::decode("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
             .unwrap();
-        let b_pub = hex::decode("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f").unwrap();
         let k = x25519_shared_secret(x25519_dalek::StaticSecret::from(a), &b_pub).unwrap();
         let expected = "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742";
         // The top bit of 0x4a is clear: no sign byte, length 32.

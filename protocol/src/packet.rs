@@ -147,7 +147,12 @@ impl Sealer {
     }
 
     fn aligned_part(&self, payload_len: usize) -> usize {
-        1 + payload_len + if self.cipher.length_in_alignment() { 4 } else { 0 }
+        1 + payload_len
+            + if self.cipher.length_in_alignment() {
+                4
+            } else {
+                0
+            }
     }
 
     /// The smallest valid padding for a payload of this length (4 to block+3 bytes).
@@ -162,7 +167,8 @@ impl Sealer {
 
     /// Whether `padding` bytes of padding are valid for this payload length.
     pub fn padding_valid(&self, payload_len: usize, padding: usize) -> bool {
-        (4..=255).contains(&padding) && (self.aligned_part(payload_len) + padding) % self.block() == 0
+        (4..=255).contains(&padding)
+            && (self.aligned_part(payload_len) + padding) % self.block() == 0
     }
 
     /// The largest valid padding that makes the sealed packet at most `space` bytes, if any.

@@ -97,6 +97,8 @@ pub struct ClientOptions {
     /// Put this cipher first in our proposal (the proxy asks the upstream for the cipher
     /// the client leg negotiated, so that packets can be re-sealed in place).
     pub prefer_cipher: Option<CipherAlg>,
+    /// Likewise for the MAC (used with non-AEAD ciphers).
+    pub prefer_mac: Option<MacAlg>,
 }
 
 /// Things the caller may want to know about, from [`Transport::poll_event`].
@@ -201,15 +203,39 @@ const MAX_QUEUED: usize = 1024;
 impl Transport {
     /// A server-side transport. `host_keys` must not be empty; they are shared by every
     /// connection of the process.
-    pub fn server(config: Arc<Config>, host_keys: Arc<[PrivateKey]>, seed: [u8; 32], now: Instant) -> Self {
-        let mut t = Self::new(Role::Server, config, host_keys, ClientOptions::default(), seed, now);
+    pub fn server(
+        config: Arc<Config>,
+        host_keys: Arc<[PrivateKey]>,
+        seed: [u8; 32],
+        now: Instant,
+    ) -> Self {
+        let mut t = Self::new(
+            Role::Server,
+            config,
+            host_keys,
+            ClientOptions::default(),
+            seed,
+            now,
+        );
         t.begin();
         t
     }
 
     /// A client-side transport.
-    pub fn client(config: Arc<Config>, options: ClientOptions, seed: [u8; 32], now: Instant) -> Self {
-        let mut t = Self::new(Role::Client, config, Arc::from(Vec::new()), options, seed, now);
+    pub fn client(
+        config: Arc<Config>,
+        options: ClientOptions,
+        seed: [u8; 32],
+        now: Instant,
+    ) -> Self {
+        let mut t = Self::new(
+            Role::Client,
+            config,
+            Arc::from(Vec::new()),
+            options,
+            seed,
+            now,
+        );
         t.begin();
         t
     }
@@ -408,12 +434,16 @@ impl Transport {
         fresh_padding: usize,
     ) -> Result<usize, Error> {
         if !self.can_seal() {
-            return Err(Error::Misuse("seal_in_place while the transport cannot send"));
+            return Err(Error::Misuse(
+                "seal_in_place while the transport cannot send",
+            ));
         }
         if !self.sealer.padding_valid(payload_len, padding) {
             return Err(Error::Misuse("invalid padding"));
         }
-        let n = self.sealer.seal(buf, payload_len, padding, fresh_padding, &mut self.rng);
+        let n = self
+            .sealer
+            .seal(buf, payload_len, padding, fresh_padding, &mut self.rng);
         self.count(n);
         Ok(n)
     }
@@ -427,9 +457,14 @@ impl Transport {
         if payload.is_empty() || payload.len() > crate::packet::MAX_PAYLOAD_LEN {
             return Err(Error::Misuse("payload size out of bounds"));
         }
-        if !self.first_kex_done || self.kex.as_ref().is_some_and(|k| !k.newkeys_sent) || !self.queued.is_empty() {
+        if !self.first_kex_done
+            || self.kex.as_ref().is_some_and(|k| !k.newkeys_sent)
+            || !self.queued.is_empty()
+        {
             if self.queued.len() >= MAX_QUEUED {
-                return Err(Error::Misuse("too many messages queued during key exchange"));
+                return Err(Error::Misuse(
+                    "too many messages queued during key exchange",
+                ));
             }
             self.queued_bytes += payload.len();
             self.queued.push_back(payload.to_vec());
@@ -506,7 +541,8 @@ impl Transport {
     fn count(&mut self, bytes: usize) {
         self.bytes_since_kex += bytes as u64;
         self.packets_since_kex += 1;
-        if (self.bytes_since_kex >= self.config.rekey_bytes || self.packets_since_kex >= REKEY_PACKETS)
+        if (self.bytes_since_kex >= self.config.rekey_bytes
+            || self.packets_since_kex >= REKEY_PACKETS)
             && self.first_kex_done
             && self.kex.is_none()
             && !self.is_closed()
@@ -563,11 +599,15 @@ impl Transport {
         if let Some(pref) = self.client.prefer_cipher {
             ciphers.sort_by_key(|c| *c != pref.name());
         }
+        let mut macs: Vec<&'static str> = self.config.macs.iter().map(|m| m.name()).collect();
+        if let Some(pref) = self.client.prefer_mac {
+            macs.sort_by_key(|m| *m != pref.name());
+        }
         Proposal {
             kex,
             host_key,
             ciphers,
-            macs: self.config.macs.iter().map(|m| m.name()).collect(),
+            macs,
         }
     }
 
@@ -624,7 +664,9 @@ impl Transport {
                 self.on_kex_method(m, payload)?;
                 Ok(false)
             }
-            msg::SERVICE_REQUEST | msg::SERVICE_ACCEPT | msg::EXT_INFO if !self.first_kex_done || peer_in_kex => {
+            msg::SERVICE_REQUEST | msg::SERVICE_ACCEPT | msg::EXT_INFO
+                if !self.first_kex_done || peer_in_kex =>
+            {
                 Err(PeerMisbehaved::Unexpected {
                     msg: m,
                     state: "in key exchange",
@@ -632,19 +674,27 @@ impl Transport {
                 .into())
             }
             msg::SERVICE_REQUEST if self.role == Role::Server => {
-                let name = Reader::new(&payload[1..]).utf8("service name").map_err(Error::malformed(m))?;
+                let name = Reader::new(&payload[1..])
+                    .utf8("service name")
+                    .map_err(Error::malformed(m))?;
                 if name != "ssh-userauth" {
-                    return Err(PeerMisbehaved::UnknownService(name.chars().take(64).collect()).into());
+                    return Err(
+                        PeerMisbehaved::UnknownService(name.chars().take(64).collect()).into(),
+                    );
                 }
                 let mut p = vec![msg::SERVICE_ACCEPT];
                 wire::put_string(&mut p, name.as_bytes());
                 self.send(&p)?;
-                self.events.push_back(Event::ServiceAccepted(name.to_owned()));
+                self.events
+                    .push_back(Event::ServiceAccepted(name.to_owned()));
                 Ok(false)
             }
             msg::SERVICE_ACCEPT if self.role == Role::Client => {
-                let name = Reader::new(&payload[1..]).utf8("service name").map_err(Error::malformed(m))?;
-                self.events.push_back(Event::ServiceAccepted(name.to_owned()));
+                let name = Reader::new(&payload[1..])
+                    .utf8("service name")
+                    .map_err(Error::malformed(m))?;
+                self.events
+                    .push_back(Event::ServiceAccepted(name.to_owned()));
                 Ok(false)
             }
             msg::EXT_INFO => {
@@ -751,7 +801,9 @@ impl Transport {
         let key = host_keys
             .iter()
             .find(|k| k.sig_algs().contains(&agreed.host_key))
-            .ok_or(Error::Misuse("negotiated a host key algorithm we have no key for"))?;
+            .ok_or(Error::Misuse(
+                "negotiated a host key algorithm we have no key for",
+            ))?;
         let secret = x25519_dalek::StaticSecret::random_from_rng(&mut self.rng);
         let q_s = x25519_dalek::PublicKey::from(&secret).to_bytes();
         let k = kex::x25519_shared_secret(secret, q_c)?;
@@ -790,10 +842,12 @@ impl Transport {
         let kex = self.kex.as_mut().ok_or(Error::Misuse("no kex"))?;
         let agreed = kex.negotiated.ok_or(Error::Misuse("not negotiated"))?;
         let (secret, q_c) = kex.ecdh.take().ok_or(Error::Misuse("no ecdh secret"))?;
-        let host_key =
-            PublicKey::from_blob(k_s).map_err(|e| PeerMisbehaved::BadKexSignature(format!("host key: {e}")))?;
+        let host_key = PublicKey::from_blob(k_s)
+            .map_err(|e| PeerMisbehaved::BadKexSignature(format!("host key: {e}")))?;
         if !host_key.accepts(agreed.host_key) {
-            return Err(PeerMisbehaved::HostKeyAlgorithm(host_key.algorithm_name().to_owned()).into());
+            return Err(
+                PeerMisbehaved::HostKeyAlgorithm(host_key.algorithm_name().to_owned()).into(),
+            );
         }
         let k = kex::x25519_shared_secret(secret, q_s)?;
         let h = ExchangeHashInput {

@@ -128,13 +128,19 @@ mod tests {
             "SSH-2.0-OpenSSH_9.2p1 Debian-2"
         );
         assert_eq!(version(&mut p, b"SSH-2.0-foo\n").unwrap(), "SSH-2.0-foo");
-        assert_eq!(version(&mut p, b"SSH-1.99-foo\r\n").unwrap(), "SSH-1.99-foo");
+        assert_eq!(
+            version(&mut p, b"SSH-1.99-foo\r\n").unwrap(),
+            "SSH-1.99-foo"
+        );
     }
 
     #[test]
     fn preamble_only_from_servers() {
         let input = b"hello there\r\nwelcome\nSSH-2.0-srv\r\n";
-        assert_eq!(version(&mut VersionParser::new(true), input).unwrap(), "SSH-2.0-srv");
+        assert_eq!(
+            version(&mut VersionParser::new(true), input).unwrap(),
+            "SSH-2.0-srv"
+        );
         assert!(matches!(
             VersionParser::new(false).parse(input),
             Err(PeerMisbehaved::BadVersion(_))
@@ -157,7 +163,10 @@ mod tests {
             VersionParser::new(false).parse(b"GET / HTTP/1.1"),
             Err(PeerMisbehaved::BadVersion(_))
         ));
-        assert_eq!(VersionParser::new(false).parse(b"SSH-2.0-x"), Ok(Parsed::NeedMore));
+        assert_eq!(
+            VersionParser::new(false).parse(b"SSH-2.0-x"),
+            Ok(Parsed::NeedMore)
+        );
         let mut p = VersionParser::new(true);
         let mut input = Vec::new();
         for _ in 0..=MAX_PREAMBLE_LINES {

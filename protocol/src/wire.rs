@@ -97,7 +97,9 @@ impl<'a> Reader<'a> {
             return Err(WireError::NotAscii(what));
         }
         // Checked ASCII above, so this cannot fail.
-        Ok(NameList(core::str::from_utf8(s).map_err(|_| WireError::NotAscii(what))?))
+        Ok(NameList(
+            core::str::from_utf8(s).map_err(|_| WireError::NotAscii(what))?,
+        ))
     }
 
     /// `mpint` as its raw two's complement bytes (sign byte included when present).

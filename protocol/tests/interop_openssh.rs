@@ -31,7 +31,12 @@ impl Conn {
     fn new(t: Transport, s: TcpStream) -> Self {
         s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
         s.set_nodelay(true).unwrap();
-        Self { t, s, rx: Vec::new(), events: Vec::new() }
+        Self {
+            t,
+            s,
+            rx: Vec::new(),
+            events: Vec::new(),
+        }
     }
 
     fn flush(&mut self) {
@@ -107,10 +112,21 @@ fn client_role_against_real_sshd() {
         ..SshdOptions::default()
     });
     let _ = dir;
-    let pins: Vec<PublicKey> = sshd.host_public_keys.iter().map(|l| PublicKey::from_openssh(l).unwrap()).collect();
-    let mut cases: Vec<(CipherAlg, Option<MacAlg>, SigAlg)> =
-        cipher_mac_matrix().into_iter().map(|(c, m)| (c, m, SigAlg::Ed25519)).collect();
-    for alg in [SigAlg::RsaSha2_512, SigAlg::RsaSha2_256, SigAlg::EcdsaP256, SigAlg::EcdsaP384] {
+    let pins: Vec<PublicKey> = sshd
+        .host_public_keys
+        .iter()
+        .map(|l| PublicKey::from_openssh(l).unwrap())
+        .collect();
+    let mut cases: Vec<(CipherAlg, Option<MacAlg>, SigAlg)> = cipher_mac_matrix()
+        .into_iter()
+        .map(|(c, m)| (c, m, SigAlg::Ed25519))
+        .collect();
+    for alg in [
+        SigAlg::RsaSha2_512,
+        SigAlg::RsaSha2_256,
+        SigAlg::EcdsaP256,
+        SigAlg::EcdsaP384,
+    ] {
         cases.push((CipherAlg::ChaCha20Poly1305, None, alg));
     }
     for (cipher, mac, host_alg) in cases {
@@ -122,19 +138,33 @@ fn client_role_against_real_sshd() {
         };
         let t = Transport::client(
             Arc::new(config),
-            ClientOptions { host_key_check: HostKeyCheck::Pinned(pins.clone()), prefer_cipher: None },
+            ClientOptions {
+                host_key_check: HostKeyCheck::Pinned(pins.clone()),
+                prefer_cipher: None,
+                prefer_mac: None,
+            },
             seed(),
             Instant::now(),
         );
         let mut c = Conn::new(t, TcpStream::connect(sshd.addr()).unwrap());
         c.t.request_service(auth::SERVICE).unwrap();
-        let none = Request { user: "root", service: auth::CONNECTION_SERVICE, method: Method::None };
+        let none = Request {
+            user: "root",
+            service: auth::CONNECTION_SERVICE,
+            method: Method::None,
+        };
         c.t.send(&none.encode()).unwrap();
         let what = format!("{cipher:?}/{mac:?}/{host_alg:?}");
-        let p = c.next_packet().unwrap_or_else(|e| panic!("{what}: {e}\nsshd log:\n{}", sshd.log()));
+        let p = c
+            .next_packet()
+            .unwrap_or_else(|e| panic!("{what}: {e}\nsshd log:\n{}", sshd.log()));
         assert_eq!(p[0], msg::USERAUTH_FAILURE, "{what}");
         let f = Failure::parse(&p).unwrap();
-        assert!(f.methods.contains("publickey"), "{what}: {}", f.methods.as_str());
+        assert!(
+            f.methods.contains("publickey"),
+            "{what}: {}",
+            f.methods.as_str()
+        );
         assert!(c.t.peer_version().unwrap().starts_with("SSH-2.0-OpenSSH_"));
         assert!(c.t.strict_kex(), "OpenSSH 9.x offers strict kex");
         let algs = c.events.iter().find_map(|e| match e {
@@ -142,14 +172,27 @@ fn client_role_against_real_sshd() {
             _ => None,
         });
         let algs = algs.expect("kex done");
-        assert_eq!((algs.cipher_c2s, algs.mac_c2s, algs.host_key), (cipher, mac, host_alg), "{what}");
+        assert_eq!(
+            (algs.cipher_c2s, algs.mac_c2s, algs.host_key),
+            (cipher, mac, host_alg),
+            "{what}"
+        );
         assert!(c.events.iter().any(|e| matches!(e, Event::HostKey(_))));
-        assert!(c.events.iter().any(|e| matches!(e, Event::ExtInfo(i) if i.server_sig_algs.is_some())));
+        assert!(c
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::ExtInfo(i) if i.server_sig_algs.is_some())));
 
         // Public-key login as a client: our signature over the session id.
         let sid = c.t.session_id().unwrap().to_vec();
-        let req = auth::signed_publickey_request(&sid, "root", auth::CONNECTION_SERVICE, &user_key, SigAlg::Ed25519)
-            .unwrap();
+        let req = auth::signed_publickey_request(
+            &sid,
+            "root",
+            auth::CONNECTION_SERVICE,
+            &user_key,
+            SigAlg::Ed25519,
+        )
+        .unwrap();
         c.t.send(&req).unwrap();
         let p = loop {
             let p = c.next_packet().unwrap();
@@ -169,7 +212,11 @@ fn client_role_refuses_wrong_pinned_host_key() {
     let wrong = PrivateKey::generate_ed25519(&mut rand_core::OsRng).public();
     let t = Transport::client(
         Arc::new(Config::default()),
-        ClientOptions { host_key_check: HostKeyCheck::Pinned(vec![wrong]), prefer_cipher: None },
+        ClientOptions {
+            host_key_check: HostKeyCheck::Pinned(vec![wrong]),
+            prefer_cipher: None,
+            prefer_mac: None,
+        },
         seed(),
         Instant::now(),
     );
@@ -183,7 +230,12 @@ fn client_role_refuses_wrong_pinned_host_key() {
 
 /// Our server side: kex, then publickey auth for `authorized`; stops after the first
 /// message past USERAUTH_SUCCESS.
-fn serve_one(listener: TcpListener, host_key: Arc<[PrivateKey]>, config: Config, authorized: PublicKey) -> Result<(), Error> {
+fn serve_one(
+    listener: TcpListener,
+    host_key: Arc<[PrivateKey]>,
+    config: Config,
+    authorized: PublicKey,
+) -> Result<(), Error> {
     let (s, _) = listener.accept().unwrap();
     let t = Transport::server(Arc::new(config), host_key, seed(), Instant::now());
     let mut c = Conn::new(t, s);
@@ -198,12 +250,21 @@ fn serve_one(listener: TcpListener, host_key: Arc<[PrivateKey]>, config: Config,
         let sid = c.t.session_id().unwrap().to_vec();
         let req = Request::parse(&p)?;
         let reply = match req.method {
-            Method::PublicKey { algorithm, key_blob, signature: None } => match auth::check_publickey(algorithm, key_blob) {
+            Method::PublicKey {
+                algorithm,
+                key_blob,
+                signature: None,
+            } => match auth::check_publickey(algorithm, key_blob) {
                 Ok((k, _)) if k == authorized => auth::encode_pk_ok(algorithm, key_blob),
                 _ => auth::encode_failure(["publickey"], false),
             },
-            Method::PublicKey { algorithm, key_blob, signature: Some(sig) } => {
-                match auth::verify_publickey(&sid, req.user, req.service, algorithm, key_blob, sig) {
+            Method::PublicKey {
+                algorithm,
+                key_blob,
+                signature: Some(sig),
+            } => {
+                match auth::verify_publickey(&sid, req.user, req.service, algorithm, key_blob, sig)
+                {
                     Ok(k) if k == authorized => auth::encode_success(),
                     _ => auth::encode_failure(["publickey"], false),
                 }
@@ -222,45 +283,76 @@ fn user_key_files(dir: &Path, kind: &str) -> (std::path::PathBuf, PublicKey) {
         "ecdsa" => keygen(&path, "ecdsa", Some(256)),
         k => keygen(&path, k, None),
     }
-    let public = PublicKey::from_openssh(&std::fs::read_to_string(path.with_extension("pub")).unwrap()).unwrap();
+    let public =
+        PublicKey::from_openssh(&std::fs::read_to_string(path.with_extension("pub")).unwrap())
+            .unwrap();
     (path, public)
 }
 
 #[test]
 fn server_role_accepts_real_ssh_client() {
     let dir = tempfile::tempdir().unwrap();
-    let host_key: Arc<[PrivateKey]> = Arc::from(vec![PrivateKey::generate_ed25519(&mut rand_core::OsRng)]);
+    let host_key: Arc<[PrivateKey]> =
+        Arc::from(vec![PrivateKey::generate_ed25519(&mut rand_core::OsRng)]);
     let (ed_path, ed_pub) = user_key_files(dir.path(), "ed25519");
     let mut cases: Vec<(String, String, std::path::PathBuf, PublicKey)> = cipher_mac_matrix()
         .into_iter()
         .map(|(c, m)| {
-            (c.name().to_owned(), m.map_or("hmac-sha2-256".to_owned(), |m| m.name().to_owned()), ed_path.clone(), ed_pub.clone())
+            (
+                c.name().to_owned(),
+                m.map_or("hmac-sha2-256".to_owned(), |m| m.name().to_owned()),
+                ed_path.clone(),
+                ed_pub.clone(),
+            )
         })
         .collect();
     // Other user key types, once each.
     for kind in ["rsa", "ecdsa"] {
         let (p, k) = user_key_files(dir.path(), kind);
-        cases.push(("aes128-gcm@openssh.com".into(), "hmac-sha2-256".into(), p, k));
+        cases.push((
+            "aes128-gcm@openssh.com".into(),
+            "hmac-sha2-256".into(),
+            p,
+            k,
+        ));
     }
     for (cipher, mac, key_path, key_pub) in cases {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let hk = host_key.clone();
-        let server = std::thread::spawn(move || serve_one(listener, hk, Config::default(), key_pub));
+        let server =
+            std::thread::spawn(move || serve_one(listener, hk, Config::default(), key_pub));
         let mut cmd: Command = ssh_command("ssh", port, Some(&key_path));
-        cmd.args(["-v", "-o", &format!("Ciphers={cipher}"), "-o", &format!("MACs={mac}")])
-            .args(["-o", "KexAlgorithms=curve25519-sha256", "-o", "LogLevel=DEBUG1"])
-            .args(["root@127.0.0.1", "true"]);
+        cmd.args([
+            "-v",
+            "-o",
+            &format!("Ciphers={cipher}"),
+            "-o",
+            &format!("MACs={mac}"),
+        ])
+        .args([
+            "-o",
+            "KexAlgorithms=curve25519-sha256",
+            "-o",
+            "LogLevel=DEBUG1",
+        ])
+        .args(["root@127.0.0.1", "true"]);
         let out = run_with_timeout(cmd, Duration::from_secs(30));
         let stderr = String::from_utf8_lossy(&out.stderr);
         let served = server.join().unwrap();
-        assert!(served.is_ok(), "{cipher}/{mac}: server side failed: {served:?}\nssh said:\n{stderr}");
+        assert!(
+            served.is_ok(),
+            "{cipher}/{mac}: server side failed: {served:?}\nssh said:\n{stderr}"
+        );
         assert!(
             stderr.contains("Authenticated to 127.0.0.1") && stderr.contains("using \"publickey\""),
             "{cipher}/{mac} with {}: ssh did not authenticate:\n{stderr}",
             key_path.display()
         );
         assert!(stderr.contains(&format!("cipher: {cipher}")), "{stderr}");
-        assert!(stderr.contains("kex_input_ext_info: server-sig-algs"), "{stderr}");
+        assert!(
+            stderr.contains("kex_input_ext_info: server-sig-algs"),
+            "{stderr}"
+        );
     }
 }

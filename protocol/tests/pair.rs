@@ -24,7 +24,13 @@ struct Side {
 
 impl Side {
     fn new(t: Transport) -> Self {
-        Self { t, rx: Vec::new(), got: Vec::new(), events: Vec::new(), error: None }
+        Self {
+            t,
+            rx: Vec::new(),
+            got: Vec::new(),
+            events: Vec::new(),
+            error: None,
+        }
     }
 
     /// Read everything readable; returns whether anything happened.
@@ -66,20 +72,38 @@ fn keys(k: PrivateKey) -> Arc<[PrivateKey]> {
 }
 
 impl Pair {
-    fn new(client_config: Config, server_config: Config, host_keys: Arc<[PrivateKey]>, check: HostKeyCheck) -> Self {
+    fn new(
+        client_config: Config,
+        server_config: Config,
+        host_keys: Arc<[PrivateKey]>,
+        check: HostKeyCheck,
+    ) -> Self {
         let now = Instant::now();
         let client = Transport::client(
             Arc::new(client_config),
-            ClientOptions { host_key_check: check, prefer_cipher: None },
+            ClientOptions {
+                host_key_check: check,
+                prefer_cipher: None,
+                prefer_mac: None,
+            },
             [1; 32],
             now,
         );
         let server = Transport::server(Arc::new(server_config), host_keys, [2; 32], now);
-        Self { client: Side::new(client), server: Side::new(server), now }
+        Self {
+            client: Side::new(client),
+            server: Side::new(server),
+            now,
+        }
     }
 
     fn default_pair() -> Self {
-        Self::new(Config::default(), Config::default(), keys(host_key()), HostKeyCheck::AcceptAny)
+        Self::new(
+            Config::default(),
+            Config::default(),
+            keys(host_key()),
+            HostKeyCheck::AcceptAny,
+        )
     }
 
     /// Move bytes both ways until nothing changes.
@@ -123,38 +147,67 @@ fn data_payload(i: u32, len: usize) -> Vec<u8> {
 #[test]
 fn handshake_and_data_for_every_cipher_and_mac() {
     for cipher in CipherAlg::ALL {
-        let macs: Vec<Option<MacAlg>> =
-            if cipher.is_aead() { vec![None] } else { MacAlg::ALL.iter().copied().map(Some).collect() };
+        let macs: Vec<Option<MacAlg>> = if cipher.is_aead() {
+            vec![None]
+        } else {
+            MacAlg::ALL.iter().copied().map(Some).collect()
+        };
         for mac in macs {
             let server_cfg = Config {
                 ciphers: vec![cipher],
                 macs: mac.map_or_else(|| MacAlg::ALL.to_vec(), |m| vec![m]),
                 ..Config::default()
             };
-            let mut pair = Pair::new(Config::default(), server_cfg, keys(host_key()), HostKeyCheck::AcceptAny);
+            let mut pair = Pair::new(
+                Config::default(),
+                server_cfg,
+                keys(host_key()),
+                HostKeyCheck::AcceptAny,
+            );
             pair.drive();
-            assert!(pair.established(), "{cipher:?}/{mac:?}: {:?} {:?}", pair.client.error, pair.server.error);
+            assert!(
+                pair.established(),
+                "{cipher:?}/{mac:?}: {:?} {:?}",
+                pair.client.error,
+                pair.server.error
+            );
             assert!(pair.client.t.strict_kex() && pair.server.t.strict_kex());
             assert_eq!(pair.client.t.session_id(), pair.server.t.session_id());
             let done = pair.client.events.iter().find_map(|e| match e {
-                Event::KexDone { first: true, algorithms } => Some(*algorithms),
+                Event::KexDone {
+                    first: true,
+                    algorithms,
+                } => Some(*algorithms),
                 _ => None,
             });
             let algs = done.expect("KexDone event");
             assert_eq!((algs.cipher_c2s, algs.cipher_s2c), (cipher, cipher));
             assert_eq!(algs.mac_c2s, mac);
-            assert!(pair.client.events.iter().any(|e| matches!(e, Event::HostKey(_))));
+            assert!(pair
+                .client
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::HostKey(_))));
             // The client announced ext-info-c: the server's EXT_INFO arrived.
             assert!(pair.client.events.iter().any(|e| matches!(e,
                 Event::ExtInfo(i) if i.server_sig_algs.as_ref().is_some_and(|l| l.iter().any(|a| a == "ssh-ed25519")))));
-            for (i, len) in [1usize, 15, 16, 17, 1000, 32 * 1024, 200_000].into_iter().enumerate() {
+            for (i, len) in [1usize, 15, 16, 17, 1000, 32 * 1024, 200_000]
+                .into_iter()
+                .enumerate()
+            {
                 pair.client.t.send(&data_payload(i as u32, len)).unwrap();
-                pair.server.t.send(&data_payload(i as u32 + 100, len)).unwrap();
+                pair.server
+                    .t
+                    .send(&data_payload(i as u32 + 100, len))
+                    .unwrap();
             }
             pair.drive();
             assert!(pair.client.error.is_none() && pair.server.error.is_none());
             assert_eq!(pair.server.got.len(), 7, "{cipher:?}/{mac:?}");
-            for (i, len) in [1usize, 15, 16, 17, 1000, 32 * 1024, 200_000].into_iter().enumerate() {
+            for (i, len) in [1usize, 15, 16, 17, 1000, 32 * 1024, 200_000]
+                .into_iter()
+                .enumerate()
+            {
                 assert_eq!(pair.server.got[i], data_payload(i as u32, len));
                 assert_eq!(pair.client.got[i], data_payload(i as u32 + 100, len));
             }
@@ -166,9 +219,20 @@ fn handshake_and_data_for_every_cipher_and_mac() {
 fn mixed_ciphers_per_direction() {
     // The client proposes GCM first for its own direction; server prefers nothing. Each
     // direction is negotiated independently (RFC 4253 7.1).
-    let client_cfg = Config { ciphers: vec![CipherAlg::Aes256Gcm, CipherAlg::ChaCha20Poly1305], ..Config::default() };
-    let server_cfg = Config { ciphers: vec![CipherAlg::ChaCha20Poly1305, CipherAlg::Aes256Gcm], ..Config::default() };
-    let mut pair = Pair::new(client_cfg, server_cfg, keys(host_key()), HostKeyCheck::AcceptAny);
+    let client_cfg = Config {
+        ciphers: vec![CipherAlg::Aes256Gcm, CipherAlg::ChaCha20Poly1305],
+        ..Config::default()
+    };
+    let server_cfg = Config {
+        ciphers: vec![CipherAlg::ChaCha20Poly1305, CipherAlg::Aes256Gcm],
+        ..Config::default()
+    };
+    let mut pair = Pair::new(
+        client_cfg,
+        server_cfg,
+        keys(host_key()),
+        HostKeyCheck::AcceptAny,
+    );
     pair.drive();
     assert!(pair.established());
     pair.client.t.send(&data_payload(1, 5000)).unwrap();
@@ -188,7 +252,10 @@ fn rekey_during_transfer(client_starts: bool) {
         // Interleave: queue a burst from both sides, move some bytes, rekey in the middle.
         for _ in 0..20 {
             pair.client.t.send(&data_payload(sent, 16 * 1024)).unwrap();
-            pair.server.t.send(&data_payload(sent + 1_000_000, 8 * 1024)).unwrap();
+            pair.server
+                .t
+                .send(&data_payload(sent + 1_000_000, 8 * 1024))
+                .unwrap();
             sent += 1;
         }
         if sent == 300 {
@@ -199,20 +266,36 @@ fn rekey_during_transfer(client_starts: bool) {
             }
             // Packets sent now are queued behind the KEXINIT until NEWKEYS.
             pair.client.t.send(&data_payload(sent, 100)).unwrap();
-            pair.server.t.send(&data_payload(sent + 1_000_000, 100)).unwrap();
+            pair.server
+                .t
+                .send(&data_payload(sent + 1_000_000, 100))
+                .unwrap();
             sent += 1;
         }
         pair.drive();
     }
-    assert!(pair.client.error.is_none() && pair.server.error.is_none(), "{:?} {:?}", pair.client.error, pair.server.error);
+    assert!(
+        pair.client.error.is_none() && pair.server.error.is_none(),
+        "{:?} {:?}",
+        pair.client.error,
+        pair.server.error
+    );
     assert_eq!(pair.client.t.kex_count(), 2);
     assert_eq!(pair.server.t.kex_count(), 2);
     assert_eq!(pair.server.got.len(), sent as usize);
     for (i, p) in pair.server.got.iter().enumerate() {
-        assert_eq!(&p[1..5], &(i as u32).to_be_bytes(), "client->server packet {i} out of order");
+        assert_eq!(
+            &p[1..5],
+            &(i as u32).to_be_bytes(),
+            "client->server packet {i} out of order"
+        );
     }
     for (i, p) in pair.client.got.iter().enumerate() {
-        assert_eq!(&p[1..5], &(i as u32 + 1_000_000).to_be_bytes(), "server->client packet {i} out of order");
+        assert_eq!(
+            &p[1..5],
+            &(i as u32 + 1_000_000).to_be_bytes(),
+            "server->client packet {i} out of order"
+        );
     }
 }
 
@@ -228,22 +311,36 @@ fn rekey_started_by_server_mid_transfer() {
 
 #[test]
 fn automatic_rekey_after_byte_and_time_limits() {
-    let small = Config { rekey_bytes: 256 * 1024, ..Config::default() };
-    let mut pair = Pair::new(small.clone(), Config::default(), keys(host_key()), HostKeyCheck::AcceptAny);
+    let small = Config {
+        rekey_bytes: 256 * 1024,
+        ..Config::default()
+    };
+    let mut pair = Pair::new(
+        small.clone(),
+        Config::default(),
+        keys(host_key()),
+        HostKeyCheck::AcceptAny,
+    );
     pair.drive();
     for i in 0..64 {
         pair.client.t.send(&data_payload(i, 32 * 1024)).unwrap();
         pair.drive();
     }
     assert_eq!(pair.server.got.len(), 64);
-    assert!(pair.client.t.kex_count() >= 6, "kex count {}", pair.client.t.kex_count());
+    assert!(
+        pair.client.t.kex_count() >= 6,
+        "kex count {}",
+        pair.client.t.kex_count()
+    );
     assert_eq!(pair.client.t.kex_count(), pair.server.t.kex_count());
 
     let mut pair = Pair::default_pair();
     pair.drive();
     let deadline = pair.server.t.poll_timeout().expect("rekey deadline");
     assert!(deadline >= pair.now + Duration::from_secs(3599));
-    pair.server.t.handle_timeout(pair.now + Duration::from_secs(10));
+    pair.server
+        .t
+        .handle_timeout(pair.now + Duration::from_secs(10));
     pair.drive();
     assert_eq!(pair.server.t.kex_count(), 1);
     pair.server.t.handle_timeout(deadline);
@@ -262,7 +359,11 @@ fn strict_kex_refuses_ignore_before_newkeys() {
     pair.server.read_all(pair.now);
     assert!(pair.server.error.is_none());
     let mut ignore = Vec::new();
-    Sealer::new().seal_into(&mut ignore, &[msg::IGNORE, 0, 0, 0, 0], &mut rand_chacha::ChaCha20Rng::from_seed([0; 32]));
+    Sealer::new().seal_into(
+        &mut ignore,
+        &[msg::IGNORE, 0, 0, 0, 0],
+        &mut rand_chacha::ChaCha20Rng::from_seed([0; 32]),
+    );
     pair.server.rx.extend_from_slice(&ignore);
     pair.server.read_all(pair.now);
     match &pair.server.error {
@@ -277,13 +378,20 @@ fn strict_kex_refuses_ignore_before_newkeys() {
 #[test]
 fn ignore_before_kexinit_without_strict_kex_is_fine_but_not_with_it() {
     // Without strict kex on either side an IGNORE first is legal.
-    let lax = Config { strict_kex: false, ..Config::default() };
+    let lax = Config {
+        strict_kex: false,
+        ..Config::default()
+    };
     let mut pair = Pair::new(lax.clone(), lax, keys(host_key()), HostKeyCheck::AcceptAny);
     let mut out = pair.client.t.transmit().to_vec();
     pair.client.t.advance_transmit(out.len());
     let line_end = out.iter().position(|&b| b == b'\n').unwrap() + 1;
     let mut ignore = Vec::new();
-    Sealer::new().seal_into(&mut ignore, &[msg::IGNORE, 0, 0, 0, 0], &mut rand_chacha::ChaCha20Rng::from_seed([0; 32]));
+    Sealer::new().seal_into(
+        &mut ignore,
+        &[msg::IGNORE, 0, 0, 0, 0],
+        &mut rand_chacha::ChaCha20Rng::from_seed([0; 32]),
+    );
     out.splice(line_end..line_end, ignore.iter().copied());
     pair.server.rx.extend_from_slice(&out);
     pair.drive();
@@ -297,13 +405,23 @@ fn ignore_before_kexinit_without_strict_kex_is_fine_but_not_with_it() {
     out.splice(line_end..line_end, ignore.iter().copied());
     pair.server.rx.extend_from_slice(&out);
     pair.drive();
-    assert!(matches!(pair.server.error, Some(Error::Peer(PeerMisbehaved::StrictKex { .. }))), "{:?}", pair.server.error);
+    assert!(
+        matches!(
+            pair.server.error,
+            Some(Error::Peer(PeerMisbehaved::StrictKex { .. }))
+        ),
+        "{:?}",
+        pair.server.error
+    );
 }
 
 #[test]
 fn tampered_ciphertext_is_rejected() {
     for cipher in CipherAlg::ALL {
-        let cfg = Config { ciphers: vec![cipher], ..Config::default() };
+        let cfg = Config {
+            ciphers: vec![cipher],
+            ..Config::default()
+        };
         let mut pair = Pair::new(cfg.clone(), cfg, keys(host_key()), HostKeyCheck::AcceptAny);
         pair.drive();
         pair.client.t.send(&data_payload(7, 100)).unwrap();
@@ -312,7 +430,11 @@ fn tampered_ciphertext_is_rejected() {
         wire[20] ^= 0x01;
         pair.server.rx.extend_from_slice(&wire);
         pair.server.read_all(pair.now);
-        assert_eq!(pair.server.error, Some(Error::Peer(PeerMisbehaved::BadMac)), "{cipher:?}");
+        assert_eq!(
+            pair.server.error,
+            Some(Error::Peer(PeerMisbehaved::BadMac)),
+            "{cipher:?}"
+        );
         assert!(pair.server.got.is_empty());
     }
 }
@@ -327,39 +449,83 @@ fn oversized_length_is_rejected_before_buffering() {
     out.extend_from_slice(&[0; 12]);
     pair.server.rx.extend_from_slice(&out);
     pair.server.read_all(pair.now);
-    assert!(matches!(pair.server.error, Some(Error::Peer(PeerMisbehaved::PacketLength(_)))), "{:?}", pair.server.error);
+    assert!(
+        matches!(
+            pair.server.error,
+            Some(Error::Peer(PeerMisbehaved::PacketLength(_)))
+        ),
+        "{:?}",
+        pair.server.error
+    );
 
-    let cfg = Config { ciphers: vec![CipherAlg::Aes128Gcm], ..Config::default() };
+    let cfg = Config {
+        ciphers: vec![CipherAlg::Aes128Gcm],
+        ..Config::default()
+    };
     let mut pair = Pair::new(cfg.clone(), cfg, keys(host_key()), HostKeyCheck::AcceptAny);
     pair.drive();
     let mut huge = (1u32 << 30).to_be_bytes().to_vec();
     huge.extend_from_slice(&[0; 16]);
     pair.server.rx.extend_from_slice(&huge);
     pair.server.read_all(pair.now);
-    assert!(matches!(pair.server.error, Some(Error::Peer(PeerMisbehaved::PacketLength(_)))));
+    assert!(matches!(
+        pair.server.error,
+        Some(Error::Peer(PeerMisbehaved::PacketLength(_)))
+    ));
 }
 
 #[test]
 fn pinned_host_key_is_enforced() {
     let key = host_key();
     let other = PrivateKey::generate_ed25519(&mut rand_chacha::ChaCha20Rng::from_seed([4; 32]));
-    let mut pair =
-        Pair::new(Config::default(), Config::default(), keys(host_key()), HostKeyCheck::Pinned(vec![key.public()]));
+    let mut pair = Pair::new(
+        Config::default(),
+        Config::default(),
+        keys(host_key()),
+        HostKeyCheck::Pinned(vec![key.public()]),
+    );
     pair.drive();
     assert!(pair.established());
-    let mut pair = Pair::new(Config::default(), Config::default(), keys(key), HostKeyCheck::Pinned(vec![other.public()]));
+    let mut pair = Pair::new(
+        Config::default(),
+        Config::default(),
+        keys(key),
+        HostKeyCheck::Pinned(vec![other.public()]),
+    );
     pair.drive();
-    assert!(matches!(pair.client.error, Some(Error::HostKeyMismatch { .. })), "{:?}", pair.client.error);
+    assert!(
+        matches!(pair.client.error, Some(Error::HostKeyMismatch { .. })),
+        "{:?}",
+        pair.client.error
+    );
     assert!(!pair.server.t.is_established());
     // The server learns why: the client sent DISCONNECT (host key not verifiable).
-    assert!(matches!(pair.server.error, Some(Error::PeerDisconnected { reason: 9, .. })), "{:?}", pair.server.error);
+    assert!(
+        matches!(
+            pair.server.error,
+            Some(Error::PeerDisconnected { reason: 9, .. })
+        ),
+        "{:?}",
+        pair.server.error
+    );
 }
 
 #[test]
 fn no_common_algorithm_is_reported_with_both_lists() {
-    let client_cfg = Config { ciphers: vec![CipherAlg::Aes128Ctr], ..Config::default() };
-    let server_cfg = Config { ciphers: vec![CipherAlg::ChaCha20Poly1305], ..Config::default() };
-    let mut pair = Pair::new(client_cfg, server_cfg, keys(host_key()), HostKeyCheck::AcceptAny);
+    let client_cfg = Config {
+        ciphers: vec![CipherAlg::Aes128Ctr],
+        ..Config::default()
+    };
+    let server_cfg = Config {
+        ciphers: vec![CipherAlg::ChaCha20Poly1305],
+        ..Config::default()
+    };
+    let mut pair = Pair::new(
+        client_cfg,
+        server_cfg,
+        keys(host_key()),
+        HostKeyCheck::AcceptAny,
+    );
     pair.drive();
     match &pair.server.error {
         Some(Error::NoCommonAlgorithm { what, ours, theirs }) => {
@@ -376,12 +542,24 @@ fn service_request_is_accepted_after_kex() {
     let mut pair = Pair::default_pair();
     pair.client.t.request_service("ssh-userauth").unwrap();
     pair.drive();
-    assert!(pair.client.events.contains(&Event::ServiceAccepted("ssh-userauth".into())));
-    assert!(pair.server.events.contains(&Event::ServiceAccepted("ssh-userauth".into())));
+    assert!(pair
+        .client
+        .events
+        .contains(&Event::ServiceAccepted("ssh-userauth".into())));
+    assert!(pair
+        .server
+        .events
+        .contains(&Event::ServiceAccepted("ssh-userauth".into())));
     pair.client.t.request_service("ssh-nonsense").unwrap();
     pair.drive();
-    assert!(matches!(pair.server.error, Some(Error::Peer(PeerMisbehaved::UnknownService(_)))));
-    assert!(matches!(pair.client.error, Some(Error::PeerDisconnected { reason: 7, .. })));
+    assert!(matches!(
+        pair.server.error,
+        Some(Error::Peer(PeerMisbehaved::UnknownService(_)))
+    ));
+    assert!(matches!(
+        pair.client.error,
+        Some(Error::PeerDisconnected { reason: 7, .. })
+    ));
 }
 
 #[test]
@@ -396,12 +574,24 @@ fn host_key_types_from_fixtures() {
         ("ecdsa384", SigAlg::EcdsaP384),
         ("ed25519", SigAlg::Ed25519),
     ] {
-        let Ok(text) = std::fs::read_to_string(format!("{dir}/{file}")) else { continue };
+        let Ok(text) = std::fs::read_to_string(format!("{dir}/{file}")) else {
+            continue;
+        };
         seen += 1;
         let key = PrivateKey::from_openssh(&text).unwrap();
-        let mut pair = Pair::new(Config::default(), Config::default(), keys(key), HostKeyCheck::AcceptAny);
+        let mut pair = Pair::new(
+            Config::default(),
+            Config::default(),
+            keys(key),
+            HostKeyCheck::AcceptAny,
+        );
         pair.drive();
-        assert!(pair.established(), "{file}: {:?} {:?}", pair.client.error, pair.server.error);
+        assert!(
+            pair.established(),
+            "{file}: {:?} {:?}",
+            pair.client.error,
+            pair.server.error
+        );
         let algs = pair.client.events.iter().find_map(|e| match e {
             Event::KexDone { algorithms, .. } => Some(*algorithms),
             _ => None,
