@@ -19,6 +19,7 @@ use sshr_protocol::hostkey::PublicKey;
 use toml::Spanned;
 
 use crate::pool::RELAY_BUFFER_SIZE;
+use crate::tunnel::TunnelPolicy;
 
 /// The built-in configuration, used when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = include_str!("default_config.toml");
@@ -45,6 +46,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     pub limits: Limits,
     pub rekey: Rekey,
+    /// `[tunnels]`: default policy and alert thresholds of SSH tunnels (`ssh -w`).
+    pub tunnels: Tunnels,
     /// The free-form `[hooks]` table: settings for custom hook implementations. The
     /// built-in static table ignores it.
     pub hooks: toml::Table,
@@ -67,6 +70,9 @@ pub struct UserConfig {
     pub authorized_keys: AuthorizedKeys,
     /// Pinned upstream host keys; empty means unpinned.
     pub upstream_host_keys: Vec<PublicKey>,
+    /// `tunnel = "..."`: which SSH tunnels this user may open; `None` means
+    /// `tunnels.default`.
+    pub tunnel: Option<TunnelPolicy>,
 }
 
 /// Where a user's authorized keys come from.
@@ -106,6 +112,31 @@ pub struct Rekey {
     pub bytes: u64,
     /// Time since the leg's last key exchange.
     pub interval: Duration,
+}
+
+/// `[tunnels]`: SSH tunnels (`ssh -w`, `tun@openssh.com`) through the proxy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Tunnels {
+    /// The policy of users without a `tunnel` key (and of hooks that do not say).
+    pub default: TunnelPolicy,
+    /// A tunnel open longer than this gets one alert line; `None`: no alert.
+    pub max_duration: Option<Duration>,
+    /// A tunnel that carried more bytes (both ways) gets one alert line; `None`: no alert.
+    pub max_bytes: Option<u64>,
+    /// How often an open tunnel gets a log record with its duration and bytes.
+    pub report_interval: Duration,
+}
+
+impl Default for Tunnels {
+    fn default() -> Self {
+        Tunnels {
+            default: TunnelPolicy::Deny,
+            max_duration: None,
+            max_bytes: None,
+            report_interval: Duration::from_secs(60),
+        }
+    }
 }
 
 impl Default for Limits {
@@ -187,6 +218,8 @@ pub enum ConfigProblem {
     },
     #[error("user {user:?}: upstream_host_key is not a public key: {reason}")]
     BadUpstreamHostKey { user: String, reason: String },
+    #[error("`{key}` = {value:?} is not a tunnel policy: use {}", TunnelPolicy::NAMES)]
+    BadTunnelPolicy { key: &'static str, value: String },
 }
 
 impl ConfigError {
@@ -298,6 +331,8 @@ struct RawConfig {
     #[serde(default)]
     rekey: RawRekey,
     #[serde(default)]
+    tunnels: RawTunnels,
+    #[serde(default)]
     hooks: toml::Table,
     #[serde(default)]
     users: Vec<RawUser>,
@@ -321,6 +356,15 @@ struct RawRekey {
     seconds: Option<Spanned<u64>>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTunnels {
+    default: Option<Spanned<String>>,
+    max_duration_secs: Option<Spanned<u64>>,
+    max_bytes: Option<Spanned<u64>>,
+    report_interval_secs: Option<Spanned<u64>>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawUser {
@@ -330,6 +374,7 @@ struct RawUser {
     authorized_keys: Option<Spanned<Vec<Spanned<String>>>>,
     authorized_keys_file: Option<Spanned<String>>,
     upstream_host_key: Option<Spanned<OneOrMany>>,
+    tunnel: Option<Spanned<String>>,
 }
 
 /// `upstream_host_key` takes one key or a list (an upstream may have several).
@@ -404,6 +449,7 @@ impl Validator<'_> {
 
         let limits = self.limits(raw.limits)?;
         let rekey = self.rekey(raw.rekey)?;
+        let tunnels = self.tunnels(raw.tunnels)?;
 
         // users
         let mut seen: HashMap<String, usize> = HashMap::new();
@@ -432,6 +478,7 @@ impl Validator<'_> {
             metrics_listen,
             limits,
             rekey,
+            tunnels,
             hooks: raw.hooks,
             origin: self.origin.to_string(),
             path: None,
@@ -541,6 +588,52 @@ impl Validator<'_> {
         })
     }
 
+    fn tunnel_policy(
+        &self,
+        key: &'static str,
+        value: &Spanned<String>,
+    ) -> Result<TunnelPolicy, ConfigError> {
+        value.get_ref().parse().or_else(|()| {
+            self.err(
+                value.span(),
+                ConfigProblem::BadTunnelPolicy {
+                    key,
+                    value: value.get_ref().clone(),
+                },
+            )
+        })
+    }
+
+    fn tunnels(&self, raw: RawTunnels) -> Result<Tunnels, ConfigError> {
+        let d = Tunnels::default();
+        let default = match &raw.default {
+            Some(v) => self.tunnel_policy("tunnels.default", v)?,
+            None => d.default,
+        };
+        let max_duration = match raw.max_duration_secs {
+            Some(v) => Some(Duration::from_secs(self.nonzero(
+                "tunnels.max_duration_secs",
+                Some(v),
+                0,
+            )?)),
+            None => None,
+        };
+        let max_bytes = match raw.max_bytes {
+            Some(v) => Some(self.nonzero("tunnels.max_bytes", Some(v), 0)?),
+            None => None,
+        };
+        Ok(Tunnels {
+            default,
+            max_duration,
+            max_bytes,
+            report_interval: Duration::from_secs(self.nonzero(
+                "tunnels.report_interval_secs",
+                raw.report_interval_secs,
+                d.report_interval.as_secs(),
+            )?),
+        })
+    }
+
     fn user(&self, raw: RawUser, base: &Path) -> Result<UserConfig, ConfigError> {
         let name = raw.name.get_ref().clone();
         if let Err(reason) = check_user_name(&name) {
@@ -620,12 +713,17 @@ impl Validator<'_> {
                 keys
             }
         };
+        let tunnel = match &raw.tunnel {
+            Some(v) => Some(self.tunnel_policy("tunnel", v)?),
+            None => None,
+        };
         Ok(UserConfig {
             name,
             upstream: raw.upstream.into_inner(),
             upstream_user,
             authorized_keys,
             upstream_host_keys,
+            tunnel,
         })
     }
 }
@@ -869,6 +967,8 @@ upstream = "[2001:db8::5]:22"
         // The documented defaults are the code's defaults.
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.rekey, Rekey::default());
+        assert_eq!(c.tunnels, Tunnels::default());
+        assert_eq!(demo.tunnel, None);
     }
 
     #[test]
@@ -1105,6 +1205,57 @@ upstream = "[2001:db8::5]:22"
         let (p, _, _) =
             problem("listen = [\"127.0.0.1:1\"]\nhost_keys = [\"k\"]\nupstream_key = \" \"\n");
         assert!(matches!(p, ConfigProblem::EmptyPath("upstream_key")));
+    }
+
+    #[test]
+    fn tunnel_policy_and_thresholds() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.tunnels, Tunnels::default());
+        assert_eq!(c.tunnels.default, TunnelPolicy::Deny);
+        assert_eq!(c.tunnels.max_duration, None);
+        assert_eq!(c.tunnels.report_interval, Duration::from_secs(60));
+
+        let text = format!(
+            "{MINIMAL}[tunnels]\ndefault = \"point-to-point\"\nmax_duration_secs = 3600\n\
+             max_bytes = 1000000\nreport_interval_secs = 10\n\n\
+             [[users]]\nname = \"a\"\nupstream = \"h:22\"\ntunnel = \"ethernet\"\n\n\
+             [[users]]\nname = \"b\"\nupstream = \"h:22\"\n"
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.tunnels.default, TunnelPolicy::PointToPoint);
+        assert_eq!(c.tunnels.max_duration, Some(Duration::from_secs(3600)));
+        assert_eq!(c.tunnels.max_bytes, Some(1_000_000));
+        assert_eq!(c.tunnels.report_interval, Duration::from_secs(10));
+        assert_eq!(c.user("a").unwrap().tunnel, Some(TunnelPolicy::Ethernet));
+        assert_eq!(c.user("b").unwrap().tunnel, None);
+
+        let (p, line, shown) = problem(&format!(
+            "{MINIMAL}[[users]]\nname = \"a\"\nupstream = \"h:22\"\ntunnel = \"tun\"\n"
+        ));
+        assert!(
+            matches!(p, ConfigProblem::BadTunnelPolicy { key: "tunnel", ref value } if value == "tun"),
+            "{p:?}"
+        );
+        assert_eq!(line, Some(8));
+        assert!(shown.contains("point-to-point"), "{shown}");
+        let (p, line, _) = problem(&format!("{MINIMAL}[tunnels]\ndefault = \"maybe\"\n"));
+        assert!(matches!(
+            p,
+            ConfigProblem::BadTunnelPolicy {
+                key: "tunnels.default",
+                ..
+            }
+        ));
+        assert_eq!(line, Some(6));
+        for key in ["max_duration_secs", "max_bytes", "report_interval_secs"] {
+            let (p, _, _) = problem(&format!("{MINIMAL}[tunnels]\n{key} = 0\n"));
+            assert!(
+                matches!(p, ConfigProblem::Zero(k) if k == format!("tunnels.{key}")),
+                "{key}: {p:?}"
+            );
+        }
+        let (_, _, shown) = problem(&format!("{MINIMAL}[tunnels]\nmax_secs = 3\n"));
+        assert!(shown.contains("max_secs"), "{shown}");
     }
 
     #[test]

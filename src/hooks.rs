@@ -45,6 +45,8 @@ use std::time::Duration;
 use sshr_protocol::hostkey::{PrivateKey, PublicKey};
 use sshr_protocol::transport::HostKeyCheck;
 
+use crate::tunnel::TunnelPolicy;
+
 /// What the proxy knows about a login when it calls a hook.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -86,6 +88,9 @@ pub struct Upstream {
     pub user: String,
     /// Which host keys the upstream may present.
     pub host_key: HostKeyPolicy,
+    /// Which SSH tunnels (`ssh -w`) the user may open; `None`: the configuration's
+    /// `tunnels.default`.
+    pub tunnels: Option<TunnelPolicy>,
 }
 
 impl Upstream {
@@ -95,7 +100,14 @@ impl Upstream {
             addr: addr.into(),
             user: user.into(),
             host_key: HostKeyPolicy::Unpinned,
+            tunnels: None,
         }
+    }
+
+    /// The same upstream, with this tunnel policy instead of the configured default.
+    pub fn tunnels(mut self, policy: TunnelPolicy) -> Self {
+        self.tunnels = Some(policy);
+        self
     }
 
     /// The same upstream, accepting only these host keys.

@@ -29,6 +29,7 @@ pub mod providers;
 pub mod relay;
 pub mod session;
 pub mod shard;
+pub mod tunnel;
 pub mod upstream;
 
 pub use config::Config;

@@ -31,6 +31,7 @@ use tracing::{debug, info};
 
 use crate::leg::{Leg, LegError, RxBuf, Side, INLINE_RX};
 use crate::shard::ShardContext;
+use crate::tunnel::{self, OpenVerdict, SessionTunnels};
 
 /// Payload bytes a pump may queue (copied) for a leg that is in a key exchange before
 /// it waits instead. A key exchange takes a round trip; the channel windows bound what
@@ -38,17 +39,20 @@ use crate::shard::ShardContext;
 const MAX_QUEUED_DURING_KEX: usize = 4 << 20;
 
 /// Run the relay until either side goes away, then tell the other side why.
+/// `tunnels` holds the session's tunnel policy; its audit records end with the relay.
 pub async fn run(
     ctx: &ShardContext,
     client: Rc<Leg>,
     client_rx: RxBuf,
     upstream: Rc<Leg>,
     upstream_rx: RxBuf,
+    tunnels: SessionTunnels,
 ) {
     let started = Instant::now();
-    let up = pump(ctx, &client, client_rx, &upstream);
-    let down = pump(ctx, &upstream, upstream_rx, &client);
-    let end = futures_lite::future::or(up, down).await;
+    let up = pump(ctx, &client, client_rx, &upstream, &tunnels);
+    let down = pump(ctx, &upstream, upstream_rx, &client, &tunnels);
+    let watch = async { match tunnels.watch().await {} };
+    let end = futures_lite::future::or(futures_lite::future::or(up, down), watch).await;
     let (ended, other) = match end.side() {
         Side::Client => (&client, &upstream),
         Side::Upstream => (&upstream, &client),
@@ -99,11 +103,17 @@ pub async fn run(
 /// pool's cap is reached, which is backpressure, never unbounded memory. The pooled
 /// buffer goes back once traffic is light again, so idle sessions hold only the small
 /// buffers.
-async fn pump(ctx: &ShardContext, from: &Leg, mut rx: RxBuf, to: &Leg) -> LegError {
+async fn pump(
+    ctx: &ShardContext,
+    from: &Leg,
+    mut rx: RxBuf,
+    to: &Leg,
+    tunnels: &SessionTunnels,
+) -> LegError {
     let mut last_read = 0usize;
     loop {
         from.transport.borrow_mut().handle_timeout(Instant::now());
-        let need = match process(ctx, from, &mut rx, to).await {
+        let need = match process(ctx, from, &mut rx, to, tunnels).await {
             Ok(need) => need,
             Err(e) => {
                 // Wake a pump waiting on this leg, so that it sees the end too.
@@ -139,10 +149,35 @@ enum Verdict {
     Drop,
     /// Answer SSH_MSG_REQUEST_FAILURE on the arriving leg (a global request we refuse).
     RefuseGlobalRequest,
+    /// Answer SSH_MSG_CHANNEL_OPEN_FAILURE on the arriving leg (a tunnel we refuse).
+    RefuseChannelOpen {
+        recipient: u32,
+        description: &'static str,
+    },
 }
 
-fn classify(from: Side, payload: &[u8]) -> Verdict {
+fn classify(from: Side, payload: &[u8], tunnels: &SessionTunnels) -> Verdict {
     match payload[0] {
+        // Tunnels (`ssh -w`): the policy, and the channel ids and bytes for the audit.
+        msg::CHANNEL_DATA => {
+            tunnels.channel_data(from, payload);
+            Verdict::Forward
+        }
+        msg::CHANNEL_OPEN if from == Side::Client => match tunnels.client_channel_open(payload) {
+            OpenVerdict::Forward => Verdict::Forward,
+            OpenVerdict::Drop => Verdict::Drop,
+            OpenVerdict::Refuse {
+                recipient,
+                description,
+            } => Verdict::RefuseChannelOpen {
+                recipient,
+                description,
+            },
+        },
+        msg::CHANNEL_OPEN_CONFIRMATION | msg::CHANNEL_OPEN_FAILURE | msg::CHANNEL_CLOSE => {
+            tunnels.channel_control(from, payload);
+            Verdict::Forward
+        }
         // Late user-auth messages stay on their leg (RFC 4252 5.1).
         50..=79 => Verdict::Drop,
         msg::GLOBAL_REQUEST => {
@@ -174,6 +209,7 @@ async fn process(
     from: &Leg,
     rx: &mut RxBuf,
     to: &Leg,
+    tunnels: &SessionTunnels,
 ) -> Result<usize, LegError> {
     let mut batch = Batch {
         permit: None,
@@ -206,7 +242,7 @@ async fn process(
             Ok(Input::Packet { len, payload }) => {
                 let start = rx.start;
                 let payload = start + payload.start..start + payload.end;
-                match classify(from.side, &rx.data()[payload.clone()]) {
+                match classify(from.side, &rx.data()[payload.clone()], tunnels) {
                     Verdict::Forward => {
                         let bytes = payload.len();
                         if let Err(e) = batch.forward(to, rx, start, len, payload).await {
@@ -222,6 +258,15 @@ async fn process(
                     }
                     Verdict::RefuseGlobalRequest => {
                         let _ = from.transport.borrow_mut().send(&[msg::REQUEST_FAILURE]);
+                        from_dirty = true;
+                    }
+                    Verdict::RefuseChannelOpen {
+                        recipient,
+                        description,
+                    } => {
+                        let reason = tunnel::refusal_reason(description);
+                        let failure = tunnel::encode_open_failure(recipient, reason, description);
+                        let _ = from.transport.borrow_mut().send(&failure);
                         from_dirty = true;
                     }
                 }
@@ -240,6 +285,15 @@ async fn process(
     let need = result?;
     flushed?;
     Ok(need)
+}
+
+/// What `Batch::forward` can do with a packet for `to` right now.
+enum Step {
+    Closed,
+    Sealed(Result<usize, sshr_protocol::Error>),
+    Copy,
+    Queued(Result<(), sshr_protocol::Error>),
+    Wait(u64),
 }
 
 struct Batch<'a> {
@@ -277,62 +331,64 @@ impl<'a> Batch<'a> {
                 self.write_segment(to, rx).await?;
                 to.flush_locked().await?;
             }
-            let mut t = to.transport.borrow_mut();
-            if t.is_closed() {
-                return Err(LegError::Closed { side: to.side });
-            }
-            if t.can_seal() {
-                let Some(padding) = t.sealer().padding_to_fit(payload_len, len) else {
-                    // The other leg's framing needs more room than the packet had (e.g.
-                    // a longer MAC): seal a copy instead, after what is pending.
-                    drop(t);
+            // Decide with the transport borrowed, act (and await) after.
+            let step = {
+                let mut t = to.transport.borrow_mut();
+                if t.is_closed() {
+                    Step::Closed
+                } else if t.can_seal() {
+                    match t.sealer().padding_to_fit(payload_len, len) {
+                        Some(padding) => {
+                            // The received padding bytes are random already; fresh ones
+                            // only where the new padding is longer than the old.
+                            let old_padding = rx.data()[start + 4] as usize;
+                            let fresh = padding.saturating_sub(old_padding);
+                            let buf = &mut rx.data_mut()[start..start + len];
+                            Step::Sealed(t.seal_in_place(buf, payload_len, padding, fresh))
+                        }
+                        // The other leg's framing needs more room than the packet had
+                        // (e.g. a longer MAC): seal a copy, after what is pending.
+                        None => Step::Copy,
+                    }
+                } else if t.kex_in_progress() && t.queued_bytes() < MAX_QUEUED_DURING_KEX {
+                    // `to` is in a key exchange: queue a copy, sent in order after NEWKEYS.
+                    Step::Queued(t.send(&rx.data()[payload.clone()]))
+                } else {
+                    Step::Wait(to.changed.generation())
+                }
+            };
+            let protocol = |source| LegError::Protocol {
+                side: to.side,
+                source,
+            };
+            match step {
+                Step::Closed => return Err(LegError::Closed { side: to.side }),
+                Step::Sealed(sealed) => {
+                    let n = sealed.map_err(protocol)?;
+                    match &mut self.segment {
+                        Some(seg) if seg.end == start => seg.end = start + n,
+                        _ => {
+                            self.write_segment(to, rx).await?;
+                            self.segment = Some(start..start + n);
+                        }
+                    }
+                    return Ok(());
+                }
+                Step::Copy => {
                     self.write_segment(to, rx).await?;
                     let sent = to.transport.borrow_mut().send(&rx.data()[payload]);
-                    sent.map_err(|source| LegError::Protocol {
-                        side: to.side,
-                        source,
-                    })?;
+                    sent.map_err(protocol)?;
                     return to.flush_locked().await;
-                };
-                // The received padding bytes are random already; fresh ones only where
-                // the new padding is longer than the old.
-                let old_padding = rx.data()[start + 4] as usize;
-                let fresh = padding.saturating_sub(old_padding);
-                let n = t
-                    .seal_in_place(
-                        &mut rx.data_mut()[start..start + len],
-                        payload_len,
-                        padding,
-                        fresh,
-                    )
-                    .map_err(|source| LegError::Protocol {
-                        side: to.side,
-                        source,
-                    })?;
-                drop(t);
-                match &mut self.segment {
-                    Some(seg) if seg.end == start => seg.end = start + n,
-                    _ => {
-                        self.write_segment(to, rx).await?;
-                        self.segment = Some(start..start + n);
-                    }
                 }
-                return Ok(());
+                Step::Queued(sent) => return sent.map_err(protocol),
+                Step::Wait(seen) => {
+                    // Full: wait for `to` to finish its key exchange, without holding
+                    // its writer.
+                    self.write_segment(to, rx).await?;
+                    self.permit = None;
+                    to.changed.changed_since(seen).await;
+                }
             }
-            if t.kex_in_progress() && t.queued_bytes() < MAX_QUEUED_DURING_KEX {
-                // `to` is in a key exchange: queue a copy, sent in order after NEWKEYS.
-                let sent = t.send(&rx.data()[payload]);
-                return sent.map_err(|source| LegError::Protocol {
-                    side: to.side,
-                    source,
-                });
-            }
-            // Full: wait for `to` to finish its key exchange, without holding its writer.
-            let seen = to.changed.generation();
-            drop(t);
-            self.write_segment(to, rx).await?;
-            self.permit = None;
-            to.changed.changed_since(seen).await;
         }
     }
 }

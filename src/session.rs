@@ -27,6 +27,9 @@ use crate::upstream::{self, UpstreamConn, UpstreamError, UpstreamReply};
 
 /// Methods we offer, the same for every user name so that none can be enumerated.
 const METHODS: [&str; 3] = ["publickey", "password", "keyboard-interactive"];
+/// Password and keyboard-interactive failures take at least this long, whether the
+/// upstream or the proxy (unknown user) decided.
+const MIN_PASSWORD_FAILURE_TIME: std::time::Duration = std::time::Duration::from_millis(300);
 /// Failed attempts before we hang up (OpenSSH's MaxAuthTries default).
 const MAX_AUTH_FAILURES: u32 = 6;
 
@@ -443,77 +446,38 @@ async fn authenticate(
                 }
                 return finish(client, pending, "publickey").await;
             }
-            Method::Password {
-                password,
-                new_password,
-            } => {
-                if p.upstream.is_none() {
-                    failures += 1;
-                    ctx.shard.metrics.auth_failure(AuthFailure::UnknownUser);
-                    failure(client, false).await?;
-                    continue;
-                }
-                let user = p
-                    .upstream
-                    .as_ref()
-                    .map(|u| u.user.clone())
-                    .unwrap_or_default();
-                let conn = p.upstream().await?;
-                conn.pass_through(
-                    &user,
-                    Method::Password {
-                        password,
-                        new_password,
-                    },
-                )
-                .await
-                .map_err(upstream_end)?;
-                match pass_replies(client, conn, rx, &mut carried).await? {
-                    Passed::Success => return finish(client, pending, "password").await,
+            method @ (Method::Password { .. } | Method::KeyboardInteractive { .. }) => {
+                let started = Instant::now();
+                let name = if matches!(method, Method::Password { .. }) {
+                    "password"
+                } else {
+                    "keyboard-interactive"
+                };
+                let outcome = match p.upstream.as_ref().map(|u| u.user.clone()) {
+                    Some(user) => {
+                        let conn = p.upstream().await?;
+                        conn.pass_through(&user, method)
+                            .await
+                            .map_err(upstream_end)?;
+                        pass_replies(client, conn, rx, &mut carried).await?
+                    }
+                    None => decoy(client, &method, rx, &mut carried).await?,
+                };
+                match outcome {
+                    Passed::Success => return finish(client, pending, name).await,
                     Passed::Failure { partial } => {
                         failures += 1;
-                        ctx.shard
-                            .metrics
-                            .auth_failure(AuthFailure::UpstreamRejected);
-                        failure(client, partial).await?;
-                    }
-                    Passed::Interrupted => {}
-                }
-            }
-            Method::KeyboardInteractive {
-                language,
-                submethods,
-            } => {
-                if p.upstream.is_none() {
-                    failures += 1;
-                    ctx.shard.metrics.auth_failure(AuthFailure::UnknownUser);
-                    failure(client, false).await?;
-                    continue;
-                }
-                let user = p
-                    .upstream
-                    .as_ref()
-                    .map(|u| u.user.clone())
-                    .unwrap_or_default();
-                let conn = p.upstream().await?;
-                conn.pass_through(
-                    &user,
-                    Method::KeyboardInteractive {
-                        language,
-                        submethods,
-                    },
-                )
-                .await
-                .map_err(upstream_end)?;
-                match pass_replies(client, conn, rx, &mut carried).await? {
-                    Passed::Success => {
-                        return finish(client, pending, "keyboard-interactive").await
-                    }
-                    Passed::Failure { partial } => {
-                        failures += 1;
-                        ctx.shard
-                            .metrics
-                            .auth_failure(AuthFailure::UpstreamRejected);
+                        ctx.shard.metrics.auth_failure(if p.upstream.is_some() {
+                            AuthFailure::UpstreamRejected
+                        } else {
+                            AuthFailure::UnknownUser
+                        });
+                        // An unknown user fails at once, a known one after a round trip
+                        // to the upstream: pad both to the same time.
+                        glommio::timer::sleep(
+                            MIN_PASSWORD_FAILURE_TIME.saturating_sub(started.elapsed()),
+                        )
+                        .await;
                         failure(client, partial).await?;
                     }
                     Passed::Interrupted => {}
@@ -521,6 +485,39 @@ async fn authenticate(
             }
         }
     }
+}
+
+/// The answer an unknown user gets to password or keyboard-interactive: what a real
+/// upstream would do (a "Password: " prompt for keyboard-interactive), then failure.
+async fn decoy(
+    client: &Leg,
+    method: &Method<'_>,
+    rx: &mut RxBuf,
+    carried: &mut Option<Vec<u8>>,
+) -> Result<Passed, AuthEnd> {
+    if let Method::KeyboardInteractive { .. } = method {
+        let prompt = auth::InfoRequest {
+            name: "",
+            instruction: "",
+            language: "",
+            prompts: vec![auth::Prompt {
+                prompt: "Password: ",
+                echo: false,
+            }],
+        };
+        client.send(&prompt.encode()).await?;
+        let answer = loop {
+            match client.recv(rx).await? {
+                Received::Packet(a) => break a,
+                Received::Event(_) => {}
+            }
+        };
+        if answer[0] != msg::USERAUTH_INFO_RESPONSE {
+            *carried = Some(answer);
+            return Ok(Passed::Interrupted);
+        }
+    }
+    Ok(Passed::Failure { partial: false })
 }
 
 fn upstream_end(e: UpstreamError) -> AuthEnd {

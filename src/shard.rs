@@ -841,7 +841,7 @@ impl SignalForwarder {
 fn placement(workers: usize) -> PoolPlacement {
     let allowed = allowed_cpus();
     let cpus = glommio::CpuSet::online()
-        .map(|set| set.filter(|loc| allowed.as_ref().map_or(true, |a| a.contains(&loc.cpu))))
+        .map(|set| set.filter(|loc| allowed.as_ref().is_none_or(|a| a.contains(&loc.cpu))))
         .ok()
         .filter(|set| set.len() >= workers);
     match cpus {

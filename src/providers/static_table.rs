@@ -52,6 +52,7 @@ impl StaticTable {
                         addr: user.upstream.clone(),
                         user: user.upstream_user.clone(),
                         host_key,
+                        tunnels: user.tunnel,
                     },
                     authorized_keys,
                 };
