@@ -1,7 +1,7 @@
 //! A whole server-side transport fed arbitrary client bytes, in arbitrary chunks: it
 //! must end in an orderly error or keep going, never panic or grow without bound.
 #![no_main]
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
@@ -9,10 +9,15 @@ use rand_core::SeedableRng;
 use sshr_protocol::hostkey::PrivateKey;
 use sshr_protocol::transport::{Config, Input, Transport};
 
+static SETUP: OnceLock<(Arc<Config>, Arc<[PrivateKey]>)> = OnceLock::new();
+
 fuzz_target!(|data: &[u8]| {
-    let key: Arc<[PrivateKey]> = Arc::from(vec![PrivateKey::generate_ed25519(&mut rand_chacha::ChaCha20Rng::from_seed([1; 32]))]);
+    let (config, keys) = SETUP.get_or_init(|| {
+        let key = PrivateKey::generate_ed25519(&mut rand_chacha::ChaCha20Rng::from_seed([1; 32]));
+        (Arc::new(Config::default()), Arc::from(vec![key]))
+    });
     let now = Instant::now();
-    let mut t = Transport::server(Arc::new(Config::default()), key, [2; 32], now);
+    let mut t = Transport::server(config.clone(), keys.clone(), [2; 32], now);
     let mut rx = Vec::new();
     for chunk in data.chunks(97) {
         rx.extend_from_slice(chunk);
