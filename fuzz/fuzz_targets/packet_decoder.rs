@@ -6,12 +6,15 @@ use sshr_protocol::cipher::{CipherAlg, MacAlg, PacketCipher};
 use sshr_protocol::packet::{Opened, Opener};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&selector, rest)) = data.split_first() else { return };
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
     let mut opener = Opener::new();
     let ciphers = CipherAlg::ALL;
     if selector as usize % (ciphers.len() + 1) != 0 {
         let c = ciphers[(selector as usize - 1) % ciphers.len()];
-        let mac = (!c.is_aead()).then_some(MacAlg::ALL[(selector as usize / 8) % MacAlg::ALL.len()]);
+        let mac =
+            (!c.is_aead()).then_some(MacAlg::ALL[(selector as usize / 8) % MacAlg::ALL.len()]);
         let key = vec![7u8; c.key_len()];
         let iv = vec![9u8; c.iv_len()];
         let mac_key = vec![5u8; mac.map_or(0, |m| m.key_len())];

@@ -5,7 +5,9 @@ use libfuzzer_sys::fuzz_target;
 use sshr_protocol::auth::{self, Failure, InfoRequest, InfoResponse, Method, Request};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&kind, rest)) = data.split_first() else { return };
+    let Some((&kind, rest)) = data.split_first() else {
+        return;
+    };
     let mut payload = vec![match kind % 5 {
         0 => sshr_protocol::msg::USERAUTH_REQUEST,
         1 => sshr_protocol::msg::USERAUTH_FAILURE,
@@ -21,8 +23,20 @@ fuzz_target!(|data: &[u8]| {
                     let enc = req.encode();
                     assert_eq!(Request::parse(&enc).expect("re-parse"), req);
                 }
-                if let Method::PublicKey { algorithm, key_blob, signature: Some(sig) } = req.method {
-                    let _ = auth::verify_publickey(&[0; 32], req.user, req.service, algorithm, key_blob, sig);
+                if let Method::PublicKey {
+                    algorithm,
+                    key_blob,
+                    signature: Some(sig),
+                } = req.method
+                {
+                    let _ = auth::verify_publickey(
+                        &[0; 32],
+                        req.user,
+                        req.service,
+                        algorithm,
+                        key_blob,
+                        sig,
+                    );
                 }
             }
         }
