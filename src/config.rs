@@ -218,7 +218,10 @@ pub enum ConfigProblem {
     },
     #[error("user {user:?}: upstream_host_key is not a public key: {reason}")]
     BadUpstreamHostKey { user: String, reason: String },
-    #[error("`{key}` = {value:?} is not a tunnel policy: use {}", TunnelPolicy::NAMES)]
+    #[error(
+        "`{key}` = {value:?} is not a tunnel policy: use {}",
+        TunnelPolicy::NAMES
+    )]
     BadTunnelPolicy { key: &'static str, value: String },
 }
 

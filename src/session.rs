@@ -23,6 +23,7 @@ use crate::leg::{Leg, LegError, Received, RxBuf, Side};
 use crate::metrics::AuthFailure;
 use crate::relay;
 use crate::shard::ShardContext;
+use crate::tunnel::{SessionTunnels, TunnelPolicy};
 use crate::upstream::{self, UpstreamConn, UpstreamError, UpstreamReply};
 
 /// Methods we offer, the same for every user name so that none can be enumerated.
@@ -30,6 +31,8 @@ const METHODS: [&str; 3] = ["publickey", "password", "keyboard-interactive"];
 /// Password and keyboard-interactive failures take at least this long, whether the
 /// upstream or the proxy (unknown user) decided.
 const MIN_PASSWORD_FAILURE_TIME: std::time::Duration = std::time::Duration::from_millis(300);
+/// Longest user name passed to the hooks (Linux allows 32; LDAP-style names a bit more).
+const MAX_USER_NAME: usize = 256;
 /// Failed attempts before we hang up (OpenSSH's MaxAuthTries default).
 const MAX_AUTH_FAILURES: u32 = 6;
 
@@ -104,7 +107,17 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
             setup_ms = started.elapsed().as_millis() as u64,
             "authenticated; relaying"
         );
-        relay::run(&ctx.shard, client, rx, login.conn.leg, login.conn.rx).await;
+        let policy = login.tunnels.unwrap_or(ctx.config.tunnels.default);
+        let tunnels = SessionTunnels::new(login.user, policy, &ctx.config.tunnels);
+        relay::run(
+            &ctx.shard,
+            client,
+            rx,
+            login.conn.leg,
+            login.conn.rx,
+            tunnels,
+        )
+        .await;
     }
     .instrument(span)
     .await
@@ -116,6 +129,8 @@ struct Login {
     upstream_addr: String,
     method: &'static str,
     conn: UpstreamConn,
+    /// The hook's tunnel policy for this user (`None`: the configured default).
+    tunnels: Option<TunnelPolicy>,
 }
 
 /// How authentication ended without a login.
@@ -185,20 +200,28 @@ impl Pending {
             .to_owned();
         let hook_ctx = HookContext::new(user, peer, id, client_version);
         let hook_timeout = ctx.config.limits.hook_timeout;
-        let upstream = match glommio::timer::timeout(hook_timeout, async {
-            Ok(ctx.hooks.find_upstream(&hook_ctx).await)
-        })
-        .await
-        {
-            Ok(Ok(u)) => u,
-            Ok(Err(e)) => {
-                warn!(user, error = %e, "find_upstream hook failed");
-                ctx.shard.metrics.auth_failure(AuthFailure::HookError);
-                None
-            }
-            Err(_) => {
-                warn!(user, error = %HookError::Timeout, "find_upstream hook failed");
-                None
+        // No real account has a name this long; don't hand it to the hooks (it is
+        // answered like any unknown user).
+        let plausible =
+            !user.is_empty() && user.len() <= MAX_USER_NAME && !user.chars().any(char::is_control);
+        let upstream = if !plausible {
+            None
+        } else {
+            match glommio::timer::timeout(hook_timeout, async {
+                Ok(ctx.hooks.find_upstream(&hook_ctx).await)
+            })
+            .await
+            {
+                Ok(Ok(u)) => u,
+                Ok(Err(e)) => {
+                    warn!(user, error = %e, "find_upstream hook failed");
+                    ctx.shard.metrics.auth_failure(AuthFailure::HookError);
+                    None
+                }
+                Err(_) => {
+                    warn!(user, error = %HookError::Timeout, "find_upstream hook failed");
+                    None
+                }
             }
         };
         // Start the upstream now: its TCP and key exchange overlap the client's auth.
@@ -613,6 +636,7 @@ async fn finish(
     })?;
     Ok(Login {
         user: p.user,
+        tunnels: p.upstream.as_ref().and_then(|u| u.tunnels),
         upstream_addr: p.upstream.map(|u| u.addr).unwrap_or_default(),
         method,
         conn,

@@ -28,7 +28,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 use sshr_testsupport::{
-    free_port, keygen, run_bounded, tail, Sshd, SshdOptions, Sshr, SshrSetup, TempDir,
+    free_listen_port, keygen, run_bounded, tail, Sshd, SshdOptions, Sshr, SshrSetup, TempDir,
 };
 
 const SSHR: &str = env!("CARGO_BIN_EXE_sshr");
@@ -75,6 +75,8 @@ struct Env {
     keys: HashMap<&'static str, PathBuf>,
     /// Upstream address and account of each proxy login, for `SSHR_E2E_DIRECT`.
     direct: Option<HashMap<&'static str, (u16, String)>>,
+    /// Holds the port of the user "down".
+    _dead: socket2::Socket,
 }
 
 impl Env {
@@ -127,7 +129,13 @@ impl Env {
             },
             &opts.overrides_b,
         );
-        let dead_port = free_port();
+        // A bound socket that does not listen: connections to it are refused, and no
+        // other test can take the port while this Env lives.
+        let dead =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        dead.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        let dead_port = dead.local_addr().unwrap().as_socket().unwrap().port();
         let alice = toml_str(&public_key(&keys["alice"]));
         let bob = toml_str(&public_key(&keys["bob"]));
         let a_key = toml_str(&a.host_public_keys[0]);
@@ -202,6 +210,7 @@ upstream = "127.0.0.1:{bp}"
             proxy,
             keys,
             direct,
+            _dead: dead,
         }
     }
 
@@ -326,6 +335,32 @@ upstream = "127.0.0.1:{bp}"
     fn check(&self, cond: bool, what: impl FnOnce() -> String) {
         if !cond {
             self.fail(&what());
+        }
+    }
+}
+
+impl Drop for Env {
+    /// After a test that passed: the daemon must still run and must not have logged a
+    /// panic. `SSHR_E2E_SHOW_LOG=1` prints its log.
+    fn drop(&mut self) {
+        let Some(proxy) = self.proxy.as_mut() else {
+            return;
+        };
+        let log = proxy.log();
+        if std::env::var_os("SSHR_E2E_SHOW_LOG").is_some_and(|v| v == "1") {
+            eprintln!("----- sshr log -----\n{log}");
+        }
+        if thread::panicking() {
+            return;
+        }
+        if let Some(status) = proxy.exited() {
+            panic!(
+                "sshr exited during the test ({status}); log:\n{}",
+                tail(&log, 80)
+            );
+        }
+        if log.contains("panicked at") {
+            panic!("sshr logged a panic; log:\n{}", tail(&log, 80));
         }
     }
 }
@@ -623,7 +658,7 @@ if pid == 0:
 os.close(slave)
 
 eof = False
-def expect(marker, timeout=20.0):
+def expect(marker, timeout=20.0, fatal=True):
     """Read until `marker` appears after the current position; return what came before."""
     global eof
     start = len(transcript)
@@ -634,6 +669,8 @@ def expect(marker, timeout=20.0):
             return bytes(transcript[start:i])
         left = deadline - time.time()
         if left <= 0 or eof:
+            if not fatal and not eof:
+                raise TimeoutError()
             fail('did not see %r within %.0f s' % (marker, timeout))
         r, _, _ = select.select([master], [], [], left)
         if r:
@@ -650,8 +687,22 @@ def send(s):
 
 # The markers are computed by the remote shell, so the echo of the typed line never
 # matches them.
-send('echo READY$((40+2))\n')
-expect(b'READY42', 30.0)
+# Input typed before the remote shell is up may be lost (the shell can flush its
+# terminal's input when it starts): repeat the first command until it answers.
+# Generous: other tests may load the machine (the 100-session test does).
+t0 = time.time()
+deadline = t0 + 60
+attempts = 0
+while True:
+    attempts += 1
+    send('echo READY$((40+2))\n')
+    try:
+        expect(b'READY42', min(2.0, max(0.1, deadline - time.time())), fatal=False)
+        t_ready = time.time() - t0
+        break
+    except TimeoutError:
+        if time.time() >= deadline:
+            fail('the remote shell never answered')
 send('stty size; echo DONE$((40+2))ONE\n')
 before = expect(b'DONE42ONE')
 if b'24 80' not in before:
@@ -686,7 +737,7 @@ if status is None:
     fail('ssh did not exit after "exit"')
 if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
     fail('ssh should exit with status 0, wait status %r' % status)
-print('PTY OK')
+print('PTY OK (first command sent %d times; shell answered after %.1f s)' % (attempts, t_ready))
 "#;
 
 #[test]
@@ -698,11 +749,12 @@ fn interactive_pty_session_resize_and_exit() {
     let mut cmd = Command::new("python3");
     cmd.arg(&script).arg(ssh.get_program()).args(ssh.get_args());
     cmd.env_remove("SSH_AUTH_SOCK").env("TERM", "xterm");
-    let out = env.run(cmd, secs(90));
+    let out = env.run(cmd, secs(150));
     env.check(
         out.status.success() && stdout(&out).contains("PTY OK"),
         || format!("PTY session: {}", describe(&out)),
     );
+    eprintln!("{}", stdout(&out).trim());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -829,7 +881,7 @@ fn connect(env: &Env, port: u16) -> TcpStream {
 fn local_forward() {
     let env = Env::new();
     let echo = echo_server();
-    let lport = free_port();
+    let lport = free_listen_port();
     let spec = format!("{lport}:127.0.0.1:{echo}");
     let cmd = env.ssh(
         "alice",
@@ -851,7 +903,7 @@ fn local_forward() {
 fn remote_forward() {
     let env = Env::new();
     let echo = echo_server();
-    let rport = free_port();
+    let rport = free_listen_port();
     let spec = format!("{rport}:127.0.0.1:{echo}");
     let cmd = env.ssh(
         "bob",
@@ -873,7 +925,7 @@ fn remote_forward() {
 fn dynamic_socks_forward() {
     let env = Env::new();
     let echo = echo_server();
-    let dport = free_port();
+    let dport = free_listen_port();
     let cmd = env.ssh(
         "alice",
         &[
@@ -993,11 +1045,12 @@ fn ensure_password_user() {
 /// `ssh` logging in with a password given by an askpass script, which also appends
 /// each prompt it is shown to the file `<name>.prompts`.
 fn password_ssh(env: &Env, password: &str, name: &str, remote: &[&str]) -> Command {
-    password_ssh_by(env, "password", password, name, remote)
+    password_ssh_by(env, PASSWORD_USER, "password", password, name, remote)
 }
 
 fn password_ssh_by(
     env: &Env,
+    user: &str,
     method: &str,
     password: &str,
     name: &str,
@@ -1017,7 +1070,7 @@ fn password_ssh_by(
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&askpass, fs::Permissions::from_mode(0o755)).unwrap();
     let mut cmd = env.ssh_with_key(
-        PASSWORD_USER,
+        user,
         None,
         &[
             "-o",
@@ -1446,6 +1499,7 @@ fn keyboard_interactive_prompts_are_passed_through() {
     let out = env.run_ok(
         password_ssh_by(
             &env,
+            PASSWORD_USER,
             "keyboard-interactive",
             PASSWORD,
             "kbd_good",
@@ -1471,6 +1525,7 @@ fn keyboard_interactive_prompts_are_passed_through() {
     let out = env.run(
         password_ssh_by(
             &env,
+            PASSWORD_USER,
             "keyboard-interactive",
             "wrong-password",
             "kbd_bad",
@@ -1489,4 +1544,46 @@ fn keyboard_interactive_prompts_are_passed_through() {
             )
         },
     );
+}
+
+#[test]
+fn unknown_user_is_asked_and_refused_like_a_known_one() {
+    ensure_password_user();
+    let env = Env::with(EnvOptions {
+        overrides_b: vec!["UsePAM yes", "KbdInteractiveAuthentication yes"],
+        ..Default::default()
+    });
+    // The same wrong answer, for a real account and for a name the proxy does not know,
+    // with both pass-through methods: same prompts, same refusal.
+    for method in ["password", "keyboard-interactive"] {
+        let mut seen = Vec::new();
+        for user in [PASSWORD_USER, "nosuchuser"] {
+            let name = format!("ask_{}_{user}", &method[..3]);
+            let out = env.run(
+                password_ssh_by(&env, user, method, "wrong-password", &name, &["echo no"]),
+                secs(30),
+            );
+            env.check(
+                out.status.code() == Some(255) && denial(&out).as_deref() == Some(DENIED),
+                || {
+                    format!(
+                        "{method} as {user}: expected \"...: {DENIED}\": {}",
+                        describe(&out)
+                    )
+                },
+            );
+            // "(user@host) Password: " for keyboard-interactive, "user@host's password: "
+            // for password: compare with the user name taken out.
+            let prompts = fs::read_to_string(env.path(&format!("{name}.prompts")))
+                .unwrap_or_default()
+                .replace(user, "USER");
+            seen.push(prompts);
+        }
+        env.check(seen[0] == seen[1] && seen[0].lines().count() == 1, || {
+            format!(
+                "{method}: the known user was asked {:?}, the unknown one {:?}",
+                seen[0], seen[1]
+            )
+        });
+    }
 }

@@ -15,19 +15,58 @@ pub use tempfile::TempDir;
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A free TCP port on 127.0.0.1 for a server to listen on, taken below the kernel's
+/// ephemeral range (`net.ipv4.ip_local_port_range`), so the many outgoing connections of
+/// parallel tests cannot grab it between this call and the server's bind, as they can
+/// with [`free_port`].
+pub fn free_listen_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10000u32, ephemeral_low.max(10000 + 2000));
+    let span = high - low;
+    // Start at a per-process offset so concurrent test processes rarely probe the same
+    // ports; the bind below is the real check.
+    let seed = std::process::id().wrapping_mul(7919)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+    let _ = NEXT.compare_exchange(0, seed % span + 1, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..span {
+        let port = low + NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    free_port()
 }
 
 /// Run `ssh-keygen` to make a key pair without passphrase; `kind` is e.g. "ed25519",
 /// "rsa", "ecdsa" and `bits` optional.
 pub fn keygen(path: &Path, kind: &str, bits: Option<u32>) {
     let mut cmd = Command::new("ssh-keygen");
-    cmd.args(["-q", "-N", "", "-C", "test", "-t", kind, "-f"]).arg(path);
+    cmd.args(["-q", "-N", "", "-C", "test", "-t", kind, "-f"])
+        .arg(path);
     if let Some(b) = bits {
         cmd.args(["-b", &b.to_string()]);
     }
     let out = cmd.output().expect("ssh-keygen");
-    assert!(out.status.success(), "ssh-keygen failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ssh-keygen failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Wait until something accepts TCP connections on `addr`.
@@ -55,7 +94,11 @@ pub struct SshdOptions {
 
 impl Default for SshdOptions {
     fn default() -> Self {
-        Self { host_keys: vec!["ed25519"], extra: Vec::new(), authorized_keys: Vec::new() }
+        Self {
+            host_keys: vec!["ed25519"],
+            extra: Vec::new(),
+            authorized_keys: Vec::new(),
+        }
     }
 }
 
@@ -78,7 +121,10 @@ impl Sshd {
     /// "UsePAM yes", "KbdInteractiveAuthentication yes"), which `extra` lines cannot do.
     pub fn start_with_overrides(opts: SshdOptions, overrides: &[&str]) -> Sshd {
         fs::create_dir_all("/run/sshd").expect("create /run/sshd (run tests as root)");
-        let dir = tempfile::Builder::new().prefix("sshr-sshd").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("sshr-sshd")
+            .tempdir()
+            .unwrap();
         let mut config = String::new();
         for line in overrides {
             config.push_str(line);
@@ -94,11 +140,16 @@ impl Sshd {
                 k => keygen(&path, k, None),
             }
             config.push_str(&format!("HostKey {}\n", path.display()));
-            host_public_keys.push(fs::read_to_string(path.with_extension("pub")).unwrap().trim().to_owned());
+            host_public_keys.push(
+                fs::read_to_string(path.with_extension("pub"))
+                    .unwrap()
+                    .trim()
+                    .to_owned(),
+            );
         }
         let authorized = dir.path().join("authorized_keys");
         fs::write(&authorized, opts.authorized_keys.join("\n") + "\n").unwrap();
-        let port = free_port();
+        let port = free_listen_port();
         config.push_str(&format!(
             "ListenAddress 127.0.0.1:{port}\n\
              PidFile none\n\
@@ -129,7 +180,12 @@ impl Sshd {
             .stderr(log)
             .spawn()
             .expect("start /usr/sbin/sshd (is openssh-server installed?)");
-        let sshd = Sshd { port, dir, host_public_keys, child };
+        let sshd = Sshd {
+            port,
+            dir,
+            host_public_keys,
+            child,
+        };
         assert!(
             wait_for_port(sshd.addr(), Duration::from_secs(10)),
             "sshd did not start; log:\n{}",
@@ -165,9 +221,27 @@ impl Drop for Sshd {
 /// `ssh` with a clean configuration: no config files, no known_hosts, batch mode.
 pub fn ssh_command(program: &str, port: u16, identity: Option<&Path>) -> Command {
     let mut cmd = Command::new(program);
-    cmd.args(["-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
-        .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"]);
-    cmd.arg(if program.ends_with("scp") || program.ends_with("sftp") { "-P" } else { "-p" });
+    cmd.args([
+        "-F",
+        "/dev/null",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+    ])
+    .args([
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=10",
+        "-o",
+        "LogLevel=ERROR",
+    ]);
+    cmd.arg(if program.ends_with("scp") || program.ends_with("sftp") {
+        "-P"
+    } else {
+        "-p"
+    });
     cmd.arg(port.to_string());
     if let Some(id) = identity {
         cmd.arg("-i").arg(id).args(["-o", "IdentitiesOnly=yes"]);
@@ -177,7 +251,9 @@ pub fn ssh_command(program: &str, port: u16, identity: Option<&Path>) -> Command
 
 /// Run a command with a time limit; panics with its output if it does not finish.
 pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn");
     let deadline = Instant::now() + timeout;
     loop {
@@ -204,8 +280,12 @@ pub fn run_bounded(cmd: &mut Command, stdin: Stdio, timeout: Duration) -> Result
     use std::io::{Seek, SeekFrom};
     let out = tempfile::tempfile().expect("temporary file");
     let err = tempfile::tempfile().expect("temporary file");
-    cmd.stdin(stdin).stdout(out.try_clone().unwrap()).stderr(err.try_clone().unwrap());
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+    cmd.stdin(stdin)
+        .stdout(out.try_clone().unwrap())
+        .stderr(err.try_clone().unwrap());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
     let deadline = Instant::now() + timeout;
     let (status, timed_out) = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -223,7 +303,11 @@ pub fn run_bounded(cmd: &mut Command, stdin: Stdio, timeout: Duration) -> Result
         f.read_to_end(&mut v).unwrap();
         v
     };
-    let output = Output { status, stdout: read(out), stderr: read(err) };
+    let output = Output {
+        status,
+        stdout: read(out),
+        stderr: read(err),
+    };
     if timed_out {
         Err(format!(
             "{cmd:?} timed out after {timeout:?}\nstdout: {}\nstderr: {}",
@@ -259,15 +343,23 @@ pub struct SshrSetup {
 
 impl SshrSetup {
     pub fn new() -> SshrSetup {
-        let dir = tempfile::Builder::new().prefix("sshr-proxy").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("sshr-proxy")
+            .tempdir()
+            .unwrap();
         let host_key = dir.path().join("ssh_host_ed25519_key");
         keygen(&host_key, "ed25519", None);
         let upstream_key = dir.path().join("upstream_ed25519");
         keygen(&upstream_key, "ed25519", None);
-        let pubkey = |p: &Path| fs::read_to_string(p.with_extension("pub")).unwrap().trim().to_owned();
+        let pubkey = |p: &Path| {
+            fs::read_to_string(p.with_extension("pub"))
+                .unwrap()
+                .trim()
+                .to_owned()
+        };
         SshrSetup {
-            port: free_port(),
-            metrics_port: free_port(),
+            port: free_listen_port(),
+            metrics_port: free_listen_port(),
             host_public_key: pubkey(&host_key),
             upstream_public_key: pubkey(&upstream_key),
             host_key,
@@ -280,44 +372,71 @@ impl SshrSetup {
     /// `tables`: `[limits]`, `[[users]]`, ...) and start `binary --config` on it; waits
     /// until it accepts connections. Its stderr goes to `sshr.log` in its directory;
     /// `RUST_LOG` defaults to `info`.
-    pub fn start(self, binary: &Path, tables: &str) -> Sshr {
-        let config = format!(
-            "listen = [\"127.0.0.1:{}\"]\nhost_keys = [{:?}]\nupstream_key = {:?}\n\
-             metrics_listen = \"127.0.0.1:{}\"\n\n{tables}\n",
-            self.port,
-            self.host_key.display().to_string(),
-            self.upstream_key.display().to_string(),
-            self.metrics_port,
-        );
+    pub fn start(mut self, binary: &Path, tables: &str) -> Sshr {
         let config_path = self.dir.path().join("config.toml");
-        fs::write(&config_path, config).unwrap();
         let log_path = self.dir.path().join("sshr.log");
-        let log = fs::File::create(&log_path).unwrap();
-        let mut cmd = Command::new(binary);
-        cmd.arg("--config").arg(&config_path);
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "info");
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        let mut sshr = Sshr { setup: self, config_path, log_path, child };
-        let addr = sshr.addr();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut attempt = 0;
         loop {
-            if let Some(status) = sshr.child.try_wait().unwrap() {
-                panic!("sshr exited at start ({status}); log:\n{}", sshr.log());
+            attempt += 1;
+            let config = format!(
+                "listen = [\"127.0.0.1:{}\"]\nhost_keys = [{:?}]\nupstream_key = {:?}\n\
+                 metrics_listen = \"127.0.0.1:{}\"\n\n{tables}\n",
+                self.port,
+                self.host_key.display().to_string(),
+                self.upstream_key.display().to_string(),
+                self.metrics_port,
+            );
+            fs::write(&config_path, config).unwrap();
+            let log = fs::File::create(&log_path).unwrap();
+            let mut cmd = Command::new(binary);
+            cmd.arg("--config").arg(&config_path);
+            if std::env::var_os("RUST_LOG").is_none() {
+                cmd.env("RUST_LOG", "info");
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                break;
+            let mut child = cmd
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+            let read_log = || {
+                fs::read(&log_path)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default()
+            };
+            let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    let log = read_log();
+                    // Another process took one of the ports since they were picked: pick
+                    // new ones.
+                    if log.contains("Address already in use") && attempt < 3 {
+                        break;
+                    }
+                    panic!("sshr exited at start ({status}); log:\n{log}");
+                }
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    return Sshr {
+                        setup: self,
+                        config_path,
+                        log_path,
+                        child,
+                    };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "sshr did not listen on {addr} within 20 s; log:\n{}",
+                        read_log()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            assert!(Instant::now() < deadline, "sshr did not listen on {addr} within 20 s; log:\n{}", sshr.log());
-            std::thread::sleep(Duration::from_millis(20));
+            self.port = free_listen_port();
+            self.metrics_port = free_listen_port();
         }
-        sshr
     }
 }
 
@@ -346,7 +465,9 @@ impl Sshr {
 
     /// Everything sshr logged so far.
     pub fn log(&self) -> String {
-        fs::read(&self.log_path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+        fs::read(&self.log_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     /// `Some(status)` if the daemon has exited.
@@ -358,14 +479,18 @@ impl Sshr {
     pub fn metrics(&self) -> Result<String, String> {
         use std::io::Write;
         let addr = SocketAddr::from(([127, 0, 0, 1], self.setup.metrics_port));
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("connect {addr}: {e}"))?;
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .map_err(|e| format!("connect {addr}: {e}"))?;
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             .map_err(|e| format!("write: {e}"))?;
         let mut text = String::new();
-        s.read_to_string(&mut text).map_err(|e| format!("read: {e}"))?;
+        s.read_to_string(&mut text)
+            .map_err(|e| format!("read: {e}"))?;
         match text.split_once("\r\n\r\n") {
-            Some((head, body)) if head.starts_with("HTTP/1.") && head.contains(" 200") => Ok(body.to_owned()),
+            Some((head, body)) if head.starts_with("HTTP/1.") && head.contains(" 200") => {
+                Ok(body.to_owned())
+            }
             _ => Err(format!("unexpected answer: {text}")),
         }
     }
@@ -380,7 +505,9 @@ impl Sshr {
 pub fn metric_value(text: &str, name: &str) -> Option<f64> {
     let mut sum = None;
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix(name) else { continue };
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
         let value = if rest.starts_with(' ') {
             rest.trim()
         } else if rest.starts_with('{') {
@@ -391,7 +518,11 @@ pub fn metric_value(text: &str, name: &str) -> Option<f64> {
         } else {
             continue;
         };
-        if let Some(v) = value.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) {
+        if let Some(v) = value
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+        {
             sum = Some(sum.unwrap_or(0.0) + v);
         }
     }
