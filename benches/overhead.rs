@@ -1,0 +1,378 @@
+//! The paper's Table 2 and Figure 9, side by side with real OpenSSH on loopback: `ssh
+//! host uname` and scp uploads of 1, 10, 20, 50 and 100 MB, straight to `sshd` versus
+//! through sshr, alternated in the same run; prints medians, the added milliseconds and
+//! the ratio.
+//!
+//! A real `sshd` (OpenSSH, started by `sshr-testsupport` on a free loopback port with its
+//! own keys) and the `sshr` binary of this build (`target/release/sshr`, or `SSHR_BIN`) in
+//! front of it, with the upstream host key pinned and the default log level (info), as an
+//! operator would run it. Both paths use the same client settings, so that the figure is
+//! the proxy's and not an algorithm's: `-o KexAlgorithms=curve25519-sha256 -o
+//! Ciphers=aes128-gcm@openssh.com` (override with `SSHR_OVERHEAD_KEX` and
+//! `SSHR_OVERHEAD_CIPHER`). Every run of the direct path is paired with one through sshr,
+//! the order flipping each round; one unrecorded warm-up round comes first.
+//!
+//! `cargo bench --bench overhead`. Environment:
+//! * `SSHR_OVERHEAD_RUNS` rounds per test (default 5; the median is reported);
+//! * `SSHR_OVERHEAD_SIZES` scp sizes in MB (default `1,10,20,50,100`);
+//! * `SSHR_OVERHEAD_PROXYJUMP=1` adds OpenSSH's own ProxyJump (through the same sshd) as a
+//!   third column, the stock alternative;
+//! * `SSHR_OVERHEAD_DOWNLOAD=1` copies from the server instead of to it.
+//!
+//! Needs root, `/usr/sbin/sshd`, `ssh`, `scp`, `ssh-keygen`. Under `cargo test --benches`
+//! (no `--bench` argument) it does nothing.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use sshr_testsupport::{keygen, run_bounded, ssh_command, Sshd, SshdOptions, SshrSetup};
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn public_key(path: &Path) -> String {
+    fs::read_to_string(path.with_extension("pub"))
+        .expect("public key")
+        .trim()
+        .to_owned()
+}
+
+fn toml_str(s: &str) -> String {
+    format!("{s:?}")
+}
+
+/// How a client reaches the server.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Route {
+    Direct,
+    Sshr,
+    ProxyJump,
+}
+
+impl Route {
+    fn name(self) -> &'static str {
+        match self {
+            Route::Direct => "direct",
+            Route::Sshr => "sshr",
+            Route::ProxyJump => "ProxyJump",
+        }
+    }
+}
+
+struct Rig {
+    dir: sshr_testsupport::TempDir,
+    sshd: Sshd,
+    sshr: sshr_testsupport::Sshr,
+    key: PathBuf,
+    kex: String,
+    cipher: String,
+    /// Where uploads land on the server (a fresh directory of the test's own).
+    remote_dir: PathBuf,
+}
+
+impl Rig {
+    fn start() -> Rig {
+        let dir = tempfile::Builder::new()
+            .prefix("sshr-overhead")
+            .tempdir()
+            .expect("temporary directory");
+        let key = dir.path().join("id_ed25519");
+        keygen(&key, "ed25519", None);
+        let setup = SshrSetup::new();
+        // LogLevel INFO, not the support crate's DEBUG1 (sshd keeps the first value, so
+        // it goes in front): no extra logging cost on either path.
+        let sshd = Sshd::start_with_overrides(
+            SshdOptions {
+                host_keys: vec!["ed25519"],
+                extra: vec!["MaxStartups 100".into()],
+                authorized_keys: vec![setup.upstream_public_key.clone(), public_key(&key)],
+            },
+            &["LogLevel INFO"],
+        );
+        let binary = PathBuf::from(
+            std::env::var("SSHR_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_sshr").to_owned()),
+        );
+        let tables = format!(
+            "[[users]]\nname = \"bench\"\nupstream = \"127.0.0.1:{}\"\nupstream_user = \"root\"\n\
+             authorized_keys = [{}]\nupstream_host_key = {}\n",
+            sshd.port,
+            toml_str(&public_key(&key)),
+            toml_str(&sshd.host_public_keys[0]),
+        );
+        let sshr = setup.start(&binary, &tables);
+        let remote_dir = dir.path().join("remote");
+        fs::create_dir_all(&remote_dir).unwrap();
+        Rig {
+            dir,
+            sshd,
+            sshr,
+            key,
+            kex: env_or("SSHR_OVERHEAD_KEX", "curve25519-sha256"),
+            cipher: env_or("SSHR_OVERHEAD_CIPHER", "aes128-gcm@openssh.com"),
+            remote_dir,
+        }
+    }
+
+    /// `ssh`/`scp` with the common options, aimed at `path`; returns the command and the
+    /// destination `user@host`.
+    fn command(&self, program: &str, path: Route) -> (Command, &'static str) {
+        let (port, login) = match path {
+            Route::Direct | Route::ProxyJump => (self.sshd.port, "root@127.0.0.1"),
+            Route::Sshr => (self.sshr.port(), "bench@127.0.0.1"),
+        };
+        let mut cmd = ssh_command(program, port, Some(&self.key));
+        cmd.args(["-o", &format!("KexAlgorithms={}", self.kex)])
+            .args(["-o", &format!("Ciphers={}", self.cipher)]);
+        if path == Route::ProxyJump {
+            // The jump host is the same sshd; the inner ssh gets the same options.
+            let jump = format!(
+                "ssh -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+                 -o BatchMode=yes -o LogLevel=ERROR -o IdentitiesOnly=yes -i {} \
+                 -o KexAlgorithms={} -o Ciphers={} -p {} -W %h:%p root@127.0.0.1",
+                self.key.display(),
+                self.kex,
+                self.cipher,
+                self.sshd.port
+            );
+            cmd.args(["-o", &format!("ProxyCommand={jump}")]);
+        }
+        (cmd, login)
+    }
+
+    /// Wall-clock time of `ssh host uname`.
+    fn uname(&self, path: Route) -> Duration {
+        let (mut cmd, login) = self.command("ssh", path);
+        cmd.arg(login).arg("uname");
+        let t = Instant::now();
+        let out = run_bounded(&mut cmd, Stdio::null(), Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.name()));
+        let elapsed = t.elapsed();
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "Linux",
+            "{}: ssh uname failed: {}{}",
+            path.name(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        elapsed
+    }
+
+    /// Wall-clock time of one scp of `file` (upload, or download with `download`).
+    fn scp(&self, path: Route, file: &Path, download: bool) -> Duration {
+        let (mut cmd, login) = self.command("scp", path);
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let remote = self.remote_dir.join(&name);
+        let local_copy = self.dir.path().join(format!("{name}.back"));
+        if download {
+            // The file is on the server side already (same machine): copy it back here.
+            fs::copy(file, &remote).unwrap();
+            cmd.arg(format!("{login}:{}", remote.display()))
+                .arg(&local_copy);
+        } else {
+            cmd.arg(file).arg(format!("{login}:{}", remote.display()));
+        }
+        let t = Instant::now();
+        let out = run_bounded(&mut cmd, Stdio::null(), Duration::from_secs(300))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.name()));
+        let elapsed = t.elapsed();
+        assert!(
+            out.status.success(),
+            "{}: scp failed: {}",
+            path.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let landed = if download { &local_copy } else { &remote };
+        let size = fs::metadata(landed).map(|m| m.len()).unwrap_or(0);
+        assert_eq!(
+            size,
+            fs::metadata(file).unwrap().len(),
+            "{}: size",
+            path.name()
+        );
+        let _ = fs::remove_file(&remote);
+        let _ = fs::remove_file(&local_copy);
+        elapsed
+    }
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Incompressible test data (scp does not compress by default, but be safe).
+fn make_file(dir: &Path, mb: u64) -> PathBuf {
+    let path = dir.join(format!("data-{mb}MB"));
+    let mut f = fs::File::create(&path).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::from_seed([mb as u8; 32]);
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..mb {
+        rng.fill_bytes(&mut buf);
+        f.write_all(&buf).unwrap();
+    }
+    path
+}
+
+struct Row {
+    test: String,
+    /// Median per path, in the order of `paths`.
+    medians: Vec<Duration>,
+    bytes: Option<u64>,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "--bench") {
+        eprintln!("overhead: run with `cargo bench --bench overhead` (skipped)");
+        return;
+    }
+    if !Path::new("/usr/sbin/sshd").exists() {
+        eprintln!("overhead: /usr/sbin/sshd not found, skipped (apt-get install openssh-server)");
+        return;
+    }
+    let runs: usize = env_or("SSHR_OVERHEAD_RUNS", "5")
+        .parse()
+        .unwrap_or(5)
+        .max(1);
+    let sizes: Vec<u64> = env_or("SSHR_OVERHEAD_SIZES", "1,10,20,50,100")
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let download = env_or("SSHR_OVERHEAD_DOWNLOAD", "0") == "1";
+    let mut paths = vec![Route::Direct, Route::Sshr];
+    if env_or("SSHR_OVERHEAD_PROXYJUMP", "0") == "1" {
+        paths.push(Route::ProxyJump);
+    }
+
+    let rig = Rig::start();
+    let files: Vec<(u64, PathBuf)> = sizes
+        .iter()
+        .map(|&mb| (mb, make_file(rig.dir.path(), mb)))
+        .collect();
+    eprintln!(
+        "overhead: sshd on {}, sshr on {}; {runs} round(s); client: KexAlgorithms={} Ciphers={}",
+        rig.sshd.port,
+        rig.sshr.port(),
+        rig.kex,
+        rig.cipher
+    );
+
+    // One round of everything: `order` flips between rounds so that neither path always
+    // runs first (page cache, CPU frequency).
+    let round = |flip: bool| -> Vec<Vec<Duration>> {
+        let mut order = paths.clone();
+        if flip {
+            order.reverse();
+        }
+        let mut tests: Vec<Vec<Duration>> = Vec::new();
+        let mut per_test = |f: &dyn Fn(Route) -> Duration| {
+            let mut t = vec![Duration::ZERO; paths.len()];
+            for p in &order {
+                let i = paths.iter().position(|x| x == p).unwrap();
+                t[i] = f(*p);
+            }
+            tests.push(t);
+        };
+        per_test(&|p| rig.uname(p));
+        for (_, file) in &files {
+            per_test(&|p| rig.scp(p, file, download));
+        }
+        tests
+    };
+    let _ = round(false);
+    let mut samples: Vec<Vec<Vec<Duration>>> = Vec::new();
+    for r in 0..runs {
+        samples.push(round(r % 2 == 1));
+        eprintln!("overhead: round {}/{runs} done", r + 1);
+    }
+
+    let mut rows = Vec::new();
+    let names: Vec<(String, Option<u64>)> = std::iter::once(("ssh host uname".to_owned(), None))
+        .chain(files.iter().map(|(mb, _)| {
+            (
+                format!(
+                    "scp {mb} MB {}",
+                    if download { "download" } else { "upload" }
+                ),
+                Some(mb * 1024 * 1024),
+            )
+        }))
+        .collect();
+    for (ti, (test, bytes)) in names.into_iter().enumerate() {
+        let medians = (0..paths.len())
+            .map(|pi| {
+                let mut v: Vec<Duration> = samples.iter().map(|s| s[ti][pi]).collect();
+                median(&mut v)
+            })
+            .collect();
+        rows.push(Row {
+            test,
+            medians,
+            bytes,
+        });
+    }
+
+    println!();
+    println!(
+        "## sshr overhead vs direct OpenSSH (median of {runs}; client KexAlgorithms={} Ciphers={})",
+        rig.kex, rig.cipher
+    );
+    println!();
+    let mut header =
+        "| test | direct ms | via sshr ms | added ms | sshr / direct | overhead |".to_owned();
+    let mut rule = "| --- | ---: | ---: | ---: | ---: | ---: |".to_owned();
+    if paths.contains(&Route::ProxyJump) {
+        header += " ProxyJump ms | ProxyJump added ms | ProxyJump / direct |";
+        rule += " ---: | ---: | ---: |";
+    }
+    header += " direct MB/s | via sshr MB/s |";
+    rule += " ---: | ---: |";
+    println!("{header}");
+    println!("{rule}");
+    for r in &rows {
+        let (d, s) = (ms(r.medians[0]), ms(r.medians[1]));
+        let mut line = format!(
+            "| {} | {:.1} | {:.1} | {:+.1} | {:.3} | {:+.1} % |",
+            r.test,
+            d,
+            s,
+            s - d,
+            s / d,
+            (s / d - 1.0) * 100.0
+        );
+        if paths.contains(&Route::ProxyJump) {
+            let j = ms(r.medians[2]);
+            line += &format!(" {:.1} | {:+.1} | {:.3} |", j, j - d, j / d);
+        }
+        match r.bytes {
+            Some(b) => {
+                line += &format!(
+                    " {:.0} | {:.0} |",
+                    b as f64 / 1e6 / (d / 1e3),
+                    b as f64 / 1e6 / (s / 1e3)
+                )
+            }
+            None => line += " | |",
+        }
+        println!("{line}");
+    }
+    println!();
+    println!(
+        "Each scp time includes the whole `scp` run (its own SSH set-up); the added time of \
+         a transfer is therefore the set-up overhead plus the relay's."
+    );
+}
