@@ -403,24 +403,20 @@ impl SessionTunnels {
         };
         // message number, recipient channel, data length: the rest is the data.
         let bytes = payload.len().saturating_sub(9) as u64;
+        // The client addresses the upstream's channel id, and the other way round.
         let tunnel = match from {
-            // The client addresses the upstream's channel id, and the other way round.
             Side::Client => tunnels
                 .iter_mut()
-                .find(|t| t.upstream_channel == Some(channel))
-                .map(|t| {
-                    t.client_to_upstream += bytes;
-                    t
-                }),
+                .find(|t| t.upstream_channel == Some(channel)),
             Side::Upstream => tunnels
                 .iter_mut()
-                .find(|t| t.client_channel == channel && t.upstream_channel.is_some())
-                .map(|t| {
-                    t.upstream_to_client += bytes;
-                    t
-                }),
+                .find(|t| t.client_channel == channel && t.upstream_channel.is_some()),
         };
         if let Some(t) = tunnel {
+            match from {
+                Side::Client => t.client_to_upstream += bytes,
+                Side::Upstream => t.upstream_to_client += bytes,
+            }
             if !t.alerted_bytes && self.settings.max_bytes.is_some_and(|max| t.total() > max) {
                 t.alerted_bytes = true;
                 self.alert(t, "bytes", Instant::now());

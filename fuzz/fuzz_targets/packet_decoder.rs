@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut opener = Opener::new();
     let ciphers = CipherAlg::ALL;
-    if selector as usize % (ciphers.len() + 1) != 0 {
+    if !(selector as usize).is_multiple_of(ciphers.len() + 1) {
         let c = ciphers[(selector as usize - 1) % ciphers.len()];
         let mac =
             (!c.is_aead()).then_some(MacAlg::ALL[(selector as usize / 8) % MacAlg::ALL.len()]);
