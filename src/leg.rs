@@ -18,6 +18,8 @@ use std::time::Instant;
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use glommio::sync::{Permit, Semaphore};
+use sshr_protocol::error::PeerMisbehaved;
+use sshr_protocol::msg::disconnect;
 use sshr_protocol::packet::MAX_PACKET_LEN;
 use sshr_protocol::transport::{Event, Input, Transport};
 
@@ -120,6 +122,9 @@ pub struct RxBuf {
 pub const MAX_WIRE_PACKET: usize = MAX_PACKET_LEN as usize + 4 + sshr_protocol::packet::MAX_TAG_LEN;
 /// Size of the inline buffer; larger packets or heavy traffic borrow a pooled one.
 pub const INLINE_RX: usize = 4096;
+/// Largest packet accepted before the relay starts (authentication messages are a few
+/// KiB at most, even with 16384-bit RSA keys).
+pub const MAX_HANDSHAKE_PACKET: usize = 64 * 1024;
 
 impl RxBuf {
     pub fn new() -> Self {
@@ -212,10 +217,11 @@ impl RxBuf {
         self.end = e - s;
     }
 
-    /// Give a pooled buffer back (when traffic is light) if it holds no more than the
-    /// inline buffer can take.
+    /// Go back to a small inline buffer (when traffic is light) if what is buffered fits
+    /// in one: gives a pooled buffer back to the pool, or shrinks an inline buffer that
+    /// the handshake grew.
     pub fn release_pooled(&mut self) {
-        if self.is_pooled() && self.len() <= INLINE_RX {
+        if self.capacity() > INLINE_RX && self.len() <= INLINE_RX {
             let mut v = vec![0; INLINE_RX];
             let (s, e) = (self.start, self.end);
             v[..e - s].copy_from_slice(&self.data()[s..e]);
@@ -354,6 +360,20 @@ impl Leg {
                     return Ok(Received::Packet(p));
                 }
                 Ok(Input::NeedMore(n)) => {
+                    if n > MAX_HANDSHAKE_PACKET {
+                        // Before authentication nobody needs big packets; refusing them
+                        // keeps what an unauthenticated peer can make us hold small.
+                        let e = sshr_protocol::Error::Peer(PeerMisbehaved::PacketLength(n as u32));
+                        self.disconnect(
+                            disconnect::PROTOCOL_ERROR,
+                            "sshr: packet too large before authentication",
+                        )
+                        .await;
+                        return Err(LegError::Protocol {
+                            side: self.side,
+                            source: e,
+                        });
+                    }
                     self.flush().await?;
                     rx.reserve(n.max(rx.len() + 1));
                     let n = self.read_some(rx.unfilled()).await?;

@@ -111,6 +111,8 @@ async fn pump(
     tunnels: &SessionTunnels,
 ) -> LegError {
     let mut last_read = 0usize;
+    // The handshake may have grown the inline buffer; idle sessions keep a small one.
+    rx.release_pooled();
     loop {
         from.transport.borrow_mut().handle_timeout(Instant::now());
         let need = match process(ctx, from, &mut rx, to, tunnels).await {

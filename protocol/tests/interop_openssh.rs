@@ -4,7 +4,6 @@
 //! * server role: accept a real `ssh` client through kex and a public-key login
 //!   (`ssh -v` reports "Authenticated to").
 
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
@@ -15,72 +14,10 @@ use sshr_protocol::auth::{self, Failure, Method, Request};
 use sshr_protocol::cipher::{CipherAlg, MacAlg};
 use sshr_protocol::hostkey::{PrivateKey, PublicKey, SigAlg};
 use sshr_protocol::msg;
-use sshr_protocol::transport::{ClientOptions, Config, Event, HostKeyCheck, Input, Transport};
+use sshr_protocol::transport::{ClientOptions, Config, Event, HostKeyCheck, Transport};
 use sshr_protocol::Error;
+use sshr_testsupport::conn::Conn;
 use sshr_testsupport::{keygen, run_with_timeout, ssh_command, Sshd, SshdOptions};
-
-/// A transport driven over a blocking socket.
-struct Conn {
-    t: Transport,
-    s: TcpStream,
-    rx: Vec<u8>,
-    events: Vec<Event>,
-}
-
-impl Conn {
-    fn new(t: Transport, s: TcpStream) -> Self {
-        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-        s.set_nodelay(true).unwrap();
-        Self {
-            t,
-            s,
-            rx: Vec::new(),
-            events: Vec::new(),
-        }
-    }
-
-    fn flush(&mut self) {
-        let out = self.t.transmit();
-        if !out.is_empty() {
-            let n = out.len();
-            self.s.write_all(out).unwrap();
-            self.t.advance_transmit(n);
-        }
-    }
-
-    /// The next message for the layers above.
-    fn next_packet(&mut self) -> Result<Vec<u8>, Error> {
-        loop {
-            self.flush();
-            let r = self.t.read(&mut self.rx, Instant::now());
-            while let Some(e) = self.t.poll_event() {
-                self.events.push(e);
-            }
-            match r {
-                Ok(Input::Consumed(n)) => {
-                    self.rx.drain(..n);
-                }
-                Ok(Input::Packet { len, payload }) => {
-                    let p = self.rx[payload].to_vec();
-                    self.rx.drain(..len);
-                    return Ok(p);
-                }
-                Ok(Input::NeedMore(_)) => {
-                    let mut buf = [0u8; 65536];
-                    let n = self.s.read(&mut buf).expect("read from peer");
-                    if n == 0 {
-                        return Err(Error::Local("peer closed the connection".into()));
-                    }
-                    self.rx.extend_from_slice(&buf[..n]);
-                }
-                Err(e) => {
-                    self.flush();
-                    return Err(e);
-                }
-            }
-        }
-    }
-}
 
 fn seed() -> [u8; 32] {
     let mut s = [0u8; 32];

@@ -4,6 +4,8 @@
 //! Tests need root (sshd's privilege separation, logging in as root) and
 //! `/usr/sbin/sshd`; `.ci/run` installs openssh-server and runs as root.
 
+pub mod conn;
+
 use std::fs;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};

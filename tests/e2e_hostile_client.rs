@@ -1,0 +1,131 @@
+//! Bad input closes that one connection with a reason and touches no other session:
+//! a scripted client (our own transport, driven by the test) misbehaves against sshr
+//! while a real `ssh` session through the same proxy keeps working.
+
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sshr_protocol::auth;
+use sshr_protocol::msg;
+use sshr_protocol::transport::{ClientOptions, Config, Transport};
+use sshr_protocol::Error;
+use sshr_testsupport::conn::Conn;
+use sshr_testsupport::{keygen, run_with_timeout, ssh_command, Sshd, SshdOptions, SshrSetup};
+
+/// sshr with one user `alice` routed to a real sshd; returns them with alice's key.
+fn proxy() -> (Sshd, sshr_testsupport::Sshr, tempfile::TempDir) {
+    let keys = tempfile::tempdir().unwrap();
+    let alice = keys.path().join("alice");
+    keygen(&alice, "ed25519", None);
+    let alice_pub = std::fs::read_to_string(alice.with_extension("pub")).unwrap();
+    let setup = SshrSetup::new();
+    let sshd = Sshd::start(SshdOptions {
+        authorized_keys: vec![setup.upstream_public_key.clone()],
+        ..SshdOptions::default()
+    });
+    let tables = format!(
+        "[[users]]\nname = \"alice\"\nupstream = \"127.0.0.1:{}\"\nupstream_user = \"root\"\nauthorized_keys = [{:?}]\n",
+        sshd.port,
+        alice_pub.trim()
+    );
+    let sshr = setup.start(std::path::Path::new(env!("CARGO_BIN_EXE_sshr")), &tables);
+    (sshd, sshr, keys)
+}
+
+/// A scripted client through key exchange and the ssh-userauth service.
+fn established(port: u16) -> Conn {
+    let mut seed = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
+    let t = Transport::client(
+        Arc::new(Config::default()),
+        ClientOptions::default(),
+        seed,
+        Instant::now(),
+    );
+    let mut c = Conn::new(t, TcpStream::connect(("127.0.0.1", port)).unwrap());
+    c.t.request_service(auth::SERVICE).unwrap();
+    let none = auth::Request {
+        user: "alice",
+        service: auth::CONNECTION_SERVICE,
+        method: auth::Method::None,
+    };
+    c.t.send(&none.encode()).unwrap();
+    let p = c.next_packet().expect("auth methods");
+    assert_eq!(p[0], msg::USERAUTH_FAILURE);
+    c
+}
+
+fn real_session_works(sshr: &sshr_testsupport::Sshr, key: &std::path::Path) {
+    let mut cmd = ssh_command("ssh", sshr.port(), Some(key));
+    cmd.args(["alice@127.0.0.1", "echo still-serving"]);
+    let out = run_with_timeout(cmd, Duration::from_secs(30));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("still-serving"),
+        "a real session failed after the hostile one: {}\nsshr log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        sshr.log()
+    );
+}
+
+#[test]
+fn oversized_packet_before_auth_is_refused_with_a_reason() {
+    let (_sshd, sshr, keys) = proxy();
+    let mut c = established(sshr.port());
+    // 100 KB before authentication: legal for the transport's cap, refused by the proxy.
+    let mut ignore = vec![msg::IGNORE];
+    ignore.extend(std::iter::repeat_n(0u8, 100_000));
+    c.t.send(&ignore).unwrap();
+    c.flush();
+    match c.next_packet() {
+        Err(Error::PeerDisconnected {
+            reason,
+            description,
+        }) => {
+            assert_eq!(reason, msg::disconnect::PROTOCOL_ERROR);
+            assert!(
+                description.contains("too large before authentication"),
+                "{description}"
+            );
+        }
+        other => panic!(
+            "expected a DISCONNECT with a reason, got {other:?}\n{}",
+            sshr.log()
+        ),
+    }
+    real_session_works(&sshr, &keys.path().join("alice"));
+}
+
+#[test]
+fn tampered_packet_closes_only_that_connection() {
+    let (_sshd, sshr, keys) = proxy();
+    let mut c = established(sshr.port());
+    // A second scripted connection stays open across the first one's failure.
+    let mut other = established(sshr.port());
+    let none = auth::Request {
+        user: "alice",
+        service: auth::CONNECTION_SERVICE,
+        method: auth::Method::None,
+    };
+    c.t.send(&none.encode()).unwrap();
+    let mut wire = c.t.transmit().to_vec();
+    let n = wire.len();
+    c.t.advance_transmit(n);
+    wire[n - 3] ^= 0x40; // in the authentication tag
+    std::io::Write::write_all(&mut c.s, &wire).unwrap();
+    match c.next_packet() {
+        Err(Error::PeerDisconnected { reason, .. }) => {
+            assert_eq!(reason, msg::disconnect::MAC_ERROR)
+        }
+        other => panic!(
+            "expected DISCONNECT (MAC error), got {other:?}\n{}",
+            sshr.log()
+        ),
+    }
+    other.t.send(&none.encode()).unwrap();
+    let p = other
+        .next_packet()
+        .expect("the other connection still answers");
+    assert_eq!(p[0], msg::USERAUTH_FAILURE);
+    real_session_works(&sshr, &keys.path().join("alice"));
+}

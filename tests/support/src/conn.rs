@@ -1,0 +1,72 @@
+//! A sans-IO transport of `sshr-protocol` driven over a blocking socket: a scriptable
+//! SSH peer for tests that need to do what no real client does.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use sshr_protocol::transport::{Event, Input, Transport};
+use sshr_protocol::Error;
+
+/// A transport driven over a blocking socket.
+pub struct Conn {
+    pub t: Transport,
+    pub s: TcpStream,
+    pub rx: Vec<u8>,
+    pub events: Vec<Event>,
+}
+
+impl Conn {
+    pub fn new(t: Transport, s: TcpStream) -> Self {
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Self {
+            t,
+            s,
+            rx: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    pub fn flush(&mut self) {
+        let out = self.t.transmit();
+        if !out.is_empty() {
+            let n = out.len();
+            self.s.write_all(out).unwrap();
+            self.t.advance_transmit(n);
+        }
+    }
+
+    /// The next message for the layers above.
+    pub fn next_packet(&mut self) -> Result<Vec<u8>, Error> {
+        loop {
+            self.flush();
+            let r = self.t.read(&mut self.rx, Instant::now());
+            while let Some(e) = self.t.poll_event() {
+                self.events.push(e);
+            }
+            match r {
+                Ok(Input::Consumed(n)) => {
+                    self.rx.drain(..n);
+                }
+                Ok(Input::Packet { len, payload }) => {
+                    let p = self.rx[payload].to_vec();
+                    self.rx.drain(..len);
+                    return Ok(p);
+                }
+                Ok(Input::NeedMore(_)) => {
+                    let mut buf = [0u8; 65536];
+                    let n = self.s.read(&mut buf).expect("read from peer");
+                    if n == 0 {
+                        return Err(Error::Local("peer closed the connection".into()));
+                    }
+                    self.rx.extend_from_slice(&buf[..n]);
+                }
+                Err(e) => {
+                    self.flush();
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
