@@ -33,9 +33,11 @@ use core::ops::{Deref, DerefMut};
 
 use aes::{Aes128Enc, Aes256Enc};
 use aes_gcm::aead::consts::{U12, U16};
-use aes_gcm::{AeadCore, AeadInPlace, AesGcm, KeyInit};
+use aes_gcm::aead::AeadInOut;
+use aes_gcm::{AeadCore, AesGcm, KeyInit};
 use chacha20::cipher::{KeyIvInit, StreamCipher};
 use chacha20::ChaCha20Legacy;
+use ctr::cipher::{BlockCipherEncrypt, IvState};
 use ctr::Ctr128BE;
 use hmac::{Hmac, Mac};
 use poly1305::Poly1305;
@@ -191,8 +193,8 @@ enum Inner {
     ChaCha(Box<ChaChaPoly>),
     Aes128Gcm(Box<Gcm<Aes128Enc>>),
     Aes256Gcm(Box<Gcm<Aes256Enc>>),
-    Aes128Ctr(Box<CtrHmac<Ctr128BE<Aes128Enc>>>),
-    Aes256Ctr(Box<CtrHmac<Ctr128BE<Aes256Enc>>>),
+    Aes128Ctr(Box<CtrHmac<Aes128Enc>>),
+    Aes256Ctr(Box<CtrHmac<Aes256Enc>>),
 }
 
 impl PacketCipher {
@@ -466,8 +468,8 @@ impl ChaChaPoly {
         let mut main = Self::instance(&self.main, seq);
         let mut block0 = [0u8; 64];
         main.apply_keystream(&mut block0);
-        let poly_key = poly1305::Key::from_slice(&block0[..32]);
-        let tag = Poly1305::new(poly_key).compute_unpadded(data);
+        let poly_key = poly1305::Key::try_from(&block0[..32]).expect("32-byte Poly1305 key");
+        let tag = Poly1305::new(&poly_key).compute_unpadded(data);
         block0.zeroize();
         (main, tag)
     }
@@ -479,8 +481,8 @@ impl ChaChaPoly {
         let mut block0 = [0u8; 64];
         main.apply_keystream(&mut block0);
         main.apply_keystream(body);
-        let poly_key = poly1305::Key::from_slice(&block0[..32]);
-        tag.copy_from_slice(&Poly1305::new(poly_key).compute_unpadded(data));
+        let poly_key = poly1305::Key::try_from(&block0[..32]).expect("32-byte Poly1305 key");
+        tag.copy_from_slice(&Poly1305::new(&poly_key).compute_unpadded(data));
         block0.zeroize();
     }
 
@@ -507,7 +509,7 @@ struct Gcm<A> {
 
 impl<A> Gcm<A>
 where
-    AesGcm<A, U12>: KeyInit + AeadInPlace + AeadCore<NonceSize = U12, TagSize = U16>,
+    AesGcm<A, U12>: KeyInit + AeadInOut + AeadCore<NonceSize = U12, TagSize = U16>,
 {
     fn new(key: &[u8], iv: &[u8]) -> Self {
         let aead = AesGcm::<A, U12>::new_from_slice(key).expect("GCM key length");
@@ -536,7 +538,7 @@ where
         let (len, body) = data.split_at_mut(4);
         let t = self
             .aead
-            .encrypt_in_place_detached(&nonce, len, body)
+            .encrypt_inout_detached(&nonce, len, body.into())
             .expect("an SSH packet is far below the GCM length limit");
         tag.copy_from_slice(&t);
     }
@@ -545,9 +547,14 @@ where
         let nonce = self.next_nonce();
         let (len, body) = data.split_at_mut(4);
         self.aead
-            .decrypt_in_place_detached(&nonce, len, body, aes_gcm::Tag::from_slice(tag))
+            .decrypt_inout_detached(&nonce, len, body.into(), &tag_array(tag)?)
             .map_err(|_| OpenError::BadTag)
     }
+}
+
+/// The 16-byte GCM tag from the packet's tag slice (its length is fixed by `tag_len`).
+fn tag_array(tag: &[u8]) -> Result<aes_gcm::Tag<U16>, OpenError> {
+    aes_gcm::Tag::<U16>::try_from(tag).map_err(|_| OpenError::BadTag)
 }
 
 impl<A> Drop for Gcm<A> {
@@ -619,31 +626,38 @@ impl HmacKey {
 }
 
 /// aes*-ctr with an HMAC, ETM or not.
-struct CtrHmac<C> {
-    ctr: Wipe<C>,
+struct CtrHmac<A: BlockCipherEncrypt<BlockSize = U16>> {
+    ctr: Ctr128BE<A>,
+    /// The same key schedule again, to decrypt one block ahead of the stream in
+    /// [`peek_length`](Self::peek_length) without moving it.
+    block: A,
     mac: HmacKey,
     etm: bool,
 }
 
-impl<C: KeyIvInit + StreamCipher + Clone> CtrHmac<C> {
+impl<A: BlockCipherEncrypt<BlockSize = U16> + KeyInit> CtrHmac<A> {
     fn new(key: &[u8], iv: &[u8], mac: MacAlg, mac_key: &[u8]) -> Self {
         CtrHmac {
-            ctr: Wipe::new(C::new_from_slices(key, iv).expect("CTR key/IV length")),
+            ctr: Ctr128BE::<A>::new_from_slices(key, iv).expect("CTR key/IV length"),
+            block: A::new_from_slice(key).expect("AES key length"),
             mac: HmacKey::new(mac, mac_key),
             etm: mac.is_etm(),
         }
     }
 
-    /// Non-ETM: decrypt the first block (`head`, 16 bytes) with a throwaway copy of the stream.
+    /// Non-ETM: decrypt the first block (`head`, 16 bytes) without advancing the stream.
+    /// Packets are whole blocks, so the stream always stands at a block boundary here and its
+    /// next keystream block is E(counter).
     fn peek_length(&self, head: &[u8], len: &mut [u8; 4]) {
         if self.etm {
             return;
         }
-        let mut block = [0u8; 16];
-        block.copy_from_slice(&head[..16]);
-        Wipe::new((*self.ctr).clone()).apply_keystream(&mut block);
-        len.copy_from_slice(&block[..4]);
-        block.zeroize();
+        let mut keystream = self.ctr.get_core().iv_state();
+        self.block.encrypt_block(&mut keystream);
+        for (l, (h, k)) in len.iter_mut().zip(head.iter().zip(keystream.iter())) {
+            *l = h ^ k;
+        }
+        keystream.zeroize();
     }
 
     fn seal(&mut self, seq: u32, data: &mut [u8], tag: &mut [u8]) {
@@ -755,17 +769,17 @@ mod tests {
 
         fn check<A>(key: &[u8], iv: &[u8], aad: &[u8], p: &[u8], c: &str, t: &str)
         where
-            AesGcm<A, U12>: KeyInit + AeadInPlace + AeadCore<NonceSize = U12, TagSize = U16>,
+            AesGcm<A, U12>: KeyInit + AeadInOut + AeadCore<NonceSize = U12, TagSize = U16>,
         {
             let aead = AesGcm::<A, U12>::new_from_slice(key).unwrap();
-            let nonce = aes_gcm::Nonce::<U12>::from_slice(iv);
+            let nonce = aes_gcm::Nonce::<U12>::try_from(iv).unwrap();
             let mut buf = p.to_vec();
             let tag = aead
-                .encrypt_in_place_detached(nonce, aad, &mut buf)
+                .encrypt_inout_detached(&nonce, aad, buf.as_mut_slice().into())
                 .unwrap();
             assert_eq!(hex::encode(&buf), c);
             assert_eq!(hex::encode(tag), t);
-            aead.decrypt_in_place_detached(nonce, aad, &mut buf, &tag)
+            aead.decrypt_inout_detached(&nonce, aad, buf.as_mut_slice().into(), &tag)
                 .unwrap();
             assert_eq!(buf, p);
         }
@@ -874,7 +888,7 @@ mod tests {
     #[test]
     fn poly1305_rfc8439() {
         let key = unhex("85d6be7857556d337f4452fe42d506a80103808afb0db2fd4abff6af4149f51b");
-        let tag = Poly1305::new(poly1305::Key::from_slice(&key))
+        let tag = Poly1305::new(&poly1305::Key::try_from(key.as_slice()).unwrap())
             .compute_unpadded(b"Cryptographic Forum Research Group");
         assert_eq!(hex::encode(tag), "a8061dc1305136c6c22b8baf0c0127a9");
     }
