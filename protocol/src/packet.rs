@@ -168,7 +168,7 @@ impl Sealer {
     /// Whether `padding` bytes of padding are valid for this payload length.
     pub fn padding_valid(&self, payload_len: usize, padding: usize) -> bool {
         (4..=255).contains(&padding)
-            && (self.aligned_part(payload_len) + padding) % self.block() == 0
+            && (self.aligned_part(payload_len) + padding).is_multiple_of(self.block())
     }
 
     /// The largest valid padding that makes the sealed packet at most `space` bytes, if any.
