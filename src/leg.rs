@@ -287,6 +287,7 @@ impl Leg {
         if n == 0 {
             return Err(LegError::Closed { side: self.side });
         }
+        crate::net::quickack(&self.stream.borrow());
         Ok(n)
     }
 
