@@ -275,6 +275,7 @@ pub fn install_prometheus(addr: SocketAddr) -> Result<(), MetricsError> {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, Unit};
+    crate::tunnel::describe_metrics();
     describe_gauge!("sshr_sessions_active", "Client connections being served");
     describe_counter!("sshr_sessions_total", "Client connections accepted");
     describe_counter!(

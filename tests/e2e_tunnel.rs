@@ -714,6 +714,10 @@ fn tunnel_through_sshr(tag: &str, mode: Mode) {
         Some(2.0),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("# HELP sshr_tunnels_open SSH tunnels (ssh -w) open now"),
+        "tunnel metrics carry their descriptions:\n{metrics}"
+    );
 
     // Stopping the client tears the path down on both ends.
     lab.stop(client);
