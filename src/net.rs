@@ -5,8 +5,8 @@
 //! timeout covers resolution and every address tried.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use glommio::net::TcpStream;

@@ -182,6 +182,9 @@ struct Pending {
     authorized: Vec<PublicKey>,
     connecting: Option<Task<Result<UpstreamConn, UpstreamError>>>,
     conn: Option<UpstreamConn>,
+    /// What the client is told once it has proven who it is, when the upstream
+    /// connection failed.
+    failed: Option<&'static str>,
 }
 
 impl Pending {
@@ -260,41 +263,37 @@ impl Pending {
             authorized,
             connecting,
             conn: None,
+            failed: None,
         }
     }
 
-    /// The upstream connection, waiting for it if it is still being set up.
+    /// The upstream connection, waiting for it if it is still being set up. Once it has
+    /// failed, every later call gives the same refusal.
     async fn upstream(&mut self) -> Result<&mut UpstreamConn, AuthEnd> {
         if self.conn.is_none() {
-            let Some(task) = self.connecting.take() else {
-                return Err(AuthEnd::Refuse {
-                    reason: disconnect::BY_APPLICATION,
-                    message: "sshr: the server for this account is unreachable",
-                    failure: AuthFailure::UnknownUser,
-                });
-            };
-            match task.await {
-                Ok(c) => self.conn = Some(c),
-                Err(e) => {
-                    let addr = self
-                        .upstream
-                        .as_ref()
-                        .map(|u| u.addr.as_str())
-                        .unwrap_or_default();
-                    warn!(user = %self.user, upstream = addr, error = %e, "upstream connection failed");
-                    return Err(AuthEnd::Refuse {
-                        reason: disconnect::BY_APPLICATION,
-                        message: e.client_message(),
-                        failure: AuthFailure::UpstreamRejected,
-                    });
+            if let Some(task) = self.connecting.take() {
+                match task.await {
+                    Ok(c) => self.conn = Some(c),
+                    Err(e) => {
+                        let addr = self
+                            .upstream
+                            .as_ref()
+                            .map(|u| u.addr.as_str())
+                            .unwrap_or_default();
+                        warn!(user = %self.user, upstream = addr, error = %e, "upstream connection failed");
+                        self.failed = Some(e.client_message());
+                    }
                 }
             }
         }
-        self.conn.as_mut().ok_or(AuthEnd::Refuse {
-            reason: disconnect::BY_APPLICATION,
-            message: "sshr: internal error",
-            failure: AuthFailure::Aborted,
-        })
+        match (&mut self.conn, self.failed) {
+            (Some(conn), _) => Ok(conn),
+            (None, message) => Err(AuthEnd::Refuse {
+                reason: disconnect::BY_APPLICATION,
+                message: message.unwrap_or("sshr: the server for this account is unreachable"),
+                failure: AuthFailure::UpstreamRejected,
+            }),
+        }
     }
 }
 
@@ -476,15 +475,22 @@ async fn authenticate(
                 } else {
                     "keyboard-interactive"
                 };
-                let outcome = match p.upstream.as_ref().map(|u| u.user.clone()) {
-                    Some(user) => {
-                        let conn = p.upstream().await?;
+                let user = p.upstream.as_ref().map(|u| u.user.clone());
+                let conn = match user {
+                    Some(_) => p.upstream().await.ok(),
+                    None => None,
+                };
+                let outcome = match (user, conn) {
+                    (Some(user), Some(conn)) => {
                         conn.pass_through(&user, method)
                             .await
                             .map_err(upstream_end)?;
                         pass_replies(client, conn, rx, &mut carried).await?
                     }
-                    None => decoy(client, &method, rx, &mut carried).await?,
+                    // No such user, or its server is down (logged above). The client has
+                    // proven nothing yet: "unreachable" would tell it the account exists,
+                    // so both fail like a wrong password.
+                    _ => decoy(client, &method, rx, &mut carried).await?,
                 };
                 match outcome {
                     Passed::Success => return finish(client, pending, name).await,

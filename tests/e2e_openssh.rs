@@ -1553,11 +1553,13 @@ fn unknown_user_is_asked_and_refused_like_a_known_one() {
         overrides_b: vec!["UsePAM yes", "KbdInteractiveAuthentication yes"],
         ..Default::default()
     });
-    // The same wrong answer, for a real account and for a name the proxy does not know,
-    // with both pass-through methods: same prompts, same refusal.
+    // The same wrong answer, for a real account, for a name the proxy does not know and
+    // for an account whose server is down, with both pass-through methods: same prompts,
+    // same refusal. (Telling "down" that its server is unreachable before it proved
+    // anything would tell it the account exists.)
     for method in ["password", "keyboard-interactive"] {
         let mut seen = Vec::new();
-        for user in [PASSWORD_USER, "nosuchuser"] {
+        for user in [PASSWORD_USER, "nosuchuser", "down"] {
             let name = format!("ask_{}_{user}", &method[..3]);
             let out = env.run(
                 password_ssh_by(&env, user, method, "wrong-password", &name, &["echo no"]),
@@ -1579,11 +1581,15 @@ fn unknown_user_is_asked_and_refused_like_a_known_one() {
                 .replace(user, "USER");
             seen.push(prompts);
         }
-        env.check(seen[0] == seen[1] && seen[0].lines().count() == 1, || {
-            format!(
-                "{method}: the known user was asked {:?}, the unknown one {:?}",
-                seen[0], seen[1]
-            )
-        });
+        env.check(
+            seen[0] == seen[1] && seen[0] == seen[2] && seen[0].lines().count() == 1,
+            || {
+                format!(
+                    "{method}: the known user was asked {:?}, the unknown one {:?}, the one \
+                     whose server is down {:?}",
+                    seen[0], seen[1], seen[2]
+                )
+            },
+        );
     }
 }
