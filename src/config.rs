@@ -48,6 +48,8 @@ pub struct Config {
     pub rekey: Rekey,
     /// `[tunnels]`: default policy and alert thresholds of SSH tunnels (`ssh -w`).
     pub tunnels: Tunnels,
+    /// `[warm_upstreams]`: upstream connections made ready before a login needs them.
+    pub warm_upstreams: WarmUpstreams,
     /// The free-form `[hooks]` table: settings for custom hook implementations. The
     /// built-in static table ignores it.
     pub hooks: toml::Table,
@@ -126,6 +128,30 @@ pub struct Tunnels {
     pub max_bytes: Option<u64>,
     /// How often an open tunnel gets a log record with its duration and bytes.
     pub report_interval: Duration,
+}
+
+/// `[warm_upstreams]`: connections to recently used upstream servers, connected and
+/// through key exchange, kept per shard for the next login (see `src/warm.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WarmUpstreams {
+    /// Ready connections per upstream server and shard; 0 turns the pool off.
+    pub per_upstream: usize,
+    /// An unused connection is closed after this long (keep it well below the
+    /// upstream's LoginGraceTime).
+    pub idle: Duration,
+    /// Ready connections per shard, all servers together.
+    pub max_per_shard: usize,
+}
+
+impl Default for WarmUpstreams {
+    fn default() -> Self {
+        WarmUpstreams {
+            per_upstream: 1,
+            idle: Duration::from_secs(30),
+            max_per_shard: 256,
+        }
+    }
 }
 
 impl Default for Tunnels {
@@ -336,6 +362,8 @@ struct RawConfig {
     #[serde(default)]
     tunnels: RawTunnels,
     #[serde(default)]
+    warm_upstreams: RawWarmUpstreams,
+    #[serde(default)]
     hooks: toml::Table,
     #[serde(default)]
     users: Vec<RawUser>,
@@ -357,6 +385,14 @@ struct RawLimits {
 struct RawRekey {
     bytes: Option<Spanned<u64>>,
     seconds: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWarmUpstreams {
+    per_upstream: Option<Spanned<usize>>,
+    idle_secs: Option<Spanned<u64>>,
+    max_per_shard: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -453,6 +489,7 @@ impl Validator<'_> {
         let limits = self.limits(raw.limits)?;
         let rekey = self.rekey(raw.rekey)?;
         let tunnels = self.tunnels(raw.tunnels)?;
+        let warm_upstreams = self.warm_upstreams(raw.warm_upstreams)?;
 
         // users
         let mut seen: HashMap<String, usize> = HashMap::new();
@@ -482,6 +519,7 @@ impl Validator<'_> {
             limits,
             rekey,
             tunnels,
+            warm_upstreams,
             hooks: raw.hooks,
             origin: self.origin.to_string(),
             path: None,
@@ -604,6 +642,21 @@ impl Validator<'_> {
                     value: value.get_ref().clone(),
                 },
             )
+        })
+    }
+
+    fn warm_upstreams(&self, raw: RawWarmUpstreams) -> Result<WarmUpstreams, ConfigError> {
+        let d = WarmUpstreams::default();
+        Ok(WarmUpstreams {
+            per_upstream: raw.per_upstream.map_or(d.per_upstream, Spanned::into_inner),
+            idle: Duration::from_secs(self.nonzero(
+                "warm_upstreams.idle_secs",
+                raw.idle_secs,
+                d.idle.as_secs(),
+            )?),
+            max_per_shard: raw
+                .max_per_shard
+                .map_or(d.max_per_shard, Spanned::into_inner),
         })
     }
 

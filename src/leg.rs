@@ -280,6 +280,12 @@ impl Leg {
         }
     }
 
+    /// True when the peer has sent nothing and not closed the connection (for warm
+    /// upstream connections waiting in the pool).
+    pub fn is_idle_and_open(&self) -> bool {
+        crate::net::idle_and_open(&self.stream.borrow())
+    }
+
     pub async fn read_some(&self, buf: &mut [u8]) -> Result<usize, LegError> {
         let n = poll_fn(|cx| Pin::new(&mut *self.stream.borrow_mut()).poll_read(cx, buf))
             .await

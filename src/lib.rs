@@ -31,6 +31,7 @@ pub mod session;
 pub mod shard;
 pub mod tunnel;
 pub mod upstream;
+pub mod warm;
 
 pub use config::Config;
 pub use hooks::{HookContext, HookError, Hooks, HooksFactory, HostKeyPolicy, Upstream};

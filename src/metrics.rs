@@ -22,6 +22,7 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 
 use crate::pool::PoolStats;
+use crate::warm::WarmPool;
 
 /// Why a client's authentication failed, as counted (the client only ever learns
 /// "permission denied").
@@ -130,6 +131,9 @@ struct Counts {
     upstream_failures: [Cell<u64>; UpstreamFailure::ALL.len()],
     bytes_client_to_upstream: Cell<u64>,
     bytes_upstream_to_client: Cell<u64>,
+    /// Only in `published`: the warm pool's own totals at the last publish.
+    warm_hits: Cell<u64>,
+    warm_misses: Cell<u64>,
 }
 
 fn add(cell: &Cell<u64>, n: u64) {
@@ -189,7 +193,7 @@ impl ShardMetrics {
     }
 
     /// Sends what changed since the last call to the global `metrics` recorder.
-    pub fn publish(&self, pool: PoolStats) {
+    pub fn publish(&self, pool: PoolStats, warm: &WarmPool) {
         fn delta(now: &Cell<u64>, published: &Cell<u64>) -> u64 {
             let d = now.get().wrapping_sub(published.get());
             published.set(now.get());
@@ -244,7 +248,19 @@ impl ShardMetrics {
                 .increment(d);
         }
 
+        let (hits, misses) = warm.hits_and_misses();
+        let d = hits.wrapping_sub(p.warm_hits.replace(hits));
+        if d > 0 {
+            metrics::counter!("sshr_upstream_warm_total", "outcome" => "hit").increment(d);
+        }
+        let d = misses.wrapping_sub(p.warm_misses.replace(misses));
+        if d > 0 {
+            metrics::counter!("sshr_upstream_warm_total", "outcome" => "miss").increment(d);
+        }
+
         let shard = self.shard.to_string();
+        metrics::gauge!("sshr_upstream_warm_held", "shard" => shard.clone())
+            .set(warm.held() as f64);
         metrics::gauge!("sshr_buffer_pool_in_use", "shard" => shard.clone())
             .set(pool.in_use as f64);
         metrics::gauge!("sshr_buffer_pool_waiters", "shard" => shard).set(pool.waiters as f64);
@@ -295,6 +311,14 @@ fn describe() {
         Unit::Bytes,
         "Bytes relayed between client and upstream legs"
     );
+    describe_counter!(
+        "sshr_upstream_warm_total",
+        "Upstream logins by whether a warm connection was ready (hit) or not (miss)"
+    );
+    describe_gauge!(
+        "sshr_upstream_warm_held",
+        "Warm upstream connections held, per shard"
+    );
     describe_gauge!(
         "sshr_buffer_pool_in_use",
         "Relay buffers lent out, per shard"
@@ -333,6 +357,7 @@ mod tests {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         let m = ShardMetrics::new(3);
+        let warm = crate::warm::WarmPool::default();
         metrics::with_local_recorder(&recorder, || {
             m.session_started();
             m.session_started();
@@ -342,12 +367,12 @@ mod tests {
             m.auth_failure(AuthFailure::WrongKey);
             m.upstream_failure(UpstreamFailure::Timeout);
             m.session_refused();
-            m.publish(stats());
+            m.publish(stats(), &warm);
             // Nothing new: publishing again must not double count.
-            m.publish(stats());
+            m.publish(stats(), &warm);
             m.relayed_client_to_upstream(1);
             m.session_ended();
-            m.publish(stats());
+            m.publish(stats(), &warm);
         });
         let text = handle.render();
         assert_eq!(value(&text, "sshr_sessions_total"), Some(2.0), "{text}");
@@ -401,8 +426,8 @@ mod tests {
             a.session_started();
             b.session_started();
             b.session_started();
-            a.publish(stats());
-            b.publish(stats());
+            a.publish(stats(), &crate::warm::WarmPool::default());
+            b.publish(stats(), &crate::warm::WarmPool::default());
         });
         let text = handle.render();
         assert_eq!(value(&text, "sshr_sessions_active"), Some(3.0), "{text}");

@@ -60,6 +60,22 @@ pub fn quickack(stream: &TcpStream) {
     }
 }
 
+/// True when nothing has arrived on the socket and the peer has not closed it: a
+/// non-blocking peek (`MSG_PEEK | MSG_DONTWAIT`) finds no byte and no end-of-file.
+pub fn idle_and_open(stream: &TcpStream) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: recv(2) into one byte of our own stack, on a descriptor the stream owns.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+}
+
 /// Connects to `addr` (`host:port`, `ip:port` or `[ipv6]:port`) within `timeout`, trying
 /// each resolved address in order, and sets TCP_NODELAY (the relay writes whole packets;
 /// Nagle would only add latency to interactive sessions).

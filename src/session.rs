@@ -104,6 +104,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
             user = %login.user,
             upstream = %login.upstream_addr,
             method = login.method,
+            warm_upstream = login.warm,
             setup_ms = started.elapsed().as_millis() as u64,
             "authenticated; relaying"
         );
@@ -129,6 +130,8 @@ struct Login {
     upstream_addr: String,
     method: &'static str,
     conn: UpstreamConn,
+    /// The upstream connection was ready before the login (`src/warm.rs`).
+    warm: bool,
     /// The hook's tunnel policy for this user (`None`: the configured default).
     tunnels: Option<TunnelPolicy>,
 }
@@ -185,6 +188,8 @@ struct Pending {
     /// What the client is told once it has proven who it is, when the upstream
     /// connection failed.
     failed: Option<&'static str>,
+    /// The connection came from the warm pool.
+    warm: bool,
 }
 
 impl Pending {
@@ -227,17 +232,36 @@ impl Pending {
                 }
             }
         };
-        // Start the upstream now: its TCP and key exchange overlap the client's auth.
-        let connecting = upstream.as_ref().map(|u| {
-            let u = u.clone();
-            let config = ctx.transport.clone();
-            let prefer = client_cipher(client);
-            let timeout = ctx.config.limits.connect_timeout;
-            glommio::spawn_local(
-                async move { upstream::connect(&u, config, prefer, seed(), timeout).await }
-                    .in_current_span(),
-            )
-        });
+        // Take a warm upstream connection, or start one now: its TCP and key exchange
+        // overlap the client's authentication. Either way, make one ready for the next
+        // login to this server.
+        let prefer = client_cipher(client);
+        let warm = upstream
+            .as_ref()
+            .and_then(|u| ctx.shard.warm.take(u, prefer));
+        let connecting = match (&upstream, &warm) {
+            (Some(u), None) => {
+                let u = u.clone();
+                let config = ctx.transport.clone();
+                let timeout = ctx.config.limits.connect_timeout;
+                Some(glommio::spawn_local(
+                    async move { upstream::connect(&u, config, prefer, seed(), timeout).await }
+                        .in_current_span(),
+                ))
+            }
+            _ => None,
+        };
+        if let Some(u) = &upstream {
+            if ctx.config.warm_upstreams.per_upstream > 0 {
+                ctx.shard.warm.refill(
+                    &ctx.config.warm_upstreams,
+                    u,
+                    ctx.transport.clone(),
+                    prefer,
+                    ctx.config.limits.connect_timeout,
+                );
+            }
+        }
         let authorized = match &upstream {
             Some(_) => match glommio::timer::timeout(hook_timeout, async {
                 Ok(ctx.hooks.fetch_authorized_keys(&hook_ctx).await)
@@ -262,7 +286,8 @@ impl Pending {
             upstream,
             authorized,
             connecting,
-            conn: None,
+            warm: warm.is_some(),
+            conn: warm,
             failed: None,
         }
     }
@@ -646,5 +671,6 @@ async fn finish(
         upstream_addr: p.upstream.map(|u| u.addr).unwrap_or_default(),
         method,
         conn,
+        warm: p.warm,
     })
 }

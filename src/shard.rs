@@ -28,6 +28,7 @@ use crate::listener::{self, BindError};
 use crate::metrics::{self, MetricsError, ShardMetrics};
 use crate::pool::{BufferPool, RELAY_BUFFER_SIZE};
 use crate::providers::static_table::StaticTable;
+use crate::warm::WarmPool;
 
 /// Everything a session needs from its shard. Shared by the sessions of one shard as an
 /// `Rc`; never crosses threads.
@@ -44,6 +45,8 @@ pub struct ShardContext {
     pub pool: BufferPool,
     /// This shard's counters (plain cells, published about once a second).
     pub metrics: ShardMetrics,
+    /// Upstream connections made ready for the next login (`[warm_upstreams]`).
+    pub warm: Rc<WarmPool>,
     config: RefCell<Arc<Config>>,
     hooks: RefCell<Rc<dyn Hooks>>,
     live_sessions: Cell<usize>,
@@ -74,6 +77,7 @@ impl ShardContext {
             upstream_key,
             pool,
             metrics: ShardMetrics::new(index),
+            warm: WarmPool::new(),
             config: RefCell::new(config),
             hooks: RefCell::new(hooks),
             live_sessions: Cell::new(0),
@@ -498,7 +502,7 @@ async fn shard_main(setup: ShardSetup) {
     }
     if let Some(publisher) = publisher {
         publisher.cancel().await;
-        ctx.metrics.publish(ctx.pool.stats());
+        ctx.metrics.publish(ctx.pool.stats(), &ctx.warm);
     }
     tracing::debug!(shard = index, "shard stopped");
 }
@@ -519,7 +523,7 @@ fn reload_shard(ctx: &ShardContext, shared: &Shared) {
 async fn publish_metrics(ctx: Rc<ShardContext>) {
     loop {
         sleep(Duration::from_secs(1)).await;
-        ctx.metrics.publish(ctx.pool.stats());
+        ctx.metrics.publish(ctx.pool.stats(), &ctx.warm);
     }
 }
 

@@ -1,0 +1,245 @@
+//! Warm upstream connections: connected, key exchange done, `ssh-userauth` accepted, not
+//! logged in, kept per shard for the next login to the same server.
+//!
+//! Most of a proxied login's wait is the upstream's own connection set-up (sshd forks and
+//! re-executes itself for every connection, then runs its key exchange): 20 to 60 ms on
+//! loopback. A warm connection has done all of that before the user arrives, and no user
+//! has been named on it yet, so it serves any account on that server.
+//!
+//! The pool fills on demand: after a login to a server, one connection (per
+//! `[warm_upstreams] per_upstream`) is made ready for the next login to it. An unused
+//! connection is closed after `idle_secs`, well within sshd's LoginGraceTime (120 s by
+//! default); until then it is one of the server's unauthenticated connections, which
+//! count toward its MaxStartups (10 by default before it starts dropping). A connection
+//! the server has closed meanwhile is noticed when it is taken and never handed out.
+//!
+//! A connection is only reused for the same address, host-key policy and cipher
+//! preference it was made with: the host key was checked under that policy, and the
+//! cipher matches the client leg so that the relay re-seals packets in place.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::timer::sleep;
+use sshr_protocol::cipher::{CipherAlg, MacAlg};
+use sshr_protocol::msg::disconnect;
+use sshr_protocol::transport::Config as TransportConfig;
+use tracing::{debug, Instrument};
+
+use crate::config::WarmUpstreams;
+use crate::hooks::{HostKeyPolicy, Upstream};
+use crate::upstream::{self, UpstreamConn};
+
+/// The cipher and MAC an upstream connection was asked for.
+pub type CipherPreference = (Option<CipherAlg>, Option<MacAlg>);
+
+struct Warm {
+    id: u64,
+    host_key: HostKeyPolicy,
+    prefer: CipherPreference,
+    conn: UpstreamConn,
+}
+
+/// One shard's warm connections, by upstream address. Shard-local: no locks.
+#[derive(Default)]
+pub struct WarmPool {
+    by_addr: RefCell<HashMap<String, Vec<Warm>>>,
+    /// Connections being made, by address, so that a burst of logins makes one each.
+    making: RefCell<HashMap<String, usize>>,
+    held: Cell<usize>,
+    next_id: Cell<u64>,
+    /// Taken warm (a login did not wait for the upstream's set-up) and not.
+    hits: Cell<u64>,
+    misses: Cell<u64>,
+}
+
+impl WarmPool {
+    pub fn new() -> Rc<Self> {
+        Rc::new(WarmPool::default())
+    }
+
+    /// A ready connection to `upstream` asked for `prefer`, if one is held and still open.
+    pub fn take(&self, upstream: &Upstream, prefer: CipherPreference) -> Option<UpstreamConn> {
+        let found = self.take_open(upstream, prefer);
+        match found {
+            Some(_) => self.hits.set(self.hits.get() + 1),
+            None => self.misses.set(self.misses.get() + 1),
+        }
+        found
+    }
+
+    fn take_open(&self, upstream: &Upstream, prefer: CipherPreference) -> Option<UpstreamConn> {
+        let mut by_addr = self.by_addr.borrow_mut();
+        let list = by_addr.get_mut(&upstream.addr)?;
+        let mut found = None;
+        while let Some(i) = list
+            .iter()
+            .position(|w| w.prefer == prefer && same_policy(&w.host_key, &upstream.host_key))
+        {
+            let w = list.swap_remove(i);
+            self.held.set(self.held.get() - 1);
+            // The server may have closed it (LoginGraceTime, a restart): then the socket
+            // reads end-of-file, or has its DISCONNECT waiting.
+            if w.conn.rx.is_empty() && w.conn.leg.is_idle_and_open() {
+                found = Some(w.conn);
+                break;
+            }
+            debug!(upstream = %upstream.addr, "warm upstream connection was closed by the server");
+        }
+        if list.is_empty() {
+            by_addr.remove(&upstream.addr);
+        }
+        found
+    }
+
+    /// Make connections to `upstream` until `per_upstream` are held or being made (at most
+    /// `max_per_shard` in all), in the background.
+    pub fn refill(
+        self: &Rc<Self>,
+        settings: &WarmUpstreams,
+        upstream: &Upstream,
+        config: Arc<TransportConfig>,
+        prefer: CipherPreference,
+        connect_timeout: Duration,
+    ) {
+        let have = self
+            .by_addr
+            .borrow()
+            .get(&upstream.addr)
+            .map_or(0, Vec::len)
+            + self
+                .making
+                .borrow()
+                .get(&upstream.addr)
+                .copied()
+                .unwrap_or(0);
+        let in_flight: usize = self.making.borrow().values().sum();
+        if have >= settings.per_upstream || self.held.get() + in_flight >= settings.max_per_shard {
+            return;
+        }
+        *self
+            .making
+            .borrow_mut()
+            .entry(upstream.addr.clone())
+            .or_default() += 1;
+        let pool = Rc::downgrade(self);
+        let upstream = upstream.clone();
+        let idle = settings.idle;
+        // Not inside the session's span: the connection outlives the session that asked.
+        let span = tracing::debug_span!(parent: None, "warm", upstream = %upstream.addr);
+        glommio::spawn_local(
+            async move {
+                let made = upstream::connect(
+                    &upstream,
+                    config,
+                    prefer,
+                    crate::session::seed(),
+                    connect_timeout,
+                )
+                .await;
+                let Some(pool) = pool.upgrade() else { return };
+                pool.made(&upstream.addr);
+                match made {
+                    Ok(conn) => pool.hold(upstream, prefer, conn, idle),
+                    Err(e) => debug!(error = %e, "warm upstream connection failed"),
+                }
+            }
+            .instrument(span),
+        )
+        .detach();
+    }
+
+    fn made(&self, addr: &str) {
+        let mut making = self.making.borrow_mut();
+        if let Some(n) = making.get_mut(addr) {
+            *n -= 1;
+            if *n == 0 {
+                making.remove(addr);
+            }
+        }
+    }
+
+    fn hold(
+        self: Rc<Self>,
+        upstream: Upstream,
+        prefer: CipherPreference,
+        conn: UpstreamConn,
+        idle: Duration,
+    ) {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        self.by_addr
+            .borrow_mut()
+            .entry(upstream.addr.clone())
+            .or_default()
+            .push(Warm {
+                id,
+                host_key: upstream.host_key,
+                prefer,
+                conn,
+            });
+        self.held.set(self.held.get() + 1);
+        debug!("warm upstream connection ready");
+        // Close it if nobody took it in time.
+        let pool: Weak<WarmPool> = Rc::downgrade(&self);
+        let addr = upstream.addr;
+        glommio::spawn_local(async move {
+            sleep(idle).await;
+            let Some(pool) = pool.upgrade() else { return };
+            let expired = pool.remove(&addr, id);
+            if let Some(w) = expired {
+                debug!(upstream = %addr, "closing unused warm upstream connection");
+                w.conn
+                    .leg
+                    .disconnect(disconnect::BY_APPLICATION, "sshr: idle")
+                    .await;
+            }
+        })
+        .detach();
+    }
+
+    fn remove(&self, addr: &str, id: u64) -> Option<Warm> {
+        let mut by_addr = self.by_addr.borrow_mut();
+        let list = by_addr.get_mut(addr)?;
+        let i = list.iter().position(|w| w.id == id)?;
+        let w = list.swap_remove(i);
+        if list.is_empty() {
+            by_addr.remove(addr);
+        }
+        self.held.set(self.held.get() - 1);
+        Some(w)
+    }
+
+    /// Connections held now.
+    pub fn held(&self) -> usize {
+        self.held.get()
+    }
+
+    /// (taken warm, not available) so far.
+    pub fn hits_and_misses(&self) -> (u64, u64) {
+        (self.hits.get(), self.misses.get())
+    }
+
+    /// Close every held connection (shutdown).
+    pub fn clear(&self) {
+        let all: Vec<Warm> = self
+            .by_addr
+            .borrow_mut()
+            .drain()
+            .flat_map(|(_, list)| list)
+            .collect();
+        self.held.set(0);
+        drop(all);
+    }
+}
+
+fn same_policy(a: &HostKeyPolicy, b: &HostKeyPolicy) -> bool {
+    match (a, b) {
+        (HostKeyPolicy::Unpinned, HostKeyPolicy::Unpinned) => true,
+        (HostKeyPolicy::Pinned(a), HostKeyPolicy::Pinned(b)) => a == b,
+        _ => false,
+    }
+}
