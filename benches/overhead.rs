@@ -17,7 +17,10 @@
 //! * `SSHR_OVERHEAD_SIZES` scp sizes in MB (default `1,10,20,50,100`);
 //! * `SSHR_OVERHEAD_PROXYJUMP=1` adds OpenSSH's own ProxyJump (through the same sshd) as a
 //!   third column, the stock alternative;
-//! * `SSHR_OVERHEAD_DOWNLOAD=1` copies from the server instead of to it.
+//! * `SSHR_OVERHEAD_DOWNLOAD=1` copies from the server instead of to it;
+//! * `SSHR_OVERHEAD_WARM=0` turns sshr's warm upstream connections off
+//!   (`[warm_upstreams] per_upstream = 0`): every login then waits for sshd's
+//!   connection set-up, as the first login to a server does.
 //!
 //! Needs root, `/usr/sbin/sshd`, `ssh`, `scp`, `ssh-keygen`. Under `cargo test --benches`
 //! (no `--bench` argument) it does nothing.
@@ -97,8 +100,13 @@ impl Rig {
         let binary = PathBuf::from(
             std::env::var("SSHR_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_sshr").to_owned()),
         );
+        let warm = if env_or("SSHR_OVERHEAD_WARM", "1") == "0" {
+            "[warm_upstreams]\nper_upstream = 0\n\n"
+        } else {
+            ""
+        };
         let tables = format!(
-            "[[users]]\nname = \"bench\"\nupstream = \"127.0.0.1:{}\"\nupstream_user = \"root\"\n\
+            "{warm}[[users]]\nname = \"bench\"\nupstream = \"127.0.0.1:{}\"\nupstream_user = \"root\"\n\
              authorized_keys = [{}]\nupstream_host_key = {}\n",
             sshd.port,
             toml_str(&public_key(&key)),
