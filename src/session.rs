@@ -252,15 +252,13 @@ impl Pending {
             _ => None,
         };
         if let Some(u) = &upstream {
-            if ctx.config.warm_upstreams.per_upstream > 0 {
-                ctx.shard.warm.refill(
-                    &ctx.config.warm_upstreams,
-                    u,
-                    ctx.transport.clone(),
-                    prefer,
-                    ctx.config.limits.connect_timeout,
-                );
-            }
+            ctx.shard.warm.refill(
+                &ctx.config.warm_upstreams,
+                u,
+                ctx.transport.clone(),
+                prefer,
+                ctx.config.limits.connect_timeout,
+            );
         }
         let authorized = match &upstream {
             Some(_) => match glommio::timer::timeout(hook_timeout, async {

@@ -47,8 +47,9 @@ struct Warm {
 #[derive(Default)]
 pub struct WarmPool {
     by_addr: RefCell<HashMap<String, Vec<Warm>>>,
-    /// Connections being made, by address, so that a burst of logins makes one each.
-    making: RefCell<HashMap<String, usize>>,
+    /// Connections being made, by address and cipher preference, so that a burst of
+    /// logins does not make one each.
+    making: RefCell<HashMap<(String, CipherPreference), usize>>,
     held: Cell<usize>,
     next_id: Cell<u64>,
     /// Taken warm (a login did not wait for the upstream's set-up) and not.
@@ -105,26 +106,20 @@ impl WarmPool {
         prefer: CipherPreference,
         connect_timeout: Duration,
     ) {
-        let have = self
-            .by_addr
-            .borrow()
-            .get(&upstream.addr)
-            .map_or(0, Vec::len)
-            + self
-                .making
-                .borrow()
-                .get(&upstream.addr)
-                .copied()
-                .unwrap_or(0);
+        let key = (upstream.addr.clone(), prefer);
+        let held_here = self.by_addr.borrow().get(&upstream.addr).map_or(0, |list| {
+            list.iter()
+                .filter(|w| w.prefer == prefer && same_policy(&w.host_key, &upstream.host_key))
+                .count()
+        });
+        let making_here = self.making.borrow().get(&key).copied().unwrap_or(0);
         let in_flight: usize = self.making.borrow().values().sum();
-        if have >= settings.per_upstream || self.held.get() + in_flight >= settings.max_per_shard {
+        if held_here + making_here >= settings.per_upstream
+            || self.held.get() + in_flight >= settings.max_per_shard
+        {
             return;
         }
-        *self
-            .making
-            .borrow_mut()
-            .entry(upstream.addr.clone())
-            .or_default() += 1;
+        *self.making.borrow_mut().entry(key.clone()).or_default() += 1;
         let pool = Rc::downgrade(self);
         let upstream = upstream.clone();
         let idle = settings.idle;
@@ -141,7 +136,7 @@ impl WarmPool {
                 )
                 .await;
                 let Some(pool) = pool.upgrade() else { return };
-                pool.made(&upstream.addr);
+                pool.made(&key);
                 match made {
                     Ok(conn) => pool.hold(upstream, prefer, conn, idle),
                     Err(e) => debug!(error = %e, "warm upstream connection failed"),
@@ -152,12 +147,12 @@ impl WarmPool {
         .detach();
     }
 
-    fn made(&self, addr: &str) {
+    fn made(&self, key: &(String, CipherPreference)) {
         let mut making = self.making.borrow_mut();
-        if let Some(n) = making.get_mut(addr) {
+        if let Some(n) = making.get_mut(key) {
             *n -= 1;
             if *n == 0 {
-                making.remove(addr);
+                making.remove(key);
             }
         }
     }
