@@ -13,7 +13,7 @@ use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::task::{Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
@@ -125,6 +125,8 @@ pub const INLINE_RX: usize = 4096;
 /// Largest packet accepted before the relay starts (authentication messages are a few
 /// KiB at most, even with 16384-bit RSA keys).
 pub const MAX_HANDSHAKE_PACKET: usize = 64 * 1024;
+/// How long a DISCONNECT may take to write before the connection is dropped anyway.
+pub const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
 
 impl RxBuf {
     pub fn new() -> Self {
@@ -258,6 +260,9 @@ pub struct Leg {
     /// Signalled when this leg's transport may have become able to send again
     /// (a key exchange finished) or the leg closed.
     pub changed: Notify,
+    /// A relay pump is waiting for this leg's key exchange to end (see
+    /// `relay::KEX_OVERLAP_FACTOR`).
+    pub awaited: Cell<bool>,
     spare: Cell<Vec<u8>>,
 }
 
@@ -269,6 +274,7 @@ impl Leg {
             transport: RefCell::new(transport),
             writer: Semaphore::new(1),
             changed: Notify::default(),
+            awaited: Cell::new(false),
             spare: Cell::new(Vec::new()),
         }
     }
@@ -410,10 +416,15 @@ impl Leg {
         self.flush().await
     }
 
-    /// Send DISCONNECT with a reason and flush it (best effort).
+    /// Send DISCONNECT with a reason and flush it (best effort: a peer that does not
+    /// read gets [`DISCONNECT_GRACE`], so that it cannot hold the session open).
     pub async fn disconnect(&self, reason: u32, description: &str) {
         self.transport.borrow_mut().disconnect(reason, description);
-        let _ = self.flush().await;
+        let _ = glommio::timer::timeout(DISCONNECT_GRACE, async {
+            let _ = self.flush().await;
+            Ok(())
+        })
+        .await;
         self.changed.notify();
     }
 

@@ -23,6 +23,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use glommio::sync::Permit;
+use sshr_protocol::error::PeerMisbehaved;
 use sshr_protocol::msg::{self, disconnect};
 use sshr_protocol::packet::PAYLOAD_OFFSET;
 use sshr_protocol::transport::Input;
@@ -37,6 +38,14 @@ use crate::tunnel::{self, OpenVerdict, SessionTunnels};
 /// it waits instead. A key exchange takes a round trip; the channel windows bound what
 /// a peer can send meanwhile anyway.
 const MAX_QUEUED_DURING_KEX: usize = 4 << 20;
+/// Messages a pump may queue for a leg in a key exchange before it waits (small
+/// messages cost more than their bytes: one allocation each).
+const MAX_QUEUED_MESSAGES_DURING_KEX: usize = 1024;
+/// A pump must not wait while the other pump waits for the end of a key exchange on
+/// the pump's own leg: only this pump can finish that exchange, by reading on. It
+/// queues past the limits above then, up to this many times them, and beyond that ends
+/// the session rather than deadlock.
+const KEX_OVERLAP_FACTOR: usize = 4;
 
 /// Run the relay until either side goes away, then tell the other side why.
 /// `tunnels` holds the session's tunnel policy; its audit records end with the relay.
@@ -123,11 +132,13 @@ async fn pump(
                 return e;
             }
         };
-        if rx.is_pooled() {
-            if last_read < INLINE_RX / 2 {
-                rx.release_pooled();
-            }
-        } else if need > rx.capacity() || last_read == rx.capacity() {
+        // Light traffic and a small next packet: give the pooled buffer back. A packet
+        // larger than the inline buffer always goes into a pooled one, so that what the
+        // relay holds stays within the pool's cap.
+        if rx.is_pooled() && last_read < INLINE_RX / 2 && need <= INLINE_RX {
+            rx.release_pooled();
+        }
+        if !rx.is_pooled() && (need > rx.capacity() || last_read == rx.capacity()) {
             let buf = ctx.pool.acquire().await;
             rx.use_pooled(buf);
         }
@@ -240,6 +251,10 @@ async fn process(
             Ok(Input::Consumed(n)) => {
                 rx.consume_keeping_position(n);
                 from_dirty = true;
+                // A transport message (key exchange, IGNORE, ...) may have changed
+                // whether `from` can send: the other pump may be waiting for that, and
+                // this batch may yet wait on it in turn, so wake it now.
+                from.changed.notify();
             }
             Ok(Input::Packet { len, payload }) => {
                 let start = rx.start;
@@ -247,7 +262,7 @@ async fn process(
                 match classify(from.side, &rx.data()[payload.clone()], tunnels) {
                     Verdict::Forward => {
                         let bytes = payload.len();
-                        if let Err(e) = batch.forward(to, rx, start, len, payload).await {
+                        if let Err(e) = batch.forward(from, to, rx, start, len, payload).await {
                             break Err(e);
                         }
                         match from.side {
@@ -279,6 +294,9 @@ async fn process(
     // Write what is sealed before anything else touches the buffer or `to`.
     let flushed = batch.write_segment(to, rx).await;
     drop(batch);
+    // The relay has no use for transport events (KexDone, EXT_INFO, SERVICE_*): drop
+    // them, or a peer could make them pile up.
+    while from.transport.borrow_mut().poll_event().is_some() {}
     if from_dirty || from.has_transmit() {
         from.flush().await?;
         from.changed.notify();
@@ -295,7 +313,8 @@ enum Step {
     Sealed(Result<usize, sshr_protocol::Error>),
     Copy,
     Queued(Result<(), sshr_protocol::Error>),
-    Wait(u64),
+    Wait { to: u64, from: u64 },
+    Overflow,
 }
 
 struct Batch<'a> {
@@ -315,6 +334,7 @@ impl<'a> Batch<'a> {
 
     async fn forward(
         &mut self,
+        from: &Leg,
         to: &'a Leg,
         rx: &mut RxBuf,
         start: usize,
@@ -352,11 +372,31 @@ impl<'a> Batch<'a> {
                         // (e.g. a longer MAC): seal a copy, after what is pending.
                         None => Step::Copy,
                     }
-                } else if t.kex_in_progress() && t.queued_bytes() < MAX_QUEUED_DURING_KEX {
-                    // `to` is in a key exchange: queue a copy, sent in order after NEWKEYS.
-                    Step::Queued(t.send(&rx.data()[payload.clone()]))
+                } else if t.kex_in_progress() {
+                    // `to` is in a key exchange: queue a copy, sent in order after
+                    // NEWKEYS, or wait when too much is queued already.
+                    let (messages, bytes) = (t.queued_messages(), t.queued_bytes());
+                    let room =
+                        messages < MAX_QUEUED_MESSAGES_DURING_KEX && bytes < MAX_QUEUED_DURING_KEX;
+                    let from_awaited = from.awaited.get();
+                    let overlap_room = messages
+                        < MAX_QUEUED_MESSAGES_DURING_KEX * KEX_OVERLAP_FACTOR
+                        && bytes < MAX_QUEUED_DURING_KEX * KEX_OVERLAP_FACTOR;
+                    if room || (from_awaited && overlap_room) {
+                        Step::Queued(t.send(&rx.data()[payload.clone()]))
+                    } else if from_awaited {
+                        Step::Overflow
+                    } else {
+                        Step::Wait {
+                            to: to.changed.generation(),
+                            from: from.changed.generation(),
+                        }
+                    }
                 } else {
-                    Step::Wait(to.changed.generation())
+                    Step::Wait {
+                        to: to.changed.generation(),
+                        from: from.changed.generation(),
+                    }
                 }
             };
             let protocol = |source| LegError::Protocol {
@@ -383,12 +423,29 @@ impl<'a> Batch<'a> {
                     return to.flush_locked().await;
                 }
                 Step::Queued(sent) => return sent.map_err(protocol),
-                Step::Wait(seen) => {
+                Step::Overflow => {
+                    return Err(LegError::Protocol {
+                        side: from.side,
+                        source: sshr_protocol::Error::Peer(PeerMisbehaved::QueueOverflow),
+                    })
+                }
+                Step::Wait {
+                    to: seen_to,
+                    from: seen_from,
+                } => {
                     // Full: wait for `to` to finish its key exchange, without holding
-                    // its writer.
+                    // its writer; or for the other pump to wait on `from` (then queue
+                    // on, see KEX_OVERLAP_FACTOR), which it announces on `from`.
                     self.write_segment(to, rx).await?;
                     self.permit = None;
-                    to.changed.changed_since(seen).await;
+                    to.awaited.set(true);
+                    to.changed.notify();
+                    futures_lite::future::or(
+                        to.changed.changed_since(seen_to.wrapping_add(1)),
+                        from.changed.changed_since(seen_from),
+                    )
+                    .await;
+                    to.awaited.set(false);
                 }
             }
         }

@@ -197,8 +197,10 @@ pub struct Transport {
 /// Rekey after this many packets whatever the byte count, well before any nonce or
 /// sequence number could repeat.
 const REKEY_PACKETS: u64 = 1 << 31;
-/// Payloads queued during a key exchange before `send` refuses more.
-const MAX_QUEUED: usize = 1024;
+/// Payloads queued during a key exchange before `send` refuses more. A hard limit:
+/// callers that can wait instead stop earlier, at their own limit on
+/// [`Transport::queued_messages`] and [`Transport::queued_bytes`].
+pub const MAX_QUEUED: usize = 8192;
 
 impl Transport {
     /// A server-side transport. `host_keys` must not be empty; they are shared by every
@@ -386,6 +388,11 @@ impl Transport {
     /// Bytes of application payloads waiting for a key exchange to end.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
+    }
+
+    /// Application payloads waiting for a key exchange to end.
+    pub fn queued_messages(&self) -> usize {
+        self.queued.len()
     }
 
     /// When [`Self::handle_timeout`] should be called next.

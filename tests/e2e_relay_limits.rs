@@ -1,0 +1,194 @@
+//! The relay's bounds against an authenticated client that misbehaves: floods while a
+//! leg rekeys, transport messages that would pile up, and a peer that stops reading.
+//! A scripted client (our own transport, driven by the test) against a real sshd.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sshr_protocol::auth;
+use sshr_protocol::hostkey::PrivateKey;
+use sshr_protocol::msg;
+use sshr_protocol::transport::{ClientOptions, Config, Transport};
+use sshr_protocol::wire;
+use sshr_testsupport::conn::Conn;
+use sshr_testsupport::{keygen, Sshd, SshdOptions, SshrSetup};
+
+/// sshr (with `extra` config tables) and one user `alice` routed to a real sshd.
+fn proxy(extra: &str) -> (Sshd, sshr_testsupport::Sshr, tempfile::TempDir, PathBuf) {
+    let keys = tempfile::tempdir().unwrap();
+    let alice = keys.path().join("alice");
+    keygen(&alice, "ed25519", None);
+    let alice_pub = std::fs::read_to_string(alice.with_extension("pub")).unwrap();
+    let setup = SshrSetup::new();
+    let sshd = Sshd::start(SshdOptions {
+        authorized_keys: vec![setup.upstream_public_key.clone()],
+        ..SshdOptions::default()
+    });
+    let tables = format!(
+        "{extra}\n[[users]]\nname = \"alice\"\nupstream = \"127.0.0.1:{}\"\nupstream_user = \"root\"\nauthorized_keys = [{:?}]\n",
+        sshd.port,
+        alice_pub.trim()
+    );
+    let sshr = setup.start(Path::new(env!("CARGO_BIN_EXE_sshr")), &tables);
+    (sshd, sshr, keys, alice)
+}
+
+fn connect(stream: TcpStream) -> Conn {
+    let mut seed = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
+    let t = Transport::client(
+        Arc::new(Config::default()),
+        ClientOptions::default(),
+        seed,
+        Instant::now(),
+    );
+    let mut c = Conn::new(t, stream);
+    c.t.request_service(auth::SERVICE).unwrap();
+    c
+}
+
+/// A scripted client logged in as alice: the relay runs behind it.
+fn logged_in(port: u16, key: &Path) -> Conn {
+    let key = PrivateKey::from_openssh(&std::fs::read_to_string(key).unwrap()).unwrap();
+    let mut c = connect(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    let none = auth::Request {
+        user: "alice",
+        service: auth::CONNECTION_SERVICE,
+        method: auth::Method::None,
+    };
+    c.t.send(&none.encode()).unwrap();
+    assert_eq!(c.next_packet().unwrap()[0], msg::USERAUTH_FAILURE);
+    let sid = c.t.session_id().unwrap().to_vec();
+    let req = auth::signed_publickey_request(
+        &sid,
+        "alice",
+        auth::CONNECTION_SERVICE,
+        &key,
+        key.sig_algs()[0],
+    )
+    .unwrap();
+    c.t.send(&req).unwrap();
+    loop {
+        let p = c.next_packet().expect("login");
+        if p[0] == msg::USERAUTH_SUCCESS {
+            return c;
+        }
+    }
+}
+
+/// A global request the upstream answers (with REQUEST_FAILURE): proves the session
+/// still relays both ways.
+fn round_trip(c: &mut Conn) -> Result<u8, sshr_protocol::Error> {
+    let mut g = vec![msg::GLOBAL_REQUEST];
+    wire::put_string(&mut g, b"no-such-request@example.com");
+    g.push(1);
+    c.t.send(&g).unwrap();
+    loop {
+        let p = c.next_packet()?;
+        if p[0] == msg::REQUEST_FAILURE || p[0] == msg::REQUEST_SUCCESS {
+            return Ok(p[0]);
+        }
+    }
+}
+
+#[test]
+fn thousands_of_small_messages_while_the_upstream_rekeys() {
+    // Rekey the upstream leg every 64 KiB: the flood below crosses that many times, and
+    // each time more messages arrive than the transport may queue during the exchange.
+    let (_sshd, sshr, _keys, alice) = proxy("[rekey]\nbytes = 65536\n");
+    let mut c = logged_in(sshr.port(), &alice);
+    let mut g = vec![msg::GLOBAL_REQUEST];
+    wire::put_string(&mut g, b"keepalive@openssh.com");
+    g.push(0);
+    for _ in 0..20_000 {
+        c.t.send(&g).unwrap();
+    }
+    c.flush();
+    let r = round_trip(&mut c);
+    assert_eq!(
+        r.as_ref().ok(),
+        Some(&msg::REQUEST_FAILURE),
+        "the session died under the flood: {r:?}\nsshr log:\n{}",
+        sshr.log()
+    );
+}
+
+#[test]
+fn transport_messages_do_not_pile_up_during_the_relay() {
+    let (_sshd, sshr, _keys, alice) = proxy("");
+    let mut c = logged_in(sshr.port(), &alice);
+    assert!(round_trip(&mut c).is_ok());
+    let before = sshr.rss_kib();
+    // 400 EXT_INFO of 200 KB each (80 MB): the transport parses them; nothing may keep
+    // them.
+    let mut e = vec![msg::EXT_INFO];
+    wire::put_u32(&mut e, 1);
+    wire::put_string(&mut e, b"x@example.com");
+    wire::put_string(&mut e, &vec![0u8; 200_000]);
+    for _ in 0..20 {
+        for _ in 0..20 {
+            c.t.send(&e).unwrap();
+        }
+        c.flush();
+    }
+    assert!(round_trip(&mut c).is_ok(), "{}", sshr.log());
+    let after = sshr.rss_kib();
+    assert!(
+        after < before + 40 * 1024,
+        "resident memory grew from {before} to {after} KiB"
+    );
+}
+
+#[test]
+fn a_client_that_stops_reading_cannot_hold_its_session_after_the_auth_timeout() {
+    let setup = SshrSetup::new();
+    let sshr = setup.start(
+        Path::new(env!("CARGO_BIN_EXE_sshr")),
+        "[limits]\nauth_timeout_secs = 2\n",
+    );
+    // A small receive buffer, and a flood of requests whose answers it never reads:
+    // the proxy's replies back up, so the auth-timeout DISCONNECT cannot be written.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&sshr.addr().into()).unwrap();
+    let mut c = connect(sock.into());
+    let none = auth::Request {
+        user: "nobody",
+        service: auth::CONNECTION_SERVICE,
+        method: auth::Method::None,
+    };
+    c.t.send(&none.encode()).unwrap();
+    assert_eq!(c.next_packet().unwrap()[0], msg::USERAUTH_FAILURE);
+    c.s.set_write_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let start = Instant::now();
+    'flood: while start.elapsed() < Duration::from_secs(1) {
+        for _ in 0..1000 {
+            c.t.send(&none.encode()).unwrap();
+        }
+        let out = c.t.transmit().to_vec();
+        c.t.advance_transmit(out.len());
+        if c.s.write_all(&out).is_err() {
+            break 'flood;
+        }
+    }
+    // Auth timeout (2 s) plus the DISCONNECT's grace (2 s), with room: the session
+    // must be gone although the client still holds the connection open.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let active = sshr.metric("sshr_sessions_active").unwrap();
+        if active == Some(0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the session is still active ({active:?}) 15 s after the auth timeout\nsshr log:\n{}",
+            sshr.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(c);
+}
