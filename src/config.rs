@@ -189,6 +189,10 @@ impl Default for Rekey {
 
 /// The smallest relay buffer cap that lets one session relay both ways.
 pub const MIN_BUFFER_POOL_BYTES: usize = 2 * RELAY_BUFFER_SIZE;
+/// Largest number of seconds any timeout or interval may be set to (thirty days).
+pub const MAX_SECS: u64 = 30 * 24 * 3600;
+/// Largest `warm_upstreams.idle_secs` (an hour).
+pub const MAX_WARM_IDLE_SECS: u64 = 3600;
 
 /// A configuration error: where, and what.
 #[derive(Debug)]
@@ -220,6 +224,8 @@ pub enum ConfigProblem {
     EmptyPath(&'static str),
     #[error("`{0}` must be at least 1")]
     Zero(&'static str),
+    #[error("`{key}` must be at most {max}")]
+    TooLarge { key: &'static str, max: u64 },
     #[error("`limits.buffer_pool_bytes_per_shard` = {bytes} is below the minimum of {min} (two relay buffers)")]
     BufferPoolTooSmall { bytes: usize, min: usize },
     #[error("user {name:?} is listed twice (first at line {first_line})")]
@@ -567,8 +573,36 @@ impl Validator<'_> {
         }
     }
 
+    /// Refuse a number of seconds above `max` (a timer that far out would overflow, and
+    /// nobody means it).
+    fn at_most(
+        &self,
+        key: &'static str,
+        value: &Option<Spanned<u64>>,
+        max: u64,
+    ) -> Result<(), ConfigError> {
+        match value {
+            Some(v) if *v.get_ref() > max => {
+                self.err(v.span(), ConfigProblem::TooLarge { key, max })
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn limits(&self, raw: RawLimits) -> Result<Limits, ConfigError> {
         let d = Limits::default();
+        self.at_most("limits.auth_timeout_secs", &raw.auth_timeout_secs, MAX_SECS)?;
+        self.at_most(
+            "limits.connect_timeout_secs",
+            &raw.connect_timeout_secs,
+            MAX_SECS,
+        )?;
+        self.at_most("limits.hook_timeout_secs", &raw.hook_timeout_secs, MAX_SECS)?;
+        self.at_most(
+            "limits.shutdown_grace_secs",
+            &raw.shutdown_grace_secs,
+            MAX_SECS,
+        )?;
         let secs = |key, v, default: Duration| {
             self.nonzero(key, v, default.as_secs())
                 .map(Duration::from_secs)
@@ -619,6 +653,7 @@ impl Validator<'_> {
 
     fn rekey(&self, raw: RawRekey) -> Result<Rekey, ConfigError> {
         let d = Rekey::default();
+        self.at_most("rekey.seconds", &raw.seconds, MAX_SECS)?;
         Ok(Rekey {
             bytes: self.nonzero("rekey.bytes", raw.bytes, d.bytes)?,
             interval: Duration::from_secs(self.nonzero(
@@ -647,6 +682,12 @@ impl Validator<'_> {
 
     fn warm_upstreams(&self, raw: RawWarmUpstreams) -> Result<WarmUpstreams, ConfigError> {
         let d = WarmUpstreams::default();
+        // Beyond sshd's LoginGraceTime (120 s by default) the server drops it anyway.
+        self.at_most(
+            "warm_upstreams.idle_secs",
+            &raw.idle_secs,
+            MAX_WARM_IDLE_SECS,
+        )?;
         Ok(WarmUpstreams {
             per_upstream: raw.per_upstream.map_or(d.per_upstream, Spanned::into_inner),
             idle: Duration::from_secs(self.nonzero(
@@ -662,6 +703,16 @@ impl Validator<'_> {
 
     fn tunnels(&self, raw: RawTunnels) -> Result<Tunnels, ConfigError> {
         let d = Tunnels::default();
+        self.at_most(
+            "tunnels.max_duration_secs",
+            &raw.max_duration_secs,
+            MAX_SECS,
+        )?;
+        self.at_most(
+            "tunnels.report_interval_secs",
+            &raw.report_interval_secs,
+            MAX_SECS,
+        )?;
         let default = match &raw.default {
             Some(v) => self.tunnel_policy("tunnels.default", v)?,
             None => d.default,
@@ -1261,6 +1312,46 @@ upstream = "[2001:db8::5]:22"
         let (p, _, _) =
             problem("listen = [\"127.0.0.1:1\"]\nhost_keys = [\"k\"]\nupstream_key = \" \"\n");
         assert!(matches!(p, ConfigProblem::EmptyPath("upstream_key")));
+    }
+
+    #[test]
+    fn timers_too_far_out_are_refused() {
+        for (snippet, key, max) in [
+            (
+                "[limits]\nauth_timeout_secs = 9223372036854775807\n",
+                "limits.auth_timeout_secs",
+                MAX_SECS,
+            ),
+            (
+                "[limits]\nshutdown_grace_secs = 99999999999\n",
+                "limits.shutdown_grace_secs",
+                MAX_SECS,
+            ),
+            (
+                "[rekey]\nseconds = 99999999999\n",
+                "rekey.seconds",
+                MAX_SECS,
+            ),
+            (
+                "[warm_upstreams]\nidle_secs = 3601\n",
+                "warm_upstreams.idle_secs",
+                MAX_WARM_IDLE_SECS,
+            ),
+            (
+                "[tunnels]\nmax_duration_secs = 99999999999\n",
+                "tunnels.max_duration_secs",
+                MAX_SECS,
+            ),
+        ] {
+            let (p, line, shown) = problem(&format!("{MINIMAL}{snippet}"));
+            assert!(
+                matches!(p, ConfigProblem::TooLarge { key: k, max: m } if k == key && m == max),
+                "{snippet}: {p:?}"
+            );
+            assert!(line.is_some(), "{shown}");
+        }
+        let c = parse(&format!("{MINIMAL}[warm_upstreams]\nidle_secs = 3600\n")).unwrap();
+        assert_eq!(c.warm_upstreams.idle, Duration::from_secs(3600));
     }
 
     #[test]

@@ -233,11 +233,12 @@ impl Pending {
             }
         };
         // Take a warm upstream connection, or start one now: its TCP and key exchange
-        // overlap the client's authentication. Either way, make one ready for the next
-        // login to this server.
+        // overlap the client's authentication. (The pool refills after a login, never
+        // for a client that has proven nothing.)
         let prefer = client_cipher(client);
         let warm = upstream
             .as_ref()
+            .filter(|_| ctx.config.warm_upstreams.per_upstream > 0)
             .and_then(|u| ctx.shard.warm.take(u, prefer));
         let connecting = match (&upstream, &warm) {
             (Some(u), None) => {
@@ -251,15 +252,6 @@ impl Pending {
             }
             _ => None,
         };
-        if let Some(u) = &upstream {
-            ctx.shard.warm.refill(
-                &ctx.config.warm_upstreams,
-                u,
-                ctx.transport.clone(),
-                prefer,
-                ctx.config.limits.connect_timeout,
-            );
-        }
         let authorized = match &upstream {
             Some(_) => match glommio::timer::timeout(hook_timeout, async {
                 Ok(ctx.hooks.fetch_authorized_keys(&hook_ctx).await)
@@ -288,6 +280,20 @@ impl Pending {
             conn: warm,
             failed: None,
         }
+    }
+
+    /// The upstream connection failed during a password or keyboard-interactive
+    /// exchange: log it, and refuse (or decoy) every later attempt like [`Self::upstream`]
+    /// does after a failed connect.
+    fn lose_upstream(&mut self, error: UpstreamError) {
+        let addr = self
+            .upstream
+            .as_ref()
+            .map(|u| u.addr.as_str())
+            .unwrap_or_default();
+        warn!(user = %self.user, upstream = addr, error = %error, "upstream failed during authentication");
+        self.failed = Some(error.client_message());
+        self.conn = None;
     }
 
     /// The upstream connection, waiting for it if it is still being set up. Once it has
@@ -489,10 +495,11 @@ async fn authenticate(
                         failure: AuthFailure::UpstreamRejected,
                     });
                 }
-                return finish(client, pending, "publickey").await;
+                return finish(ctx, client, pending, "publickey").await;
             }
             method @ (Method::Password { .. } | Method::KeyboardInteractive { .. }) => {
                 let started = Instant::now();
+                let keyboard_interactive = matches!(method, Method::KeyboardInteractive { .. });
                 let name = if matches!(method, Method::Password { .. }) {
                     "password"
                 } else {
@@ -504,19 +511,33 @@ async fn authenticate(
                     None => None,
                 };
                 let outcome = match (user, conn) {
-                    (Some(user), Some(conn)) => {
-                        conn.pass_through(&user, method)
-                            .await
-                            .map_err(upstream_end)?;
-                        pass_replies(client, conn, rx, &mut carried).await?
-                    }
+                    (Some(user), Some(conn)) => match conn.pass_through(&user, method).await {
+                        Ok(()) => pass_replies(client, conn, rx, &mut carried).await?,
+                        Err(e) => Passed::UpstreamFailed {
+                            error: e,
+                            asked: false,
+                        },
+                    },
                     // No such user, or its server is down (logged above). The client has
                     // proven nothing yet: "unreachable" would tell it the account exists,
                     // so both fail like a wrong password.
-                    _ => decoy(client, &method, rx, &mut carried).await?,
+                    _ => decoy(client, keyboard_interactive, rx, &mut carried).await?,
+                };
+                // The upstream broke off (it crashed, or hung up at its MaxAuthTries):
+                // the same, and every later attempt gets the decoy.
+                let outcome = match outcome {
+                    Passed::UpstreamFailed { error, asked } => {
+                        p.lose_upstream(error);
+                        if asked {
+                            Passed::Failure { partial: false }
+                        } else {
+                            decoy(client, keyboard_interactive, rx, &mut carried).await?
+                        }
+                    }
+                    outcome => outcome,
                 };
                 match outcome {
-                    Passed::Success => return finish(client, pending, name).await,
+                    Passed::Success => return finish(ctx, client, pending, name).await,
                     Passed::Failure { partial } => {
                         failures += 1;
                         ctx.shard.metrics.auth_failure(if p.upstream.is_some() {
@@ -533,6 +554,7 @@ async fn authenticate(
                         failure(client, partial).await?;
                     }
                     Passed::Interrupted => {}
+                    Passed::UpstreamFailed { .. } => unreachable!("handled above"),
                 }
             }
         }
@@ -543,11 +565,11 @@ async fn authenticate(
 /// upstream would do (a "Password: " prompt for keyboard-interactive), then failure.
 async fn decoy(
     client: &Leg,
-    method: &Method<'_>,
+    keyboard_interactive: bool,
     rx: &mut RxBuf,
     carried: &mut Option<Vec<u8>>,
 ) -> Result<Passed, AuthEnd> {
-    if let Method::KeyboardInteractive { .. } = method {
+    if keyboard_interactive {
         let prompt = auth::InfoRequest {
             name: "",
             instruction: "",
@@ -572,15 +594,6 @@ async fn decoy(
     Ok(Passed::Failure { partial: false })
 }
 
-fn upstream_end(e: UpstreamError) -> AuthEnd {
-    warn!(error = %e, "upstream failed during authentication");
-    AuthEnd::Refuse {
-        reason: disconnect::BY_APPLICATION,
-        message: e.client_message(),
-        failure: AuthFailure::UpstreamRejected,
-    }
-}
-
 enum Passed {
     Success,
     Failure {
@@ -588,6 +601,11 @@ enum Passed {
     },
     /// The client started another request instead of answering; it is in `carried`.
     Interrupted,
+    /// The upstream connection failed; `asked`: after the client was shown a prompt.
+    UpstreamFailed {
+        error: UpstreamError,
+        asked: bool,
+    },
 }
 
 /// Relay the upstream's answers to a passed-through request (banners, prompts,
@@ -598,8 +616,13 @@ async fn pass_replies(
     rx: &mut RxBuf,
     carried: &mut Option<Vec<u8>>,
 ) -> Result<Passed, AuthEnd> {
+    let mut asked = false;
     loop {
-        match conn.auth_reply().await.map_err(upstream_end)? {
+        let reply = match conn.auth_reply().await {
+            Ok(reply) => reply,
+            Err(error) => return Ok(Passed::UpstreamFailed { error, asked }),
+        };
+        match reply {
             UpstreamReply::Success => return Ok(Passed::Success),
             UpstreamReply::Failure { partial_success } => {
                 return Ok(Passed::Failure {
@@ -611,6 +634,7 @@ async fn pass_replies(
                 // INFO_REQUEST (keyboard-interactive) or PASSWD_CHANGEREQ (password):
                 // the user answers, and the answer goes back unchanged.
                 client.send(&p).await?;
+                asked = true;
                 let answer = loop {
                     match client.recv(rx).await? {
                         Received::Packet(a) => break a,
@@ -626,10 +650,12 @@ async fn pass_replies(
                                 failure: AuthFailure::Aborted,
                             });
                         }
-                        conn.leg
-                            .send(&answer)
-                            .await
-                            .map_err(|e| upstream_end(e.into()))?;
+                        if let Err(e) = conn.leg.send(&answer).await {
+                            return Ok(Passed::UpstreamFailed {
+                                error: e.into(),
+                                asked,
+                            });
+                        }
                     }
                     _ => {
                         // A new USERAUTH_REQUEST abandons this one (RFC 4256 3.2); the
@@ -644,6 +670,7 @@ async fn pass_replies(
 }
 
 async fn finish(
+    ctx: &SessionEnv,
     client: &Leg,
     pending: Option<Pending>,
     method: &'static str,
@@ -658,6 +685,16 @@ async fn finish(
     let conn = p.upstream().await?;
     let _ = conn;
     client.send(&auth::encode_success()).await?;
+    // Make a connection ready for the next login to this server (`src/warm.rs`).
+    if let Some(u) = &p.upstream {
+        ctx.shard.warm.refill(
+            &ctx.config.warm_upstreams,
+            u,
+            ctx.transport.clone(),
+            client_cipher(client),
+            ctx.config.limits.connect_timeout,
+        );
+    }
     let conn = p.conn.take().ok_or(AuthEnd::Refuse {
         reason: disconnect::PROTOCOL_ERROR,
         message: "sshr: internal error",

@@ -481,6 +481,7 @@ async fn shard_main(setup: ShardSetup) {
     // Graceful shutdown: no new connections, running sessions get the grace period.
     stop_accepting(accept_tasks).await;
     ctx.shutting_down.set(true);
+    ctx.warm.close();
     let grace = ctx.config().limits.shutdown_grace;
     let deadline = Instant::now() + grace;
     while ctx.live_sessions() > 0 {
@@ -517,6 +518,8 @@ async fn stop_accepting(tasks: Vec<glommio::Task<()>>) {
 fn reload_shard(ctx: &ShardContext, shared: &Shared) {
     let generation = shared.generation();
     ctx.reload(generation.config, (generation.hooks)());
+    // Held connections were made under the old settings (upstreams, keys, limits).
+    ctx.warm.clear();
     tracing::debug!(shard = ctx.index, "configuration reloaded");
 }
 

@@ -43,13 +43,22 @@ struct Warm {
     conn: UpstreamConn,
 }
 
+struct Making {
+    id: u64,
+    addr: String,
+    prefer: CipherPreference,
+    host_key: HostKeyPolicy,
+}
+
 /// One shard's warm connections, by upstream address. Shard-local: no locks.
 #[derive(Default)]
 pub struct WarmPool {
     by_addr: RefCell<HashMap<String, Vec<Warm>>>,
-    /// Connections being made, by address and cipher preference, so that a burst of
-    /// logins does not make one each.
-    making: RefCell<HashMap<(String, CipherPreference), usize>>,
+    /// Connections being made (address, cipher preference, host-key policy), so that a
+    /// burst of logins does not make one each.
+    making: RefCell<Vec<Making>>,
+    /// Set at shutdown: nothing is held any more.
+    closed: Cell<bool>,
     held: Cell<usize>,
     next_id: Cell<u64>,
     /// Taken warm (a login did not wait for the upstream's set-up) and not.
@@ -106,20 +115,38 @@ impl WarmPool {
         prefer: CipherPreference,
         connect_timeout: Duration,
     ) {
-        let key = (upstream.addr.clone(), prefer);
+        if self.closed.get() {
+            return;
+        }
         let held_here = self.by_addr.borrow().get(&upstream.addr).map_or(0, |list| {
             list.iter()
                 .filter(|w| w.prefer == prefer && same_policy(&w.host_key, &upstream.host_key))
                 .count()
         });
-        let making_here = self.making.borrow().get(&key).copied().unwrap_or(0);
-        let in_flight: usize = self.making.borrow().values().sum();
+        let making_here = self
+            .making
+            .borrow()
+            .iter()
+            .filter(|m| {
+                m.addr == upstream.addr
+                    && m.prefer == prefer
+                    && same_policy(&m.host_key, &upstream.host_key)
+            })
+            .count();
+        let in_flight = self.making.borrow().len();
         if held_here + making_here >= settings.per_upstream
             || self.held.get() + in_flight >= settings.max_per_shard
         {
             return;
         }
-        *self.making.borrow_mut().entry(key.clone()).or_default() += 1;
+        let making_id = self.next_id.get();
+        self.next_id.set(making_id + 1);
+        self.making.borrow_mut().push(Making {
+            id: making_id,
+            addr: upstream.addr.clone(),
+            prefer,
+            host_key: upstream.host_key.clone(),
+        });
         let pool = Rc::downgrade(self);
         let upstream = upstream.clone();
         let idle = settings.idle;
@@ -136,8 +163,9 @@ impl WarmPool {
                 )
                 .await;
                 let Some(pool) = pool.upgrade() else { return };
-                pool.made(&key);
+                pool.making.borrow_mut().retain(|m| m.id != making_id);
                 match made {
+                    Ok(_) if pool.closed.get() => {}
                     Ok(conn) => pool.hold(upstream, prefer, conn, idle),
                     Err(e) => debug!(error = %e, "warm upstream connection failed"),
                 }
@@ -145,16 +173,6 @@ impl WarmPool {
             .instrument(span),
         )
         .detach();
-    }
-
-    fn made(&self, key: &(String, CipherPreference)) {
-        let mut making = self.making.borrow_mut();
-        if let Some(n) = making.get_mut(key) {
-            *n -= 1;
-            if *n == 0 {
-                making.remove(key);
-            }
-        }
     }
 
     fn hold(
@@ -218,7 +236,13 @@ impl WarmPool {
         (self.hits.get(), self.misses.get())
     }
 
-    /// Close every held connection (shutdown).
+    /// Close every held connection and hold none from now on (shutdown).
+    pub fn close(&self) {
+        self.closed.set(true);
+        self.clear();
+    }
+
+    /// Close every held connection (a reload: they were made under the old settings).
     pub fn clear(&self) {
         let all: Vec<Warm> = self
             .by_addr

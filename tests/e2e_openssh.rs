@@ -1056,6 +1056,19 @@ fn password_ssh_by(
     name: &str,
     remote: &[&str],
 ) -> Command {
+    password_ssh_tries(env, user, method, password, name, remote, 1)
+}
+
+/// [`password_ssh_by`] with `tries` password prompts.
+fn password_ssh_tries(
+    env: &Env,
+    user: &str,
+    method: &str,
+    password: &str,
+    name: &str,
+    remote: &[&str],
+    tries: u32,
+) -> Command {
     let askpass = env.path(name);
     let prompts = env.path(&format!("{name}.prompts"));
     fs::write(
@@ -1078,7 +1091,7 @@ fn password_ssh_by(
             "-o",
             &preferred,
             "-o",
-            "NumberOfPasswordPrompts=1",
+            &format!("NumberOfPasswordPrompts={tries}"),
         ],
         remote,
     );
@@ -1136,6 +1149,50 @@ fn denial(out: &Output) -> Option<String> {
         l.split_once(": Permission denied")
             .map(|(_, r)| format!("Permission denied{r}"))
     })
+}
+
+#[test]
+fn the_upstreams_max_auth_tries_does_not_reveal_the_account() {
+    ensure_password_user();
+    // The upstream hangs up after one wrong password. The client has proven nothing:
+    // its later tries must go on exactly as for a name the proxy does not know.
+    let env = Env::with(EnvOptions {
+        overrides_b: vec![
+            "UsePAM yes",
+            "KbdInteractiveAuthentication yes",
+            "MaxAuthTries 1",
+        ],
+        ..Default::default()
+    });
+    for method in ["password", "keyboard-interactive"] {
+        let mut seen = Vec::new();
+        for user in [PASSWORD_USER, "nosuchuser"] {
+            let name = format!("tries_{}_{user}", &method[..3]);
+            let out = env.run(
+                password_ssh_tries(&env, user, method, "wrong-password", &name, &["echo no"], 3),
+                secs(30),
+            );
+            env.check(
+                out.status.code() == Some(255) && denial(&out).as_deref() == Some(DENIED),
+                || {
+                    format!(
+                        "{method} as {user}: expected \"...: {DENIED}\": {}",
+                        describe(&out)
+                    )
+                },
+            );
+            let prompts = fs::read_to_string(env.path(&format!("{name}.prompts")))
+                .unwrap_or_default()
+                .replace(user, "USER");
+            seen.push(prompts);
+        }
+        env.check(seen[0] == seen[1] && seen[0].lines().count() == 3, || {
+            format!(
+                "{method}: the known user was asked {:?}, the unknown one {:?}",
+                seen[0], seen[1]
+            )
+        });
+    }
 }
 
 #[test]

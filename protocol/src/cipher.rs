@@ -19,13 +19,15 @@
 //! * `hmac-sha2-*-etm@openssh.com` (OpenSSH `PROTOCOL` 1.6): length clear, body encrypted, MAC
 //!   over uint32 seq || length || encrypted body, verified before anything is decrypted.
 //!
-//! Key hygiene: raw keys live in zeroize-on-drop fields. The RustCrypto cipher/MAC objects
-//! (AES key schedules, GHASH key, CTR state, keyed HMAC states) come from crates built without
-//! their `zeroize` feature (this crate's Cargo.toml does not enable it), so they are held in
-//! `Wipe`, which overwrites their bytes when they are dropped. What cannot be wiped from here:
-//! copies those crates make internally on the stack or in registers while processing a packet
-//! (e.g. the per-packet clone of the keyed HMAC state, which `finalize` consumes, and the
-//! Poly1305 state, which `compute_unpadded` consumes).
+//! Key hygiene: raw keys live in zeroize-on-drop fields, and so do per-packet copies made
+//! here (ChaCha20 block 0 and the Poly1305 key taken from it). The cipher crates (aes,
+//! aes-gcm, ctr, chacha20, poly1305) are built with their `zeroize` features and wipe their
+//! key schedules and states on drop; hmac 0.12 has no such feature, so the keyed HMAC states,
+//! and the cipher objects too for good measure, are held in `Wipe`, which overwrites their
+//! bytes when they are dropped. What cannot be wiped from here: copies those crates make
+//! internally on the stack or in registers while processing a packet (e.g. the per-packet
+//! clone of the keyed HMAC state, which `finalize` consumes, and the Poly1305 state, which
+//! `compute_unpadded` consumes).
 
 use core::fmt;
 use core::mem::MaybeUninit;
@@ -290,7 +292,8 @@ impl PacketCipher {
     /// Changes no state, so it may be called again for the same packet when more bytes have
     /// arrived. chacha20-poly1305 decrypts the 4 bytes with the length key K_1 (key bytes
     /// 32..64) and nonce = seq; GCM, ETM and none read it in the clear; CTR with a non-ETM MAC
-    /// decrypts the first block with a clone of the CTR state. The value is not authenticated
+    /// encrypts the current counter block with the block cipher (the keystream block the
+    /// first ciphertext block was made with). The value is not authenticated
     /// yet: the caller must bound it before waiting for that many bytes.
     ///
     /// # Panics
@@ -468,9 +471,10 @@ impl ChaChaPoly {
         let mut main = Self::instance(&self.main, seq);
         let mut block0 = [0u8; 64];
         main.apply_keystream(&mut block0);
-        let poly_key = poly1305::Key::try_from(&block0[..32]).expect("32-byte Poly1305 key");
+        let mut poly_key = poly1305::Key::try_from(&block0[..32]).expect("32-byte Poly1305 key");
         let tag = Poly1305::new(&poly_key).compute_unpadded(data);
         block0.zeroize();
+        poly_key.as_mut_slice().zeroize();
         (main, tag)
     }
 
@@ -481,9 +485,10 @@ impl ChaChaPoly {
         let mut block0 = [0u8; 64];
         main.apply_keystream(&mut block0);
         main.apply_keystream(body);
-        let poly_key = poly1305::Key::try_from(&block0[..32]).expect("32-byte Poly1305 key");
+        let mut poly_key = poly1305::Key::try_from(&block0[..32]).expect("32-byte Poly1305 key");
         tag.copy_from_slice(&Poly1305::new(&poly_key).compute_unpadded(data));
         block0.zeroize();
+        poly_key.as_mut_slice().zeroize();
     }
 
     fn open(&self, seq: u32, data: &mut [u8], tag: &[u8]) -> Result<(), OpenError> {
