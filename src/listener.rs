@@ -6,6 +6,7 @@
 //! the main thread before any shard starts: bind errors ("address in use") are reported
 //! at startup, and port 0 resolves to one port shared by every shard.
 
+use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
@@ -89,6 +90,7 @@ pub(crate) fn into_glommio(socket: Socket) -> TcpListener {
 pub(crate) async fn accept_loop(listener: TcpListener, ctx: Rc<ShardContext>) {
     let local = listener.local_addr().ok();
     let mut refusals = RefusalLog::default();
+    let refusing = Rc::new(Cell::new(0));
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
@@ -109,7 +111,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, ctx: Rc<ShardContext>) {
         if ctx.live_sessions() >= limit {
             ctx.metrics.session_refused();
             refusals.refused(ctx.index, peer, limit);
-            drop(stream);
+            refuse(stream, &ctx, &refusing);
             continue;
         }
         if let Err(e) = stream.set_nodelay(true) {
@@ -133,6 +135,51 @@ pub(crate) async fn accept_loop(listener: TcpListener, ctx: Rc<ShardContext>) {
         })
         .detach();
     }
+}
+
+/// Refused connections being told why at once, per shard, beyond which they are just
+/// closed: an overload must not turn into a pile of refusal tasks.
+const MAX_REFUSING: usize = 64;
+/// How long a refused connection is kept to read what the client sends meanwhile.
+const REFUSE_LINGER: Duration = Duration::from_secs(2);
+
+/// Tell a client refused at the session limit why, in one line: our identification line
+/// and a plaintext DISCONNECT, which SSH allows before key exchange (OpenSSH prints
+/// "Received disconnect from ...: too many sessions ..."). No key exchange, no crypto: this
+/// runs when the shard is busiest. The connection then reads until the client hangs up
+/// (at most [`REFUSE_LINGER`]): closing with the client's identification line unread
+/// would reset the connection, and the client would lose the reason.
+fn refuse(mut stream: glommio::net::TcpStream, ctx: &ShardContext, refusing: &Rc<Cell<usize>>) {
+    if refusing.get() >= MAX_REFUSING {
+        return;
+    }
+    let mut t = sshr_protocol::transport::Transport::server(
+        crate::session::transport_config(&ctx.config()),
+        ctx.host_keys.clone(),
+        crate::session::seed(),
+        Instant::now(),
+    );
+    t.disconnect(
+        sshr_protocol::msg::disconnect::TOO_MANY_CONNECTIONS,
+        "sshr: too many sessions on this proxy, try again later",
+    );
+    let out = t.transmit().to_vec();
+    refusing.set(refusing.get() + 1);
+    let refusing = refusing.clone();
+    glommio::spawn_local(async move {
+        let _ = glommio::timer::timeout(REFUSE_LINGER, async {
+            use futures_lite::{AsyncReadExt, AsyncWriteExt};
+            if stream.write_all(&out).await.is_ok() {
+                let _ = stream.shutdown(std::net::Shutdown::Write).await;
+                let mut sink = [0u8; 512];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            }
+            Ok(())
+        })
+        .await;
+        refusing.set(refusing.get() - 1);
+    })
+    .detach();
 }
 
 /// Logs refusals at most once a second so an overload does not also flood the log.

@@ -1,6 +1,7 @@
 //! Bad input closes that one connection with a reason and touches no other session:
 //! a scripted client (our own transport, driven by the test) misbehaves against sshr
-//! while a real `ssh` session through the same proxy keeps working.
+//! while a real `ssh` session through the same proxy keeps working; a client over the
+//! session limit is told why.
 
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -128,4 +129,47 @@ fn tampered_packet_closes_only_that_connection() {
         .expect("the other connection still answers");
     assert_eq!(p[0], msg::USERAUTH_FAILURE);
     real_session_works(&sshr, &keys.path().join("alice"));
+}
+
+#[test]
+fn a_client_over_the_session_limit_is_told_why() {
+    let setup = SshrSetup::new();
+    let sshr = setup.start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_sshr")),
+        "workers = 1\n\n[limits]\nmax_sessions_per_shard = 1\n",
+    );
+    // The start-up probe's session has come and gone...
+    let start = Instant::now();
+    while sshr.metric("sshr_sessions_total").unwrap() != Some(1.0)
+        || sshr.metric("sshr_sessions_active").unwrap() != Some(0.0)
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", sshr.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // ...and a connection that says nothing holds the only session slot.
+    let _holder = TcpStream::connect(("127.0.0.1", sshr.port())).unwrap();
+    let start = Instant::now();
+    while sshr.metric("sshr_sessions_active").unwrap() != Some(1.0) {
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", sshr.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("id");
+    keygen(&key, "ed25519", None);
+    let mut cmd = ssh_command("ssh", sshr.port(), Some(&key));
+    cmd.args(["alice@127.0.0.1", "true"]);
+    let out = run_with_timeout(cmd, Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(255)
+            && stderr.contains("too many sessions on this proxy, try again later"),
+        "expected the refusal's reason, got {:?}: {stderr}",
+        out.status
+    );
+    // Counted (the shards publish their metrics every second).
+    let start = Instant::now();
+    while sshr.metric("sshr_sessions_refused_total").unwrap() != Some(1.0) {
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", sshr.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
