@@ -197,16 +197,22 @@ impl RxBuf {
     /// moves to a pooled buffer instead, see [`RxBuf::use_pooled`]).
     pub fn reserve(&mut self, need: usize) {
         let need = need.min(MAX_WIRE_PACKET);
+        self.compact(need);
+        if self.capacity() < need {
+            if let Storage::Inline(v) = &mut self.storage {
+                v.resize(need.next_power_of_two().min(MAX_WIRE_PACKET).max(need), 0);
+            }
+        }
+    }
+
+    /// Move the received bytes to the front when `need` bytes from `start` would not fit
+    /// behind them, or nothing more can be read; never grows the buffer.
+    pub fn compact(&mut self, need: usize) {
         if self.start > 0 && (self.capacity() - self.start < need || self.end == self.capacity()) {
             let (s, e) = (self.start, self.end);
             self.data_mut().copy_within(s..e, 0);
             self.end -= s;
             self.start = 0;
-        }
-        if self.capacity() < need {
-            if let Storage::Inline(v) = &mut self.storage {
-                v.resize(need.next_power_of_two().min(MAX_WIRE_PACKET).max(need), 0);
-            }
         }
     }
 
@@ -263,6 +269,8 @@ pub struct Leg {
     /// A relay pump is waiting for this leg's key exchange to end (see
     /// `relay::KEX_OVERLAP_FACTOR`).
     pub awaited: Cell<bool>,
+    /// A write to the stream was abandoned part-way (see [`Leg::write_all_locked`]).
+    torn: Cell<bool>,
     spare: Cell<Vec<u8>>,
 }
 
@@ -275,6 +283,7 @@ impl Leg {
             writer: Semaphore::new(1),
             changed: Notify::default(),
             awaited: Cell::new(false),
+            torn: Cell::new(false),
             spare: Cell::new(Vec::new()),
         }
     }
@@ -305,6 +314,9 @@ impl Leg {
 
     /// Write all of `data`. The caller holds the writer permit.
     pub async fn write_all_locked(&self, mut data: &[u8]) -> Result<(), LegError> {
+        // Stays set if this write is abandoned half-way (an error, or the future dropped
+        // when the relay ends): the stream then ends inside a packet.
+        self.torn.set(true);
         while !data.is_empty() {
             let n = poll_fn(|cx| Pin::new(&mut *self.stream.borrow_mut()).poll_write(cx, data))
                 .await
@@ -314,6 +326,7 @@ impl Leg {
             }
             data = &data[n..];
         }
+        self.torn.set(false);
         Ok(())
     }
 
@@ -419,6 +432,13 @@ impl Leg {
     /// Send DISCONNECT with a reason and flush it (best effort: a peer that does not
     /// read gets [`DISCONNECT_GRACE`], so that it cannot hold the session open).
     pub async fn disconnect(&self, reason: u32, description: &str) {
+        if self.torn.get() {
+            // A packet was cut off mid-way: anything after it would reach the peer as
+            // garbage (a MAC error), not as the reason. Just close.
+            self.transport.borrow_mut().close();
+            self.changed.notify();
+            return;
+        }
         self.transport.borrow_mut().disconnect(reason, description);
         let _ = glommio::timer::timeout(DISCONNECT_GRACE, async {
             let _ = self.flush().await;

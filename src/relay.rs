@@ -133,16 +133,20 @@ async fn pump(
             }
         };
         // Light traffic and a small next packet: give the pooled buffer back. A packet
-        // larger than the inline buffer always goes into a pooled one, so that what the
-        // relay holds stays within the pool's cap.
+        // larger than the inline buffer goes into a pooled one once the inline buffer is
+        // full of it (so that a peer sending the first bytes of a big packet and then
+        // nothing does not hold a pooled buffer); the inline buffer never grows, so that
+        // what the relay holds stays within the pool's cap.
         if rx.is_pooled() && last_read < INLINE_RX / 2 && need <= INLINE_RX {
             rx.release_pooled();
         }
-        if !rx.is_pooled() && (need > rx.capacity() || last_read == rx.capacity()) {
+        if !rx.is_pooled()
+            && (last_read == rx.capacity() || (need > rx.capacity() && rx.len() == rx.capacity()))
+        {
             let buf = ctx.pool.acquire().await;
             rx.use_pooled(buf);
         }
-        rx.reserve(need);
+        rx.compact(need);
         match from.read_some(rx.unfilled()).await {
             Ok(n) => {
                 rx.end += n;

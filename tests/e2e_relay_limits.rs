@@ -192,3 +192,29 @@ fn a_client_that_stops_reading_cannot_hold_its_session_after_the_auth_timeout() 
     }
     drop(c);
 }
+
+#[test]
+fn the_first_bytes_of_a_big_packet_hold_no_relay_buffer() {
+    let (_sshd, sshr, _keys, alice) = proxy("");
+    let mut c = logged_in(sshr.port(), &alice);
+    assert!(round_trip(&mut c).is_ok());
+    let mut ignore = vec![msg::IGNORE];
+    ignore.extend(std::iter::repeat_n(0u8, 200_000));
+    c.t.send(&ignore).unwrap();
+    let out = c.t.transmit().to_vec();
+    c.t.advance_transmit(out.len());
+    let in_use = || {
+        sshr.metric("sshr_buffer_pool_in_use")
+            .unwrap()
+            .unwrap_or(0.0)
+    };
+    // 1 KB of a 200 KB packet, then nothing: the inline buffer holds it; a pooled relay
+    // buffer (256 KiB, from a capped pool) is taken only once the bytes fill that.
+    c.s.write_all(&out[..1000]).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(in_use(), 0.0, "{}", sshr.log());
+    // The rest arrives: relayed (IGNORE is consumed by the transport), and the session
+    // goes on.
+    c.s.write_all(&out[1000..]).unwrap();
+    assert!(round_trip(&mut c).is_ok(), "{}", sshr.log());
+}

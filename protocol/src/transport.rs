@@ -490,6 +490,11 @@ impl Transport {
         self.send(&p)
     }
 
+    /// Close without sending anything (the connection can no longer carry a packet).
+    pub fn close(&mut self) {
+        self.phase = Phase::Closed;
+    }
+
     /// Queue SSH_MSG_DISCONNECT and close. The caller flushes [`Self::transmit`].
     pub fn disconnect(&mut self, reason: u32, description: &str) {
         if self.is_closed() {
