@@ -228,6 +228,9 @@ async fn process(
     to: &Leg,
     tunnels: &SessionTunnels,
 ) -> Result<usize, LegError> {
+    // `to`'s rekey timer too: a leg that only receives (its own pump never wakes) still
+    // gets new keys on time, before more is sealed for it.
+    to.transport.borrow_mut().handle_timeout(Instant::now());
     let mut batch = Batch {
         permit: None,
         segment: None,

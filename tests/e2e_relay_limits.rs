@@ -1,5 +1,7 @@
 //! The relay's bounds against an authenticated client that misbehaves: floods while a
-//! leg rekeys, transport messages that would pile up, and a peer that stops reading.
+//! leg rekeys, transport messages that would pile up, a peer that stops reading, the
+//! first bytes of a big packet and then nothing; and time-based rekeying of a leg that
+//! only receives.
 //! A scripted client (our own transport, driven by the test) against a real sshd.
 
 use std::io::Write;
@@ -216,5 +218,33 @@ fn the_first_bytes_of_a_big_packet_hold_no_relay_buffer() {
     // The rest arrives: relayed (IGNORE is consumed by the transport), and the session
     // goes on.
     c.s.write_all(&out[1000..]).unwrap();
+    assert!(round_trip(&mut c).is_ok(), "{}", sshr.log());
+}
+
+#[test]
+fn a_leg_that_only_receives_is_rekeyed_on_time() {
+    // Rekey every 2 s. The client sends messages the upstream never answers: only the
+    // client-to-upstream pump runs, and the upstream leg must still get its new keys.
+    let (sshd, sshr, _keys, alice) =
+        proxy("[rekey]\nseconds = 2\n\n[warm_upstreams]\nper_upstream = 0\n");
+    let mut c = logged_in(sshr.port(), &alice);
+    let kexinits = || sshd.log().matches("SSH2_MSG_KEXINIT received").count();
+    assert_eq!(kexinits(), 1, "{}", sshd.log());
+    let mut g = vec![msg::GLOBAL_REQUEST];
+    wire::put_string(&mut g, b"keepalive@openssh.com");
+    g.push(0);
+    let start = Instant::now();
+    while kexinits() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the upstream leg was not rekeyed within 15 s (KEXINITs: {})\nsshr log:\n{}",
+            kexinits(),
+            sshr.log()
+        );
+        c.t.send(&g).unwrap();
+        c.flush();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Still relaying both ways under the new keys.
     assert!(round_trip(&mut c).is_ok(), "{}", sshr.log());
 }
