@@ -28,6 +28,8 @@ use crate::upstream::{self, UpstreamConn, UpstreamError, UpstreamReply};
 
 /// Methods we offer, the same for every user name so that none can be enumerated.
 const METHODS: [&str; 3] = ["publickey", "password", "keyboard-interactive"];
+/// Upstream banners kept for a passed-through login until it succeeds.
+const MAX_HELD_BANNERS: usize = 8;
 /// Password and keyboard-interactive failures take at least this long, whether the
 /// upstream or the proxy (unknown user) decided.
 const MIN_PASSWORD_FAILURE_TIME: std::time::Duration = std::time::Duration::from_millis(300);
@@ -352,6 +354,9 @@ async fn authenticate(
     // A message read while passing keyboard-interactive through that must be handled
     // as a new request.
     let mut carried: Option<Vec<u8>> = None;
+    // The upstream's banners during password or keyboard-interactive pass-through,
+    // shown when the login succeeds (see `pass_replies`).
+    let mut banners: Vec<Vec<u8>> = Vec::new();
     loop {
         if failures >= MAX_AUTH_FAILURES {
             return Err(AuthEnd::Refuse {
@@ -512,7 +517,9 @@ async fn authenticate(
                 };
                 let outcome = match (user, conn) {
                     (Some(user), Some(conn)) => match conn.pass_through(&user, method).await {
-                        Ok(()) => pass_replies(client, conn, rx, &mut carried).await?,
+                        Ok(()) => {
+                            pass_replies(client, conn, rx, &mut carried, &mut banners).await?
+                        }
                         Err(e) => Passed::UpstreamFailed {
                             error: e,
                             asked: false,
@@ -537,7 +544,12 @@ async fn authenticate(
                     outcome => outcome,
                 };
                 match outcome {
-                    Passed::Success => return finish(ctx, client, pending, name).await,
+                    Passed::Success => {
+                        for b in banners.drain(..) {
+                            client.send(&b).await?;
+                        }
+                        return finish(ctx, client, pending, name).await;
+                    }
                     Passed::Failure { partial } => {
                         failures += 1;
                         ctx.shard.metrics.auth_failure(if p.upstream.is_some() {
@@ -608,13 +620,16 @@ enum Passed {
     },
 }
 
-/// Relay the upstream's answers to a passed-through request (banners, prompts,
-/// password change requests) and the client's responses, until the upstream decides.
+/// Relay the upstream's answers to a passed-through request (prompts, password change
+/// requests) and the client's responses, until the upstream decides. Banners are kept in
+/// `banners` and shown only on success: a name the proxy does not know gets none, so a
+/// banner before the password would tell that the account exists.
 async fn pass_replies(
     client: &Leg,
     conn: &mut UpstreamConn,
     rx: &mut RxBuf,
     carried: &mut Option<Vec<u8>>,
+    banners: &mut Vec<Vec<u8>>,
 ) -> Result<Passed, AuthEnd> {
     let mut asked = false;
     loop {
@@ -629,7 +644,11 @@ async fn pass_replies(
                     partial: partial_success,
                 })
             }
-            UpstreamReply::ForClient(p) if p[0] == msg::USERAUTH_BANNER => client.send(&p).await?,
+            UpstreamReply::ForClient(p) if p[0] == msg::USERAUTH_BANNER => {
+                if banners.len() < MAX_HELD_BANNERS {
+                    banners.push(p);
+                }
+            }
             UpstreamReply::ForClient(p) => {
                 // INFO_REQUEST (keyboard-interactive) or PASSWD_CHANGEREQ (password):
                 // the user answers, and the answer goes back unchanged.

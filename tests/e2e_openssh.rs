@@ -1056,7 +1056,7 @@ fn password_ssh_by(
     name: &str,
     remote: &[&str],
 ) -> Command {
-    password_ssh_tries(env, user, method, password, name, remote, 1)
+    password_ssh_tries(env, user, method, password, name, remote, 1, &[])
 }
 
 /// [`password_ssh_by`] with `tries` password prompts.
@@ -1068,6 +1068,7 @@ fn password_ssh_tries(
     name: &str,
     remote: &[&str],
     tries: u32,
+    extra: &[&str],
 ) -> Command {
     let askpass = env.path(name);
     let prompts = env.path(&format!("{name}.prompts"));
@@ -1082,19 +1083,10 @@ fn password_ssh_tries(
     let preferred = format!("PreferredAuthentications={method}");
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&askpass, fs::Permissions::from_mode(0o755)).unwrap();
-    let mut cmd = env.ssh_with_key(
-        user,
-        None,
-        &[
-            "-o",
-            "BatchMode=no",
-            "-o",
-            &preferred,
-            "-o",
-            &format!("NumberOfPasswordPrompts={tries}"),
-        ],
-        remote,
-    );
+    let tries = format!("NumberOfPasswordPrompts={tries}");
+    let mut args = extra.to_vec();
+    args.extend(["-o", "BatchMode=no", "-o", &preferred, "-o", &tries]);
+    let mut cmd = env.ssh_with_key(user, None, &args, remote);
     cmd.env("SSH_ASKPASS", &askpass)
         .env("SSH_ASKPASS_REQUIRE", "force")
         .env("DISPLAY", ":0");
@@ -1152,6 +1144,51 @@ fn denial(out: &Output) -> Option<String> {
 }
 
 #[test]
+fn upstream_banners_are_shown_only_once_a_password_login_succeeds() {
+    ensure_password_user();
+    let dir = tempfile::tempdir().unwrap();
+    let banner = dir.path().join("banner");
+    fs::write(&banner, "SSHR-TEST-BANNER: authorized use only\n").unwrap();
+    let setting: &'static str = Box::leak(format!("Banner {}", banner.display()).into_boxed_str());
+    let env = Env::with(EnvOptions {
+        overrides_b: vec![setting],
+        ..Default::default()
+    });
+    if env.direct.is_some() {
+        return; // sshd itself shows the banner before the password: nothing to compare
+    }
+    // A banner before the password would tell a real account from a name the proxy
+    // does not know (which gets none): shown on success only.
+    for (user, password, shown) in [
+        (PASSWORD_USER, "wrong-password", false),
+        ("nosuchuser", "wrong-password", false),
+        (PASSWORD_USER, PASSWORD, true),
+    ] {
+        let name = format!("banner_{user}_{shown}");
+        let cmd = password_ssh_tries(
+            &env,
+            user,
+            "password",
+            password,
+            &name,
+            &["echo logged-in"],
+            1,
+            &["-o", "LogLevel=INFO"],
+        );
+        let out = env.run(cmd, secs(30));
+        env.check(
+            stderr(&out).contains("SSHR-TEST-BANNER") == shown && out.status.success() == shown,
+            || {
+                format!(
+                    "{user} with {password}: banner expected: {shown}: {}",
+                    describe(&out)
+                )
+            },
+        );
+    }
+}
+
+#[test]
 fn the_upstreams_max_auth_tries_does_not_reveal_the_account() {
     ensure_password_user();
     // The upstream hangs up after one wrong password. The client has proven nothing:
@@ -1169,7 +1206,16 @@ fn the_upstreams_max_auth_tries_does_not_reveal_the_account() {
         for user in [PASSWORD_USER, "nosuchuser"] {
             let name = format!("tries_{}_{user}", &method[..3]);
             let out = env.run(
-                password_ssh_tries(&env, user, method, "wrong-password", &name, &["echo no"], 3),
+                password_ssh_tries(
+                    &env,
+                    user,
+                    method,
+                    "wrong-password",
+                    &name,
+                    &["echo no"],
+                    3,
+                    &[],
+                ),
                 secs(30),
             );
             env.check(
