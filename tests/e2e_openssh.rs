@@ -1059,7 +1059,8 @@ fn password_ssh_by(
     password_ssh_tries(env, user, method, password, name, remote, 1, &[])
 }
 
-/// [`password_ssh_by`] with `tries` password prompts.
+/// [`password_ssh_by`] with `tries` password prompts and `extra` ssh options first.
+#[allow(clippy::too_many_arguments)]
 fn password_ssh_tries(
     env: &Env,
     user: &str,
