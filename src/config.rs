@@ -104,6 +104,10 @@ pub struct Limits {
     pub buffer_pool_bytes_per_shard: usize,
     /// On SIGTERM/SIGINT, how long running sessions may go on before the process exits.
     pub shutdown_grace: Duration,
+    /// Upstream connections per server, whole proxy, made for clients that have not
+    /// authenticated yet (see `src/preauth.rs`); 0: public-key logins always connect
+    /// after the client's signature is checked.
+    pub preauth_upstream_connections: usize,
 }
 
 /// `[rekey]`: when the proxy starts a new key exchange on each leg, whichever comes first.
@@ -174,6 +178,7 @@ impl Default for Limits {
             hook_timeout: Duration::from_secs(10),
             buffer_pool_bytes_per_shard: 64 << 20,
             shutdown_grace: Duration::from_secs(30),
+            preauth_upstream_connections: 8,
         }
     }
 }
@@ -384,6 +389,7 @@ struct RawLimits {
     hook_timeout_secs: Option<Spanned<u64>>,
     buffer_pool_bytes_per_shard: Option<Spanned<usize>>,
     shutdown_grace_secs: Option<Spanned<u64>>,
+    preauth_upstream_connections: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -638,6 +644,9 @@ impl Validator<'_> {
                 .shutdown_grace_secs
                 .map(|s| Duration::from_secs(s.into_inner()))
                 .unwrap_or(d.shutdown_grace),
+            preauth_upstream_connections: raw
+                .preauth_upstream_connections
+                .map_or(d.preauth_upstream_connections, Spanned::into_inner),
         };
         if limits.buffer_pool_bytes_per_shard < MIN_BUFFER_POOL_BYTES {
             return self.err(
@@ -975,6 +984,7 @@ connect_timeout_secs = 2
 hook_timeout_secs = 3
 buffer_pool_bytes_per_shard = 8388608
 shutdown_grace_secs = 0
+preauth_upstream_connections = 0
 
 [rekey]
 bytes = 1000000
@@ -1015,6 +1025,7 @@ upstream = "[2001:db8::5]:22"
         assert_eq!(c.limits.hook_timeout, Duration::from_secs(3));
         assert_eq!(c.limits.buffer_pool_bytes_per_shard, 8 << 20);
         assert_eq!(c.limits.shutdown_grace, Duration::ZERO);
+        assert_eq!(c.limits.preauth_upstream_connections, 0);
         assert_eq!(c.rekey.bytes, 1_000_000);
         assert_eq!(c.rekey.interval, Duration::from_secs(60));
         assert_eq!(

@@ -25,6 +25,7 @@ pub mod listener;
 pub mod metrics;
 pub mod net;
 pub mod pool;
+pub mod preauth;
 pub mod providers;
 pub mod relay;
 pub mod session;

@@ -11,7 +11,6 @@ use glommio::net::TcpStream;
 use glommio::Task;
 use rand_core::RngCore;
 use sshr_protocol::auth::{self, InfoResponse, Method, Request};
-use sshr_protocol::cipher::{CipherAlg, MacAlg};
 use sshr_protocol::hostkey::PublicKey;
 use sshr_protocol::msg::{self, disconnect};
 use sshr_protocol::transport::{Config as TransportConfig, Event, Transport};
@@ -21,10 +20,12 @@ use crate::config::Config;
 use crate::hooks::{HookContext, HookError, Hooks, Upstream};
 use crate::leg::{Leg, LegError, Received, RxBuf, Side};
 use crate::metrics::AuthFailure;
+use crate::preauth::PreauthSlot;
 use crate::relay;
 use crate::shard::ShardContext;
 use crate::tunnel::{SessionTunnels, TunnelPolicy};
 use crate::upstream::{self, UpstreamConn, UpstreamError, UpstreamReply};
+use crate::warm::CipherPreference;
 
 /// Methods we offer, the same for every user name so that none can be enumerated.
 const METHODS: [&str; 3] = ["publickey", "password", "keyboard-interactive"];
@@ -192,6 +193,13 @@ struct Pending {
     failed: Option<&'static str>,
     /// The connection came from the warm pool.
     warm: bool,
+    /// Counts the upstream connection made before the client proved anything
+    /// (`src/preauth.rs`); `None` when there is none.
+    _preauth: Option<PreauthSlot>,
+    /// The server had as many such connections as allowed: connect once asked to.
+    deferred: bool,
+    /// The cipher the upstream connection asks for (the client leg's).
+    prefer: CipherPreference,
 }
 
 impl Pending {
@@ -237,22 +245,23 @@ impl Pending {
         // Take a warm upstream connection, or start one now: its TCP and key exchange
         // overlap the client's authentication. (The pool refills after a login, never
         // for a client that has proven nothing.)
+        // Beyond `limits.preauth_upstream_connections` for this server, not before the
+        // client has proven something (`src/preauth.rs`).
         let prefer = client_cipher(client);
-        let warm = upstream
-            .as_ref()
-            .filter(|_| ctx.config.warm_upstreams.per_upstream > 0)
-            .and_then(|u| ctx.shard.warm.take(u, prefer));
-        let connecting = match (&upstream, &warm) {
-            (Some(u), None) => {
-                let u = u.clone();
-                let config = ctx.transport.clone();
-                let timeout = ctx.config.limits.connect_timeout;
-                Some(glommio::spawn_local(
-                    async move { upstream::connect(&u, config, prefer, seed(), timeout).await }
-                        .in_current_span(),
-                ))
-            }
-            _ => None,
+        let preauth = upstream.as_ref().and_then(|u| {
+            let limit = ctx.config.limits.preauth_upstream_connections;
+            ctx.shard.preauth.try_take(&u.addr, limit)
+        });
+        let deferred = upstream.is_some() && preauth.is_none();
+        if deferred {
+            debug!(
+                user,
+                "upstream connection deferred until the client authenticates"
+            );
+        }
+        let (warm, connecting) = match &upstream {
+            Some(u) if !deferred => open_upstream(ctx, u, prefer),
+            _ => (None, None),
         };
         let authorized = match &upstream {
             Some(_) => match glommio::timer::timeout(hook_timeout, async {
@@ -281,6 +290,9 @@ impl Pending {
             warm: warm.is_some(),
             conn: warm,
             failed: None,
+            _preauth: preauth,
+            deferred,
+            prefer,
         }
     }
 
@@ -300,7 +312,16 @@ impl Pending {
 
     /// The upstream connection, waiting for it if it is still being set up. Once it has
     /// failed, every later call gives the same refusal.
-    async fn upstream(&mut self) -> Result<&mut UpstreamConn, AuthEnd> {
+    async fn upstream(&mut self, ctx: &SessionEnv) -> Result<&mut UpstreamConn, AuthEnd> {
+        if self.deferred {
+            self.deferred = false;
+            if let Some(u) = &self.upstream {
+                let (warm, connecting) = open_upstream(ctx, u, self.prefer);
+                self.warm = warm.is_some();
+                self.conn = warm;
+                self.connecting = connecting;
+            }
+        }
         if self.conn.is_none() {
             if let Some(task) = self.connecting.take() {
                 match task.await {
@@ -328,9 +349,35 @@ impl Pending {
     }
 }
 
+/// A warm connection to `u` if the pool has one, or one being made now.
+#[allow(clippy::type_complexity)]
+fn open_upstream(
+    ctx: &SessionEnv,
+    u: &Upstream,
+    prefer: CipherPreference,
+) -> (
+    Option<UpstreamConn>,
+    Option<Task<Result<UpstreamConn, UpstreamError>>>,
+) {
+    let warm = Some(u)
+        .filter(|_| ctx.config.warm_upstreams.per_upstream > 0)
+        .and_then(|u| ctx.shard.warm.take(u, prefer));
+    if warm.is_some() {
+        return (warm, None);
+    }
+    let u = u.clone();
+    let config = ctx.transport.clone();
+    let timeout = ctx.config.limits.connect_timeout;
+    let task = glommio::spawn_local(
+        async move { upstream::connect(&u, config, prefer, seed(), timeout).await }
+            .in_current_span(),
+    );
+    (None, Some(task))
+}
+
 /// The cipher and MAC the client leg negotiated, to ask the upstream for the same: then
 /// relayed packets keep their size and are re-sealed where they lie.
-fn client_cipher(client: &Leg) -> (Option<CipherAlg>, Option<MacAlg>) {
+fn client_cipher(client: &Leg) -> CipherPreference {
     match client.transport.borrow().negotiated() {
         Some(n) => (Some(n.cipher_c2s), n.mac_c2s),
         None => (None, None),
@@ -484,7 +531,7 @@ async fn authenticate(
                         });
                     }
                 };
-                let conn = p.upstream().await?;
+                let conn = p.upstream(ctx).await?;
                 let mut banners = Vec::new();
                 let r = conn
                     .login_with_key(&upstream.user, &key, |b| banners.push(b))
@@ -512,7 +559,7 @@ async fn authenticate(
                 };
                 let user = p.upstream.as_ref().map(|u| u.user.clone());
                 let conn = match user {
-                    Some(_) => p.upstream().await.ok(),
+                    Some(_) => p.upstream(ctx).await.ok(),
                     None => None,
                 };
                 let outcome = match (user, conn) {
@@ -701,7 +748,7 @@ async fn finish(
             failure: AuthFailure::Aborted,
         });
     };
-    let conn = p.upstream().await?;
+    let conn = p.upstream(ctx).await?;
     let _ = conn;
     client.send(&auth::encode_success()).await?;
     // Make a connection ready for the next login to this server (`src/warm.rs`).

@@ -27,6 +27,7 @@ use crate::keys::{self, KeyFileError};
 use crate::listener::{self, BindError};
 use crate::metrics::{self, MetricsError, ShardMetrics};
 use crate::pool::{BufferPool, RELAY_BUFFER_SIZE};
+use crate::preauth::PreauthCounts;
 use crate::providers::static_table::StaticTable;
 use crate::warm::WarmPool;
 
@@ -47,6 +48,8 @@ pub struct ShardContext {
     pub metrics: ShardMetrics,
     /// Upstream connections made ready for the next login (`[warm_upstreams]`).
     pub warm: Rc<WarmPool>,
+    /// Upstream connections for unauthenticated clients, per server, all shards.
+    pub preauth: Arc<PreauthCounts>,
     config: RefCell<Arc<Config>>,
     hooks: RefCell<Rc<dyn Hooks>>,
     live_sessions: Cell<usize>,
@@ -68,6 +71,7 @@ impl ShardContext {
         hooks: Rc<dyn Hooks>,
         host_keys: Arc<[PrivateKey]>,
         upstream_key: Arc<PrivateKey>,
+        preauth: Arc<PreauthCounts>,
     ) -> Self {
         let pool = BufferPool::new(RELAY_BUFFER_SIZE, config.limits.buffer_pool_bytes_per_shard);
         ShardContext {
@@ -78,6 +82,7 @@ impl ShardContext {
             pool,
             metrics: ShardMetrics::new(index),
             warm: WarmPool::new(),
+            preauth,
             config: RefCell::new(config),
             hooks: RefCell::new(hooks),
             live_sessions: Cell::new(0),
@@ -283,6 +288,7 @@ impl Server {
         let shared = Arc::new(Shared {
             host_keys,
             upstream_key,
+            preauth: PreauthCounts::new(),
             current: Mutex::new(Generation {
                 config: Arc::new(self.config),
                 hooks: factory,
@@ -346,6 +352,7 @@ impl Server {
 struct Shared {
     host_keys: Arc<[PrivateKey]>,
     upstream_key: Arc<PrivateKey>,
+    preauth: Arc<PreauthCounts>,
     current: Mutex<Generation>,
     metrics_enabled: bool,
 }
@@ -431,6 +438,7 @@ async fn shard_main(setup: ShardSetup) {
         (generation.hooks)(),
         shared.host_keys.clone(),
         shared.upstream_key.clone(),
+        shared.preauth.clone(),
     ));
 
     let accept_tasks: Vec<_> = listeners
@@ -944,6 +952,7 @@ mod tests {
             Rc::new(NoUsers),
             vec![key()].into(),
             Arc::new(key()),
+            PreauthCounts::new(),
         ))
     }
 

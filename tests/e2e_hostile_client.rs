@@ -12,10 +12,17 @@ use sshr_protocol::msg;
 use sshr_protocol::transport::{ClientOptions, Config, Transport};
 use sshr_protocol::Error;
 use sshr_testsupport::conn::Conn;
-use sshr_testsupport::{keygen, run_with_timeout, ssh_command, Sshd, SshdOptions, SshrSetup};
+use sshr_testsupport::{
+    connections_to, keygen, run_with_timeout, ssh_command, Sshd, SshdOptions, SshrSetup,
+};
 
 /// sshr with one user `alice` routed to a real sshd; returns them with alice's key.
 fn proxy() -> (Sshd, sshr_testsupport::Sshr, tempfile::TempDir) {
+    proxy_with("")
+}
+
+/// [`proxy`] with `extra` configuration before the user table.
+fn proxy_with(extra: &str) -> (Sshd, sshr_testsupport::Sshr, tempfile::TempDir) {
     let keys = tempfile::tempdir().unwrap();
     let alice = keys.path().join("alice");
     keygen(&alice, "ed25519", None);
@@ -26,7 +33,7 @@ fn proxy() -> (Sshd, sshr_testsupport::Sshr, tempfile::TempDir) {
         ..SshdOptions::default()
     });
     let tables = format!(
-        "[[users]]\nname = \"alice\"\nupstream = \"127.0.0.1:{}\"\nupstream_user = \"root\"\nauthorized_keys = [{:?}]\n",
+        "{extra}\n[[users]]\nname = \"alice\"\nupstream = \"127.0.0.1:{}\"\nupstream_user = \"root\"\nauthorized_keys = [{:?}]\n",
         sshd.port,
         alice_pub.trim()
     );
@@ -172,4 +179,19 @@ fn a_client_over_the_session_limit_is_told_why() {
         assert!(start.elapsed() < Duration::from_secs(10), "{}", sshr.log());
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn clients_that_never_authenticate_hold_few_upstream_connections() {
+    let (sshd, sshr, keys) = proxy_with(
+        "[limits]\npreauth_upstream_connections = 2\n\n[warm_upstreams]\nper_upstream = 0\n",
+    );
+    // Five clients name a real user, then say nothing more: the proxy connects upstream
+    // for two of them, and waits for the others to prove their key.
+    let idle: Vec<Conn> = (0..5).map(|_| established(sshr.port())).collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(connections_to(sshd.port), 2, "{}", sshr.log());
+    // A real login still works, connecting once its key is checked.
+    real_session_works(&sshr, &keys.path().join("alice"));
+    drop(idle);
 }

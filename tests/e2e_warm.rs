@@ -8,7 +8,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sshr_testsupport::{keygen, run_with_timeout, ssh_command, Sshd, SshdOptions, SshrSetup};
+use sshr_testsupport::{
+    connections_to, keygen, run_with_timeout, ssh_command, Sshd, SshdOptions, SshrSetup,
+};
 
 const SSHR: &str = env!("CARGO_BIN_EXE_sshr");
 
@@ -96,22 +98,6 @@ impl Rig {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-}
-
-/// Established TCP connections to `port` on loopback (`ss`, from iproute2).
-fn connections_to(port: u16) -> usize {
-    let out = std::process::Command::new("ss")
-        .args([
-            "-Htn",
-            "state",
-            "established",
-            "dst",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .output()
-        .expect("ss (iproute2)");
-    assert!(out.status.success(), "ss failed");
-    String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
 #[test]

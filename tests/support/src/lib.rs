@@ -552,3 +552,19 @@ impl Drop for Sshr {
         let _ = self.child.wait();
     }
 }
+
+/// Established TCP connections to `port` on loopback (`ss`, from iproute2).
+pub fn connections_to(port: u16) -> usize {
+    let out = Command::new("ss")
+        .args([
+            "-Htn",
+            "state",
+            "established",
+            "dst",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .output()
+        .expect("ss (iproute2)");
+    assert!(out.status.success(), "ss failed");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
