@@ -18,6 +18,7 @@ use serde::Deserialize;
 use sshr_protocol::hostkey::PublicKey;
 use toml::Spanned;
 
+use crate::core::penalty::{PenaltySettings, StartupLimit};
 use crate::pool::RELAY_BUFFER_SIZE;
 use crate::tunnel::TunnelPolicy;
 
@@ -50,6 +51,8 @@ pub struct Config {
     pub tunnels: Tunnels,
     /// `[warm_upstreams]`: upstream connections made ready before a login needs them.
     pub warm_upstreams: WarmUpstreams,
+    /// `[penalties]`: sources refused for a while after failed or abandoned logins.
+    pub penalties: PenaltySettings,
     /// The free-form `[hooks]` table: settings for custom hook implementations. The
     /// built-in static table ignores it.
     pub hooks: toml::Table,
@@ -108,6 +111,18 @@ pub struct Limits {
     /// authenticated yet (see `src/preauth.rs`); 0: public-key logins always connect
     /// after the client's signature is checked.
     pub preauth_upstream_connections: usize,
+    /// Authentication attempts per connection before the proxy hangs up, counted as
+    /// sshd counts them (`MaxAuthTries`).
+    pub max_auth_tries: u32,
+    /// Early drop of new connections while this many are not authenticated yet, whole
+    /// proxy (`MaxStartups`).
+    pub max_startups: StartupLimit,
+    /// Receive buffer memory beyond each connection's small inline buffer that
+    /// unauthenticated connections of one shard may hold together.
+    pub preauth_buffer_bytes_per_shard: usize,
+    /// Before authentication, the rest of a packet must arrive within this long of its
+    /// first bytes.
+    pub packet_timeout: Duration,
 }
 
 /// `[rekey]`: when the proxy starts a new key exchange on each leg, whichever comes first.
@@ -179,6 +194,10 @@ impl Default for Limits {
             buffer_pool_bytes_per_shard: 64 << 20,
             shutdown_grace: Duration::from_secs(30),
             preauth_upstream_connections: 8,
+            max_auth_tries: 6,
+            max_startups: StartupLimit::default(),
+            preauth_buffer_bytes_per_shard: 16 << 20,
+            packet_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -260,6 +279,14 @@ pub enum ConfigProblem {
         TunnelPolicy::NAMES
     )]
     BadTunnelPolicy { key: &'static str, value: String },
+    #[error("`limits.max_startups` = {value:?}: {reason}")]
+    BadStartupLimit { value: String, reason: String },
+    #[error(
+        "`penalties.exempt` entry {value:?} is not an address or network (e.g. \"10.0.0.0/8\")"
+    )]
+    BadNetwork { value: String },
+    #[error("`limits.packet_timeout_secs` must be below `limits.auth_timeout_secs`")]
+    PacketTimeoutTooLong,
 }
 
 impl ConfigError {
@@ -375,6 +402,8 @@ struct RawConfig {
     #[serde(default)]
     warm_upstreams: RawWarmUpstreams,
     #[serde(default)]
+    penalties: RawPenalties,
+    #[serde(default)]
     hooks: toml::Table,
     #[serde(default)]
     users: Vec<RawUser>,
@@ -390,6 +419,23 @@ struct RawLimits {
     buffer_pool_bytes_per_shard: Option<Spanned<usize>>,
     shutdown_grace_secs: Option<Spanned<u64>>,
     preauth_upstream_connections: Option<Spanned<usize>>,
+    max_auth_tries: Option<Spanned<u32>>,
+    max_startups: Option<Spanned<String>>,
+    preauth_buffer_bytes_per_shard: Option<Spanned<usize>>,
+    packet_timeout_secs: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPenalties {
+    enabled: Option<bool>,
+    authfail_secs: Option<Spanned<u64>>,
+    noauth_secs: Option<Spanned<u64>>,
+    grace_exceeded_secs: Option<Spanned<u64>>,
+    min_secs: Option<Spanned<u64>>,
+    max_secs: Option<Spanned<u64>>,
+    max_sources: Option<Spanned<usize>>,
+    exempt: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -502,6 +548,7 @@ impl Validator<'_> {
         let rekey = self.rekey(raw.rekey)?;
         let tunnels = self.tunnels(raw.tunnels)?;
         let warm_upstreams = self.warm_upstreams(raw.warm_upstreams)?;
+        let penalties = self.penalties(raw.penalties)?;
 
         // users
         let mut seen: HashMap<String, usize> = HashMap::new();
@@ -532,6 +579,7 @@ impl Validator<'_> {
             rekey,
             tunnels,
             warm_upstreams,
+            penalties,
             hooks: raw.hooks,
             origin: self.origin.to_string(),
             path: None,
@@ -609,45 +657,86 @@ impl Validator<'_> {
             &raw.shutdown_grace_secs,
             MAX_SECS,
         )?;
+        self.at_most(
+            "limits.packet_timeout_secs",
+            &raw.packet_timeout_secs,
+            MAX_SECS,
+        )?;
         let secs = |key, v, default: Duration| {
             self.nonzero(key, v, default.as_secs())
                 .map(Duration::from_secs)
         };
         let pool_span = raw.buffer_pool_bytes_per_shard.as_ref().map(|s| s.span());
-        let limits = Limits {
-            max_sessions_per_shard: self.nonzero(
-                "limits.max_sessions_per_shard",
-                raw.max_sessions_per_shard,
-                d.max_sessions_per_shard,
-            )?,
-            auth_timeout: secs(
-                "limits.auth_timeout_secs",
-                raw.auth_timeout_secs,
-                d.auth_timeout,
-            )?,
-            connect_timeout: secs(
-                "limits.connect_timeout_secs",
-                raw.connect_timeout_secs,
-                d.connect_timeout,
-            )?,
-            hook_timeout: secs(
-                "limits.hook_timeout_secs",
-                raw.hook_timeout_secs,
-                d.hook_timeout,
-            )?,
-            buffer_pool_bytes_per_shard: raw
-                .buffer_pool_bytes_per_shard
-                .map(Spanned::into_inner)
-                .unwrap_or(d.buffer_pool_bytes_per_shard),
-            // Zero is allowed here: exit as soon as the listeners are closed.
-            shutdown_grace: raw
-                .shutdown_grace_secs
-                .map(|s| Duration::from_secs(s.into_inner()))
-                .unwrap_or(d.shutdown_grace),
-            preauth_upstream_connections: raw
-                .preauth_upstream_connections
-                .map_or(d.preauth_upstream_connections, Spanned::into_inner),
-        };
+        let mut limits =
+            Limits {
+                max_sessions_per_shard: self.nonzero(
+                    "limits.max_sessions_per_shard",
+                    raw.max_sessions_per_shard,
+                    d.max_sessions_per_shard,
+                )?,
+                auth_timeout: secs(
+                    "limits.auth_timeout_secs",
+                    raw.auth_timeout_secs,
+                    d.auth_timeout,
+                )?,
+                connect_timeout: secs(
+                    "limits.connect_timeout_secs",
+                    raw.connect_timeout_secs,
+                    d.connect_timeout,
+                )?,
+                hook_timeout: secs(
+                    "limits.hook_timeout_secs",
+                    raw.hook_timeout_secs,
+                    d.hook_timeout,
+                )?,
+                buffer_pool_bytes_per_shard: raw
+                    .buffer_pool_bytes_per_shard
+                    .map(Spanned::into_inner)
+                    .unwrap_or(d.buffer_pool_bytes_per_shard),
+                // Zero is allowed here: exit as soon as the listeners are closed.
+                shutdown_grace: raw
+                    .shutdown_grace_secs
+                    .map(|s| Duration::from_secs(s.into_inner()))
+                    .unwrap_or(d.shutdown_grace),
+                preauth_upstream_connections: raw
+                    .preauth_upstream_connections
+                    .map_or(d.preauth_upstream_connections, Spanned::into_inner),
+                max_auth_tries: self.nonzero(
+                    "limits.max_auth_tries",
+                    raw.max_auth_tries,
+                    d.max_auth_tries,
+                )?,
+                max_startups: match &raw.max_startups {
+                    Some(v) => v.get_ref().parse().or_else(
+                        |e: crate::core::penalty::BadStartupLimit| {
+                            self.err(
+                                v.span(),
+                                ConfigProblem::BadStartupLimit {
+                                    value: v.get_ref().clone(),
+                                    reason: e.to_string(),
+                                },
+                            )
+                        },
+                    )?,
+                    None => d.max_startups,
+                },
+                preauth_buffer_bytes_per_shard: raw
+                    .preauth_buffer_bytes_per_shard
+                    .map_or(d.preauth_buffer_bytes_per_shard, Spanned::into_inner),
+                packet_timeout: secs(
+                    "limits.packet_timeout_secs",
+                    raw.packet_timeout_secs.clone(),
+                    d.packet_timeout,
+                )?,
+            };
+        match &raw.packet_timeout_secs {
+            Some(v) if limits.packet_timeout >= limits.auth_timeout => {
+                return self.err(v.span(), ConfigProblem::PacketTimeoutTooLong);
+            }
+            // Unset: the default, but always shorter than the auth timeout.
+            None => limits.packet_timeout = limits.packet_timeout.min(limits.auth_timeout / 2),
+            Some(_) => {}
+        }
         if limits.buffer_pool_bytes_per_shard < MIN_BUFFER_POOL_BYTES {
             return self.err(
                 pool_span.unwrap_or(0..0),
@@ -707,6 +796,55 @@ impl Validator<'_> {
             max_per_shard: raw
                 .max_per_shard
                 .map_or(d.max_per_shard, Spanned::into_inner),
+        })
+    }
+
+    fn penalties(&self, raw: RawPenalties) -> Result<PenaltySettings, ConfigError> {
+        let d = PenaltySettings::default();
+        for (key, value) in [
+            ("penalties.authfail_secs", &raw.authfail_secs),
+            ("penalties.noauth_secs", &raw.noauth_secs),
+            ("penalties.grace_exceeded_secs", &raw.grace_exceeded_secs),
+            ("penalties.min_secs", &raw.min_secs),
+            ("penalties.max_secs", &raw.max_secs),
+        ] {
+            self.at_most(key, value, MAX_SECS)?;
+        }
+        // Zero is allowed for the costs: that offence is not penalised.
+        let secs = |v: Option<Spanned<u64>>, default: Duration| {
+            v.map_or(default, |v| Duration::from_secs(v.into_inner()))
+        };
+        let mut exempt = Vec::new();
+        for net in raw.exempt.unwrap_or_default() {
+            let text = net.get_ref().trim();
+            let parsed = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(n) => exempt.push(n),
+                Err(_) => {
+                    return self.err(
+                        net.span(),
+                        ConfigProblem::BadNetwork {
+                            value: net.get_ref().clone(),
+                        },
+                    )
+                }
+            }
+        }
+        Ok(PenaltySettings {
+            enabled: raw.enabled.unwrap_or(d.enabled),
+            authfail: secs(raw.authfail_secs, d.authfail),
+            noauth: secs(raw.noauth_secs, d.noauth),
+            grace_exceeded: secs(raw.grace_exceeded_secs, d.grace_exceeded),
+            min: secs(raw.min_secs, d.min),
+            max: Duration::from_secs(self.nonzero(
+                "penalties.max_secs",
+                raw.max_secs,
+                d.max.as_secs(),
+            )?),
+            max_sources: self.nonzero("penalties.max_sources", raw.max_sources, d.max_sources)?,
+            exempt,
         })
     }
 
@@ -985,6 +1123,20 @@ hook_timeout_secs = 3
 buffer_pool_bytes_per_shard = 8388608
 shutdown_grace_secs = 0
 preauth_upstream_connections = 0
+max_auth_tries = 3
+max_startups = "10:30:100"
+preauth_buffer_bytes_per_shard = 1048576
+packet_timeout_secs = 4
+
+[penalties]
+enabled = true
+authfail_secs = 6
+noauth_secs = 0
+grace_exceeded_secs = 20
+min_secs = 30
+max_secs = 900
+max_sources = 100
+exempt = ["10.0.0.0/8", "2001:db8::1"]
 
 [rekey]
 bytes = 1000000
@@ -1012,6 +1164,17 @@ upstream = "[2001:db8::5]:22"
 "#
         );
         let c = parse(&text).unwrap();
+        assert_eq!(c.limits.max_auth_tries, 3);
+        assert_eq!(c.limits.max_startups, "10:30:100".parse().unwrap());
+        assert_eq!(c.limits.preauth_buffer_bytes_per_shard, 1 << 20);
+        assert_eq!(c.limits.packet_timeout, Duration::from_secs(4));
+        assert_eq!(c.penalties.authfail, Duration::from_secs(6));
+        assert_eq!(c.penalties.noauth, Duration::ZERO);
+        assert_eq!(c.penalties.min, Duration::from_secs(30));
+        assert_eq!(c.penalties.max_sources, 100);
+        assert!(c.penalties.is_exempt("10.9.8.7".parse().unwrap()));
+        assert!(c.penalties.is_exempt("2001:db8::1".parse().unwrap()));
+        assert!(!c.penalties.is_exempt("2001:db8::2".parse().unwrap()));
         assert_eq!(c.listen.len(), 2);
         assert!(c.listen[1].is_ipv6());
         assert_eq!(c.host_keys[0], PathBuf::from("/abs/host_ed25519"));
@@ -1139,6 +1302,28 @@ upstream = "[2001:db8::5]:22"
 
         let (_, line, _) = problem("listen = [\"127.0.0.1:1\"\nhost_keys = 3");
         assert!(line.is_some());
+    }
+
+    #[test]
+    fn bad_hardening_settings() {
+        let (p, line, shown) = problem(&format!("{MINIMAL}[limits]\nmax_startups = \"100:30\"\n"));
+        assert!(matches!(p, ConfigProblem::BadStartupLimit { .. }), "{p:?}");
+        assert_eq!(line, Some(6));
+        assert!(shown.contains("start:rate:full"), "{shown}");
+        let (p, _, _) = problem(&format!("{MINIMAL}[limits]\nmax_auth_tries = 0\n"));
+        assert!(matches!(p, ConfigProblem::Zero("limits.max_auth_tries")));
+        let (p, _, _) = problem(&format!(
+            "{MINIMAL}[limits]\nauth_timeout_secs = 5\npacket_timeout_secs = 5\n"
+        ));
+        assert!(matches!(p, ConfigProblem::PacketTimeoutTooLong));
+        let (p, _, shown) = problem(&format!(
+            "{MINIMAL}[penalties]\nexempt = [\"10.0.0.0/33\"]\n"
+        ));
+        assert!(matches!(p, ConfigProblem::BadNetwork { .. }), "{p:?}");
+        assert!(shown.contains("10.0.0.0/33"));
+        // Unset, the packet timeout stays below a short auth timeout.
+        let c = parse(&format!("{MINIMAL}[limits]\nauth_timeout_secs = 4\n")).unwrap();
+        assert_eq!(c.limits.packet_timeout, Duration::from_secs(2));
     }
 
     #[test]

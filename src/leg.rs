@@ -23,7 +23,7 @@ use sshr_protocol::msg::disconnect;
 use sshr_protocol::packet::MAX_PACKET_LEN;
 use sshr_protocol::transport::{Event, Input, Transport};
 
-use crate::pool::PooledBuf;
+use crate::pool::{HandshakeBudget, PooledBuf};
 
 /// Which side of the proxy a leg faces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +53,14 @@ pub enum LegError {
         side: Side,
         source: sshr_protocol::Error,
     },
+    /// Before authentication, a packet's first bytes came and the rest did not within
+    /// `limits.packet_timeout_secs`.
+    #[error("{side}: a packet stalled before authentication")]
+    Stalled { side: Side },
+    /// Before authentication, a packet needed more buffer than the shard's handshake
+    /// budget had left.
+    #[error("{side}: {source}")]
+    Busy { side: Side, source: BudgetExhausted },
 }
 
 impl LegError {
@@ -60,7 +68,9 @@ impl LegError {
         match self {
             LegError::Closed { side }
             | LegError::Io { side, .. }
-            | LegError::Protocol { side, .. } => *side,
+            | LegError::Protocol { side, .. }
+            | LegError::Stalled { side }
+            | LegError::Busy { side, .. } => *side,
         }
     }
 }
@@ -116,7 +126,17 @@ pub struct RxBuf {
     storage: Storage,
     pub start: usize,
     pub end: usize,
+    /// Where growth beyond [`INLINE_RX`] is charged before authentication, and how much
+    /// is charged now.
+    budget: Option<HandshakeBudget>,
+    charged: usize,
 }
+
+/// A packet before authentication needs a larger buffer than the shard's handshake
+/// budget has left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the proxy is short of memory for large packets before authentication")]
+pub struct BudgetExhausted;
 
 /// Room a receive buffer must have: the largest packet plus its tag.
 pub const MAX_WIRE_PACKET: usize = MAX_PACKET_LEN as usize + 4 + sshr_protocol::packet::MAX_TAG_LEN;
@@ -134,7 +154,53 @@ impl RxBuf {
             storage: Storage::Inline(vec![0; INLINE_RX]),
             start: 0,
             end: 0,
+            budget: None,
+            charged: 0,
         }
+    }
+
+    /// A buffer whose growth beyond [`INLINE_RX`] is charged to `budget` (an
+    /// unauthenticated client's) until [`RxBuf::end_handshake`].
+    pub fn with_budget(budget: HandshakeBudget) -> Self {
+        let mut rx = Self::new();
+        rx.budget = Some(budget);
+        rx
+    }
+
+    /// Bytes charged to the handshake budget now.
+    pub fn charged(&self) -> usize {
+        self.charged
+    }
+
+    /// Authentication is over: shrink what the handshake grew and stop charging the
+    /// budget (the relay's large buffers come from the capped pool instead).
+    pub fn end_handshake(&mut self) {
+        self.release_pooled();
+        self.refund(self.charged);
+        self.budget = None;
+    }
+
+    fn refund(&mut self, n: usize) {
+        if let Some(b) = &self.budget {
+            b.refund(n);
+        }
+        self.charged -= n;
+    }
+
+    /// Charge (or refund) the budget for an inline buffer of `capacity` bytes.
+    fn charge_for(&mut self, capacity: usize) -> Result<(), BudgetExhausted> {
+        let want = capacity.saturating_sub(INLINE_RX);
+        if want > self.charged {
+            if let Some(b) = &self.budget {
+                if !b.try_charge(want - self.charged) {
+                    return Err(BudgetExhausted);
+                }
+            }
+            self.charged = want;
+        } else if want < self.charged {
+            self.refund(self.charged - want);
+        }
+        Ok(())
     }
 
     /// The whole storage (received bytes are `start..end`).
@@ -194,15 +260,21 @@ impl RxBuf {
 
     /// Make room for at least `need` bytes from `start` plus free space to read into:
     /// compact to the front, and grow the inline buffer (handshake phase; the relay
-    /// moves to a pooled buffer instead, see [`RxBuf::use_pooled`]).
-    pub fn reserve(&mut self, need: usize) {
+    /// moves to a pooled buffer instead, see [`RxBuf::use_pooled`]). Growth is charged
+    /// to the handshake budget, if the buffer has one.
+    pub fn reserve(&mut self, need: usize) -> Result<(), BudgetExhausted> {
         let need = need.min(MAX_WIRE_PACKET);
         self.compact(need);
         if self.capacity() < need {
+            let grown = need.next_power_of_two().min(MAX_WIRE_PACKET).max(need);
+            if let Storage::Inline(_) = &self.storage {
+                self.charge_for(grown)?;
+            }
             if let Storage::Inline(v) = &mut self.storage {
-                v.resize(need.next_power_of_two().min(MAX_WIRE_PACKET).max(need), 0);
+                v.resize(grown, 0);
             }
         }
+        Ok(())
     }
 
     /// Move the received bytes to the front when `need` bytes from `start` would not fit
@@ -223,6 +295,8 @@ impl RxBuf {
         self.storage = Storage::Pooled(buf);
         self.start = 0;
         self.end = e - s;
+        // The pool counts this buffer now.
+        self.refund(self.charged);
     }
 
     /// Go back to a small inline buffer (when traffic is light) if what is buffered fits
@@ -236,6 +310,7 @@ impl RxBuf {
             self.storage = Storage::Inline(v);
             self.start = 0;
             self.end = e - s;
+            self.refund(self.charged);
         }
     }
 
@@ -248,6 +323,12 @@ impl RxBuf {
 impl Default for RxBuf {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl Drop for RxBuf {
+    fn drop(&mut self) {
+        self.refund(self.charged);
     }
 }
 
@@ -271,6 +352,9 @@ pub struct Leg {
     pub awaited: Cell<bool>,
     /// A write to the stream was abandoned part-way (see [`Leg::write_all_locked`]).
     torn: Cell<bool>,
+    /// In [`Leg::recv`]: how long the rest of a started packet may take (`None`: no
+    /// limit beyond the caller's).
+    packet_timeout: Cell<Option<Duration>>,
     spare: Cell<Vec<u8>>,
 }
 
@@ -284,6 +368,7 @@ impl Leg {
             changed: Notify::default(),
             awaited: Cell::new(false),
             torn: Cell::new(false),
+            packet_timeout: Cell::new(None),
             spare: Cell::new(Vec::new()),
         }
     }
@@ -293,6 +378,12 @@ impl Leg {
             side: self.side,
             source,
         }
+    }
+
+    /// Close the connection when, in [`Leg::recv`], the rest of a packet whose first
+    /// bytes arrived takes longer than `timeout` (an unauthenticated client's leg).
+    pub fn set_packet_timeout(&self, timeout: Option<Duration>) {
+        self.packet_timeout.set(timeout);
     }
 
     /// True when the peer has sent nothing and not closed the connection (for warm
@@ -401,8 +492,42 @@ impl Leg {
                         });
                     }
                     self.flush().await?;
-                    rx.reserve(n.max(rx.len() + 1));
-                    let n = self.read_some(rx.unfilled()).await?;
+                    // Grow with what actually arrives (at most twice it), not with what
+                    // the length field announces: four bytes must not reserve 64 KiB.
+                    let target = n
+                        .min(rx.len().saturating_mul(2).max(INLINE_RX))
+                        .max(rx.len() + 1);
+                    if let Err(source) = rx.reserve(target) {
+                        self.disconnect(
+                            disconnect::TOO_MANY_CONNECTIONS,
+                            "sshr: the proxy is busy, try again later",
+                        )
+                        .await;
+                        return Err(LegError::Busy {
+                            side: self.side,
+                            source,
+                        });
+                    }
+                    // Part of a packet (or of the identification line) is in: the rest
+                    // must follow in time.
+                    let limit = self.packet_timeout.get().filter(|_| !rx.is_empty());
+                    let read = self.read_some(rx.unfilled());
+                    let n = match limit {
+                        Some(limit) => {
+                            match glommio::timer::timeout(limit, async { Ok(read.await) }).await {
+                                Ok(r) => r?,
+                                Err(_) => {
+                                    self.disconnect(
+                                        disconnect::PROTOCOL_ERROR,
+                                        "sshr: packet not completed in time",
+                                    )
+                                    .await;
+                                    return Err(LegError::Stalled { side: self.side });
+                                }
+                            }
+                        }
+                        _ => read.await?,
+                    };
                     rx.end += n;
                 }
                 Err(source) => {

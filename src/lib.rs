@@ -17,11 +17,14 @@
 //! own SO_REUSEPORT listener ([`listener`]); a session and everything it does runs on the
 //! shard that accepted it.
 
+pub mod admission;
 pub mod config;
+pub mod core;
 pub mod hooks;
 pub mod keys;
 pub mod leg;
 pub mod listener;
+pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod pool;

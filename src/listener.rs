@@ -17,7 +17,10 @@ use futures_lite::FutureExt;
 use glommio::net::TcpListener;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::admission::Refusal;
+use crate::metrics::Refused;
 use crate::shard::{SessionGuard, ShardContext};
+use sshr_protocol::msg::disconnect;
 
 /// Pending connections the kernel queues per listening socket before the shard accepts
 /// them (capped by net.core.somaxconn).
@@ -91,6 +94,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, ctx: Rc<ShardContext>) {
     let local = listener.local_addr().ok();
     let mut refusals = RefusalLog::default();
     let refusing = Rc::new(Cell::new(0));
+    let mut random = EarlyDropDice::new();
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
@@ -107,11 +111,24 @@ pub(crate) async fn accept_loop(listener: TcpListener, ctx: Rc<ShardContext>) {
             // Reset before we looked at it: nothing to serve.
             Err(_) => continue,
         };
-        let limit = ctx.config().limits.max_sessions_per_shard;
-        if ctx.live_sessions() >= limit {
-            ctx.metrics.session_refused();
-            refusals.refused(ctx.index, peer, limit);
-            refuse(stream, &ctx, &refusing);
+        let config = ctx.config();
+        let limit = config.limits.max_sessions_per_shard;
+        let refusal = if ctx.live_sessions() >= limit {
+            Some(Refused::SessionLimit)
+        } else {
+            match ctx
+                .admission
+                .admit(peer.ip(), &config, Instant::now(), random.roll())
+            {
+                Ok(()) => None,
+                Err(Refusal::Penalised(_)) => Some(Refused::Penalty),
+                Err(Refusal::Startups) => Some(Refused::Startups),
+            }
+        };
+        if let Some(reason) = refusal {
+            ctx.metrics.session_refused(reason);
+            refusals.refused(ctx.index, peer, reason);
+            refuse(stream, &ctx, &refusing, reason);
             continue;
         }
         if let Err(e) = stream.set_nodelay(true) {
@@ -143,13 +160,36 @@ const MAX_REFUSING: usize = 64;
 /// How long a refused connection is kept to read what the client sends meanwhile.
 const REFUSE_LINGER: Duration = Duration::from_secs(2);
 
-/// Tell a client refused at the session limit why, in one line: our identification line
-/// and a plaintext DISCONNECT, which SSH allows before key exchange (OpenSSH prints
-/// "Received disconnect from ...: too many sessions ..."). No key exchange, no crypto: this
-/// runs when the shard is busiest. The connection then reads until the client hangs up
-/// (at most [`REFUSE_LINGER`]): closing with the client's identification line unread
-/// would reset the connection, and the client would lose the reason.
-fn refuse(mut stream: glommio::net::TcpStream, ctx: &ShardContext, refusing: &Rc<Cell<usize>>) {
+/// What a refused client is told.
+fn refusal_message(reason: Refused) -> (u32, &'static str) {
+    match reason {
+        Refused::Penalty => (
+            disconnect::TOO_MANY_CONNECTIONS,
+            "sshr: too many failed or abandoned logins from your address, try again later",
+        ),
+        Refused::Startups => (
+            disconnect::TOO_MANY_CONNECTIONS,
+            "sshr: too many logins in progress on this proxy, try again later",
+        ),
+        _ => (
+            disconnect::TOO_MANY_CONNECTIONS,
+            "sshr: too many sessions on this proxy, try again later",
+        ),
+    }
+}
+
+/// Tell a refused client why, in one line: our identification line and a plaintext
+/// DISCONNECT, which SSH allows before key exchange (OpenSSH prints "Received disconnect
+/// from ...: too many sessions ..."). No key exchange, no crypto: this runs when the shard
+/// is busiest or under a flood. The connection then reads until the client hangs up (at
+/// most [`REFUSE_LINGER`]): closing with the client's identification line unread would
+/// reset the connection, and the client would lose the reason.
+fn refuse(
+    mut stream: glommio::net::TcpStream,
+    ctx: &ShardContext,
+    refusing: &Rc<Cell<usize>>,
+    reason: Refused,
+) {
     if refusing.get() >= MAX_REFUSING {
         return;
     }
@@ -159,10 +199,8 @@ fn refuse(mut stream: glommio::net::TcpStream, ctx: &ShardContext, refusing: &Rc
         crate::session::seed(),
         Instant::now(),
     );
-    t.disconnect(
-        sshr_protocol::msg::disconnect::TOO_MANY_CONNECTIONS,
-        "sshr: too many sessions on this proxy, try again later",
-    );
+    let (code, message) = refusal_message(reason);
+    t.disconnect(code, message);
     let out = t.transmit().to_vec();
     refusing.set(refusing.get() + 1);
     let refusing = refusing.clone();
@@ -190,22 +228,45 @@ struct RefusalLog {
 }
 
 impl RefusalLog {
-    fn refused(&mut self, shard: usize, peer: SocketAddr, limit: usize) {
+    fn refused(&mut self, shard: usize, peer: SocketAddr, reason: Refused) {
         let now = Instant::now();
         match self.last {
             Some(last) if now.duration_since(last) < Duration::from_secs(1) => self.suppressed += 1,
             _ => {
+                let why = match reason {
+                    Refused::SessionLimit => "max_sessions_per_shard reached",
+                    Refused::Penalty => "source address penalised ([penalties])",
+                    Refused::Startups => "too many unauthenticated connections (max_startups)",
+                };
                 tracing::warn!(
                     shard,
                     %peer,
-                    limit,
                     also_refused = self.suppressed,
-                    "refusing connection: max_sessions_per_shard reached"
+                    "refusing connection: {why}"
                 );
                 self.last = Some(now);
                 self.suppressed = 0;
             }
         }
+    }
+}
+
+/// Dice for early drop: uniform in `0..100`, a xorshift seeded once per accept loop (no
+/// system call per connection; nothing secret depends on it).
+struct EarlyDropDice(u64);
+
+impl EarlyDropDice {
+    fn new() -> Self {
+        EarlyDropDice(rand_core::RngCore::next_u64(&mut rand_core::OsRng) | 1)
+    }
+
+    fn roll(&mut self) -> u32 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        (x % 100) as u32
     }
 }
 

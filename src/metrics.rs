@@ -11,7 +11,9 @@
 //! | --- | --- | --- |
 //! | `sshr_sessions_active` | gauge | |
 //! | `sshr_sessions_total` | counter | |
-//! | `sshr_sessions_refused_total` | counter | `reason` (`session_limit`) |
+//! | `sshr_sessions_refused_total` | counter | `reason` (`session_limit`, `penalty`, `startups`) |
+//! | `sshr_unauthenticated_connections` | gauge | |
+//! | `sshr_preauth_buffer_bytes` | gauge | `shard` |
 //! | `sshr_auth_failures_total` | counter | `reason` (see [`AuthFailure`]) |
 //! | `sshr_upstream_connect_failures_total` | counter | `reason` (see [`UpstreamFailure`]) |
 //! | `sshr_relayed_bytes_total` | counter | `direction` (`client_to_upstream`, `upstream_to_client`) |
@@ -67,6 +69,30 @@ impl AuthFailure {
 
     fn index(self) -> usize {
         self as usize
+    }
+}
+
+/// Why a connection was closed at accept, before key exchange.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refused {
+    /// The shard serves `limits.max_sessions_per_shard` sessions.
+    SessionLimit,
+    /// The source address is penalised (`[penalties]`).
+    Penalty,
+    /// Early drop: too many unauthenticated connections (`limits.max_startups`).
+    Startups,
+}
+
+impl Refused {
+    pub const ALL: [Refused; 3] = [Refused::SessionLimit, Refused::Penalty, Refused::Startups];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::SessionLimit => "session_limit",
+            Refused::Penalty => "penalty",
+            Refused::Startups => "startups",
+        }
     }
 }
 
@@ -126,7 +152,7 @@ pub struct ShardMetrics {
 struct Counts {
     sessions_active: Cell<u64>,
     sessions_total: Cell<u64>,
-    sessions_refused: Cell<u64>,
+    sessions_refused: [Cell<u64>; Refused::ALL.len()],
     auth_failures: [Cell<u64>; AuthFailure::ALL.len()],
     upstream_failures: [Cell<u64>; UpstreamFailure::ALL.len()],
     bytes_client_to_upstream: Cell<u64>,
@@ -180,8 +206,8 @@ impl ShardMetrics {
         active.set(active.get().saturating_sub(1));
     }
 
-    pub(crate) fn session_refused(&self) {
-        add(&self.now.sessions_refused, 1);
+    pub(crate) fn session_refused(&self, reason: Refused) {
+        add(&self.now.sessions_refused[reason as usize], 1);
     }
 
     /// Totals counted on this shard so far (for tests and logs).
@@ -216,10 +242,13 @@ impl ShardMetrics {
         if d > 0 {
             metrics::counter!("sshr_sessions_total").increment(d);
         }
-        let d = delta(&now.sessions_refused, &p.sessions_refused);
-        if d > 0 {
-            metrics::counter!("sshr_sessions_refused_total", "reason" => "session_limit")
-                .increment(d);
+        for reason in Refused::ALL {
+            let i = reason as usize;
+            let d = delta(&now.sessions_refused[i], &p.sessions_refused[i]);
+            if d > 0 {
+                metrics::counter!("sshr_sessions_refused_total", "reason" => reason.label())
+                    .increment(d);
+            }
         }
         for reason in AuthFailure::ALL {
             let i = reason.index();
@@ -267,6 +296,16 @@ impl ShardMetrics {
     }
 }
 
+/// Publishes what unauthenticated connections hold: this shard's receive buffer bytes
+/// beyond their inline buffers, and (from shard 0) the whole proxy's count.
+pub fn publish_preauth(shard: usize, buffer_bytes: usize, unauthenticated: usize) {
+    metrics::gauge!("sshr_preauth_buffer_bytes", "shard" => shard.to_string())
+        .set(buffer_bytes as f64);
+    if shard == 0 {
+        metrics::gauge!("sshr_unauthenticated_connections").set(unauthenticated as f64);
+    }
+}
+
 /// The Prometheus endpoint could not be started.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot start the metrics endpoint on {addr}: {reason}")]
@@ -297,6 +336,15 @@ fn describe() {
     describe_counter!(
         "sshr_sessions_refused_total",
         "Client connections closed at accept"
+    );
+    describe_gauge!(
+        "sshr_unauthenticated_connections",
+        "Client connections not authenticated yet, whole proxy"
+    );
+    describe_gauge!(
+        "sshr_preauth_buffer_bytes",
+        Unit::Bytes,
+        "Receive buffer bytes that unauthenticated connections hold beyond their inline buffers, per shard"
     );
     describe_counter!(
         "sshr_auth_failures_total",
@@ -366,7 +414,8 @@ mod tests {
             m.relayed_upstream_to_client(7);
             m.auth_failure(AuthFailure::WrongKey);
             m.upstream_failure(UpstreamFailure::Timeout);
-            m.session_refused();
+            m.session_refused(Refused::SessionLimit);
+            m.session_refused(Refused::Penalty);
             m.publish(stats(), &warm);
             // Nothing new: publishing again must not double count.
             m.publish(stats(), &warm);
@@ -408,6 +457,10 @@ mod tests {
                 &text,
                 r#"sshr_sessions_refused_total{reason="session_limit"}"#
             ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&text, r#"sshr_sessions_refused_total{reason="penalty"}"#),
             Some(1.0)
         );
         assert_eq!(

@@ -22,6 +22,60 @@ use std::task::{Context, Poll, Waker};
 /// limits") plus headroom for the length field, padding and MAC/tag of the other leg.
 pub const RELAY_BUFFER_SIZE: usize = 256 * 1024 + 1024;
 
+/// A byte budget for the receive buffers of unauthenticated connections, per shard.
+///
+/// Before authentication a connection reads into a small inline buffer of its own; only
+/// a packet larger than that (a big certificate, a post-quantum key exchange) grows it,
+/// and that growth is charged here. When the budget is spent, such a packet is refused
+/// and its connection closed with a reason, so that connections which announce big
+/// packets and then stall cannot hold more than the cap together. Shard-local: plain
+/// cells.
+#[derive(Clone, Debug)]
+pub struct HandshakeBudget {
+    inner: Rc<BudgetInner>,
+}
+
+#[derive(Debug)]
+struct BudgetInner {
+    cap: usize,
+    used: Cell<usize>,
+}
+
+impl HandshakeBudget {
+    pub fn new(cap: usize) -> Self {
+        HandshakeBudget {
+            inner: Rc::new(BudgetInner {
+                cap,
+                used: Cell::new(0),
+            }),
+        }
+    }
+
+    /// Bytes charged now.
+    pub fn used(&self) -> usize {
+        self.inner.used.get()
+    }
+
+    pub fn cap(&self) -> usize {
+        self.inner.cap
+    }
+
+    /// Charge `n` bytes if they fit.
+    pub fn try_charge(&self, n: usize) -> bool {
+        let used = self.inner.used.get();
+        if used + n > self.inner.cap {
+            return false;
+        }
+        self.inner.used.set(used + n);
+        true
+    }
+
+    pub fn refund(&self, n: usize) {
+        let used = &self.inner.used;
+        used.set(used.get().saturating_sub(n));
+    }
+}
+
 /// A pool of equally sized buffers, at most `capacity()` of them alive at once.
 ///
 /// Cloning gives another handle to the same pool.

@@ -31,6 +31,7 @@ use sshr_protocol::wire::Reader;
 use tracing::{debug, info};
 
 use crate::leg::{Leg, LegError, RxBuf, Side, INLINE_RX};
+use crate::session::SHUTTING_DOWN;
 use crate::shard::ShardContext;
 use crate::tunnel::{self, OpenVerdict, SessionTunnels};
 
@@ -61,7 +62,27 @@ pub async fn run(
     let up = pump(ctx, &client, client_rx, &upstream, &tunnels);
     let down = pump(ctx, &upstream, upstream_rx, &client, &tunnels);
     let watch = async { match tunnels.watch().await {} };
-    let end = futures_lite::future::or(futures_lite::future::or(up, down), watch).await;
+    let relayed =
+        async { Some(futures_lite::future::or(futures_lite::future::or(up, down), watch).await) };
+    let stopped = async {
+        ctx.sessions_stopped().await;
+        None
+    };
+    let Some(end) = futures_lite::future::or(relayed, stopped).await else {
+        // The shutdown grace period is over: both peers learn why (each write bounded
+        // by DISCONNECT_GRACE), then both connections close.
+        info!(
+            duration_ms = started.elapsed().as_millis() as u64,
+            "session closed: the proxy is shutting down"
+        );
+        futures_lite::future::zip(
+            client.disconnect(disconnect::BY_APPLICATION, SHUTTING_DOWN),
+            upstream.disconnect(disconnect::BY_APPLICATION, SHUTTING_DOWN),
+        )
+        .await;
+        futures_lite::future::zip(client.shutdown(), upstream.shutdown()).await;
+        return;
+    };
     let (ended, other) = match end.side() {
         Side::Client => (&client, &upstream),
         Side::Upstream => (&upstream, &client),
@@ -75,7 +96,10 @@ pub async fn run(
                 },
             ..
         } => (*reason, description.clone()),
-        LegError::Closed { side } | LegError::Io { side, .. } => (
+        LegError::Closed { side }
+        | LegError::Io { side, .. }
+        | LegError::Stalled { side }
+        | LegError::Busy { side, .. } => (
             disconnect::BY_APPLICATION,
             format!("sshr: the {side} closed the connection"),
         ),
@@ -120,8 +144,9 @@ async fn pump(
     tunnels: &SessionTunnels,
 ) -> LegError {
     let mut last_read = 0usize;
-    // The handshake may have grown the inline buffer; idle sessions keep a small one.
-    rx.release_pooled();
+    // The handshake may have grown the inline buffer; idle sessions keep a small one,
+    // and from now on large packets borrow from the pool, not the handshake budget.
+    rx.end_handshake();
     loop {
         from.transport.borrow_mut().handle_timeout(Instant::now());
         let need = match process(ctx, from, &mut rx, to, tunnels).await {

@@ -13,14 +13,18 @@ use rand_core::RngCore;
 use sshr_protocol::auth::{self, InfoResponse, Method, Request};
 use sshr_protocol::hostkey::PublicKey;
 use sshr_protocol::msg::{self, disconnect};
+use sshr_protocol::text::Untrusted;
 use sshr_protocol::transport::{Config as TransportConfig, Event, Transport};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::Config;
+use crate::core::attempts::{AuthAttempts, FailedBecause, Next};
+use crate::core::failure_times::{Answer, MIN_FAILURE_TIME};
+use crate::core::penalty::Offence;
 use crate::hooks::{HookContext, HookError, Hooks, Upstream};
 use crate::leg::{Leg, LegError, Received, RxBuf, Side};
 use crate::metrics::AuthFailure;
-use crate::preauth::PreauthSlot;
+use crate::preauth::{Claim, PreauthSlot};
 use crate::relay;
 use crate::shard::ShardContext;
 use crate::tunnel::{SessionTunnels, TunnelPolicy};
@@ -31,13 +35,8 @@ use crate::warm::CipherPreference;
 const METHODS: [&str; 3] = ["publickey", "password", "keyboard-interactive"];
 /// Upstream banners kept for a passed-through login until it succeeds.
 const MAX_HELD_BANNERS: usize = 8;
-/// Password and keyboard-interactive failures take at least this long, whether the
-/// upstream or the proxy (unknown user) decided.
-const MIN_PASSWORD_FAILURE_TIME: std::time::Duration = std::time::Duration::from_millis(300);
 /// Longest user name passed to the hooks (Linux allows 32; LDAP-style names a bit more).
 const MAX_USER_NAME: usize = 256;
-/// Failed attempts before we hang up (OpenSSH's MaxAuthTries default).
-const MAX_AUTH_FAILURES: u32 = 6;
 
 pub fn seed() -> [u8; 32] {
     let mut s = [0u8; 32];
@@ -74,6 +73,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
     };
     let span = tracing::info_span!("session", id = format_args!("{id:x}"), %peer);
     async move {
+        let mut unauthenticated = ctx.shard.admission.unauthenticated();
         let transport = Transport::server(
             ctx.transport.clone(),
             ctx.shard.host_keys.clone(),
@@ -81,30 +81,60 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
             Instant::now(),
         );
         let client = Rc::new(Leg::new(Side::Client, stream, transport));
-        let mut rx = RxBuf::new();
+        // Until the login, a started packet must complete in time, and what it makes
+        // the buffer grow is charged to the shard's handshake budget.
+        client.set_packet_timeout(Some(ctx.config.limits.packet_timeout));
+        let mut rx = RxBuf::with_budget(ctx.shard.handshake_budget.clone());
         let started = Instant::now();
+        let mut attempts = AuthAttempts::new(ctx.config.limits.max_auth_tries);
         let auth_timeout = ctx.config.limits.auth_timeout;
-        let outcome = glommio::timer::timeout(auth_timeout, async {
-            Ok(authenticate(&ctx, &client, &mut rx, peer, id).await)
-        })
+        let outcome = futures_lite::future::or(
+            async {
+                let auth = authenticate(&ctx, &client, &mut rx, peer, id, &mut attempts);
+                match glommio::timer::timeout(auth_timeout, async { Ok(auth.await) }).await {
+                    Ok(Ok(login)) => AuthOutcome::Login(login),
+                    Ok(Err(end)) => AuthOutcome::Ended(end),
+                    Err(_) => AuthOutcome::TimedOut,
+                }
+            },
+            async {
+                ctx.shard.sessions_stopped().await;
+                AuthOutcome::Stopped
+            },
+        )
         .await;
         let login = match outcome {
-            Err(_) => {
+            AuthOutcome::Login(login) => login,
+            AuthOutcome::TimedOut => {
                 ctx.shard.metrics.auth_failure(AuthFailure::Timeout);
-                info!("authentication timed out");
+                info!(client = %peer, "authentication timed out");
+                penalise(&ctx, peer, Offence::GraceExceeded);
                 client
                     .disconnect(disconnect::BY_APPLICATION, "sshr: authentication timed out")
                     .await;
                 return;
             }
-            Ok(Err(end)) => {
+            AuthOutcome::Ended(end) => {
+                let offence = if attempts.failures() > 0 {
+                    Offence::AuthFail
+                } else {
+                    Offence::NoAuth
+                };
+                penalise(&ctx, peer, offence);
                 end.finish(&ctx, &client).await;
                 return;
             }
-            Ok(Ok(login)) => login,
+            AuthOutcome::Stopped => {
+                client
+                    .disconnect(disconnect::BY_APPLICATION, SHUTTING_DOWN)
+                    .await;
+                return;
+            }
         };
+        unauthenticated.authenticated();
+        client.set_packet_timeout(None);
         info!(
-            user = %login.user,
+            user = %Untrusted(&login.user),
             upstream = %login.upstream_addr,
             method = login.method,
             warm_upstream = login.warm,
@@ -125,6 +155,32 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
     }
     .instrument(span)
     .await
+}
+
+/// What a client is told when the proxy ends its session at shutdown.
+pub const SHUTTING_DOWN: &str = "sshr: the proxy is shutting down";
+
+/// How the authentication phase ended.
+enum AuthOutcome {
+    Login(Login),
+    Ended(AuthEnd),
+    TimedOut,
+    /// The shutdown grace period ran out.
+    Stopped,
+}
+
+/// A connection from `peer` ended without a login: count it against its source.
+fn penalise(ctx: &SessionEnv, peer: SocketAddr, offence: Offence) {
+    let refused_now = ctx
+        .shard
+        .admission
+        .penalise(peer.ip(), offence, &ctx.config, Instant::now());
+    if refused_now {
+        warn!(
+            source = %peer.ip(),
+            "penalised: refusing connections from this address for a while ([penalties])"
+        );
+    }
 }
 
 /// A successful login: the upstream leg is authenticated too.
@@ -186,21 +242,33 @@ struct Pending {
     /// `None`: no such user (answered exactly like a wrong key).
     upstream: Option<Upstream>,
     authorized: Vec<PublicKey>,
-    connecting: Option<Task<Result<UpstreamConn, UpstreamError>>>,
-    conn: Option<UpstreamConn>,
-    /// What the client is told once it has proven who it is, when the upstream
-    /// connection failed.
-    failed: Option<&'static str>,
-    /// The connection came from the warm pool.
-    warm: bool,
-    /// Counts the upstream connection made before the client proved anything
-    /// (`src/preauth.rs`); `None` when there is none.
-    _preauth: Option<PreauthSlot>,
-    /// The server had as many such connections as allowed: connect once asked to.
-    deferred: bool,
+    link: Link,
     /// The cipher the upstream connection asks for (the client leg's).
     prefer: CipherPreference,
 }
+
+/// The upstream connection of a login in progress. Each one holds a slot of the
+/// server's `limits.preauth_upstream_connections` (`src/preauth.rs`) until the login ends.
+enum Link {
+    /// Not opened (yet): no such user, or no slot was free before the client proved
+    /// anything.
+    None,
+    Connecting {
+        task: Task<Result<UpstreamConn, UpstreamError>>,
+        _slot: PreauthSlot,
+    },
+    Ready {
+        conn: UpstreamConn,
+        _slot: PreauthSlot,
+        /// It came from the warm pool (`src/warm.rs`).
+        warm: bool,
+    },
+    /// It failed; what the client is told once it has proven who it is.
+    Failed(&'static str),
+}
+
+/// What the client is told when its server cannot be reached.
+const UNREACHABLE: &str = "sshr: the server for this account is unreachable";
 
 impl Pending {
     async fn start(
@@ -232,37 +300,30 @@ impl Pending {
             {
                 Ok(Ok(u)) => u,
                 Ok(Err(e)) => {
-                    warn!(user, error = %e, "find_upstream hook failed");
+                    warn!(user = %Untrusted(user), error = %e, "find_upstream hook failed");
                     ctx.shard.metrics.auth_failure(AuthFailure::HookError);
                     None
                 }
                 Err(_) => {
-                    warn!(user, error = %HookError::Timeout, "find_upstream hook failed");
+                    warn!(user = %Untrusted(user), error = %HookError::Timeout, "find_upstream hook failed");
                     None
                 }
             }
         };
-        // Take a warm upstream connection, or start one now: its TCP and key exchange
-        // overlap the client's authentication. (The pool refills after a login, never
-        // for a client that has proven nothing.)
-        // Beyond `limits.preauth_upstream_connections` for this server, not before the
-        // client has proven something (`src/preauth.rs`).
+        // Take a warm upstream connection, or start one now if the server has a slot
+        // free: its TCP and key exchange overlap the client's authentication. Otherwise
+        // it is opened when the login needs it (`Pending::connection`).
         let prefer = client_cipher(client);
-        let preauth = upstream.as_ref().and_then(|u| {
-            let limit = ctx.config.limits.preauth_upstream_connections;
-            ctx.shard.preauth.try_take(&u.addr, limit)
-        });
-        let deferred = upstream.is_some() && preauth.is_none();
-        if deferred {
+        let link = match &upstream {
+            Some(u) => try_open(ctx, u, prefer),
+            None => Link::None,
+        };
+        if upstream.is_some() && matches!(link, Link::None) {
             debug!(
-                user,
-                "upstream connection deferred until the client authenticates"
+                user = %Untrusted(user),
+                "no upstream slot free: connecting when the login needs it"
             );
         }
-        let (warm, connecting) = match &upstream {
-            Some(u) if !deferred => open_upstream(ctx, u, prefer),
-            _ => (None, None),
-        };
         let authorized = match &upstream {
             Some(_) => match glommio::timer::timeout(hook_timeout, async {
                 Ok(ctx.hooks.fetch_authorized_keys(&hook_ctx).await)
@@ -271,11 +332,11 @@ impl Pending {
             {
                 Ok(Ok(keys)) => keys,
                 Ok(Err(e)) => {
-                    warn!(user, error = %e, "fetch_authorized_keys hook failed");
+                    warn!(user = %Untrusted(user), error = %e, "fetch_authorized_keys hook failed");
                     Vec::new()
                 }
                 Err(_) => {
-                    warn!(user, "fetch_authorized_keys hook timed out");
+                    warn!(user = %Untrusted(user), "fetch_authorized_keys hook timed out");
                     Vec::new()
                 }
             },
@@ -286,85 +347,106 @@ impl Pending {
             hook_ctx,
             upstream,
             authorized,
-            connecting,
-            warm: warm.is_some(),
-            conn: warm,
-            failed: None,
-            _preauth: preauth,
-            deferred,
+            link,
             prefer,
         }
     }
 
     /// The upstream connection failed during a password or keyboard-interactive
-    /// exchange: log it, and refuse (or decoy) every later attempt like [`Self::upstream`]
-    /// does after a failed connect.
+    /// exchange: log it, and refuse (or decoy) every later attempt like
+    /// [`Self::connection`] does after a failed connect. Its slot is freed.
     fn lose_upstream(&mut self, error: UpstreamError) {
         let addr = self
             .upstream
             .as_ref()
             .map(|u| u.addr.as_str())
             .unwrap_or_default();
-        warn!(user = %self.user, upstream = addr, error = %error, "upstream failed during authentication");
-        self.failed = Some(error.client_message());
-        self.conn = None;
+        warn!(user = %Untrusted(&self.user), upstream = addr, error = %error, "upstream failed during authentication");
+        self.link = Link::Failed(error.client_message());
     }
 
-    /// The upstream connection, waiting for it if it is still being set up. Once it has
+    /// The upstream connection: opened now if it was not (waiting for a slot as
+    /// `claim`, up to the caller's deadline), awaited if it is being set up. Once it has
     /// failed, every later call gives the same refusal.
-    async fn upstream(&mut self, ctx: &SessionEnv) -> Result<&mut UpstreamConn, AuthEnd> {
-        if self.deferred {
-            self.deferred = false;
-            if let Some(u) = &self.upstream {
-                let (warm, connecting) = open_upstream(ctx, u, self.prefer);
-                self.warm = warm.is_some();
-                self.conn = warm;
-                self.connecting = connecting;
-            }
+    async fn connection(
+        &mut self,
+        ctx: &SessionEnv,
+        claim: Claim,
+    ) -> Result<&mut UpstreamConn, &'static str> {
+        let Some(u) = self.upstream.clone() else {
+            return Err(UNREACHABLE);
+        };
+        if matches!(self.link, Link::None) {
+            self.link = open(ctx, &u, self.prefer, claim).await;
         }
-        if self.conn.is_none() {
-            if let Some(task) = self.connecting.take() {
-                match task.await {
-                    Ok(c) => self.conn = Some(c),
-                    Err(e) => {
-                        let addr = self
-                            .upstream
-                            .as_ref()
-                            .map(|u| u.addr.as_str())
-                            .unwrap_or_default();
-                        warn!(user = %self.user, upstream = addr, error = %e, "upstream connection failed");
-                        self.failed = Some(e.client_message());
-                    }
+        if matches!(self.link, Link::Connecting { .. }) {
+            let Link::Connecting { task, _slot: slot } =
+                std::mem::replace(&mut self.link, Link::None)
+            else {
+                unreachable!("matched above");
+            };
+            self.link = match task.await {
+                Ok(conn) => Link::Ready {
+                    conn,
+                    _slot: slot,
+                    warm: false,
+                },
+                Err(e) => {
+                    warn!(user = %Untrusted(&self.user), upstream = %u.addr, error = %e, "upstream connection failed");
+                    Link::Failed(e.client_message())
                 }
-            }
+            };
         }
-        match (&mut self.conn, self.failed) {
-            (Some(conn), _) => Ok(conn),
-            (None, message) => Err(AuthEnd::Refuse {
-                reason: disconnect::BY_APPLICATION,
-                message: message.unwrap_or("sshr: the server for this account is unreachable"),
-                failure: AuthFailure::UpstreamRejected,
-            }),
+        match &mut self.link {
+            Link::Ready { conn, .. } => Ok(conn),
+            Link::Failed(message) => Err(message),
+            Link::None | Link::Connecting { .. } => Err(UNREACHABLE),
         }
     }
 }
 
-/// A warm connection to `u` if the pool has one, or one being made now.
-#[allow(clippy::type_complexity)]
-fn open_upstream(
-    ctx: &SessionEnv,
-    u: &Upstream,
-    prefer: CipherPreference,
-) -> (
-    Option<UpstreamConn>,
-    Option<Task<Result<UpstreamConn, UpstreamError>>>,
-) {
-    let warm = Some(u)
-        .filter(|_| ctx.config.warm_upstreams.per_upstream > 0)
-        .and_then(|u| ctx.shard.warm.take(u, prefer));
-    if warm.is_some() {
-        return (warm, None);
+/// A warm connection to `u`, or one being made now if the server has an unproven slot
+/// free; else nothing yet.
+fn try_open(ctx: &SessionEnv, u: &Upstream, prefer: CipherPreference) -> Link {
+    if let Some(link) = take_warm(ctx, u, prefer) {
+        return link;
     }
+    let limit = ctx.config.limits.preauth_upstream_connections;
+    match ctx
+        .shard
+        .admission
+        .slots
+        .try_take(&u.addr, Claim::Unproven, limit)
+    {
+        Some(slot) => connect(ctx, u, prefer, slot),
+        None => Link::None,
+    }
+}
+
+/// A warm connection to `u`, or one made once a slot is free for `claim` (waiting in
+/// turn).
+async fn open(ctx: &SessionEnv, u: &Upstream, prefer: CipherPreference, claim: Claim) -> Link {
+    if let Some(link) = take_warm(ctx, u, prefer) {
+        return link;
+    }
+    let limit = ctx.config.limits.preauth_upstream_connections;
+    let slot = ctx.shard.admission.slots.take(&u.addr, claim, limit).await;
+    connect(ctx, u, prefer, slot)
+}
+
+fn take_warm(ctx: &SessionEnv, u: &Upstream, prefer: CipherPreference) -> Option<Link> {
+    if ctx.config.warm_upstreams.per_upstream == 0 {
+        return None;
+    }
+    let taken = ctx.shard.warm.take(u, prefer)?;
+    Some(Link::Ready {
+        conn: taken.conn,
+        _slot: taken.slot,
+        warm: true,
+    })
+}
+
+fn connect(ctx: &SessionEnv, u: &Upstream, prefer: CipherPreference, slot: PreauthSlot) -> Link {
     let u = u.clone();
     let config = ctx.transport.clone();
     let timeout = ctx.config.limits.connect_timeout;
@@ -372,7 +454,7 @@ fn open_upstream(
         async move { upstream::connect(&u, config, prefer, seed(), timeout).await }
             .in_current_span(),
     );
-    (None, Some(task))
+    Link::Connecting { task, _slot: slot }
 }
 
 /// The cipher and MAC the client leg negotiated, to ask the upstream for the same: then
@@ -384,9 +466,69 @@ fn client_cipher(client: &Leg) -> CipherPreference {
     }
 }
 
-async fn failure(client: &Leg, partial: bool) -> Result<(), AuthEnd> {
+fn refuse(reason: u32, message: &'static str, failure: AuthFailure) -> AuthEnd {
+    AuthEnd::Refuse {
+        reason,
+        message,
+        failure,
+    }
+}
+
+/// One failed attempt: log it (the client sees only USERAUTH_FAILURE), count it the
+/// way sshd does, and answer, or hang up at `limits.max_auth_tries`.
+#[allow(clippy::too_many_arguments)]
+async fn failed_attempt(
+    ctx: &SessionEnv,
+    client: &Leg,
+    attempts: &mut AuthAttempts,
+    user: &str,
+    peer: SocketAddr,
+    method: &str,
+    because: FailedBecause,
+    key: Option<&str>,
+    partial: bool,
+) -> Result<(), AuthEnd> {
+    let none = method == "none";
+    if none {
+        debug!(user = %Untrusted(user), "method none: telling the client the methods");
+    } else {
+        info!(
+            user = %Untrusted(user),
+            client = %peer,
+            method = %Untrusted(method),
+            key = key.unwrap_or("-"),
+            reason = because.label(),
+            "login attempt failed"
+        );
+    }
+    let metric = match because {
+        FailedBecause::UnknownUser => Some(AuthFailure::UnknownUser),
+        FailedBecause::KeyRefused => Some(AuthFailure::WrongKey),
+        FailedBecause::UpstreamRefused | FailedBecause::UpstreamUnavailable => {
+            Some(AuthFailure::UpstreamRejected)
+        }
+        FailedBecause::KeyNotAuthorized | FailedBecause::MethodNotOffered => None,
+    };
+    if let Some(m) = metric {
+        ctx.shard.metrics.auth_failure(m);
+    }
+    if attempts.failed(none, partial) == Next::HangUp {
+        info!(user = %Untrusted(user), client = %peer, tries = attempts.failures(), "too many authentication failures: hanging up");
+        return Err(refuse(
+            disconnect::NO_MORE_AUTH_METHODS_AVAILABLE,
+            "sshr: too many authentication failures",
+            AuthFailure::Aborted,
+        ));
+    }
     client.send(&auth::encode_failure(METHODS, partial)).await?;
     Ok(())
+}
+
+/// The fingerprint of a public-key request's key, for the log.
+fn key_fingerprint(algorithm: &str, key_blob: &[u8]) -> Option<String> {
+    auth::check_publickey(algorithm, key_blob)
+        .ok()
+        .map(|(k, _)| k.fingerprint().to_string())
 }
 
 async fn authenticate(
@@ -395,9 +537,9 @@ async fn authenticate(
     rx: &mut RxBuf,
     peer: SocketAddr,
     id: u64,
+    attempts: &mut AuthAttempts,
 ) -> Result<Login, AuthEnd> {
     let mut pending: Option<Pending> = None;
-    let mut failures = 0u32;
     // A message read while passing keyboard-interactive through that must be handled
     // as a new request.
     let mut carried: Option<Vec<u8>> = None;
@@ -405,13 +547,6 @@ async fn authenticate(
     // shown when the login succeeds (see `pass_replies`).
     let mut banners: Vec<Vec<u8>> = Vec::new();
     loop {
-        if failures >= MAX_AUTH_FAILURES {
-            return Err(AuthEnd::Refuse {
-                reason: disconnect::NO_MORE_AUTH_METHODS_AVAILABLE,
-                message: "sshr: too many authentication failures",
-                failure: AuthFailure::WrongKey,
-            });
-        }
         let payload = match carried.take() {
             Some(p) => p,
             None => match client.recv(rx).await? {
@@ -427,45 +562,80 @@ async fn authenticate(
             },
         };
         if payload[0] != msg::USERAUTH_REQUEST {
-            return Err(AuthEnd::Refuse {
-                reason: disconnect::PROTOCOL_ERROR,
-                message: "sshr: expected a user authentication request",
-                failure: AuthFailure::Aborted,
-            });
+            return Err(refuse(
+                disconnect::PROTOCOL_ERROR,
+                "sshr: expected a user authentication request",
+                AuthFailure::Aborted,
+            ));
+        }
+        if attempts.request() == Next::HangUp {
+            return Err(refuse(
+                disconnect::NO_MORE_AUTH_METHODS_AVAILABLE,
+                "sshr: too many authentication requests",
+                AuthFailure::Aborted,
+            ));
         }
         let req = match Request::parse(&payload) {
             Ok(r) => r,
             Err(e) => {
                 info!(error = %e, "malformed authentication request");
-                return Err(AuthEnd::Refuse {
-                    reason: disconnect::PROTOCOL_ERROR,
-                    message: "sshr: malformed authentication request",
-                    failure: AuthFailure::Aborted,
-                });
+                return Err(refuse(
+                    disconnect::PROTOCOL_ERROR,
+                    "sshr: malformed authentication request",
+                    AuthFailure::Aborted,
+                ));
             }
         };
         if req.service != auth::CONNECTION_SERVICE {
-            return Err(AuthEnd::Refuse {
-                reason: disconnect::SERVICE_NOT_AVAILABLE,
-                message: "sshr: only the ssh-connection service is available",
-                failure: AuthFailure::Aborted,
-            });
+            return Err(refuse(
+                disconnect::SERVICE_NOT_AVAILABLE,
+                "sshr: only the ssh-connection service is available",
+                AuthFailure::Aborted,
+            ));
         }
         match &pending {
             None => pending = Some(Pending::start(ctx, client, req.user, peer, id).await),
             // As OpenSSH: the user name may not change between attempts.
             Some(p) if p.user != req.user => {
-                return Err(AuthEnd::Refuse {
-                    reason: disconnect::PROTOCOL_ERROR,
-                    message: "sshr: changing the user name during authentication is not allowed",
-                    failure: AuthFailure::Aborted,
-                });
+                return Err(refuse(
+                    disconnect::PROTOCOL_ERROR,
+                    "sshr: changing the user name during authentication is not allowed",
+                    AuthFailure::Aborted,
+                ));
             }
             Some(_) => {}
         }
         let Some(p) = pending.as_mut() else { continue };
+        let known = p.upstream.is_some();
         match req.method {
-            Method::None | Method::Other(_) => failure(client, false).await?,
+            Method::None => {
+                failed_attempt(
+                    ctx,
+                    client,
+                    attempts,
+                    &p.user,
+                    peer,
+                    "none",
+                    FailedBecause::MethodNotOffered,
+                    None,
+                    false,
+                )
+                .await?
+            }
+            Method::Other(name) => {
+                failed_attempt(
+                    ctx,
+                    client,
+                    attempts,
+                    &p.user,
+                    peer,
+                    name,
+                    FailedBecause::MethodNotOffered,
+                    None,
+                    false,
+                )
+                .await?
+            }
             Method::PublicKey {
                 algorithm,
                 key_blob,
@@ -474,11 +644,29 @@ async fn authenticate(
                 let ok = auth::check_publickey(algorithm, key_blob)
                     .is_ok_and(|(k, _)| p.authorized.contains(&k));
                 if ok {
+                    // Not a failure (yet), as in sshd: the client signs next.
                     client
                         .send(&auth::encode_pk_ok(algorithm, key_blob))
                         .await?;
                 } else {
-                    failure(client, false).await?;
+                    let because = if known {
+                        FailedBecause::KeyNotAuthorized
+                    } else {
+                        FailedBecause::UnknownUser
+                    };
+                    let fp = key_fingerprint(algorithm, key_blob);
+                    failed_attempt(
+                        ctx,
+                        client,
+                        attempts,
+                        &p.user,
+                        peer,
+                        "publickey",
+                        because,
+                        fp.as_deref(),
+                        false,
+                    )
+                    .await?;
                 }
             }
             Method::PublicKey {
@@ -505,33 +693,61 @@ async fn authenticate(
                         sig,
                     )
                     .is_ok();
-                if !verified {
-                    failures += 1;
-                    ctx.shard.metrics.auth_failure(if p.upstream.is_some() {
-                        AuthFailure::WrongKey
-                    } else {
-                        AuthFailure::UnknownUser
-                    });
-                    info!(user = %p.user, "public key refused");
-                    failure(client, false).await?;
-                    continue;
-                }
-                let Some(upstream) = p.upstream.clone() else {
-                    continue;
-                };
-                let hook_ctx = p.hook_ctx.clone();
-                let key = match ctx.hooks.fetch_private_key(&hook_ctx, &upstream).await {
-                    Ok(k) => k,
-                    Err(e) => {
-                        warn!(user = %p.user, error = %e, "fetch_private_key hook failed");
-                        return Err(AuthEnd::Refuse {
-                            reason: disconnect::BY_APPLICATION,
-                            message: "sshr: the server for this account refused the proxy's login",
-                            failure: AuthFailure::HookError,
-                        });
+                let upstream = match (&p.upstream, verified) {
+                    (Some(u), true) => u.clone(),
+                    _ => {
+                        let because = if known {
+                            FailedBecause::KeyRefused
+                        } else {
+                            FailedBecause::UnknownUser
+                        };
+                        let fp = key_fingerprint(algorithm, key_blob);
+                        failed_attempt(
+                            ctx,
+                            client,
+                            attempts,
+                            &p.user,
+                            peer,
+                            "publickey",
+                            because,
+                            fp.as_deref(),
+                            false,
+                        )
+                        .await?;
+                        continue;
                     }
                 };
-                let conn = p.upstream(ctx).await?;
+                let hook_ctx = p.hook_ctx.clone();
+                let key = match glommio::timer::timeout(ctx.config.limits.hook_timeout, async {
+                    Ok(ctx.hooks.fetch_private_key(&hook_ctx, &upstream).await)
+                })
+                .await
+                {
+                    Ok(Ok(k)) => k,
+                    failed => {
+                        let error = match failed {
+                            Ok(Err(e)) => e,
+                            _ => HookError::Timeout,
+                        };
+                        warn!(user = %Untrusted(&p.user), error = %error, "fetch_private_key hook failed");
+                        return Err(refuse(
+                            disconnect::BY_APPLICATION,
+                            "sshr: the server for this account refused the proxy's login",
+                            AuthFailure::HookError,
+                        ));
+                    }
+                };
+                // Proven: this login gets a slot before any unproven one.
+                let conn = match p.connection(ctx, Claim::Proven).await {
+                    Ok(conn) => conn,
+                    Err(message) => {
+                        return Err(refuse(
+                            disconnect::BY_APPLICATION,
+                            message,
+                            AuthFailure::UpstreamRejected,
+                        ))
+                    }
+                };
                 let mut banners = Vec::new();
                 let r = conn
                     .login_with_key(&upstream.user, &key, |b| banners.push(b))
@@ -540,52 +756,79 @@ async fn authenticate(
                     client.send(&b).await?;
                 }
                 if let Err(e) = r {
-                    warn!(user = %p.user, upstream = %upstream.addr, error = %e, "upstream login failed");
-                    return Err(AuthEnd::Refuse {
-                        reason: disconnect::BY_APPLICATION,
-                        message: e.client_message(),
-                        failure: AuthFailure::UpstreamRejected,
-                    });
+                    warn!(user = %Untrusted(&p.user), upstream = %upstream.addr, error = %e, "upstream login failed");
+                    return Err(refuse(
+                        disconnect::BY_APPLICATION,
+                        e.client_message(),
+                        AuthFailure::UpstreamRejected,
+                    ));
                 }
                 return finish(ctx, client, pending, "publickey").await;
             }
             method @ (Method::Password { .. } | Method::KeyboardInteractive { .. }) => {
                 let started = Instant::now();
                 let keyboard_interactive = matches!(method, Method::KeyboardInteractive { .. });
-                let name = if matches!(method, Method::Password { .. }) {
-                    "password"
-                } else {
+                let name = if keyboard_interactive {
                     "keyboard-interactive"
+                } else {
+                    "password"
                 };
-                let user = p.upstream.as_ref().map(|u| u.user.clone());
-                let conn = match user {
-                    Some(_) => p.upstream(ctx).await.ok(),
-                    None => None,
-                };
-                let outcome = match (user, conn) {
-                    (Some(user), Some(conn)) => match conn.pass_through(&user, method).await {
-                        Ok(()) => {
-                            pass_replies(client, conn, rx, &mut carried, &mut banners).await?
-                        }
-                        Err(e) => Passed::UpstreamFailed {
-                            error: e,
-                            asked: false,
+                let upstream_user = p.upstream.as_ref().map(|u| u.user.clone());
+                let (outcome, mut because) = match upstream_user {
+                    None => (
+                        decoy(ctx, client, keyboard_interactive, rx, &mut carried, started).await?,
+                        FailedBecause::UnknownUser,
+                    ),
+                    // Waits for a slot while the server has as many unproven connections
+                    // as allowed (the auth timeout ends the wait).
+                    Some(user) => match p.connection(ctx, Claim::Unproven).await {
+                        Ok(conn) => match conn.pass_through(&user, method).await {
+                            Ok(()) => (
+                                pass_replies(
+                                    ctx,
+                                    client,
+                                    conn,
+                                    rx,
+                                    &mut carried,
+                                    &mut banners,
+                                    started,
+                                )
+                                .await?,
+                                FailedBecause::UpstreamRefused,
+                            ),
+                            Err(e) => (
+                                Passed::UpstreamFailed {
+                                    error: e,
+                                    asked: false,
+                                },
+                                FailedBecause::UpstreamUnavailable,
+                            ),
                         },
+                        // Its server is down (logged): the client has proven nothing
+                        // yet, and "unreachable" would tell it the account exists, so it
+                        // fails like a wrong password.
+                        Err(_) => (
+                            decoy(ctx, client, keyboard_interactive, rx, &mut carried, started)
+                                .await?,
+                            FailedBecause::UpstreamUnavailable,
+                        ),
                     },
-                    // No such user, or its server is down (logged above). The client has
-                    // proven nothing yet: "unreachable" would tell it the account exists,
-                    // so both fail like a wrong password.
-                    _ => decoy(client, keyboard_interactive, rx, &mut carried).await?,
                 };
                 // The upstream broke off (it crashed, or hung up at its MaxAuthTries):
                 // the same, and every later attempt gets the decoy.
                 let outcome = match outcome {
                     Passed::UpstreamFailed { error, asked } => {
                         p.lose_upstream(error);
+                        because = FailedBecause::UpstreamUnavailable;
                         if asked {
-                            Passed::Failure { partial: false }
+                            Passed::Failure {
+                                partial: false,
+                                since: Instant::now(),
+                                decoy: true,
+                            }
                         } else {
-                            decoy(client, keyboard_interactive, rx, &mut carried).await?
+                            decoy(ctx, client, keyboard_interactive, rx, &mut carried, started)
+                                .await?
                         }
                     }
                     outcome => outcome,
@@ -597,20 +840,24 @@ async fn authenticate(
                         }
                         return finish(ctx, client, pending, name).await;
                     }
-                    Passed::Failure { partial } => {
-                        failures += 1;
-                        ctx.shard.metrics.auth_failure(if p.upstream.is_some() {
-                            AuthFailure::UpstreamRejected
+                    Passed::Failure {
+                        partial,
+                        since,
+                        decoy,
+                    } => {
+                        // A real refusal takes at least MIN_FAILURE_TIME; the proxy's own
+                        // takes as long as real ones typically do (`core::failure_times`).
+                        let wait = if decoy {
+                            let pick = rand_core::OsRng.next_u64();
+                            ctx.shard.admission.decoy_time(Answer::Refusal, pick)
                         } else {
-                            AuthFailure::UnknownUser
-                        });
-                        // An unknown user fails at once, a known one after a round trip
-                        // to the upstream: pad both to the same time.
-                        glommio::timer::sleep(
-                            MIN_PASSWORD_FAILURE_TIME.saturating_sub(started.elapsed()),
+                            MIN_FAILURE_TIME
+                        };
+                        glommio::timer::sleep(wait.saturating_sub(since.elapsed())).await;
+                        failed_attempt(
+                            ctx, client, attempts, &p.user, peer, name, because, None, partial,
                         )
-                        .await;
-                        failure(client, partial).await?;
+                        .await?;
                     }
                     Passed::Interrupted => {}
                     Passed::UpstreamFailed { .. } => unreachable!("handled above"),
@@ -621,14 +868,20 @@ async fn authenticate(
 }
 
 /// The answer an unknown user gets to password or keyboard-interactive: what a real
-/// upstream would do (a "Password: " prompt for keyboard-interactive), then failure.
+/// upstream would do (a "Password: " prompt for keyboard-interactive, after as long as
+/// real prompts take), then failure (timed by the caller).
 async fn decoy(
+    ctx: &SessionEnv,
     client: &Leg,
     keyboard_interactive: bool,
     rx: &mut RxBuf,
     carried: &mut Option<Vec<u8>>,
+    started: Instant,
 ) -> Result<Passed, AuthEnd> {
     if keyboard_interactive {
+        let pick = rand_core::OsRng.next_u64();
+        let wait = ctx.shard.admission.decoy_time(Answer::Prompt, pick);
+        glommio::timer::sleep(wait.saturating_sub(started.elapsed())).await;
         let prompt = auth::InfoRequest {
             name: "",
             instruction: "",
@@ -649,14 +902,27 @@ async fn decoy(
             *carried = Some(answer);
             return Ok(Passed::Interrupted);
         }
+        return Ok(Passed::Failure {
+            partial: false,
+            since: Instant::now(),
+            decoy: true,
+        });
     }
-    Ok(Passed::Failure { partial: false })
+    Ok(Passed::Failure {
+        partial: false,
+        since: started,
+        decoy: true,
+    })
 }
 
 enum Passed {
     Success,
     Failure {
         partial: bool,
+        /// When the client's last input (the password, or the last answer) went in.
+        since: Instant,
+        /// The proxy answers itself (no such user, or its server is down).
+        decoy: bool,
     },
     /// The client started another request instead of answering; it is in `carried`.
     Interrupted,
@@ -672,13 +938,18 @@ enum Passed {
 /// `banners` and shown only on success: a name the proxy does not know gets none, so a
 /// banner before the password would tell that the account exists.
 async fn pass_replies(
+    ctx: &SessionEnv,
     client: &Leg,
     conn: &mut UpstreamConn,
     rx: &mut RxBuf,
     carried: &mut Option<Vec<u8>>,
     banners: &mut Vec<Vec<u8>>,
+    started: Instant,
 ) -> Result<Passed, AuthEnd> {
     let mut asked = false;
+    // When the client's last input went upstream: the upstream's answer is timed from
+    // here, for the decoys of `core::failure_times`.
+    let mut since = started;
     loop {
         let reply = match conn.auth_reply().await {
             Ok(reply) => reply,
@@ -687,9 +958,16 @@ async fn pass_replies(
         match reply {
             UpstreamReply::Success => return Ok(Passed::Success),
             UpstreamReply::Failure { partial_success } => {
+                if !partial_success {
+                    ctx.shard
+                        .admission
+                        .record_answer(Answer::Refusal, since.elapsed());
+                }
                 return Ok(Passed::Failure {
                     partial: partial_success,
-                })
+                    since,
+                    decoy: false,
+                });
             }
             UpstreamReply::ForClient(p) if p[0] == msg::USERAUTH_BANNER => {
                 if banners.len() < MAX_HELD_BANNERS {
@@ -699,6 +977,11 @@ async fn pass_replies(
             UpstreamReply::ForClient(p) => {
                 // INFO_REQUEST (keyboard-interactive) or PASSWD_CHANGEREQ (password):
                 // the user answers, and the answer goes back unchanged.
+                if !asked {
+                    ctx.shard
+                        .admission
+                        .record_answer(Answer::Prompt, since.elapsed());
+                }
                 client.send(&p).await?;
                 asked = true;
                 let answer = loop {
@@ -710,11 +993,11 @@ async fn pass_replies(
                 match answer[0] {
                     msg::USERAUTH_INFO_RESPONSE => {
                         if InfoResponse::parse(&answer).is_err() {
-                            return Err(AuthEnd::Refuse {
-                                reason: disconnect::PROTOCOL_ERROR,
-                                message: "sshr: malformed keyboard-interactive response",
-                                failure: AuthFailure::Aborted,
-                            });
+                            return Err(refuse(
+                                disconnect::PROTOCOL_ERROR,
+                                "sshr: malformed keyboard-interactive response",
+                                AuthFailure::Aborted,
+                            ));
                         }
                         if let Err(e) = conn.leg.send(&answer).await {
                             return Ok(Passed::UpstreamFailed {
@@ -722,6 +1005,7 @@ async fn pass_replies(
                                 asked,
                             });
                         }
+                        since = Instant::now();
                     }
                     _ => {
                         // A new USERAUTH_REQUEST abandons this one (RFC 4256 3.2); the
@@ -741,15 +1025,22 @@ async fn finish(
     pending: Option<Pending>,
     method: &'static str,
 ) -> Result<Login, AuthEnd> {
-    let Some(mut p) = pending else {
-        return Err(AuthEnd::Refuse {
-            reason: disconnect::PROTOCOL_ERROR,
-            message: "sshr: internal error",
-            failure: AuthFailure::Aborted,
-        });
+    let internal = || {
+        refuse(
+            disconnect::PROTOCOL_ERROR,
+            "sshr: internal error",
+            AuthFailure::Aborted,
+        )
     };
-    let conn = p.upstream(ctx).await?;
-    let _ = conn;
+    let Some(mut p) = pending else {
+        return Err(internal());
+    };
+    // The upstream login is done: the connection is no longer an unauthenticated one,
+    // and its slot is freed here.
+    let (conn, warm) = match std::mem::replace(&mut p.link, Link::None) {
+        Link::Ready { conn, warm, .. } => (conn, warm),
+        _ => return Err(internal()),
+    };
     client.send(&auth::encode_success()).await?;
     // Make a connection ready for the next login to this server (`src/warm.rs`).
     if let Some(u) = &p.upstream {
@@ -759,19 +1050,16 @@ async fn finish(
             ctx.transport.clone(),
             client_cipher(client),
             ctx.config.limits.connect_timeout,
+            &ctx.shard.admission.slots,
+            ctx.config.limits.preauth_upstream_connections,
         );
     }
-    let conn = p.conn.take().ok_or(AuthEnd::Refuse {
-        reason: disconnect::PROTOCOL_ERROR,
-        message: "sshr: internal error",
-        failure: AuthFailure::Aborted,
-    })?;
     Ok(Login {
         user: p.user,
         tunnels: p.upstream.as_ref().and_then(|u| u.tunnels),
         upstream_addr: p.upstream.map(|u| u.addr).unwrap_or_default(),
         method,
         conn,
-        warm: p.warm,
+        warm,
     })
 }

@@ -21,13 +21,14 @@ use futures_lite::AsyncReadExt;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
 use sshr_protocol::hostkey::PrivateKey;
 
+use crate::admission::Admission;
 use crate::config::Config;
 use crate::hooks::{Hooks, HooksFactory};
 use crate::keys::{self, KeyFileError};
+use crate::leg::{Notify, DISCONNECT_GRACE};
 use crate::listener::{self, BindError};
 use crate::metrics::{self, MetricsError, ShardMetrics};
-use crate::pool::{BufferPool, RELAY_BUFFER_SIZE};
-use crate::preauth::PreauthCounts;
+use crate::pool::{BufferPool, HandshakeBudget, RELAY_BUFFER_SIZE};
 use crate::providers::static_table::StaticTable;
 use crate::warm::WarmPool;
 
@@ -48,13 +49,20 @@ pub struct ShardContext {
     pub metrics: ShardMetrics,
     /// Upstream connections made ready for the next login (`[warm_upstreams]`).
     pub warm: Rc<WarmPool>,
-    /// Upstream connections for unauthenticated clients, per server, all shards.
-    pub preauth: Arc<PreauthCounts>,
+    /// Receive buffer memory that this shard's unauthenticated connections hold beyond
+    /// their inline buffers, capped at `limits.preauth_buffer_bytes_per_shard`.
+    pub handshake_budget: HandshakeBudget,
+    /// What the whole proxy knows about unauthenticated connections (all shards).
+    pub admission: Arc<Admission>,
+    /// Signalled when the shutdown grace period is over (see
+    /// [`ShardContext::stop_sessions`]).
+    stop_sessions: Notify,
     config: RefCell<Arc<Config>>,
     hooks: RefCell<Rc<dyn Hooks>>,
     live_sessions: Cell<usize>,
     next_session: Cell<u64>,
     shutting_down: Cell<bool>,
+    sessions_stopped: Cell<bool>,
 }
 
 /// Session ids carry the shard index in their high 16 bits, so they are unique in the
@@ -71,9 +79,10 @@ impl ShardContext {
         hooks: Rc<dyn Hooks>,
         host_keys: Arc<[PrivateKey]>,
         upstream_key: Arc<PrivateKey>,
-        preauth: Arc<PreauthCounts>,
+        admission: Arc<Admission>,
     ) -> Self {
         let pool = BufferPool::new(RELAY_BUFFER_SIZE, config.limits.buffer_pool_bytes_per_shard);
+        let handshake_budget = HandshakeBudget::new(config.limits.preauth_buffer_bytes_per_shard);
         ShardContext {
             index,
             shard_count,
@@ -82,12 +91,15 @@ impl ShardContext {
             pool,
             metrics: ShardMetrics::new(index),
             warm: WarmPool::new(),
-            preauth,
+            handshake_budget,
+            admission,
+            stop_sessions: Notify::default(),
             config: RefCell::new(config),
             hooks: RefCell::new(hooks),
             live_sessions: Cell::new(0),
             next_session: Cell::new(0),
             shutting_down: Cell::new(false),
+            sessions_stopped: Cell::new(false),
         }
     }
 
@@ -118,6 +130,24 @@ impl ShardContext {
     /// have `limits.shutdown_grace` to finish.
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.get()
+    }
+
+    /// Tell every session still running to say why to both peers and end (the
+    /// shutdown grace period is over).
+    pub fn stop_sessions(&self) {
+        self.sessions_stopped.set(true);
+        self.stop_sessions.notify();
+    }
+
+    /// Resolves once [`ShardContext::stop_sessions`] was called.
+    pub async fn sessions_stopped(&self) {
+        loop {
+            let seen = self.stop_sessions.generation();
+            if self.sessions_stopped.get() {
+                return;
+            }
+            self.stop_sessions.changed_since(seen).await;
+        }
     }
 
     fn reload(&self, config: Arc<Config>, hooks: Rc<dyn Hooks>) {
@@ -288,7 +318,7 @@ impl Server {
         let shared = Arc::new(Shared {
             host_keys,
             upstream_key,
-            preauth: PreauthCounts::new(),
+            admission: Admission::new(),
             current: Mutex::new(Generation {
                 config: Arc::new(self.config),
                 hooks: factory,
@@ -352,7 +382,7 @@ impl Server {
 struct Shared {
     host_keys: Arc<[PrivateKey]>,
     upstream_key: Arc<PrivateKey>,
-    preauth: Arc<PreauthCounts>,
+    admission: Arc<Admission>,
     current: Mutex<Generation>,
     metrics_enabled: bool,
 }
@@ -438,7 +468,7 @@ async fn shard_main(setup: ShardSetup) {
         (generation.hooks)(),
         shared.host_keys.clone(),
         shared.upstream_key.clone(),
-        shared.preauth.clone(),
+        shared.admission.clone(),
     ));
 
     let accept_tasks: Vec<_> = listeners
@@ -500,6 +530,13 @@ async fn shard_main(setup: ShardSetup) {
                 sessions = ctx.live_sessions(),
                 "grace period over: closing the remaining sessions"
             );
+            // Each session tells both peers why (a DISCONNECT, bounded by
+            // DISCONNECT_GRACE) before the shard ends.
+            ctx.stop_sessions();
+            let told = Instant::now() + DISCONNECT_GRACE + Duration::from_millis(500);
+            while ctx.live_sessions() > 0 && Instant::now() < told {
+                sleep(Duration::from_millis(20)).await;
+            }
             break;
         }
         match timeout(remaining.min(Duration::from_millis(100)), commands.recv()).await {
@@ -535,6 +572,11 @@ async fn publish_metrics(ctx: Rc<ShardContext>) {
     loop {
         sleep(Duration::from_secs(1)).await;
         ctx.metrics.publish(ctx.pool.stats(), &ctx.warm);
+        metrics::publish_preauth(
+            ctx.index,
+            ctx.handshake_budget.used(),
+            ctx.admission.unauthenticated_count(),
+        );
     }
 }
 
@@ -952,7 +994,7 @@ mod tests {
             Rc::new(NoUsers),
             vec![key()].into(),
             Arc::new(key()),
-            PreauthCounts::new(),
+            Admission::new(),
         ))
     }
 

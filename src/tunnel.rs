@@ -26,6 +26,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use sshr_protocol::msg;
+use sshr_protocol::text::Untrusted;
 use sshr_protocol::wire::{self, Reader};
 use tracing::{info, warn};
 
@@ -332,7 +333,7 @@ impl SessionTunnels {
             Ok(None) => return OpenVerdict::Forward,
             Ok(Some(open)) => open,
             Err(sender) => {
-                warn!(user = %self.user, "tunnel refused: malformed {CHANNEL_TYPE} open");
+                warn!(user = %Untrusted(&self.user), "tunnel refused: malformed {CHANNEL_TYPE} open");
                 metrics::counter!("sshr_tunnels_refused_total", "reason" => "malformed")
                     .increment(1);
                 return match sender {
@@ -346,7 +347,7 @@ impl SessionTunnels {
         };
         if !self.policy.allows(open.mode) {
             warn!(
-                user = %self.user,
+                user = %Untrusted(&self.user),
                 mode = %open.mode,
                 unit = %Unit(open.unit),
                 policy = %self.policy,
@@ -360,7 +361,7 @@ impl SessionTunnels {
         }
         let mut tunnels = self.tunnels.borrow_mut();
         if tunnels.len() >= MAX_TUNNELS_PER_SESSION {
-            warn!(user = %self.user, mode = %open.mode, unit = %Unit(open.unit), "tunnel refused: too many tunnels in this session");
+            warn!(user = %Untrusted(&self.user), mode = %open.mode, unit = %Unit(open.unit), "tunnel refused: too many tunnels in this session");
             metrics::counter!("sshr_tunnels_refused_total", "reason" => "limit").increment(1);
             return OpenVerdict::Refuse {
                 recipient: open.sender,
@@ -455,7 +456,7 @@ impl SessionTunnels {
                 t.opened = now;
                 t.last_report = now;
                 info!(
-                    user = %self.user,
+                    user = %Untrusted(&self.user),
                     mode = %t.mode,
                     unit = %Unit(t.unit),
                     channel = t.client_channel,
@@ -478,7 +479,7 @@ impl SessionTunnels {
                 let reason = r.u32("reason code").unwrap_or(0);
                 let description = r.utf8("description").unwrap_or("");
                 info!(
-                    user = %self.user,
+                    user = %Untrusted(&self.user),
                     mode = %t.mode,
                     unit = %Unit(t.unit),
                     reason,
@@ -544,7 +545,7 @@ impl SessionTunnels {
             if now.duration_since(t.last_report) >= self.settings.report_interval {
                 t.last_report = now;
                 info!(
-                    user = %self.user,
+                    user = %Untrusted(&self.user),
                     mode = %t.mode,
                     unit = %Unit(t.unit),
                     duration_s = now.duration_since(t.opened).as_secs(),
@@ -561,7 +562,7 @@ impl SessionTunnels {
         let duration_s = now.duration_since(t.opened).as_secs();
         match kind {
             "duration" => warn!(
-                user = %self.user,
+                user = %Untrusted(&self.user),
                 mode = %t.mode,
                 unit = %Unit(t.unit),
                 duration_s,
@@ -571,7 +572,7 @@ impl SessionTunnels {
                 "tunnel alert: open longer than tunnels.max_duration_secs"
             ),
             _ => warn!(
-                user = %self.user,
+                user = %Untrusted(&self.user),
                 mode = %t.mode,
                 unit = %Unit(t.unit),
                 duration_s,
@@ -586,7 +587,7 @@ impl SessionTunnels {
 
     fn closed(&self, mut t: Tunnel, by: &'static str, now: Instant) {
         info!(
-            user = %self.user,
+            user = %Untrusted(&self.user),
             mode = %t.mode,
             unit = %Unit(t.unit),
             duration_ms = now.duration_since(t.opened).as_millis() as u64,

@@ -16,6 +16,12 @@
 //! A connection is only reused for the same address, host-key policy and cipher
 //! preference it was made with: the host key was checked under that policy, and the
 //! cipher matches the client leg so that the relay re-seals packets in place.
+//!
+//! Each warm connection holds one of its server's slots of
+//! `limits.preauth_upstream_connections` (`src/preauth.rs`), taken as an unproven claim:
+//! it never uses the slots kept for proven logins, and the proxy as a whole never holds
+//! more unauthenticated connections to a server than that cap. The slot goes with the
+//! connection to the login that takes it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -31,6 +37,7 @@ use tracing::{debug, Instrument};
 
 use crate::config::WarmUpstreams;
 use crate::hooks::{HostKeyPolicy, Upstream};
+use crate::preauth::{Claim, PreauthCounts, PreauthSlot};
 use crate::upstream::{self, UpstreamConn};
 
 /// The cipher and MAC an upstream connection was asked for.
@@ -41,6 +48,13 @@ struct Warm {
     host_key: HostKeyPolicy,
     prefer: CipherPreference,
     conn: UpstreamConn,
+    slot: PreauthSlot,
+}
+
+/// A warm connection handed to a login, with the slot it holds.
+pub struct Taken {
+    pub conn: UpstreamConn,
+    pub slot: PreauthSlot,
 }
 
 struct Making {
@@ -72,7 +86,7 @@ impl WarmPool {
     }
 
     /// A ready connection to `upstream` asked for `prefer`, if one is held and still open.
-    pub fn take(&self, upstream: &Upstream, prefer: CipherPreference) -> Option<UpstreamConn> {
+    pub fn take(&self, upstream: &Upstream, prefer: CipherPreference) -> Option<Taken> {
         let found = self.take_open(upstream, prefer);
         match found {
             Some(_) => self.hits.set(self.hits.get() + 1),
@@ -81,7 +95,7 @@ impl WarmPool {
         found
     }
 
-    fn take_open(&self, upstream: &Upstream, prefer: CipherPreference) -> Option<UpstreamConn> {
+    fn take_open(&self, upstream: &Upstream, prefer: CipherPreference) -> Option<Taken> {
         let mut by_addr = self.by_addr.borrow_mut();
         let list = by_addr.get_mut(&upstream.addr)?;
         let mut found = None;
@@ -94,7 +108,10 @@ impl WarmPool {
             // The server may have closed it (LoginGraceTime, a restart): then the socket
             // reads end-of-file, or has its DISCONNECT waiting.
             if w.conn.rx.is_empty() && w.conn.leg.is_idle_and_open() {
-                found = Some(w.conn);
+                found = Some(Taken {
+                    conn: w.conn,
+                    slot: w.slot,
+                });
                 break;
             }
             debug!(upstream = %upstream.addr, "warm upstream connection was closed by the server");
@@ -106,7 +123,9 @@ impl WarmPool {
     }
 
     /// Make connections to `upstream` until `per_upstream` are held or being made (at most
-    /// `max_per_shard` in all), in the background.
+    /// `max_per_shard` in all), in the background; none when the server has no
+    /// unproven slot free (`slot_limit`: `limits.preauth_upstream_connections`).
+    #[allow(clippy::too_many_arguments)]
     pub fn refill(
         self: &Rc<Self>,
         settings: &WarmUpstreams,
@@ -114,6 +133,8 @@ impl WarmPool {
         config: Arc<TransportConfig>,
         prefer: CipherPreference,
         connect_timeout: Duration,
+        slots: &Arc<PreauthCounts>,
+        slot_limit: usize,
     ) {
         if self.closed.get() {
             return;
@@ -139,6 +160,9 @@ impl WarmPool {
         {
             return;
         }
+        let Some(slot) = slots.try_take(&upstream.addr, Claim::Unproven, slot_limit) else {
+            return;
+        };
         let making_id = self.next_id.get();
         self.next_id.set(making_id + 1);
         self.making.borrow_mut().push(Making {
@@ -166,7 +190,7 @@ impl WarmPool {
                 pool.making.borrow_mut().retain(|m| m.id != making_id);
                 match made {
                     Ok(_) if pool.closed.get() => {}
-                    Ok(conn) => pool.hold(upstream, prefer, conn, idle),
+                    Ok(conn) => pool.hold(upstream, prefer, conn, slot, idle),
                     Err(e) => debug!(error = %e, "warm upstream connection failed"),
                 }
             }
@@ -180,6 +204,7 @@ impl WarmPool {
         upstream: Upstream,
         prefer: CipherPreference,
         conn: UpstreamConn,
+        slot: PreauthSlot,
         idle: Duration,
     ) {
         let id = self.next_id.get();
@@ -193,6 +218,7 @@ impl WarmPool {
                 host_key: upstream.host_key,
                 prefer,
                 conn,
+                slot,
             });
         self.held.set(self.held.get() + 1);
         debug!("warm upstream connection ready");

@@ -7,8 +7,9 @@
 //! the tests independent (the session gauge of the concurrency test, the sshd logs used
 //! as evidence of rekeys).
 //!
-//! Needs root (sshd, `useradd`), `/usr/sbin/sshd`, the OpenSSH clients and `python3`
-//! (standard library only, for the PTY test).
+//! Needs root (sshd; `useradd`/`userdel` for the password tests' temporary accounts),
+//! `/usr/sbin/sshd`, the OpenSSH clients and `python3` (standard library only, for the
+//! PTY test).
 //!
 //! Debugging aid: `SSHR_E2E_DIRECT=1` points the clients straight at the upstreams (no
 //! proxy) to check the tests themselves; the tests about the proxy's own refusals and
@@ -20,12 +21,13 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use rand_chacha::rand_core::{RngCore, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand_chacha::{ChaCha20Rng, ChaCha8Rng};
 use sha2::{Digest, Sha256};
 use sshr_testsupport::{
     free_listen_port, keygen, run_bounded, tail, Sshd, SshdOptions, Sshr, SshrSetup, TempDir,
@@ -35,10 +37,6 @@ const SSHR: &str = env!("CARGO_BIN_EXE_sshr");
 
 /// The message OpenSSH prints when every method failed, after "user@host: ".
 const DENIED: &str = "Permission denied (publickey,password,keyboard-interactive).";
-
-/// The account the password tests create on this machine.
-const PASSWORD_USER: &str = "sshrpwtest";
-const PASSWORD: &str = "Corr3ct-h0rse-sshr";
 
 /// Extra configuration of an [`Env`].
 #[derive(Default)]
@@ -50,6 +48,8 @@ struct EnvOptions {
     overrides_b: Vec<&'static str>,
     /// Extra TOML tables of sshr's configuration (before the `[[users]]` table).
     proxy_tables: String,
+    /// Create a [`PasswordAccount`] for this Env (see [`Env::account`]).
+    password_account: bool,
 }
 
 /// Two upstream sshds and an sshr in front of them.
@@ -64,7 +64,7 @@ struct EnvOptions {
 /// | pinbad | A | root | alice | `upstream_host_key` = an unrelated key |
 /// | down | a port nobody listens on | root | alice | |
 /// | refused | A | an account that does not exist | alice | |
-/// | [`PASSWORD_USER`] | B | itself | none | password only |
+/// | [`Env::account`]'s name | B | itself | none | password only; with `password_account` |
 struct Env {
     /// Client-side scratch directory (keys, data files, scripts).
     dir: TempDir,
@@ -74,9 +74,12 @@ struct Env {
     /// Client private keys by name ("alice", "bob", "stranger", "agent").
     keys: HashMap<&'static str, PathBuf>,
     /// Upstream address and account of each proxy login, for `SSHR_E2E_DIRECT`.
-    direct: Option<HashMap<&'static str, (u16, String)>>,
+    direct: Option<HashMap<String, (u16, String)>>,
     /// Holds the port of the user "down".
     _dead: socket2::Socket,
+    /// The local account of the password tests. Last: fields drop in order, so the
+    /// account is deleted after the daemons are stopped.
+    account: Option<PasswordAccount>,
 }
 
 impl Env {
@@ -86,6 +89,7 @@ impl Env {
 
     fn with(opts: EnvOptions) -> Env {
         let direct_mode = std::env::var_os("SSHR_E2E_DIRECT").is_some_and(|v| v == "1");
+        let account = opts.password_account.then(PasswordAccount::create);
         let dir = tempfile::Builder::new()
             .prefix("sshr-e2e")
             .tempdir()
@@ -141,6 +145,13 @@ impl Env {
         let a_key = toml_str(&a.host_public_keys[0]);
         let unrelated = toml_str(&public_key(&keys["unrelated"]));
         let (ap, bp) = (a.port, b.port);
+        let password_user = match &account {
+            Some(acc) => format!(
+                "\n[[users]]\nname = \"{}\"\nupstream = \"127.0.0.1:{bp}\"\n",
+                acc.name
+            ),
+            None => String::new(),
+        };
         let users = format!(
             r#"
 [limits]
@@ -186,19 +197,17 @@ name = "refused"
 upstream = "127.0.0.1:{ap}"
 upstream_user = "sshr-no-such-account"
 authorized_keys = [{alice}]
-
-[[users]]
-name = "{PASSWORD_USER}"
-upstream = "127.0.0.1:{bp}"
-"#,
+{password_user}"#,
             tables = opts.proxy_tables,
         );
         let (proxy, direct) = if direct_mode {
             let mut m = HashMap::new();
-            m.insert("alice", (ap, "root".to_owned()));
-            m.insert("bob", (bp, "root".to_owned()));
-            m.insert("pinok", (ap, "root".to_owned()));
-            m.insert(PASSWORD_USER, (bp, PASSWORD_USER.to_owned()));
+            m.insert("alice".to_owned(), (ap, "root".to_owned()));
+            m.insert("bob".to_owned(), (bp, "root".to_owned()));
+            m.insert("pinok".to_owned(), (ap, "root".to_owned()));
+            if let Some(acc) = &account {
+                m.insert(acc.name.clone(), (bp, acc.name.clone()));
+            }
             (None, Some(m))
         } else {
             (Some(setup.start(Path::new(SSHR), &users)), None)
@@ -211,7 +220,15 @@ upstream = "127.0.0.1:{bp}"
             keys,
             direct,
             _dead: dead,
+            account,
         }
+    }
+
+    /// The password tests' account: its name is also the proxy login (routed to B).
+    fn account(&self) -> &PasswordAccount {
+        self.account
+            .as_ref()
+            .expect("this test needs EnvOptions::password_account")
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -239,7 +256,7 @@ upstream = "127.0.0.1:{bp}"
     fn key_of(&self, user: &str) -> Option<&Path> {
         match user {
             "bob" => Some(&self.keys["bob"]),
-            PASSWORD_USER => None,
+            _ if self.account.as_ref().is_some_and(|a| a.name == user) => None,
             _ => Some(&self.keys["alice"]),
         }
     }
@@ -1004,48 +1021,147 @@ fn agent_forwarding() {
 // ---------------------------------------------------------------------------------------
 // 6. password pass-through
 
-static USER_SETUP: Mutex<bool> = Mutex::new(false);
+/// Names of the accounts [`PasswordAccount`] creates: `sshrpw<pid>x<n>`, with the pid of
+/// the creating test process, so that the accounts of a killed test process can be told
+/// apart from those of one still running (and are swept).
+const ACCOUNT_PREFIX: &str = "sshrpw";
 
-/// Create (once, idempotently) the local account used by the password tests.
-fn ensure_password_user() {
-    let mut done = USER_SETUP.lock().unwrap_or_else(|e| e.into_inner());
-    if *done {
-        return;
-    }
-    let exists = Command::new("id")
-        .arg(PASSWORD_USER)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !exists {
+/// Serialises `useradd`, `chpasswd` and `userdel` within this process (they lock
+/// /etc/passwd); `true` once the stale accounts have been swept.
+static ACCOUNTS: Mutex<bool> = Mutex::new(false);
+
+/// The `<n>` of the next account name.
+static ACCOUNT_SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A local account with a random password, for the password tests: it exists only while
+/// this value lives. Dropping it (also while a failed test unwinds) deletes the account
+/// and its home directory.
+struct PasswordAccount {
+    name: String,
+    password: String,
+}
+
+impl PasswordAccount {
+    /// `useradd -m -s /bin/sh sshrpw<pid>x<n>` with 24 random alphanumerics as password.
+    /// The first call in a process first removes the accounts of dead test processes.
+    fn create() -> PasswordAccount {
+        let mut swept = ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner());
+        if !*swept {
+            sweep_stale_accounts();
+            *swept = true;
+        }
+        let name = format!(
+            "{ACCOUNT_PREFIX}{}x{}",
+            std::process::id(),
+            ACCOUNT_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let password = random_password();
         let out = Command::new("useradd")
-            .args(["-m", "-s", "/bin/sh", PASSWORD_USER])
+            .args(["-m", "-s", "/bin/sh", &name])
             .output()
             .expect("useradd (run as root)");
         assert!(
             out.status.success(),
-            "useradd failed: {}",
+            "useradd {name} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if let Err(e) = set_password(&name, &password) {
+            remove_account(&name);
+            drop(swept);
+            panic!("chpasswd for {name} failed: {e}");
+        }
+        drop(swept);
+        PasswordAccount { name, password }
     }
+}
+
+impl Drop for PasswordAccount {
+    fn drop(&mut self) {
+        let _lock = ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner());
+        remove_account(&self.name);
+    }
+}
+
+/// 24 characters from [A-Za-z0-9], from a generator seeded by the OS.
+fn random_password() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = ChaCha20Rng::from_rng(rand_core::OsRng).expect("OS random numbers");
+    let mut password = String::with_capacity(24);
+    while password.len() < 24 {
+        let byte = (rng.next_u32() & 0xff) as usize;
+        // Rejection sampling keeps the characters uniform: 248 = 4 * 62.
+        if byte < 4 * ALPHABET.len() {
+            password.push(ALPHABET[byte % ALPHABET.len()] as char);
+        }
+    }
+    password
+}
+
+fn set_password(name: &str, password: &str) -> Result<(), String> {
     let mut chpasswd = Command::new("chpasswd")
         .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
-        .expect("chpasswd");
-    chpasswd
+        .map_err(|e| format!("chpasswd: {e}"))?;
+    let written = chpasswd
         .stdin
         .take()
         .unwrap()
-        .write_all(format!("{PASSWORD_USER}:{PASSWORD}\n").as_bytes())
-        .unwrap();
-    assert!(chpasswd.wait().unwrap().success(), "chpasswd failed");
-    *done = true;
+        .write_all(format!("{name}:{password}\n").as_bytes());
+    let out = chpasswd.wait_with_output().map_err(|e| e.to_string())?;
+    written.map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(())
+}
+
+/// `userdel -r -f`: the account, its home directory and mail spool, even while it has
+/// processes. Failures are reported, not raised (this runs in `Drop`, maybe unwinding).
+fn remove_account(name: &str) {
+    match Command::new("userdel").args(["-r", "-f", name]).output() {
+        // 12: the home directory could not be removed; the account is gone.
+        Ok(out) if out.status.success() || out.status.code() == Some(12) => {}
+        Ok(out) => eprintln!(
+            "warning: userdel -r -f {name} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => eprintln!("warning: userdel -r -f {name}: {e}"),
+    }
+}
+
+/// Removes the `sshrpw<pid>x<n>` accounts in /etc/passwd whose process is gone (test
+/// processes that were killed before their accounts' `Drop` ran).
+fn sweep_stale_accounts() {
+    let Ok(passwd) = fs::read_to_string("/etc/passwd") else {
+        return;
+    };
+    for name in passwd.lines().filter_map(|l| l.split(':').next()) {
+        // The permanent account (with a fixed password) that earlier versions of these
+        // tests created.
+        if name == "sshrpwtest" {
+            remove_account(name);
+            continue;
+        }
+        let Some((pid, n)) = name
+            .strip_prefix(ACCOUNT_PREFIX)
+            .and_then(|rest| rest.split_once('x'))
+        else {
+            continue;
+        };
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if digits(pid) && digits(n) && !Path::new(&format!("/proc/{pid}")).exists() {
+            remove_account(name);
+        }
+    }
 }
 
 /// `ssh` logging in with a password given by an askpass script, which also appends
 /// each prompt it is shown to the file `<name>.prompts`.
 fn password_ssh(env: &Env, password: &str, name: &str, remote: &[&str]) -> Command {
-    password_ssh_by(env, PASSWORD_USER, "password", password, name, remote)
+    password_ssh_by(env, &env.account().name, "password", password, name, remote)
 }
 
 fn password_ssh_by(
@@ -1096,26 +1212,26 @@ fn password_ssh_tries(
 
 #[test]
 fn password_login_is_passed_through() {
-    ensure_password_user();
-    let env = Env::new();
+    let env = Env::with(EnvOptions {
+        password_account: true,
+        ..Default::default()
+    });
+    let user = &env.account().name;
     let out = env.run_ok(
         password_ssh(
             &env,
-            PASSWORD,
+            &env.account().password,
             "askpass_good",
             &["echo who=$(id -un) up=$SSHR_UPSTREAM"],
         ),
         secs(30),
     );
-    env.check(
-        stdout(&out).contains(&format!("who={PASSWORD_USER} up=B")),
-        || {
-            format!(
-                "password login should land as {PASSWORD_USER} on B: {}",
-                describe(&out)
-            )
-        },
-    );
+    env.check(stdout(&out).contains(&format!("who={user} up=B")), || {
+        format!(
+            "password login should land as {user} on B: {}",
+            describe(&out)
+        )
+    });
     let out = env.run(
         password_ssh(
             &env,
@@ -1146,13 +1262,13 @@ fn denial(out: &Output) -> Option<String> {
 
 #[test]
 fn upstream_banners_are_shown_only_once_a_password_login_succeeds() {
-    ensure_password_user();
     let dir = tempfile::tempdir().unwrap();
     let banner = dir.path().join("banner");
     fs::write(&banner, "SSHR-TEST-BANNER: authorized use only\n").unwrap();
     let setting: &'static str = Box::leak(format!("Banner {}", banner.display()).into_boxed_str());
     let env = Env::with(EnvOptions {
         overrides_b: vec![setting],
+        password_account: true,
         ..Default::default()
     });
     if env.direct.is_some() {
@@ -1160,10 +1276,11 @@ fn upstream_banners_are_shown_only_once_a_password_login_succeeds() {
     }
     // A banner before the password would tell a real account from a name the proxy
     // does not know (which gets none): shown on success only.
+    let account = env.account();
     for (user, password, shown) in [
-        (PASSWORD_USER, "wrong-password", false),
+        (account.name.as_str(), "wrong-password", false),
         ("nosuchuser", "wrong-password", false),
-        (PASSWORD_USER, PASSWORD, true),
+        (account.name.as_str(), account.password.as_str(), true),
     ] {
         let name = format!("banner_{user}_{shown}");
         let cmd = password_ssh_tries(
@@ -1191,7 +1308,6 @@ fn upstream_banners_are_shown_only_once_a_password_login_succeeds() {
 
 #[test]
 fn the_upstreams_max_auth_tries_does_not_reveal_the_account() {
-    ensure_password_user();
     // The upstream hangs up after one wrong password. The client has proven nothing:
     // its later tries must go on exactly as for a name the proxy does not know.
     let env = Env::with(EnvOptions {
@@ -1200,11 +1316,12 @@ fn the_upstreams_max_auth_tries_does_not_reveal_the_account() {
             "KbdInteractiveAuthentication yes",
             "MaxAuthTries 1",
         ],
+        password_account: true,
         ..Default::default()
     });
     for method in ["password", "keyboard-interactive"] {
         let mut seen = Vec::new();
-        for user in [PASSWORD_USER, "nosuchuser"] {
+        for user in [env.account().name.as_str(), "nosuchuser"] {
             let name = format!("tries_{}_{user}", &method[..3]);
             let out = env.run(
                 password_ssh_tries(
@@ -1594,32 +1711,30 @@ fn client_known_hosts_learns_only_the_proxy_key() {
 
 #[test]
 fn keyboard_interactive_prompts_are_passed_through() {
-    ensure_password_user();
     // PAM gives sshd a keyboard-interactive "Password: " prompt.
     let env = Env::with(EnvOptions {
         overrides_b: vec!["UsePAM yes", "KbdInteractiveAuthentication yes"],
+        password_account: true,
         ..Default::default()
     });
+    let user = &env.account().name;
     let out = env.run_ok(
         password_ssh_by(
             &env,
-            PASSWORD_USER,
+            user,
             "keyboard-interactive",
-            PASSWORD,
+            &env.account().password,
             "kbd_good",
             &["echo who=$(id -un) up=$SSHR_UPSTREAM"],
         ),
         secs(30),
     );
-    env.check(
-        stdout(&out).contains(&format!("who={PASSWORD_USER} up=B")),
-        || {
-            format!(
-                "keyboard-interactive login should land as {PASSWORD_USER} on B: {}",
-                describe(&out)
-            )
-        },
-    );
+    env.check(stdout(&out).contains(&format!("who={user} up=B")), || {
+        format!(
+            "keyboard-interactive login should land as {user} on B: {}",
+            describe(&out)
+        )
+    });
     // The upstream's PAM prompt reached the user unchanged (ssh prefixes "(user@host) ").
     let prompts = fs::read_to_string(env.path("kbd_good.prompts")).unwrap_or_default();
     env.check(
@@ -1629,7 +1744,7 @@ fn keyboard_interactive_prompts_are_passed_through() {
     let out = env.run(
         password_ssh_by(
             &env,
-            PASSWORD_USER,
+            user,
             "keyboard-interactive",
             "wrong-password",
             "kbd_bad",
@@ -1652,9 +1767,9 @@ fn keyboard_interactive_prompts_are_passed_through() {
 
 #[test]
 fn unknown_user_is_asked_and_refused_like_a_known_one() {
-    ensure_password_user();
     let env = Env::with(EnvOptions {
         overrides_b: vec!["UsePAM yes", "KbdInteractiveAuthentication yes"],
+        password_account: true,
         ..Default::default()
     });
     // The same wrong answer, for a real account, for a name the proxy does not know and
@@ -1663,7 +1778,7 @@ fn unknown_user_is_asked_and_refused_like_a_known_one() {
     // anything would tell it the account exists.)
     for method in ["password", "keyboard-interactive"] {
         let mut seen = Vec::new();
-        for user in [PASSWORD_USER, "nosuchuser", "down"] {
+        for user in [env.account().name.as_str(), "nosuchuser", "down"] {
             let name = format!("ask_{}_{user}", &method[..3]);
             let out = env.run(
                 password_ssh_by(&env, user, method, "wrong-password", &name, &["echo no"]),

@@ -174,8 +174,8 @@ pub fn negotiate(
             let (ours, theirs) = if ours_is_client { (c, s) } else { (s, c) };
             Error::NoCommonAlgorithm {
                 what,
-                ours: ours.as_str().to_owned(),
-                theirs: theirs.as_str().to_owned(),
+                ours: crate::text::name_list_summary(ours),
+                theirs: crate::text::name_list_summary(theirs),
             }
         }
         e => e,
@@ -383,6 +383,43 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A peer's list with no common name is bounded in the error (it is logged and
+    /// sent back in the DISCONNECT): eight names and a count, not 60 KB.
+    #[test]
+    fn no_common_algorithm_error_is_bounded() {
+        let names: Vec<&'static str> = (0..4000)
+            .map(|i| &*Box::leak(format!("junk{i}-\n@example.com").into_boxed_str()))
+            .collect();
+        let peer = Proposal {
+            kex: names,
+            host_key: vec!["ssh-ed25519"],
+            ciphers: vec!["aes256-ctr"],
+            macs: vec!["hmac-sha2-256"],
+        }
+        .encode([0; 16]);
+        let ours = Proposal {
+            kex: vec!["curve25519-sha256"],
+            host_key: vec!["ssh-ed25519"],
+            ciphers: vec!["aes256-ctr"],
+            macs: vec!["hmac-sha2-256"],
+        }
+        .encode([0; 16]);
+        assert!(peer.len() > 60_000);
+        let (c, s) = (
+            KexInit::parse(&peer).unwrap(),
+            KexInit::parse(&ours).unwrap(),
+        );
+        let err = negotiate(&c, &s, false).unwrap_err();
+        let text = err.to_string();
+        assert!(text.len() < 400, "{} bytes: {text}", text.len());
+        assert!(
+            text.contains("(+3992 more)") && !text.contains('\n'),
+            "{text}"
+        );
+        let (_, description) = err.disconnect_reason().unwrap();
+        assert!(description.len() < 400);
     }
 
     /// RFC 7748 6.1 Diffie-Hellman test vector through our K encoding.

@@ -11,6 +11,7 @@ pub mod hostkey;
 pub mod kex;
 pub mod msg;
 pub mod packet;
+pub mod text;
 pub mod transport;
 pub mod version;
 pub mod wire;

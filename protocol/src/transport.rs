@@ -649,7 +649,7 @@ impl Transport {
             let description = r.utf8("description").unwrap_or("(not UTF-8)");
             return Err(Error::PeerDisconnected {
                 reason,
-                description: description.chars().take(512).collect(),
+                description: crate::text::printable(description, 256),
             });
         }
         if !self.first_kex_done {
@@ -691,7 +691,7 @@ impl Transport {
                     .map_err(Error::malformed(m))?;
                 if name != "ssh-userauth" {
                     return Err(
-                        PeerMisbehaved::UnknownService(name.chars().take(64).collect()).into(),
+                        PeerMisbehaved::UnknownService(crate::text::printable(name, 64)).into(),
                     );
                 }
                 let mut p = vec![msg::SERVICE_ACCEPT];

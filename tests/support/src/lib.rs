@@ -374,7 +374,15 @@ impl SshrSetup {
     /// `tables`: `[limits]`, `[[users]]`, ...) and start `binary --config` on it; waits
     /// until it accepts connections. Its stderr goes to `sshr.log` in its directory;
     /// `RUST_LOG` defaults to `info`.
+    ///
+    /// Every test client comes from loopback, and many tests fail logins on purpose:
+    /// unless `tables` has its own `[penalties]`, loopback is exempt from them.
     pub fn start(mut self, binary: &Path, tables: &str) -> Sshr {
+        let tables = if tables.contains("[penalties]") {
+            tables.to_owned()
+        } else {
+            format!("{tables}\n[penalties]\nexempt = [\"127.0.0.0/8\"]\n")
+        };
         let config_path = self.dir.path().join("config.toml");
         let log_path = self.dir.path().join("sshr.log");
         let mut attempt = 0;

@@ -1,0 +1,173 @@
+//! What the whole proxy knows about connections that have not authenticated yet, shared
+//! by every shard: how many there are (early drop, `limits.max_startups`), which sources
+//! are penalised (`[penalties]`), the upstream connections held for them
+//! ([`crate::preauth`]) and how long real password refusals take
+//! ([`crate::core::failure_times`]).
+//!
+//! Each of these is touched a few times per login, never per relayed packet, so short
+//! mutexes and one atomic counter are cheap enough.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::core::failure_times::{Answer, FailureTimes};
+use crate::core::penalty::{Offence, Penalties};
+use crate::preauth::PreauthCounts;
+
+/// Process-wide state about unauthenticated connections.
+#[derive(Default)]
+pub struct Admission {
+    /// Upstream connections held for unauthenticated clients, per server.
+    pub slots: Arc<PreauthCounts>,
+    failure_times: Mutex<FailureTimes>,
+    penalties: Mutex<Penalties>,
+    unauthenticated: AtomicUsize,
+}
+
+/// Why a new connection is refused before anything else happens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its source address is penalised for this long.
+    Penalised(Duration),
+    /// Too many unauthenticated connections (early drop).
+    Startups,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Admission {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Admission {
+            slots: PreauthCounts::new(),
+            ..Default::default()
+        })
+    }
+
+    /// Whether a connection from `addr` may start. `random` is uniform in `0..100`.
+    pub fn admit(
+        &self,
+        addr: IpAddr,
+        config: &Config,
+        now: Instant,
+        random: u32,
+    ) -> Result<(), Refusal> {
+        if let Some(left) = lock(&self.penalties).refused_for(addr, now) {
+            return Err(Refusal::Penalised(left));
+        }
+        let unauthenticated = self.unauthenticated.load(Ordering::Relaxed);
+        if config
+            .limits
+            .max_startups
+            .should_drop(unauthenticated, random)
+        {
+            return Err(Refusal::Startups);
+        }
+        Ok(())
+    }
+
+    /// Counts one unauthenticated connection until the guard is dropped (or
+    /// [`Unauthenticated::authenticated`] is called).
+    pub fn unauthenticated(self: &Arc<Self>) -> Unauthenticated {
+        self.unauthenticated.fetch_add(1, Ordering::Relaxed);
+        Unauthenticated {
+            admission: Some(self.clone()),
+        }
+    }
+
+    /// Unauthenticated connections now.
+    pub fn unauthenticated_count(&self) -> usize {
+        self.unauthenticated.load(Ordering::Relaxed)
+    }
+
+    /// A connection from `addr` ended without a login. Returns true when this made the
+    /// source refused.
+    pub fn penalise(&self, addr: IpAddr, offence: Offence, config: &Config, now: Instant) -> bool {
+        lock(&self.penalties).penalise(addr, offence, now, &config.penalties)
+    }
+
+    /// Forget penalties that ran out (called now and then, so that the table does not
+    /// keep sources that went away).
+    pub fn expire_penalties(&self, now: Instant) {
+        lock(&self.penalties).expire(now);
+    }
+
+    /// A real upstream took `took` to give `answer` to a passed-through login.
+    pub fn record_answer(&self, answer: Answer, took: Duration) {
+        lock(&self.failure_times).record(answer, took);
+    }
+
+    /// How long the proxy's own answer (a decoy) should take; `pick` is random.
+    pub fn decoy_time(&self, answer: Answer, pick: u64) -> Duration {
+        lock(&self.failure_times).decoy(answer, pick)
+    }
+}
+
+/// One unauthenticated connection, counted while it lives.
+pub struct Unauthenticated {
+    admission: Option<Arc<Admission>>,
+}
+
+impl Unauthenticated {
+    /// The client logged in: it no longer counts.
+    pub fn authenticated(&mut self) {
+        if let Some(a) = self.admission.take() {
+            a.unauthenticated.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Unauthenticated {
+    fn drop(&mut self) {
+        self.authenticated();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_unauthenticated_connections_and_drops_early() {
+        let admission = Admission::new();
+        let mut config = Config::builtin().unwrap();
+        config.limits.max_startups = "2:50:4".parse().unwrap();
+        let addr: IpAddr = "192.0.2.1".parse().unwrap();
+        let now = Instant::now();
+        let a = admission.unauthenticated();
+        let mut b = admission.unauthenticated();
+        assert_eq!(admission.unauthenticated_count(), 2);
+        assert_eq!(
+            admission.admit(addr, &config, now, 49),
+            Err(Refusal::Startups)
+        );
+        assert_eq!(admission.admit(addr, &config, now, 50), Ok(()));
+        b.authenticated();
+        assert_eq!(admission.unauthenticated_count(), 1);
+        assert_eq!(admission.admit(addr, &config, now, 0), Ok(()));
+        drop((a, b));
+        assert_eq!(admission.unauthenticated_count(), 0);
+    }
+
+    #[test]
+    fn penalised_sources_are_refused() {
+        let admission = Admission::new();
+        let config = Config::builtin().unwrap();
+        let addr: IpAddr = "192.0.2.1".parse().unwrap();
+        let now = Instant::now();
+        let turned = (0..4)
+            .map(|_| admission.penalise(addr, Offence::AuthFail, &config, now))
+            .collect::<Vec<_>>();
+        assert_eq!(turned, [false, false, false, true]);
+        assert_eq!(
+            admission.admit(addr, &config, now, 99),
+            Err(Refusal::Penalised(Duration::from_secs(20)))
+        );
+        admission.expire_penalties(now + Duration::from_secs(21));
+        assert_eq!(admission.admit(addr, &config, now, 99), Ok(()));
+    }
+}

@@ -1,0 +1,13 @@
+//! Decisions without I/O: plain values, the time passed in, unit-tested without a
+//! runtime. The session drivers feed them what happened and act on the answer.
+//!
+//! - [`attempts`]: which authentication attempts count, and when to hang up (sshd's
+//!   MaxAuthTries rules).
+//! - [`failure_times`]: how long a refused password takes, so that a name the proxy
+//!   does not know fails as slowly as a real one.
+//! - [`penalty`]: per-source penalties and early drop of unauthenticated connections
+//!   (sshd's PerSourcePenalties and MaxStartups).
+
+pub mod attempts;
+pub mod failure_times;
+pub mod penalty;
