@@ -90,8 +90,7 @@ impl Admission {
         lock(&self.penalties).penalise(addr, offence, now, &config.penalties)
     }
 
-    /// Forget penalties that ran out (called now and then, so that the table does not
-    /// keep sources that went away).
+    /// Forget penalties that ran out (penalising does it every few seconds too).
     pub fn expire_penalties(&self, now: Instant) {
         lock(&self.penalties).expire(now);
     }
@@ -104,6 +103,16 @@ impl Admission {
     /// How long the proxy's own answer (a decoy) should take; `pick` is random.
     pub fn decoy_time(&self, answer: Answer, pick: u64) -> Duration {
         lock(&self.failure_times).decoy(answer, pick)
+    }
+
+    /// A real upstream answered a keyboard-interactive request with a prompt or not.
+    pub fn record_prompted(&self, prompted: bool) {
+        lock(&self.failure_times).record_prompted(prompted);
+    }
+
+    /// Whether the decoy prompts for keyboard-interactive, as most upstreams recently did.
+    pub fn decoy_prompts(&self) -> bool {
+        lock(&self.failure_times).decoy_prompts()
     }
 }
 

@@ -107,9 +107,9 @@ pub struct Limits {
     pub buffer_pool_bytes_per_shard: usize,
     /// On SIGTERM/SIGINT, how long running sessions may go on before the process exits.
     pub shutdown_grace: Duration,
-    /// Upstream connections per server, whole proxy, made for clients that have not
-    /// authenticated yet (see `src/preauth.rs`); 0: public-key logins always connect
-    /// after the client's signature is checked.
+    /// Upstream connections per server, whole proxy, held for clients that have not
+    /// authenticated yet, warm ones included (see `src/preauth.rs`); 0: no cap, and
+    /// logins connect only when they need the server.
     pub preauth_upstream_connections: usize,
     /// Authentication attempts per connection before the proxy hangs up, counted as
     /// sshd counts them (`MaxAuthTries`).

@@ -460,6 +460,9 @@ impl Leg {
 
     /// Handshake-phase receive: the next upper-layer message or transport event.
     pub async fn recv(&self, rx: &mut RxBuf) -> Result<Received, LegError> {
+        // When the packet now being received must be complete (see `set_packet_timeout`):
+        // set when its first bytes are in, for the whole packet, not per read.
+        let mut deadline: Option<Instant> = None;
         loop {
             if let Some(e) = self.transport.borrow_mut().poll_event() {
                 return Ok(Received::Event(e));
@@ -469,7 +472,10 @@ impl Leg {
                 .borrow_mut()
                 .read(rx.filled(), Instant::now());
             match r {
-                Ok(Input::Consumed(n)) => rx.consume(n),
+                Ok(Input::Consumed(n)) => {
+                    rx.consume(n);
+                    deadline = None;
+                }
                 Ok(Input::Packet { len, payload }) => {
                     let p = rx.data()[rx.start + payload.start..rx.start + payload.end].to_vec();
                     rx.consume(len);
@@ -510,11 +516,16 @@ impl Leg {
                     }
                     // Part of a packet (or of the identification line) is in: the rest
                     // must follow in time.
-                    let limit = self.packet_timeout.get().filter(|_| !rx.is_empty());
+                    if rx.is_empty() {
+                        deadline = None;
+                    } else if let Some(limit) = self.packet_timeout.get() {
+                        deadline.get_or_insert_with(|| Instant::now() + limit);
+                    }
                     let read = self.read_some(rx.unfilled());
-                    let n = match limit {
-                        Some(limit) => {
-                            match glommio::timer::timeout(limit, async { Ok(read.await) }).await {
+                    let n = match deadline {
+                        Some(deadline) => {
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            match glommio::timer::timeout(left, async { Ok(read.await) }).await {
                                 Ok(r) => r?,
                                 Err(_) => {
                                     self.disconnect(

@@ -13,7 +13,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Architecture (see DESIGN.md): one glommio executor per core ([`shard`]), each with its
+//! Architecture (README "Layout"): one glommio executor per core ([`shard`]), each with its
 //! own SO_REUSEPORT listener ([`listener`]); a session and everything it does runs on the
 //! shard that accepted it.
 

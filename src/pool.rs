@@ -18,8 +18,8 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-/// Size of a relay buffer: the largest packet we accept (256 KiB, see DESIGN.md "Packet
-/// limits") plus headroom for the length field, padding and MAC/tag of the other leg.
+/// Size of a relay buffer: the largest packet we accept (256 KiB, the transport's cap in
+/// `sshr_protocol::packet`) plus headroom for the length field, padding and MAC/tag of the other leg.
 pub const RELAY_BUFFER_SIZE: usize = 256 * 1024 + 1024;
 
 /// A byte budget for the receive buffers of unauthenticated connections, per shard.

@@ -9,10 +9,11 @@
 //!
 //! - a public-key login whose signature has been checked ([`Claim::Proven`]) may use
 //!   any slot, and is served first when it has to wait;
-//! - password and keyboard-interactive logins, the early connection of a public-key login
-//!   that has not signed yet, and warm connections ([`Claim::Unproven`]) may use all but
-//!   [`reserved`] of them. So whatever unproven clients do, a proven login finds a slot
-//!   as soon as another proven login's upstream login is done (milliseconds).
+//! - password and keyboard-interactive logins and the early connection of a public-key
+//!   login that has not signed yet ([`Claim::Unproven`]) may use all but [`reserved`] of
+//!   them. So whatever unproven clients do, a proven login finds a slot as soon as
+//!   another proven login's upstream login is done (milliseconds);
+//! - warm connections ([`Claim::Spare`]) may use half of the unproven ones.
 //!
 //! A slot is a [`PreauthSlot`] value: dropping it (the login ended, either way, or the
 //! upstream login succeeded) frees it and hands it to the next waiter. Waiting is
@@ -29,13 +30,20 @@ use std::task::{Poll, Waker};
 pub enum Claim {
     /// The client proved who it is (a checked public-key signature).
     Proven,
-    /// The client proved nothing yet, or no client at all (a warm connection).
+    /// The client proved nothing yet.
     Unproven,
+    /// No client at all: a warm connection (`src/warm.rs`). It may only use half of the
+    /// unproven slots, so that clients always find some, on every shard.
+    Spare,
 }
 
-/// Slots of `limit` that only proven logins may use: a quarter (none below 4).
+/// Slots of `limit` that only proven logins may use: a quarter, at least one (none when
+/// the limit is 1: then password logins could never connect).
 pub fn reserved(limit: usize) -> usize {
-    limit / 4
+    match limit {
+        0 | 1 => 0,
+        _ => (limit / 4).max(1),
+    }
 }
 
 /// The slots of every upstream server, shared by all shards.
@@ -44,6 +52,8 @@ pub struct PreauthCounts(Mutex<HashMap<String, Server>>);
 
 #[derive(Default)]
 struct Server {
+    /// The cap as last asked with (a reload may change it).
+    limit: usize,
     held: usize,
     /// Waiting claims, oldest first; proven ones are served before any unproven one.
     waiters: VecDeque<Arc<Waiter>>,
@@ -51,7 +61,6 @@ struct Server {
 
 struct Waiter {
     claim: Claim,
-    limit: usize,
     state: Mutex<WaiterState>,
 }
 
@@ -66,10 +75,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Server {
-    fn room(&self, claim: Claim, limit: usize) -> bool {
+    fn room(&self, claim: Claim) -> bool {
+        let limit = self.limit;
         let cap = match claim {
             Claim::Proven => limit,
             Claim::Unproven => limit - reserved(limit),
+            Claim::Spare => (limit - reserved(limit)) / 2,
         };
         self.held < cap
     }
@@ -89,8 +100,7 @@ impl Server {
                     Some(0)
                 });
             let Some(i) = next else { break };
-            let (claim, limit) = (self.waiters[i].claim, self.waiters[i].limit);
-            if !self.room(claim, limit) {
+            if !self.room(self.waiters[i].claim) {
                 break;
             }
             let Some(w) = self.waiters.remove(i) else {
@@ -108,7 +118,7 @@ impl Server {
         match claim {
             // A proven claim only queues behind other proven ones.
             Claim::Proven => self.waiters.iter().any(|w| w.claim == Claim::Proven),
-            Claim::Unproven => !self.waiters.is_empty(),
+            Claim::Unproven | Claim::Spare => !self.waiters.is_empty(),
         }
     }
 }
@@ -128,7 +138,8 @@ impl PreauthCounts {
     ) -> Option<PreauthSlot> {
         let mut servers = lock(&self.0);
         let server = servers.entry(addr.to_owned()).or_default();
-        if server.has_waiting(claim) || !server.room(claim, limit) {
+        server.limit = limit;
+        if server.has_waiting(claim) || !server.room(claim) {
             if server.held == 0 && server.waiters.is_empty() {
                 servers.remove(addr);
             }
@@ -146,14 +157,14 @@ impl PreauthCounts {
         }
         let waiter = Arc::new(Waiter {
             claim,
-            limit,
             state: Mutex::default(),
         });
-        lock(&self.0)
-            .entry(addr.to_owned())
-            .or_default()
-            .waiters
-            .push_back(waiter.clone());
+        {
+            let mut servers = lock(&self.0);
+            let server = servers.entry(addr.to_owned()).or_default();
+            server.limit = limit;
+            server.waiters.push_back(waiter.clone());
+        }
         // Taken out of the queue (or its granted slot handed on) if this future is
         // dropped before it resolves.
         let mut queued = Queued {
@@ -241,6 +252,8 @@ impl Drop for Queued<'_> {
         if granted {
             self.counts.release(self.addr);
         } else {
+            // The queue head may have been what held the others back.
+            self.counts.regrant(self.addr);
             let mut servers = lock(&self.counts.0);
             if servers
                 .get(self.addr)
@@ -311,8 +324,16 @@ mod tests {
         );
         assert_eq!(counts.held("a:22"), 8);
         drop((unproven, p1, p2));
-        // Small caps have no reserve: a password login still gets the only slot.
-        assert_eq!(reserved(3), 0);
+        assert_eq!((reserved(2), reserved(3), reserved(7)), (1, 1, 1));
+        // Warm connections take at most half of the unproven slots.
+        let spare: Vec<_> = (0..3)
+            .map(|_| counts.try_take("b:22", Claim::Spare, 8).expect("room"))
+            .collect();
+        assert!(counts.try_take("b:22", Claim::Spare, 8).is_none());
+        assert!(counts.try_take("b:22", Claim::Unproven, 8).is_some());
+        drop(spare);
+        // A cap of 1 has no reserve: a password login still gets the only slot.
+        assert_eq!(reserved(1), 0);
         assert!(counts.try_take("a:22", Claim::Unproven, 1).is_some());
     }
 

@@ -2,6 +2,7 @@
 //! connection (started as soon as the user name is known, so that its key exchange
 //! overlaps the client's authentication), then the relay.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -74,33 +75,49 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
     let span = tracing::info_span!("session", id = format_args!("{id:x}"), %peer);
     async move {
         let mut unauthenticated = ctx.shard.admission.unauthenticated();
-        let transport = Transport::server(
-            ctx.transport.clone(),
-            ctx.shard.host_keys.clone(),
-            seed(),
-            Instant::now(),
-        );
-        let client = Rc::new(Leg::new(Side::Client, stream, transport));
+        // (One statement: a local kept to the end of the block would take its room in
+        // this future's state for the whole session.)
+        let client = Rc::new(Leg::new(
+            Side::Client,
+            stream,
+            Transport::server(
+                ctx.transport.clone(),
+                ctx.shard.host_keys.clone(),
+                seed(),
+                Instant::now(),
+            ),
+        ));
         // Until the login, a started packet must complete in time, and what it makes
         // the buffer grow is charged to the shard's handshake budget.
         client.set_packet_timeout(Some(ctx.config.limits.packet_timeout));
         let mut rx = RxBuf::with_budget(ctx.shard.handshake_budget.clone());
         let started = Instant::now();
         let mut attempts = AuthAttempts::new(ctx.config.limits.max_auth_tries);
+        // Set while the login waits on the proxy's side (hooks, an upstream slot or
+        // connection): a timeout then is not the client's fault.
+        let waiting = Cell::new(false);
         let auth_timeout = ctx.config.limits.auth_timeout;
+        // Whichever comes first: the end of authentication, the auth timeout, or the end
+        // of the shutdown grace period. (Awaited in place rather than through a timeout
+        // helper, which would hold the authentication state twice.)
         let outcome = futures_lite::future::or(
             async {
-                let auth = authenticate(&ctx, &client, &mut rx, peer, id, &mut attempts);
-                match glommio::timer::timeout(auth_timeout, async { Ok(auth.await) }).await {
-                    Ok(Ok(login)) => AuthOutcome::Login(login),
-                    Ok(Err(end)) => AuthOutcome::Ended(end),
-                    Err(_) => AuthOutcome::TimedOut,
+                match authenticate(&ctx, &client, &mut rx, peer, id, &mut attempts, &waiting).await
+                {
+                    Ok(login) => AuthOutcome::Login(login),
+                    Err(end) => AuthOutcome::Ended(end),
                 }
             },
-            async {
-                ctx.shard.sessions_stopped().await;
-                AuthOutcome::Stopped
-            },
+            futures_lite::future::or(
+                async {
+                    glommio::timer::sleep(auth_timeout).await;
+                    AuthOutcome::TimedOut
+                },
+                async {
+                    ctx.shard.sessions_stopped().await;
+                    AuthOutcome::Stopped
+                },
+            ),
         )
         .await;
         let login = match outcome {
@@ -108,19 +125,23 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
             AuthOutcome::TimedOut => {
                 ctx.shard.metrics.auth_failure(AuthFailure::Timeout);
                 info!(client = %peer, "authentication timed out");
-                penalise(&ctx, peer, Offence::GraceExceeded);
+                if !waiting.get() {
+                    penalise(&ctx, peer, Offence::GraceExceeded);
+                }
                 client
                     .disconnect(disconnect::BY_APPLICATION, "sshr: authentication timed out")
                     .await;
                 return;
             }
             AuthOutcome::Ended(end) => {
-                let offence = if attempts.failures() > 0 {
-                    Offence::AuthFail
-                } else {
-                    Offence::NoAuth
-                };
-                penalise(&ctx, peer, offence);
+                if end.is_the_clients_doing() {
+                    let offence = if attempts.failures() > 0 {
+                        Offence::AuthFail
+                    } else {
+                        Offence::NoAuth
+                    };
+                    penalise(&ctx, peer, offence);
+                }
                 end.finish(&ctx, &client).await;
                 return;
             }
@@ -169,6 +190,22 @@ enum AuthOutcome {
     Stopped,
 }
 
+/// Marks the login as waiting on the proxy's side while it lives.
+struct Waiting<'a>(&'a Cell<bool>);
+
+impl<'a> Waiting<'a> {
+    fn on(flag: &'a Cell<bool>) -> Self {
+        flag.set(true);
+        Waiting(flag)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
 /// A connection from `peer` ended without a login: count it against its source.
 fn penalise(ctx: &SessionEnv, peer: SocketAddr, offence: Offence) {
     let refused_now = ctx
@@ -214,6 +251,19 @@ impl From<LegError> for AuthEnd {
 }
 
 impl AuthEnd {
+    /// Whether the client, rather than its server, a hook or the proxy's own limits,
+    /// ended the login (only then does its source earn a penalty).
+    fn is_the_clients_doing(&self) -> bool {
+        !matches!(
+            self,
+            AuthEnd::Leg(LegError::Busy { .. })
+                | AuthEnd::Refuse {
+                    failure: AuthFailure::UpstreamRejected | AuthFailure::HookError,
+                    ..
+                }
+        )
+    }
+
     async fn finish(self, ctx: &SessionEnv, client: &Leg) {
         match self {
             AuthEnd::Leg(e) => {
@@ -255,11 +305,12 @@ enum Link {
     None,
     Connecting {
         task: Task<Result<UpstreamConn, UpstreamError>>,
-        _slot: PreauthSlot,
+        /// `None` when the cap is off (`preauth_upstream_connections = 0`).
+        _slot: Option<PreauthSlot>,
     },
     Ready {
         conn: UpstreamConn,
-        _slot: PreauthSlot,
+        _slot: Option<PreauthSlot>,
         /// It came from the warm pool (`src/warm.rs`).
         warm: bool,
     },
@@ -412,13 +463,15 @@ fn try_open(ctx: &SessionEnv, u: &Upstream, prefer: CipherPreference) -> Link {
         return link;
     }
     let limit = ctx.config.limits.preauth_upstream_connections;
+    // A cap of 0 turns the cap off, and with it the early connection: logins connect
+    // when they need the server.
     match ctx
         .shard
         .admission
         .slots
         .try_take(&u.addr, Claim::Unproven, limit)
     {
-        Some(slot) => connect(ctx, u, prefer, slot),
+        Some(slot) => connect(ctx, u, prefer, Some(slot)),
         None => Link::None,
     }
 }
@@ -430,7 +483,10 @@ async fn open(ctx: &SessionEnv, u: &Upstream, prefer: CipherPreference, claim: C
         return link;
     }
     let limit = ctx.config.limits.preauth_upstream_connections;
-    let slot = ctx.shard.admission.slots.take(&u.addr, claim, limit).await;
+    let slot = match limit {
+        0 => None,
+        _ => Some(ctx.shard.admission.slots.take(&u.addr, claim, limit).await),
+    };
     connect(ctx, u, prefer, slot)
 }
 
@@ -446,7 +502,12 @@ fn take_warm(ctx: &SessionEnv, u: &Upstream, prefer: CipherPreference) -> Option
     })
 }
 
-fn connect(ctx: &SessionEnv, u: &Upstream, prefer: CipherPreference, slot: PreauthSlot) -> Link {
+fn connect(
+    ctx: &SessionEnv,
+    u: &Upstream,
+    prefer: CipherPreference,
+    slot: Option<PreauthSlot>,
+) -> Link {
     let u = u.clone();
     let config = ctx.transport.clone();
     let timeout = ctx.config.limits.connect_timeout;
@@ -531,6 +592,7 @@ fn key_fingerprint(algorithm: &str, key_blob: &[u8]) -> Option<String> {
         .map(|(k, _)| k.fingerprint().to_string())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn authenticate(
     ctx: &SessionEnv,
     client: &Rc<Leg>,
@@ -538,6 +600,7 @@ async fn authenticate(
     peer: SocketAddr,
     id: u64,
     attempts: &mut AuthAttempts,
+    waiting: &Cell<bool>,
 ) -> Result<Login, AuthEnd> {
     let mut pending: Option<Pending> = None;
     // A message read while passing keyboard-interactive through that must be handled
@@ -594,7 +657,10 @@ async fn authenticate(
             ));
         }
         match &pending {
-            None => pending = Some(Pending::start(ctx, client, req.user, peer, id).await),
+            None => {
+                let _waiting = Waiting::on(waiting);
+                pending = Some(Pending::start(ctx, client, req.user, peer, id).await);
+            }
             // As OpenSSH: the user name may not change between attempts.
             Some(p) if p.user != req.user => {
                 return Err(refuse(
@@ -738,7 +804,11 @@ async fn authenticate(
                     }
                 };
                 // Proven: this login gets a slot before any unproven one.
-                let conn = match p.connection(ctx, Claim::Proven).await {
+                let connection = {
+                    let _waiting = Waiting::on(waiting);
+                    p.connection(ctx, Claim::Proven).await
+                };
+                let conn = match connection {
                     Ok(conn) => conn,
                     Err(message) => {
                         return Err(refuse(
@@ -781,7 +851,10 @@ async fn authenticate(
                     ),
                     // Waits for a slot while the server has as many unproven connections
                     // as allowed (the auth timeout ends the wait).
-                    Some(user) => match p.connection(ctx, Claim::Unproven).await {
+                    Some(user) => match {
+                        let _waiting = Waiting::on(waiting);
+                        p.connection(ctx, Claim::Unproven).await
+                    } {
                         Ok(conn) => match conn.pass_through(&user, method).await {
                             Ok(()) => (
                                 pass_replies(
@@ -792,6 +865,7 @@ async fn authenticate(
                                     &mut carried,
                                     &mut banners,
                                     started,
+                                    keyboard_interactive,
                                 )
                                 .await?,
                                 FailedBecause::UpstreamRefused,
@@ -824,7 +898,7 @@ async fn authenticate(
                             Passed::Failure {
                                 partial: false,
                                 since: Instant::now(),
-                                decoy: true,
+                                mimic: Some(Answer::KeyboardRefusal),
                             }
                         } else {
                             decoy(ctx, client, keyboard_interactive, rx, &mut carried, started)
@@ -843,15 +917,16 @@ async fn authenticate(
                     Passed::Failure {
                         partial,
                         since,
-                        decoy,
+                        mimic,
                     } => {
                         // A real refusal takes at least MIN_FAILURE_TIME; the proxy's own
                         // takes as long as real ones typically do (`core::failure_times`).
-                        let wait = if decoy {
-                            let pick = rand_core::OsRng.next_u64();
-                            ctx.shard.admission.decoy_time(Answer::Refusal, pick)
-                        } else {
-                            MIN_FAILURE_TIME
+                        let wait = match mimic {
+                            Some(answer) => {
+                                let pick = rand_core::OsRng.next_u64();
+                                ctx.shard.admission.decoy_time(answer, pick)
+                            }
+                            None => MIN_FAILURE_TIME,
                         };
                         glommio::timer::sleep(wait.saturating_sub(since.elapsed())).await;
                         failed_attempt(
@@ -868,8 +943,8 @@ async fn authenticate(
 }
 
 /// The answer an unknown user gets to password or keyboard-interactive: what a real
-/// upstream would do (a "Password: " prompt for keyboard-interactive, after as long as
-/// real prompts take), then failure (timed by the caller).
+/// upstream would do (for keyboard-interactive a "Password: " prompt, after as long as
+/// real prompts take, if most upstreams prompt), then failure (timed by the caller).
 async fn decoy(
     ctx: &SessionEnv,
     client: &Leg,
@@ -878,6 +953,15 @@ async fn decoy(
     carried: &mut Option<Vec<u8>>,
     started: Instant,
 ) -> Result<Passed, AuthEnd> {
+    if keyboard_interactive && !ctx.shard.admission.decoy_prompts() {
+        // Most upstreams refuse keyboard-interactive at once (sshd's default): so does
+        // the decoy, padded like theirs.
+        return Ok(Passed::Failure {
+            partial: false,
+            since: started,
+            mimic: None,
+        });
+    }
     if keyboard_interactive {
         let pick = rand_core::OsRng.next_u64();
         let wait = ctx.shard.admission.decoy_time(Answer::Prompt, pick);
@@ -902,17 +986,30 @@ async fn decoy(
             *carried = Some(answer);
             return Ok(Passed::Interrupted);
         }
+        // Judged like a real answer (`pass_replies`): a malformed one ends the session
+        // for a known name too.
+        if InfoResponse::parse(&answer).is_err() {
+            return Err(malformed_info_response());
+        }
         return Ok(Passed::Failure {
             partial: false,
             since: Instant::now(),
-            decoy: true,
+            mimic: Some(Answer::KeyboardRefusal),
         });
     }
     Ok(Passed::Failure {
         partial: false,
         since: started,
-        decoy: true,
+        mimic: Some(Answer::PasswordRefusal),
     })
+}
+
+fn malformed_info_response() -> AuthEnd {
+    refuse(
+        disconnect::PROTOCOL_ERROR,
+        "sshr: malformed keyboard-interactive response",
+        AuthFailure::Aborted,
+    )
 }
 
 enum Passed {
@@ -921,8 +1018,10 @@ enum Passed {
         partial: bool,
         /// When the client's last input (the password, or the last answer) went in.
         since: Instant,
-        /// The proxy answers itself (no such user, or its server is down).
-        decoy: bool,
+        /// The proxy answers itself (no such user, or its server is down), taking as
+        /// long as real upstreams take for this answer; `None`: a real refusal, or one
+        /// the proxy pads only to MIN_FAILURE_TIME.
+        mimic: Option<Answer>,
     },
     /// The client started another request instead of answering; it is in `carried`.
     Interrupted,
@@ -937,6 +1036,7 @@ enum Passed {
 /// requests) and the client's responses, until the upstream decides. Banners are kept in
 /// `banners` and shown only on success: a name the proxy does not know gets none, so a
 /// banner before the password would tell that the account exists.
+#[allow(clippy::too_many_arguments)]
 async fn pass_replies(
     ctx: &SessionEnv,
     client: &Leg,
@@ -945,6 +1045,7 @@ async fn pass_replies(
     carried: &mut Option<Vec<u8>>,
     banners: &mut Vec<Vec<u8>>,
     started: Instant,
+    keyboard_interactive: bool,
 ) -> Result<Passed, AuthEnd> {
     let mut asked = false;
     // When the client's last input went upstream: the upstream's answer is timed from
@@ -958,15 +1059,21 @@ async fn pass_replies(
         match reply {
             UpstreamReply::Success => return Ok(Passed::Success),
             UpstreamReply::Failure { partial_success } => {
-                if !partial_success {
-                    ctx.shard
-                        .admission
-                        .record_answer(Answer::Refusal, since.elapsed());
+                // Only refusals of what a user typed are timed; a keyboard-interactive
+                // request refused at once is a refusal without a prompt.
+                let admission = &ctx.shard.admission;
+                match (keyboard_interactive, asked) {
+                    _ if partial_success => {}
+                    (false, _) => admission.record_answer(Answer::PasswordRefusal, since.elapsed()),
+                    (true, true) => {
+                        admission.record_answer(Answer::KeyboardRefusal, since.elapsed())
+                    }
+                    (true, false) => admission.record_prompted(false),
                 }
                 return Ok(Passed::Failure {
                     partial: partial_success,
                     since,
-                    decoy: false,
+                    mimic: None,
                 });
             }
             UpstreamReply::ForClient(p) if p[0] == msg::USERAUTH_BANNER => {
@@ -977,10 +1084,11 @@ async fn pass_replies(
             UpstreamReply::ForClient(p) => {
                 // INFO_REQUEST (keyboard-interactive) or PASSWD_CHANGEREQ (password):
                 // the user answers, and the answer goes back unchanged.
-                if !asked {
+                if !asked && keyboard_interactive {
                     ctx.shard
                         .admission
                         .record_answer(Answer::Prompt, since.elapsed());
+                    ctx.shard.admission.record_prompted(true);
                 }
                 client.send(&p).await?;
                 asked = true;
@@ -993,11 +1101,7 @@ async fn pass_replies(
                 match answer[0] {
                     msg::USERAUTH_INFO_RESPONSE => {
                         if InfoResponse::parse(&answer).is_err() {
-                            return Err(refuse(
-                                disconnect::PROTOCOL_ERROR,
-                                "sshr: malformed keyboard-interactive response",
-                                AuthFailure::Aborted,
-                            ));
+                            return Err(malformed_info_response());
                         }
                         if let Err(e) = conn.leg.send(&answer).await {
                             return Ok(Passed::UpstreamFailed {

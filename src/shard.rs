@@ -642,8 +642,8 @@ impl RunningServer {
     /// Applies a new configuration to new sessions: limits, rekey, users (with the
     /// default hooks, whose `authorized_keys_file`s are read again) and `[hooks]`
     /// settings; custom hooks are rebuilt by their factory. Settings bound at start
-    /// (listen addresses, keys, workers, metrics endpoint, buffer pool size) keep their
-    /// running values, with a warning.
+    /// (listen addresses, keys, workers, metrics endpoint, buffer pool and handshake
+    /// budget sizes) keep their running values, with a warning.
     pub fn reload(&mut self, mut config: Config) {
         let running = self.shared.generation().config;
         let mut restart_only = Vec::new();
@@ -665,6 +665,13 @@ impl RunningServer {
         if config.limits.buffer_pool_bytes_per_shard != running.limits.buffer_pool_bytes_per_shard {
             restart_only.push("limits.buffer_pool_bytes_per_shard");
             config.limits.buffer_pool_bytes_per_shard = running.limits.buffer_pool_bytes_per_shard;
+        }
+        if config.limits.preauth_buffer_bytes_per_shard
+            != running.limits.preauth_buffer_bytes_per_shard
+        {
+            restart_only.push("limits.preauth_buffer_bytes_per_shard");
+            config.limits.preauth_buffer_bytes_per_shard =
+                running.limits.preauth_buffer_bytes_per_shard;
         }
         if !restart_only.is_empty() {
             tracing::warn!(keys = ?restart_only, "these settings take effect only at restart");

@@ -483,7 +483,7 @@ impl SessionTunnels {
                     mode = %t.mode,
                     unit = %Unit(t.unit),
                     reason,
-                    description,
+                    description = %Untrusted(description),
                     "tunnel refused by the upstream"
                 );
                 metrics::counter!("sshr_tunnels_refused_total", "reason" => "upstream")

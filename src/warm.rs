@@ -18,10 +18,11 @@
 //! cipher matches the client leg so that the relay re-seals packets in place.
 //!
 //! Each warm connection holds one of its server's slots of
-//! `limits.preauth_upstream_connections` (`src/preauth.rs`), taken as an unproven claim:
-//! it never uses the slots kept for proven logins, and the proxy as a whole never holds
-//! more unauthenticated connections to a server than that cap. The slot goes with the
-//! connection to the login that takes it.
+//! `limits.preauth_upstream_connections` (`src/preauth.rs`), taken as a spare claim: at
+//! most half of the slots unproven clients may use, never the ones kept for proven
+//! logins, so the proxy as a whole never holds more unauthenticated connections to a
+//! server than that cap and clients on every shard still find slots. The slot goes with
+//! the connection to the login that takes it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -48,13 +49,14 @@ struct Warm {
     host_key: HostKeyPolicy,
     prefer: CipherPreference,
     conn: UpstreamConn,
-    slot: PreauthSlot,
+    slot: Option<PreauthSlot>,
 }
 
-/// A warm connection handed to a login, with the slot it holds.
+/// A warm connection handed to a login, with the slot it holds (`None` when the cap is
+/// off: `preauth_upstream_connections = 0`).
 pub struct Taken {
     pub conn: UpstreamConn,
-    pub slot: PreauthSlot,
+    pub slot: Option<PreauthSlot>,
 }
 
 struct Making {
@@ -160,8 +162,12 @@ impl WarmPool {
         {
             return;
         }
-        let Some(slot) = slots.try_take(&upstream.addr, Claim::Unproven, slot_limit) else {
-            return;
+        let slot = match slot_limit {
+            0 => None,
+            _ => match slots.try_take(&upstream.addr, Claim::Spare, slot_limit) {
+                Some(slot) => Some(slot),
+                None => return,
+            },
         };
         let making_id = self.next_id.get();
         self.next_id.set(making_id + 1);
@@ -204,7 +210,7 @@ impl WarmPool {
         upstream: Upstream,
         prefer: CipherPreference,
         conn: UpstreamConn,
-        slot: PreauthSlot,
+        slot: Option<PreauthSlot>,
         idle: Duration,
     ) {
         let id = self.next_id.get();

@@ -681,14 +681,14 @@ fn tunnel_through_sshr(tag: &str, mode: Mode) {
     assert_eq!(
         lines_with(
             &log,
-            &["tunnel opened", "user=alice", &mode_field, "unit=0"]
+            &["tunnel opened", "user=\"alice\"", &mode_field, "unit=0"]
         )
         .len(),
         1,
         "{}",
         lab.logs()
     );
-    let reports = lines_with(&log, &["tunnel open ", "user=alice", "duration_s="]);
+    let reports = lines_with(&log, &["tunnel open ", "user=\"alice\"", "duration_s="]);
     assert!(!reports.is_empty(), "no periodic tunnel records\n{log}");
     let last = reports.last().unwrap();
     assert!(
@@ -696,7 +696,7 @@ fn tunnel_through_sshr(tag: &str, mode: Mode) {
         "the periodic record does not count the transfer: {last}"
     );
     for alert in ["tunnels.max_duration_secs", "tunnels.max_bytes"] {
-        let alerts = lines_with(&log, &["WARN", "tunnel alert", alert, "user=alice"]);
+        let alerts = lines_with(&log, &["WARN", "tunnel alert", alert, "user=\"alice\""]);
         assert_eq!(alerts.len(), 1, "alert {alert} once:\n{log}");
     }
     let metrics = lab.metrics();
@@ -728,7 +728,7 @@ fn tunnel_through_sshr(tag: &str, mode: Mode) {
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     let closed = loop {
-        let closed = lines_with(&lab.log("sshr.log"), &["tunnel closed", "user=alice"]);
+        let closed = lines_with(&lab.log("sshr.log"), &["tunnel closed", "user=\"alice\""]);
         if !closed.is_empty() || Instant::now() > deadline {
             break closed;
         }
@@ -820,12 +820,12 @@ fn tunnels_outside_the_policy_are_refused_and_logged() {
     );
     assert_eq!(refused.len(), 2, "{log}");
     assert!(
-        refused[0].contains("user=bob") && refused[0].contains("policy=deny"),
+        refused[0].contains("user=\"bob\"") && refused[0].contains("policy=deny"),
         "{}",
         refused[0]
     );
     assert!(
-        refused[1].contains("user=alice")
+        refused[1].contains("user=\"alice\"")
             && refused[1].contains("mode=ethernet")
             && refused[1].contains("policy=point-to-point"),
         "{}",

@@ -10,8 +10,8 @@ pub enum Error {
     /// The peer broke the protocol; we send DISCONNECT with a matching reason code.
     #[error("peer misbehaved: {0}")]
     Peer(#[from] PeerMisbehaved),
-    /// The peer sent DISCONNECT.
-    #[error("peer disconnected (reason {reason}): {description}")]
+    /// The peer sent DISCONNECT. `description` is escaped and cut (`crate::text`).
+    #[error("peer disconnected (reason {reason}): \"{description}\"")]
     PeerDisconnected { reason: u32, description: String },
     /// No algorithm in common for one of the negotiated lists.
     #[error("no common {what} algorithm (ours: {ours}; theirs: {theirs})")]

@@ -19,12 +19,15 @@ pub const MIN_FAILURE_TIME: Duration = Duration::from_millis(300);
 /// Longest decoy wait (an upstream that hung does not make every decoy hang).
 pub const MAX_DECOY_TIME: Duration = Duration::from_secs(10);
 
-/// Which answer of the upstream was timed.
+/// Which answer of the upstream was timed. Each is remembered apart: a PAM upstream
+/// refuses a password slowly but may refuse keyboard-interactive at once, and mixing the
+/// two would make decoys stand out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Answer {
-    /// From the client's password (or its last keyboard-interactive response) to the
-    /// upstream's refusal.
-    Refusal,
+    /// From the client's password to the upstream's refusal.
+    PasswordRefusal,
+    /// From the client's last keyboard-interactive response to the upstream's refusal.
+    KeyboardRefusal,
     /// From a keyboard-interactive request to the upstream's first prompt.
     Prompt,
 }
@@ -32,25 +35,47 @@ pub enum Answer {
 /// Recent answer times (see the module documentation).
 #[derive(Debug, Default)]
 pub struct FailureTimes {
-    refusals: VecDeque<Duration>,
+    password_refusals: VecDeque<Duration>,
+    keyboard_refusals: VecDeque<Duration>,
     prompts: VecDeque<Duration>,
+    /// Whether recent keyboard-interactive requests got a prompt (true) or an immediate
+    /// refusal (false: the upstream does not offer it, e.g. sshd's default
+    /// `KbdInteractiveAuthentication no`).
+    prompted: VecDeque<bool>,
+}
+
+fn push<T>(window: &mut VecDeque<T>, value: T) {
+    if window.len() == WINDOW {
+        window.pop_front();
+    }
+    window.push_back(value);
 }
 
 impl FailureTimes {
     fn window(&mut self, answer: Answer) -> &mut VecDeque<Duration> {
         match answer {
-            Answer::Refusal => &mut self.refusals,
+            Answer::PasswordRefusal => &mut self.password_refusals,
+            Answer::KeyboardRefusal => &mut self.keyboard_refusals,
             Answer::Prompt => &mut self.prompts,
         }
     }
 
     /// A real upstream took `took` to give `answer`.
     pub fn record(&mut self, answer: Answer, took: Duration) {
-        let w = self.window(answer);
-        if w.len() == WINDOW {
-            w.pop_front();
-        }
-        w.push_back(took.min(MAX_DECOY_TIME));
+        push(self.window(answer), took.min(MAX_DECOY_TIME));
+    }
+
+    /// A real upstream answered a keyboard-interactive request with a prompt (`true`) or
+    /// refused it at once (`false`).
+    pub fn record_prompted(&mut self, prompted: bool) {
+        push(&mut self.prompted, prompted);
+    }
+
+    /// Whether a decoy should prompt for keyboard-interactive: as most recent real
+    /// upstreams did (yes, until one is known).
+    pub fn decoy_prompts(&self) -> bool {
+        let yes = self.prompted.iter().filter(|p| **p).count();
+        yes * 2 >= self.prompted.len()
     }
 
     /// How long the decoy takes for `answer`: one of the middle half of the recent
@@ -68,7 +93,7 @@ impl FailureTimes {
             sorted[q1 + (pick % (q3 - q1 + 1) as u64) as usize]
         };
         match answer {
-            Answer::Refusal => typical.max(MIN_FAILURE_TIME),
+            Answer::PasswordRefusal | Answer::KeyboardRefusal => typical.max(MIN_FAILURE_TIME),
             Answer::Prompt => typical,
         }
     }
@@ -85,36 +110,48 @@ mod tests {
     #[test]
     fn decoys_take_as_long_as_typical_real_refusals() {
         let mut t = FailureTimes::default();
-        assert_eq!(
-            t.decoy(Answer::Refusal, 7),
-            MIN_FAILURE_TIME,
-            "nothing known yet"
-        );
+        let password = Answer::PasswordRefusal;
+        assert_eq!(t.decoy(password, 7), MIN_FAILURE_TIME, "nothing known yet");
         assert_eq!(t.decoy(Answer::Prompt, 7), Duration::ZERO);
         // A PAM upstream: about 3 s, with one fast outlier and one hung answer.
         for took in [2900, 2950, 3000, 3050, 2980, 20, 60_000, 2990] {
-            t.record(Answer::Refusal, ms(took));
+            t.record(password, ms(took));
         }
         for pick in 0..20 {
-            let d = t.decoy(Answer::Refusal, pick);
+            let d = t.decoy(password, pick);
             assert!(d >= ms(2900) && d <= ms(3050), "{d:?}");
         }
         t.record(Answer::Prompt, ms(12));
         assert_eq!(t.decoy(Answer::Prompt, 3), ms(12));
+        // Keyboard-interactive refusals are their own: none known yet.
+        assert_eq!(t.decoy(Answer::KeyboardRefusal, 3), MIN_FAILURE_TIME);
+    }
+
+    #[test]
+    fn decoys_prompt_as_most_real_upstreams_do() {
+        let mut t = FailureTimes::default();
+        assert!(t.decoy_prompts(), "until known");
+        t.record_prompted(false);
+        t.record_prompted(false);
+        t.record_prompted(true);
+        assert!(!t.decoy_prompts());
+        t.record_prompted(true);
+        assert!(t.decoy_prompts());
     }
 
     #[test]
     fn fast_upstreams_still_take_the_minimum_and_old_times_age_out() {
         let mut t = FailureTimes::default();
+        let password = Answer::PasswordRefusal;
         for _ in 0..WINDOW {
-            t.record(Answer::Refusal, ms(3000));
+            t.record(password, ms(3000));
         }
         for _ in 0..WINDOW {
-            t.record(Answer::Refusal, ms(5));
+            t.record(password, ms(5));
         }
-        assert_eq!(t.decoy(Answer::Refusal, 1), MIN_FAILURE_TIME);
-        assert_eq!(t.refusals.len(), WINDOW);
-        t.record(Answer::Refusal, Duration::from_secs(3600));
-        assert!(t.refusals.iter().all(|d| *d <= MAX_DECOY_TIME));
+        assert_eq!(t.decoy(password, 1), MIN_FAILURE_TIME);
+        assert_eq!(t.password_refusals.len(), WINDOW);
+        t.record(password, Duration::from_secs(3600));
+        assert!(t.password_refusals.iter().all(|d| *d <= MAX_DECOY_TIME));
     }
 }

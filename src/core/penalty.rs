@@ -94,7 +94,12 @@ struct Penalty {
 #[derive(Debug, Default)]
 pub struct Penalties {
     by_source: HashMap<IpAddr, Penalty>,
+    /// When penalties that ran out were last forgotten.
+    last_expired: Option<Instant>,
 }
+
+/// How often [`Penalties::penalise`] forgets penalties that ran out.
+const EXPIRE_EVERY: Duration = Duration::from_secs(10);
 
 /// An IPv4-mapped IPv6 address is its IPv4 address.
 fn canonical(addr: IpAddr) -> IpAddr {
@@ -139,6 +144,12 @@ impl Penalties {
         if cost.is_zero() {
             return false;
         }
+        if self
+            .last_expired
+            .is_none_or(|t| now.saturating_duration_since(t) >= EXPIRE_EVERY)
+        {
+            self.expire(now);
+        }
         let key = source(addr);
         if !self.by_source.contains_key(&key) && self.by_source.len() >= settings.max_sources {
             self.expire(now);
@@ -161,6 +172,7 @@ impl Penalties {
     /// Forget penalties that have run out.
     pub fn expire(&mut self, now: Instant) {
         self.by_source.retain(|_, p| p.expires > now);
+        self.last_expired = Some(now);
     }
 
     /// Sources tracked now.
@@ -296,6 +308,24 @@ mod tests {
         assert_eq!(p.refused_for(a, t0), Some(s.max));
         p.expire(t0 + s.max);
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn penalties_that_ran_out_are_forgotten_as_new_ones_come() {
+        let s = PenaltySettings::default();
+        let mut p = Penalties::default();
+        let t0 = Instant::now();
+        for i in 0..100u8 {
+            p.penalise(IpAddr::from([192, 0, 2, i]), Offence::NoAuth, t0, &s);
+        }
+        assert_eq!(p.len(), 100);
+        p.penalise(
+            "198.51.100.1".parse().unwrap(),
+            Offence::NoAuth,
+            t0 + secs(30),
+            &s,
+        );
+        assert_eq!(p.len(), 1, "the others ran out after 1 s");
     }
 
     #[test]
