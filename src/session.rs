@@ -844,17 +844,21 @@ async fn authenticate(
                     "password"
                 };
                 let upstream_user = p.upstream.as_ref().map(|u| u.user.clone());
-                let (outcome, mut because) = match upstream_user {
-                    None => (
+                // Waits for a slot while the server has as many unproven connections as
+                // allowed (the auth timeout ends the wait).
+                let connection = match upstream_user {
+                    Some(_) => {
+                        let _waiting = Waiting::on(waiting);
+                        Some(p.connection(ctx, Claim::Unproven).await)
+                    }
+                    None => None,
+                };
+                let (outcome, mut because) = match (upstream_user, connection) {
+                    (None, _) | (_, None) => (
                         decoy(ctx, client, keyboard_interactive, rx, &mut carried, started).await?,
                         FailedBecause::UnknownUser,
                     ),
-                    // Waits for a slot while the server has as many unproven connections
-                    // as allowed (the auth timeout ends the wait).
-                    Some(user) => match {
-                        let _waiting = Waiting::on(waiting);
-                        p.connection(ctx, Claim::Unproven).await
-                    } {
+                    (Some(user), Some(connection)) => match connection {
                         Ok(conn) => match conn.pass_through(&user, method).await {
                             Ok(()) => (
                                 pass_replies(
@@ -1166,4 +1170,34 @@ async fn finish(
         conn,
         warm,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_endings_the_client_caused_earn_a_penalty() {
+        let refused = |failure| refuse(disconnect::BY_APPLICATION, UNREACHABLE, failure);
+        assert!(refused(AuthFailure::Aborted).is_the_clients_doing());
+        assert!(refused(AuthFailure::WrongKey).is_the_clients_doing());
+        assert!(!refused(AuthFailure::UpstreamRejected).is_the_clients_doing());
+        assert!(!refused(AuthFailure::HookError).is_the_clients_doing());
+        assert!(AuthEnd::Leg(LegError::Stalled { side: Side::Client }).is_the_clients_doing());
+        assert!(!AuthEnd::Leg(LegError::Busy {
+            side: Side::Client,
+            source: crate::leg::BudgetExhausted,
+        })
+        .is_the_clients_doing());
+    }
+
+    #[test]
+    fn waiting_marks_only_while_it_lives() {
+        let flag = Cell::new(false);
+        {
+            let _w = Waiting::on(&flag);
+            assert!(flag.get());
+        }
+        assert!(!flag.get());
+    }
 }

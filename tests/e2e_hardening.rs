@@ -94,17 +94,6 @@ fn real_login(sshr: &Sshr, key: &Path) -> Result<(), String> {
     }
 }
 
-/// The reason of the DISCONNECT that ends `c`, or what happened instead.
-fn disconnect_reason(c: &mut Conn) -> Result<String, String> {
-    loop {
-        match c.next_packet() {
-            Ok(_) => continue,
-            Err(Error::PeerDisconnected { description, .. }) => return Ok(description),
-            Err(e) => return Err(format!("{e:?}")),
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // 1. Wrong passwords and the cap of upstream connections for unauthenticated clients
 

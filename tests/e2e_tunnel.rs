@@ -17,7 +17,10 @@
 //! masquerade so that the test needs no firewall tooling.
 //!
 //! Needs root and /dev/net/tun (skipped with a message otherwise), `ip`, `ping`,
-//! `python3`, `sshd` and `ssh`.
+//! `python3`, `sshd` and `ssh`. A missing program fails the test with its package's
+//! name (`.ci/run` installs them all): without `ping` (iputils-ping) every probe would
+//! read as "unreachable", failing the tunnel checks with a misleading message and
+//! making the check that the topology does not leak pass without proving anything.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -54,6 +57,42 @@ macro_rules! skip_unless_able {
             return;
         }
     };
+}
+
+/// Programs the tests run, each with the Debian package that provides it.
+const PROGRAMS: [(&str, &str); 5] = [
+    ("ip", "iproute2"),
+    ("ping", "iputils-ping"),
+    ("python3", "python3"),
+    ("ssh", "openssh-client"),
+    ("/usr/sbin/sshd", "openssh-server"),
+];
+
+/// Whether `program` (a path, or a name looked up in `PATH`) is an executable file.
+fn installed(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        return executable(Path::new(program));
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| executable(&dir.join(program))))
+}
+
+/// Fails the test, naming the packages to install, when a program it runs is missing.
+fn require_programs() {
+    let missing: Vec<String> = PROGRAMS
+        .iter()
+        .filter(|(program, _)| !installed(program))
+        .map(|(program, package)| format!("{program} (Debian package {package})"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the tunnel tests need programs that are not installed: {}; .ci/run installs them",
+        missing.join(", ")
+    );
 }
 
 /// Runs a command to completion (bounded), returns whether it succeeded and its output.
@@ -142,6 +181,7 @@ impl Host {
 
 impl Lab {
     fn new(tag: &str) -> Lab {
+        require_programs();
         sweep_stale_namespaces();
         let lab = Lab {
             prefix: format!("{NS_PREFIX}{}-{tag}", std::process::id()),
@@ -280,8 +320,10 @@ impl Lab {
         }
     }
 
+    /// Whether one ping from `from` to `to` is answered. A ping that could not be run
+    /// fails the test: `ip netns exec` exits 1 then, as ping does when unanswered.
     fn ping(&self, from: Host, to: &str) -> bool {
-        sh(&[
+        let (answered, out) = sh(&[
             "ip",
             "netns",
             "exec",
@@ -293,8 +335,13 @@ impl Lab {
             "-W",
             "1",
             to,
-        ])
-        .0
+        ]);
+        assert!(
+            answered || !out.contains("exec of \"ping\" failed"),
+            "cannot run ping in {}: {out}",
+            self.ns(from)
+        );
+        answered
     }
 
     /// Waits up to `limit` for the lab host's ping to the outside host to give `want`.
