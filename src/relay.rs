@@ -32,7 +32,7 @@ use tracing::{debug, info};
 
 use crate::leg::{Leg, LegError, RxBuf, Side, INLINE_RX};
 use crate::session::SHUTTING_DOWN;
-use crate::shard::ShardContext;
+use crate::shard::{ShardContext, StopSignal};
 use crate::tunnel::{self, OpenVerdict, SessionTunnels};
 
 /// Payload bytes a pump may queue (copied) for a leg that is in a key exchange before
@@ -48,7 +48,8 @@ const MAX_QUEUED_MESSAGES_DURING_KEX: usize = 1024;
 /// the session rather than deadlock.
 const KEX_OVERLAP_FACTOR: usize = 4;
 
-/// Run the relay until either side goes away, then tell the other side why.
+/// Run the relay until either side goes away, then tell the other side why; or, once
+/// `stop` fires (the shutdown grace period is over), tell both sides.
 /// `tunnels` holds the session's tunnel policy; its audit records end with the relay.
 pub async fn run(
     ctx: &ShardContext,
@@ -57,6 +58,7 @@ pub async fn run(
     upstream: Rc<Leg>,
     upstream_rx: RxBuf,
     tunnels: SessionTunnels,
+    stop: &StopSignal,
 ) {
     let started = Instant::now();
     let up = pump(ctx, &client, client_rx, &upstream, &tunnels);
@@ -65,7 +67,7 @@ pub async fn run(
     let relayed =
         async { Some(futures_lite::future::or(futures_lite::future::or(up, down), watch).await) };
     let stopped = async {
-        ctx.sessions_stopped().await;
+        stop.stopped().await;
         None
     };
     let Some(end) = futures_lite::future::or(relayed, stopped).await else {

@@ -75,6 +75,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
     let span = tracing::info_span!("session", id = format_args!("{id:x}"), %peer);
     async move {
         let mut unauthenticated = ctx.shard.admission.unauthenticated();
+        let stop = ctx.shard.stop_signal();
         // (One statement: a local kept to the end of the block would take its room in
         // this future's state for the whole session.)
         let client = Rc::new(Leg::new(
@@ -114,7 +115,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
                     AuthOutcome::TimedOut
                 },
                 async {
-                    ctx.shard.sessions_stopped().await;
+                    stop.stopped().await;
                     AuthOutcome::Stopped
                 },
             ),
@@ -171,6 +172,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
             login.conn.leg,
             login.conn.rx,
             tunnels,
+            &stop,
         )
         .await;
     }

@@ -12,9 +12,10 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::os::unix::net::UnixStream;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures_lite::AsyncReadExt;
@@ -25,7 +26,7 @@ use crate::admission::Admission;
 use crate::config::Config;
 use crate::hooks::{Hooks, HooksFactory};
 use crate::keys::{self, KeyFileError};
-use crate::leg::{Notify, DISCONNECT_GRACE};
+use crate::leg::DISCONNECT_GRACE;
 use crate::listener::{self, BindError};
 use crate::metrics::{self, MetricsError, ShardMetrics};
 use crate::pool::{BufferPool, HandshakeBudget, RELAY_BUFFER_SIZE};
@@ -54,9 +55,8 @@ pub struct ShardContext {
     pub handshake_budget: HandshakeBudget,
     /// What the whole proxy knows about unauthenticated connections (all shards).
     pub admission: Arc<Admission>,
-    /// Signalled when the shutdown grace period is over (see
-    /// [`ShardContext::stop_sessions`]).
-    stop_sessions: Notify,
+    /// One stop signal per running session (see [`ShardContext::stop_sessions`]).
+    stop_signals: RefCell<Vec<Weak<StopSignal>>>,
     config: RefCell<Arc<Config>>,
     hooks: RefCell<Rc<dyn Hooks>>,
     live_sessions: Cell<usize>,
@@ -93,7 +93,7 @@ impl ShardContext {
             warm: WarmPool::new(),
             handshake_budget,
             admission,
-            stop_sessions: Notify::default(),
+            stop_signals: RefCell::new(Vec::new()),
             config: RefCell::new(config),
             hooks: RefCell::new(hooks),
             live_sessions: Cell::new(0),
@@ -136,23 +136,70 @@ impl ShardContext {
     /// shutdown grace period is over).
     pub fn stop_sessions(&self) {
         self.sessions_stopped.set(true);
-        self.stop_sessions.notify();
+        let signals = std::mem::take(&mut *self.stop_signals.borrow_mut());
+        for signal in signals.iter().filter_map(Weak::upgrade) {
+            signal.stop();
+        }
     }
 
-    /// Resolves once [`ShardContext::stop_sessions`] was called.
-    pub async fn sessions_stopped(&self) {
-        loop {
-            let seen = self.stop_sessions.generation();
-            if self.sessions_stopped.get() {
-                return;
-            }
-            self.stop_sessions.changed_since(seen).await;
+    /// A stop signal for a new session: it fires when [`ShardContext::stop_sessions`] is
+    /// called (at once if it already was).
+    pub fn stop_signal(&self) -> Rc<StopSignal> {
+        let signal = Rc::new(StopSignal::default());
+        if self.sessions_stopped.get() {
+            signal.stop();
+            return signal;
         }
+        let mut signals = self.stop_signals.borrow_mut();
+        // Forget the signals of sessions that ended, now and then (amortised O(1)).
+        if signals.len() >= 64 && signals.len() >= 2 * self.live_sessions() {
+            signals.retain(|w| w.strong_count() > 0);
+        }
+        signals.push(Rc::downgrade(&signal));
+        signal
     }
 
     fn reload(&self, config: Arc<Config>, hooks: Rc<dyn Hooks>) {
         *self.config.borrow_mut() = config;
         *self.hooks.borrow_mut() = hooks;
+    }
+}
+
+/// Tells one session that the shutdown grace period is over. Each session has its own, so
+/// that waiting on it costs the session's hot path one flag check per wake-up, whatever
+/// the number of sessions.
+#[derive(Default)]
+pub struct StopSignal {
+    stopped: Cell<bool>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl StopSignal {
+    pub fn stop(&self) {
+        self.stopped.set(true);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.get()
+    }
+
+    /// Resolves once [`StopSignal::stop`] was called.
+    pub async fn stopped(&self) {
+        std::future::poll_fn(|cx| {
+            if self.stopped.get() {
+                return Poll::Ready(());
+            }
+            let waker = match self.waker.take() {
+                Some(w) if w.will_wake(cx.waker()) => w,
+                _ => cx.waker().clone(),
+            };
+            self.waker.set(Some(waker));
+            Poll::Pending
+        })
+        .await
     }
 }
 
@@ -1015,6 +1062,34 @@ mod tests {
             assert_eq!(y >> SESSION_ID_SHARD_SHIFT, 3);
             assert!(seen.insert(x) && seen.insert(y));
         }
+    }
+
+    #[test]
+    fn stop_signals_reach_every_running_session_and_later_ones() {
+        let ctx = context(0);
+        let guards: Vec<_> = (0..100).map(|_| SessionGuard::new(&ctx)).collect();
+        let signals: Vec<_> = (0..100).map(|_| ctx.stop_signal()).collect();
+        // Sessions that ended leave no signal behind for long.
+        for _ in 0..1000 {
+            drop(ctx.stop_signal());
+        }
+        assert!(ctx.stop_signals.borrow().len() <= 300);
+        let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
+        let first = signals[0].clone();
+        ex.run(async move {
+            let waiting = glommio::spawn_local(async move { first.stopped().await });
+            sleep(Duration::from_millis(5)).await;
+            ctx.stop_sessions();
+            timeout(Duration::from_secs(5), waiting)
+                .await
+                .expect("woken");
+            assert!(signals.iter().all(|s| s.is_stopped()));
+            assert!(
+                ctx.stop_signal().is_stopped(),
+                "a session started after the stop"
+            );
+            drop(guards);
+        });
     }
 
     #[test]
