@@ -537,20 +537,56 @@ fn refuse(reason: u32, message: &'static str, failure: AuthFailure) -> AuthEnd {
     }
 }
 
+/// What a failed attempt was, for [`failed_attempt`].
+struct Failure<'a> {
+    method: &'a str,
+    because: FailedBecause,
+    /// The fingerprint of a public key, when there is one.
+    key: Option<String>,
+    partial: bool,
+}
+
+impl<'a> Failure<'a> {
+    fn new(method: &'a str, because: FailedBecause) -> Self {
+        Failure {
+            method,
+            because,
+            key: None,
+            partial: false,
+        }
+    }
+
+    /// A refused public-key request (a query, or `signed`), for a `known` user or not.
+    fn publickey(known: bool, signed: bool, algorithm: &str, key_blob: &[u8]) -> Self {
+        let because = match (known, signed) {
+            (false, _) => FailedBecause::UnknownUser,
+            (true, false) => FailedBecause::KeyNotAuthorized,
+            (true, true) => FailedBecause::KeyRefused,
+        };
+        Failure {
+            key: auth::check_publickey(algorithm, key_blob)
+                .ok()
+                .map(|(k, _)| k.fingerprint().to_string()),
+            ..Failure::new("publickey", because)
+        }
+    }
+}
+
 /// One failed attempt: log it (the client sees only USERAUTH_FAILURE), count it the
 /// way sshd does, and answer, or hang up at `limits.max_auth_tries`.
-#[allow(clippy::too_many_arguments)]
 async fn failed_attempt(
     ctx: &SessionEnv,
     client: &Leg,
     attempts: &mut AuthAttempts,
-    user: &str,
-    peer: SocketAddr,
-    method: &str,
-    because: FailedBecause,
-    key: Option<&str>,
-    partial: bool,
+    (user, peer): (&str, SocketAddr),
+    failure: Failure<'_>,
 ) -> Result<(), AuthEnd> {
+    let Failure {
+        method,
+        because,
+        key,
+        partial,
+    } = failure;
     let none = method == "none";
     if none {
         debug!(user = %Untrusted(user), "method none: telling the client the methods");
@@ -559,7 +595,7 @@ async fn failed_attempt(
             user = %Untrusted(user),
             client = %peer,
             method = %Untrusted(method),
-            key = key.unwrap_or("-"),
+            key = key.as_deref().unwrap_or("-"),
             reason = because.label(),
             "login attempt failed"
         );
@@ -585,13 +621,6 @@ async fn failed_attempt(
     }
     client.send(&auth::encode_failure(METHODS, partial)).await?;
     Ok(())
-}
-
-/// The fingerprint of a public-key request's key, for the log.
-fn key_fingerprint(algorithm: &str, key_blob: &[u8]) -> Option<String> {
-    auth::check_publickey(algorithm, key_blob)
-        .ok()
-        .map(|(k, _)| k.fingerprint().to_string())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -677,32 +706,12 @@ async fn authenticate(
         let known = p.upstream.is_some();
         match req.method {
             Method::None => {
-                failed_attempt(
-                    ctx,
-                    client,
-                    attempts,
-                    &p.user,
-                    peer,
-                    "none",
-                    FailedBecause::MethodNotOffered,
-                    None,
-                    false,
-                )
-                .await?
+                let failure = Failure::new("none", FailedBecause::MethodNotOffered);
+                failed_attempt(ctx, client, attempts, (&p.user, peer), failure).await?
             }
             Method::Other(name) => {
-                failed_attempt(
-                    ctx,
-                    client,
-                    attempts,
-                    &p.user,
-                    peer,
-                    name,
-                    FailedBecause::MethodNotOffered,
-                    None,
-                    false,
-                )
-                .await?
+                let failure = Failure::new(name, FailedBecause::MethodNotOffered);
+                failed_attempt(ctx, client, attempts, (&p.user, peer), failure).await?
             }
             Method::PublicKey {
                 algorithm,
@@ -717,24 +726,8 @@ async fn authenticate(
                         .send(&auth::encode_pk_ok(algorithm, key_blob))
                         .await?;
                 } else {
-                    let because = if known {
-                        FailedBecause::KeyNotAuthorized
-                    } else {
-                        FailedBecause::UnknownUser
-                    };
-                    let fp = key_fingerprint(algorithm, key_blob);
-                    failed_attempt(
-                        ctx,
-                        client,
-                        attempts,
-                        &p.user,
-                        peer,
-                        "publickey",
-                        because,
-                        fp.as_deref(),
-                        false,
-                    )
-                    .await?;
+                    let failure = Failure::publickey(known, false, algorithm, key_blob);
+                    failed_attempt(ctx, client, attempts, (&p.user, peer), failure).await?;
                 }
             }
             Method::PublicKey {
@@ -764,24 +757,8 @@ async fn authenticate(
                 let upstream = match (&p.upstream, verified) {
                     (Some(u), true) => u.clone(),
                     _ => {
-                        let because = if known {
-                            FailedBecause::KeyRefused
-                        } else {
-                            FailedBecause::UnknownUser
-                        };
-                        let fp = key_fingerprint(algorithm, key_blob);
-                        failed_attempt(
-                            ctx,
-                            client,
-                            attempts,
-                            &p.user,
-                            peer,
-                            "publickey",
-                            because,
-                            fp.as_deref(),
-                            false,
-                        )
-                        .await?;
+                        let failure = Failure::publickey(known, true, algorithm, key_blob);
+                        failed_attempt(ctx, client, attempts, (&p.user, peer), failure).await?;
                         continue;
                     }
                 };
@@ -935,10 +912,11 @@ async fn authenticate(
                             None => MIN_FAILURE_TIME,
                         };
                         glommio::timer::sleep(wait.saturating_sub(since.elapsed())).await;
-                        failed_attempt(
-                            ctx, client, attempts, &p.user, peer, name, because, None, partial,
-                        )
-                        .await?;
+                        let failure = Failure {
+                            partial,
+                            ..Failure::new(name, because)
+                        };
+                        failed_attempt(ctx, client, attempts, (&p.user, peer), failure).await?;
                     }
                     Passed::Interrupted => {}
                     Passed::UpstreamFailed { .. } => unreachable!("handled above"),

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use sshr_protocol::auth::{self, InfoResponse, Method, Request};
 use sshr_protocol::hostkey::{PrivateKey, SigAlg};
 use sshr_protocol::msg;
-use sshr_protocol::transport::{ClientOptions, Config, Transport};
 use sshr_protocol::Error;
 use sshr_testsupport::conn::Conn;
 use sshr_testsupport::{
@@ -52,17 +51,7 @@ fn setup(overrides: &[&str], tables: &str) -> (Sshd, Sshr, tempfile::TempDir) {
 
 /// A scripted client through key exchange and the ssh-userauth service.
 fn client(port: u16) -> Conn {
-    let mut seed = [0u8; 32];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
-    let t = Transport::client(
-        Arc::new(Config::default()),
-        ClientOptions::default(),
-        seed,
-        Instant::now(),
-    );
-    let mut c = Conn::new(t, TcpStream::connect(("127.0.0.1", port)).unwrap());
-    c.t.request_service(auth::SERVICE).unwrap();
-    c
+    Conn::client(TcpStream::connect(("127.0.0.1", port)).unwrap())
 }
 
 fn send(c: &mut Conn, user: &str, method: Method<'_>) {

@@ -4,12 +4,10 @@
 //! session limit is told why.
 
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sshr_protocol::auth;
 use sshr_protocol::msg;
-use sshr_protocol::transport::{ClientOptions, Config, Transport};
 use sshr_protocol::Error;
 use sshr_testsupport::conn::Conn;
 use sshr_testsupport::{
@@ -43,16 +41,7 @@ fn proxy_with(extra: &str) -> (Sshd, sshr_testsupport::Sshr, tempfile::TempDir) 
 
 /// A scripted client through key exchange and the ssh-userauth service.
 fn established(port: u16) -> Conn {
-    let mut seed = [0u8; 32];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
-    let t = Transport::client(
-        Arc::new(Config::default()),
-        ClientOptions::default(),
-        seed,
-        Instant::now(),
-    );
-    let mut c = Conn::new(t, TcpStream::connect(("127.0.0.1", port)).unwrap());
-    c.t.request_service(auth::SERVICE).unwrap();
+    let mut c = Conn::client(TcpStream::connect(("127.0.0.1", port)).unwrap());
     let none = auth::Request {
         user: "alice",
         service: auth::CONNECTION_SERVICE,

@@ -7,13 +7,11 @@
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sshr_protocol::auth;
 use sshr_protocol::hostkey::PrivateKey;
 use sshr_protocol::msg;
-use sshr_protocol::transport::{ClientOptions, Config, Transport};
 use sshr_protocol::wire;
 use sshr_testsupport::conn::Conn;
 use sshr_testsupport::{keygen, Sshd, SshdOptions, SshrSetup};
@@ -39,17 +37,7 @@ fn proxy(extra: &str) -> (Sshd, sshr_testsupport::Sshr, tempfile::TempDir, PathB
 }
 
 fn connect(stream: TcpStream) -> Conn {
-    let mut seed = [0u8; 32];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
-    let t = Transport::client(
-        Arc::new(Config::default()),
-        ClientOptions::default(),
-        seed,
-        Instant::now(),
-    );
-    let mut c = Conn::new(t, stream);
-    c.t.request_service(auth::SERVICE).unwrap();
-    c
+    Conn::client(stream)
 }
 
 /// A scripted client logged in as alice: the relay runs behind it.

@@ -5,7 +5,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use sshr_protocol::transport::{Event, Input, Transport};
+use std::sync::Arc;
+
+use sshr_protocol::auth;
+use sshr_protocol::transport::{ClientOptions, Config, Event, Input, Transport};
 use sshr_protocol::Error;
 
 /// A transport driven over a blocking socket.
@@ -26,6 +29,24 @@ impl Conn {
             rx: Vec::new(),
             events: Vec::new(),
         }
+    }
+
+    /// A client transport with default settings and a fresh random seed over `s`, with
+    /// the `ssh-userauth` service requested (it goes out with the first read or flush
+    /// after the key exchange).
+    pub fn client(s: TcpStream) -> Self {
+        let mut seed = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
+        let t = Transport::client(
+            Arc::new(Config::default()),
+            ClientOptions::default(),
+            seed,
+            Instant::now(),
+        );
+        let mut c = Conn::new(t, s);
+        c.t.request_service(auth::SERVICE)
+            .expect("a new transport takes a service request");
+        c
     }
 
     pub fn flush(&mut self) {
