@@ -171,7 +171,7 @@ fn refusal_message(reason: Refused) -> (u32, &'static str) {
             disconnect::TOO_MANY_CONNECTIONS,
             "sshr: too many logins in progress on this proxy, try again later",
         ),
-        _ => (
+        Refused::SessionLimit => (
             disconnect::TOO_MANY_CONNECTIONS,
             "sshr: too many sessions on this proxy, try again later",
         ),
