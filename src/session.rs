@@ -878,10 +878,16 @@ async fn authenticate(
                         p.lose_upstream(error);
                         because = FailedBecause::UpstreamUnavailable;
                         if asked {
+                            // After the user answered a prompt (a keyboard-interactive one,
+                            // or a password change request).
                             Passed::Failure {
                                 partial: false,
                                 since: Instant::now(),
-                                mimic: Some(Answer::KeyboardRefusal),
+                                mimic: Some(if keyboard_interactive {
+                                    Answer::KeyboardRefusal
+                                } else {
+                                    Answer::PasswordRefusal
+                                }),
                             }
                         } else {
                             decoy(ctx, client, keyboard_interactive, rx, &mut carried, started)
