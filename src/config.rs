@@ -19,8 +19,8 @@ use sshr_protocol::hostkey::PublicKey;
 use toml::Spanned;
 
 use crate::core::penalty::{PenaltySettings, StartupLimit};
-use crate::pool::RELAY_BUFFER_SIZE;
-use crate::tunnel::TunnelPolicy;
+use crate::core::values::TunnelPolicy;
+use crate::io::pool::RELAY_BUFFER_SIZE;
 
 /// The built-in configuration, used when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = include_str!("default_config.toml");
@@ -767,7 +767,7 @@ impl Validator<'_> {
         key: &'static str,
         value: &Spanned<String>,
     ) -> Result<TunnelPolicy, ConfigError> {
-        value.get_ref().parse().or_else(|()| {
+        value.get_ref().parse().or_else(|_| {
             self.err(
                 value.span(),
                 ConfigProblem::BadTunnelPolicy {

@@ -45,7 +45,7 @@ use std::time::Duration;
 use sshr_protocol::hostkey::{PrivateKey, PublicKey};
 use sshr_protocol::transport::HostKeyCheck;
 
-use crate::tunnel::TunnelPolicy;
+use crate::core::values::TunnelPolicy;
 
 /// What the proxy knows about a login when it calls a hook.
 #[derive(Clone, Debug)]
@@ -181,7 +181,7 @@ pub async fn with_timeout<T>(
     limit: Duration,
     call: impl Future<Output = Result<T, HookError>>,
 ) -> Result<T, HookError> {
-    crate::shard::timeout(limit, call)
+    crate::rt::timeout(limit, call)
         .await
         .unwrap_or(Err(HookError::Timeout))
 }
@@ -260,7 +260,7 @@ mod tests {
         let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
         ex.run(async {
             let slow = async {
-                crate::shard::sleep(Duration::from_secs(5)).await;
+                crate::rt::sleep(Duration::from_secs(5)).await;
                 Ok::<_, HookError>(1)
             };
             assert_eq!(

@@ -17,26 +17,20 @@
 //! own SO_REUSEPORT listener ([`listener`]); a session and everything it does runs on the
 //! shard that accepted it.
 
-pub mod admission;
 pub mod config;
 pub mod core;
 pub mod hooks;
+pub mod io;
 pub mod keys;
-pub mod leg;
-pub mod listener;
 pub mod logging;
 pub mod metrics;
-pub mod net;
-pub mod pool;
-pub mod preauth;
 pub mod providers;
-pub mod relay;
-pub mod session;
-pub mod shard;
-pub mod tunnel;
-pub mod upstream;
-pub mod warm;
+pub mod proxy;
+pub mod rt;
+pub mod server;
 
 pub use config::Config;
 pub use hooks::{HookContext, HookError, Hooks, HooksFactory, HostKeyPolicy, Upstream};
-pub use shard::{run_blocking, RunningServer, Server, ServerError, ServerHandle, ShardContext};
+pub use proxy::shard::ShardContext;
+pub use rt::run_blocking;
+pub use server::{RunningServer, Server, ServerError, ServerHandle};

@@ -23,8 +23,7 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 
-use crate::pool::PoolStats;
-use crate::warm::WarmPool;
+use crate::core::refusal::Refusal;
 
 /// Why a client's authentication failed, as counted (the client only ever learns
 /// "permission denied").
@@ -69,30 +68,6 @@ impl AuthFailure {
 
     fn index(self) -> usize {
         self as usize
-    }
-}
-
-/// Why a connection was closed at accept, before key exchange.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Refused {
-    /// The shard serves `limits.max_sessions_per_shard` sessions.
-    SessionLimit,
-    /// The source address is penalised (`[penalties]`).
-    Penalty,
-    /// Early drop: too many unauthenticated connections (`limits.max_startups`).
-    Startups,
-}
-
-impl Refused {
-    pub const ALL: [Refused; 3] = [Refused::SessionLimit, Refused::Penalty, Refused::Startups];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Refused::SessionLimit => "session_limit",
-            Refused::Penalty => "penalty",
-            Refused::Startups => "startups",
-        }
     }
 }
 
@@ -152,7 +127,7 @@ pub struct ShardMetrics {
 struct Counts {
     sessions_active: Cell<u64>,
     sessions_total: Cell<u64>,
-    sessions_refused: [Cell<u64>; Refused::ALL.len()],
+    sessions_refused: [Cell<u64>; Refusal::AT_ACCEPT.len()],
     auth_failures: [Cell<u64>; AuthFailure::ALL.len()],
     upstream_failures: [Cell<u64>; UpstreamFailure::ALL.len()],
     bytes_client_to_upstream: Cell<u64>,
@@ -206,8 +181,10 @@ impl ShardMetrics {
         active.set(active.get().saturating_sub(1));
     }
 
-    pub(crate) fn session_refused(&self, reason: Refused) {
-        add(&self.now.sessions_refused[reason as usize], 1);
+    pub(crate) fn session_refused(&self, reason: Refusal) {
+        if let Some(i) = Refusal::AT_ACCEPT.iter().position(|r| *r == reason) {
+            add(&self.now.sessions_refused[i], 1);
+        }
     }
 
     /// Totals counted on this shard so far (for tests and logs).
@@ -218,8 +195,9 @@ impl ShardMetrics {
         )
     }
 
-    /// Sends what changed since the last call to the global `metrics` recorder.
-    pub fn publish(&self, pool: PoolStats, warm: &WarmPool) {
+    /// Sends what changed since the last call to the global `metrics` recorder, with
+    /// the shard's current `gauges`.
+    pub fn publish(&self, gauges: ShardGauges) {
         fn delta(now: &Cell<u64>, published: &Cell<u64>) -> u64 {
             let d = now.get().wrapping_sub(published.get());
             published.set(now.get());
@@ -242,12 +220,10 @@ impl ShardMetrics {
         if d > 0 {
             metrics::counter!("sshr_sessions_total").increment(d);
         }
-        for reason in Refused::ALL {
-            let i = reason as usize;
+        for (i, reason) in Refusal::AT_ACCEPT.into_iter().enumerate() {
             let d = delta(&now.sessions_refused[i], &p.sessions_refused[i]);
-            if d > 0 {
-                metrics::counter!("sshr_sessions_refused_total", "reason" => reason.label())
-                    .increment(d);
+            if let (true, Some(label)) = (d > 0, reason.accept_label()) {
+                metrics::counter!("sshr_sessions_refused_total", "reason" => label).increment(d);
             }
         }
         for reason in AuthFailure::ALL {
@@ -277,7 +253,7 @@ impl ShardMetrics {
                 .increment(d);
         }
 
-        let (hits, misses) = warm.hits_and_misses();
+        let (hits, misses) = (gauges.warm_hits, gauges.warm_misses);
         let d = hits.wrapping_sub(p.warm_hits.replace(hits));
         if d > 0 {
             metrics::counter!("sshr_upstream_warm_total", "outcome" => "hit").increment(d);
@@ -289,11 +265,27 @@ impl ShardMetrics {
 
         let shard = self.shard.to_string();
         metrics::gauge!("sshr_upstream_warm_held", "shard" => shard.clone())
-            .set(warm.held() as f64);
+            .set(gauges.warm_held as f64);
         metrics::gauge!("sshr_buffer_pool_in_use", "shard" => shard.clone())
-            .set(pool.in_use as f64);
-        metrics::gauge!("sshr_buffer_pool_waiters", "shard" => shard).set(pool.waiters as f64);
+            .set(gauges.pool_in_use as f64);
+        metrics::gauge!("sshr_buffer_pool_waiters", "shard" => shard)
+            .set(gauges.pool_waiters as f64);
     }
+}
+
+/// What a shard holds right now, read when it publishes: the sink takes plain numbers
+/// and knows no pool or session type.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ShardGauges {
+    /// Relay buffers lent out.
+    pub pool_in_use: usize,
+    /// Sessions waiting for a relay buffer.
+    pub pool_waiters: usize,
+    /// Warm upstream connections held.
+    pub warm_held: usize,
+    /// Logins that found a warm connection, and those that did not, since the start.
+    pub warm_hits: u64,
+    pub warm_misses: u64,
 }
 
 /// Publishes what unauthenticated connections hold: this shard's receive buffer bytes
@@ -330,7 +322,6 @@ pub fn install_prometheus(addr: SocketAddr) -> Result<(), MetricsError> {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, Unit};
-    crate::tunnel::describe_metrics();
     describe_gauge!("sshr_sessions_active", "Client connections being served");
     describe_counter!("sshr_sessions_total", "Client connections accepted");
     describe_counter!(
@@ -375,6 +366,22 @@ fn describe() {
         "sshr_buffer_pool_waiters",
         "Sessions waiting for a relay buffer, per shard"
     );
+    // SSH tunnels (`ssh -w`), recorded by `proxy::tunnel`.
+    describe_gauge!("sshr_tunnels_open", "SSH tunnels (ssh -w) open now");
+    describe_counter!("sshr_tunnels_total", "SSH tunnels opened, by mode");
+    describe_counter!(
+        "sshr_tunnels_refused_total",
+        "SSH tunnel opens refused, by reason (policy, limit, malformed, upstream)"
+    );
+    describe_counter!(
+        "sshr_tunnel_bytes_total",
+        Unit::Bytes,
+        "Bytes carried by SSH tunnels, by direction"
+    );
+    describe_counter!(
+        "sshr_tunnel_alerts_total",
+        "Tunnels that exceeded tunnels.max_duration_secs or tunnels.max_bytes"
+    );
 }
 
 #[cfg(test)]
@@ -382,13 +389,10 @@ mod tests {
     use super::*;
     use metrics_exporter_prometheus::PrometheusBuilder;
 
-    fn stats() -> PoolStats {
-        PoolStats {
-            buffer_size: 1,
-            capacity: 4,
-            in_use: 3,
-            allocated: 3,
-            waiters: 0,
+    fn stats() -> ShardGauges {
+        ShardGauges {
+            pool_in_use: 3,
+            ..ShardGauges::default()
         }
     }
 
@@ -405,7 +409,6 @@ mod tests {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         let m = ShardMetrics::new(3);
-        let warm = crate::warm::WarmPool::default();
         metrics::with_local_recorder(&recorder, || {
             m.session_started();
             m.session_started();
@@ -414,14 +417,14 @@ mod tests {
             m.relayed_upstream_to_client(7);
             m.auth_failure(AuthFailure::WrongKey);
             m.upstream_failure(UpstreamFailure::Timeout);
-            m.session_refused(Refused::SessionLimit);
-            m.session_refused(Refused::Penalty);
-            m.publish(stats(), &warm);
+            m.session_refused(Refusal::SessionLimit);
+            m.session_refused(Refusal::Penalised);
+            m.publish(stats());
             // Nothing new: publishing again must not double count.
-            m.publish(stats(), &warm);
+            m.publish(stats());
             m.relayed_client_to_upstream(1);
             m.session_ended();
-            m.publish(stats(), &warm);
+            m.publish(stats());
         });
         let text = handle.render();
         assert_eq!(value(&text, "sshr_sessions_total"), Some(2.0), "{text}");
@@ -479,8 +482,8 @@ mod tests {
             a.session_started();
             b.session_started();
             b.session_started();
-            a.publish(stats(), &crate::warm::WarmPool::default());
-            b.publish(stats(), &crate::warm::WarmPool::default());
+            a.publish(stats());
+            b.publish(stats());
         });
         let text = handle.render();
         assert_eq!(value(&text, "sshr_sessions_active"), Some(3.0), "{text}");

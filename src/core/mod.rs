@@ -11,3 +11,6 @@
 pub mod attempts;
 pub mod failure_times;
 pub mod penalty;
+pub mod refusal;
+pub mod tunnel;
+pub mod values;

@@ -31,18 +31,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use glommio::timer::sleep;
-use sshr_protocol::cipher::{CipherAlg, MacAlg};
-use sshr_protocol::msg::disconnect;
 use sshr_protocol::transport::Config as TransportConfig;
 use tracing::{debug, Instrument};
 
 use crate::config::WarmUpstreams;
+use crate::core::refusal::Refusal;
+use crate::core::values::CipherPreference;
 use crate::hooks::{HostKeyPolicy, Upstream};
-use crate::preauth::{Claim, PreauthCounts, PreauthSlot};
-use crate::upstream::{self, UpstreamConn};
-
-/// The cipher and MAC an upstream connection was asked for.
-pub type CipherPreference = (Option<CipherAlg>, Option<MacAlg>);
+use crate::proxy::preauth::{Claim, PreauthCounts, PreauthSlot};
+use crate::proxy::upstream::{self, UpstreamConn};
 
 struct Warm {
     id: u64,
@@ -188,7 +185,7 @@ impl WarmPool {
                     &upstream,
                     config,
                     prefer,
-                    crate::session::seed(),
+                    crate::rt::seed(),
                     connect_timeout,
                 )
                 .await;
@@ -237,10 +234,7 @@ impl WarmPool {
             let expired = pool.remove(&addr, id);
             if let Some(w) = expired {
                 debug!(upstream = %addr, "closing unused warm upstream connection");
-                w.conn
-                    .leg
-                    .disconnect(disconnect::BY_APPLICATION, "sshr: idle")
-                    .await;
+                w.conn.leg.refuse(Refusal::Idle).await;
             }
         })
         .detach();

@@ -12,9 +12,11 @@ use sshr_protocol::msg;
 use sshr_protocol::transport::{ClientOptions, Config, Event, HostKeyCheck, Transport};
 use tracing::{info, warn};
 
+use crate::core::refusal::Refusal;
+use crate::core::values::Side;
 use crate::hooks::{HostKeyPolicy, Upstream};
-use crate::leg::{Leg, LegError, Received, RxBuf, Side};
-use crate::net::{self, ConnectError};
+use crate::io::leg::{Leg, LegError, Received, RxBuf};
+use crate::io::net::{self, ConnectError};
 
 /// Why the upstream leg could not be set up. The client hears a one-line summary
 /// ([`UpstreamError::client_message`]); the log gets this.
@@ -31,27 +33,19 @@ pub enum UpstreamError {
     Unexpected(u8),
     #[error("upstream refused the proxy's key (it offered: {0})")]
     KeyRefused(String),
-    #[error("fetching the upstream login key failed: {0}")]
-    Hook(#[from] crate::hooks::HookError),
 }
 
 impl UpstreamError {
-    /// The line the client is told.
-    pub fn client_message(&self) -> &'static str {
+    /// What the client is told (once it has proven who it is).
+    pub fn refusal(&self) -> Refusal {
         match self {
             UpstreamError::Leg(LegError::Protocol {
                 source: sshr_protocol::Error::HostKeyMismatch { .. },
                 ..
-            }) => "sshr: the server for this account presented an unexpected host key",
-            UpstreamError::KeyRefused(_) | UpstreamError::Hook(_) => {
-                "sshr: the server for this account refused the proxy's login"
-            }
-            _ => "sshr: the server for this account is unreachable",
+            }) => Refusal::UnexpectedHostKey,
+            UpstreamError::KeyRefused(_) => Refusal::LoginRefused,
+            _ => Refusal::Unreachable,
         }
-    }
-
-    pub fn is_connect_failure(&self) -> bool {
-        matches!(self, UpstreamError::Connect(_) | UpstreamError::Timeout(_))
     }
 }
 

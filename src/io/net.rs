@@ -127,10 +127,9 @@ pub async fn resolve(addr: &str, timeout: Duration) -> Result<Vec<SocketAddr>, C
         reason,
     })?;
     let owned = addr.to_string();
-    let lookup = crate::shard::run_blocking(move || {
-        owned.to_socket_addrs().map(|it| it.collect::<Vec<_>>())
-    });
-    let addrs = crate::shard::timeout(timeout, lookup)
+    let lookup =
+        crate::rt::run_blocking(move || owned.to_socket_addrs().map(|it| it.collect::<Vec<_>>()));
+    let addrs = crate::rt::timeout(timeout, lookup)
         .await
         .map_err(|_| ConnectError::Timeout {
             addr: addr.to_string(),

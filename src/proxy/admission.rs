@@ -1,7 +1,7 @@
 //! What the whole proxy knows about connections that have not authenticated yet, shared
 //! by every shard: how many there are (early drop, `limits.max_startups`), which sources
 //! are penalised (`[penalties]`), the upstream connections held for them
-//! ([`crate::preauth`]) and how long real password refusals take
+//! ([`crate::proxy::preauth`]) and how long real password refusals take
 //! ([`crate::core::failure_times`]).
 //!
 //! Each of these is touched a few times per login, never per relayed packet, so short
@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::core::failure_times::{Answer, FailureTimes};
 use crate::core::penalty::{Offence, Penalties};
-use crate::preauth::PreauthCounts;
+use crate::core::refusal::Refusal;
+use crate::proxy::preauth::PreauthCounts;
 
 /// Process-wide state about unauthenticated connections.
 #[derive(Default)]
@@ -29,11 +30,21 @@ pub struct Admission {
 
 /// Why a new connection is refused before anything else happens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub enum NotAdmitted {
     /// Its source address is penalised for this long.
     Penalised(Duration),
     /// Too many unauthenticated connections (early drop).
     Startups,
+}
+
+impl NotAdmitted {
+    /// What the client is told.
+    pub fn refusal(&self) -> Refusal {
+        match self {
+            NotAdmitted::Penalised(_) => Refusal::Penalised,
+            NotAdmitted::Startups => Refusal::Startups,
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -55,9 +66,9 @@ impl Admission {
         config: &Config,
         now: Instant,
         random: u32,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), NotAdmitted> {
         if let Some(left) = lock(&self.penalties).refused_for(addr, now) {
-            return Err(Refusal::Penalised(left));
+            return Err(NotAdmitted::Penalised(left));
         }
         let unauthenticated = self.unauthenticated.load(Ordering::Relaxed);
         if config
@@ -65,7 +76,7 @@ impl Admission {
             .max_startups
             .should_drop(unauthenticated, random)
         {
-            return Err(Refusal::Startups);
+            return Err(NotAdmitted::Startups);
         }
         Ok(())
     }
@@ -152,7 +163,7 @@ mod tests {
         assert_eq!(admission.unauthenticated_count(), 2);
         assert_eq!(
             admission.admit(addr, &config, now, 49),
-            Err(Refusal::Startups)
+            Err(NotAdmitted::Startups)
         );
         assert_eq!(admission.admit(addr, &config, now, 50), Ok(()));
         b.authenticated();
@@ -174,7 +185,7 @@ mod tests {
         assert_eq!(turned, [false, false, false, true]);
         assert_eq!(
             admission.admit(addr, &config, now, 99),
-            Err(Refusal::Penalised(Duration::from_secs(20)))
+            Err(NotAdmitted::Penalised(Duration::from_secs(20)))
         );
         admission.expire_penalties(now + Duration::from_secs(21));
         assert_eq!(admission.admit(addr, &config, now, 99), Ok(()));

@@ -1,263 +1,36 @@
-//! The thread-per-core runtime: one glommio executor (a *shard*) per worker, each with
-//! its own listening sockets, hooks, buffer pool and counters.
+//! The top of the daemon: the thread-per-core server. One glommio executor (a *shard*)
+//! per worker, each with its own listening sockets, hooks, buffer pool and counters
+//! ([`ShardContext`]).
 //!
 //! A session lives and dies on the shard that accepted it; nothing on the hot path is
 //! shared between threads. The main thread only starts the shards, forwards signals and
 //! configuration reloads to them over a control socket, and waits for them to finish.
-//! All glommio-specific code of the daemon lives here, in `listener.rs` and in `net.rs`.
+//! Signals, CPU placement and the memlock limit are handled here too.
 
-use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::os::unix::net::UnixStream;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures_lite::AsyncReadExt;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
 use sshr_protocol::hostkey::PrivateKey;
 
-use crate::admission::Admission;
 use crate::config::Config;
-use crate::hooks::{Hooks, HooksFactory};
+use crate::hooks::HooksFactory;
+use crate::io::leg::DISCONNECT_GRACE;
+use crate::io::listener::{self, BindError};
 use crate::keys::{self, KeyFileError};
-use crate::leg::DISCONNECT_GRACE;
-use crate::listener::{self, BindError};
-use crate::metrics::{self, MetricsError, ShardMetrics};
-use crate::pool::{BufferPool, HandshakeBudget, RELAY_BUFFER_SIZE};
+use crate::metrics::{self, MetricsError};
 use crate::providers::static_table::StaticTable;
-use crate::warm::WarmPool;
-
-/// Everything a session needs from its shard. Shared by the sessions of one shard as an
-/// `Rc`; never crosses threads.
-pub struct ShardContext {
-    /// This shard's index, `0..shard_count`.
-    pub index: usize,
-    pub shard_count: usize,
-    /// The proxy's host keys, in order of preference (read-only, shared by all shards).
-    pub host_keys: Arc<[PrivateKey]>,
-    /// The key of the `upstream_key` file. Hooks decide which key a login uses
-    /// ([`Hooks::fetch_private_key`]); the default hooks return this one.
-    pub upstream_key: Arc<PrivateKey>,
-    /// Relay buffers of this shard, capped at `limits.buffer_pool_bytes_per_shard`.
-    pub pool: BufferPool,
-    /// This shard's counters (plain cells, published about once a second).
-    pub metrics: ShardMetrics,
-    /// Upstream connections made ready for the next login (`[warm_upstreams]`).
-    pub warm: Rc<WarmPool>,
-    /// Receive buffer memory that this shard's unauthenticated connections hold beyond
-    /// their inline buffers, capped at `limits.preauth_buffer_bytes_per_shard`.
-    pub handshake_budget: HandshakeBudget,
-    /// What the whole proxy knows about unauthenticated connections (all shards).
-    pub admission: Arc<Admission>,
-    /// One stop signal per running session (see [`ShardContext::stop_sessions`]).
-    stop_signals: RefCell<Vec<Weak<StopSignal>>>,
-    config: RefCell<Arc<Config>>,
-    hooks: RefCell<Rc<dyn Hooks>>,
-    live_sessions: Cell<usize>,
-    next_session: Cell<u64>,
-    shutting_down: Cell<bool>,
-    sessions_stopped: Cell<bool>,
-}
-
-/// Session ids carry the shard index in their high 16 bits, so they are unique in the
-/// process without any coordination between shards.
-const SESSION_ID_SHARD_SHIFT: u32 = 48;
-
-impl ShardContext {
-    /// A context with everything given; the runtime builds one per shard. Public so that
-    /// session code can be tested on a single executor without the whole server.
-    pub fn new(
-        index: usize,
-        shard_count: usize,
-        config: Arc<Config>,
-        hooks: Rc<dyn Hooks>,
-        host_keys: Arc<[PrivateKey]>,
-        upstream_key: Arc<PrivateKey>,
-        admission: Arc<Admission>,
-    ) -> Self {
-        let pool = BufferPool::new(RELAY_BUFFER_SIZE, config.limits.buffer_pool_bytes_per_shard);
-        let handshake_budget = HandshakeBudget::new(config.limits.preauth_buffer_bytes_per_shard);
-        ShardContext {
-            index,
-            shard_count,
-            host_keys,
-            upstream_key,
-            pool,
-            metrics: ShardMetrics::new(index),
-            warm: WarmPool::new(),
-            handshake_budget,
-            admission,
-            stop_signals: RefCell::new(Vec::new()),
-            config: RefCell::new(config),
-            hooks: RefCell::new(hooks),
-            live_sessions: Cell::new(0),
-            next_session: Cell::new(0),
-            shutting_down: Cell::new(false),
-            sessions_stopped: Cell::new(false),
-        }
-    }
-
-    /// The current configuration. A session should take it once at its start and keep
-    /// that snapshot: a reload swaps the shard's copy but never changes a snapshot.
-    pub fn config(&self) -> Arc<Config> {
-        self.config.borrow().clone()
-    }
-
-    /// The current hooks (rebuilt by the factory on reload; take it once per session).
-    pub fn hooks(&self) -> Rc<dyn Hooks> {
-        self.hooks.borrow().clone()
-    }
-
-    /// Sessions running on this shard right now.
-    pub fn live_sessions(&self) -> usize {
-        self.live_sessions.get()
-    }
-
-    /// A new id for logs: unique in the process, shard index in the high 16 bits.
-    pub fn next_session_id(&self) -> u64 {
-        let n = self.next_session.get().wrapping_add(1) & ((1 << SESSION_ID_SHARD_SHIFT) - 1);
-        self.next_session.set(n);
-        ((self.index as u64) << SESSION_ID_SHARD_SHIFT) | n
-    }
-
-    /// True once the server is shutting down: listeners are closed and running sessions
-    /// have `limits.shutdown_grace` to finish.
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.get()
-    }
-
-    /// Tell every session still running to say why to both peers and end (the
-    /// shutdown grace period is over).
-    pub fn stop_sessions(&self) {
-        self.sessions_stopped.set(true);
-        let signals = std::mem::take(&mut *self.stop_signals.borrow_mut());
-        for signal in signals.iter().filter_map(Weak::upgrade) {
-            signal.stop();
-        }
-    }
-
-    /// A stop signal for a new session: it fires when [`ShardContext::stop_sessions`] is
-    /// called (at once if it already was).
-    pub fn stop_signal(&self) -> Rc<StopSignal> {
-        let signal = Rc::new(StopSignal::default());
-        if self.sessions_stopped.get() {
-            signal.stop();
-            return signal;
-        }
-        let mut signals = self.stop_signals.borrow_mut();
-        // Forget the signals of sessions that ended, now and then (amortised O(1)).
-        if signals.len() >= 64 && signals.len() >= 2 * self.live_sessions() {
-            signals.retain(|w| w.strong_count() > 0);
-        }
-        signals.push(Rc::downgrade(&signal));
-        signal
-    }
-
-    fn reload(&self, config: Arc<Config>, hooks: Rc<dyn Hooks>) {
-        *self.config.borrow_mut() = config;
-        *self.hooks.borrow_mut() = hooks;
-    }
-}
-
-/// Tells one session that the shutdown grace period is over. Each session has its own, so
-/// that waiting on it costs the session's hot path one flag check per wake-up, whatever
-/// the number of sessions.
-#[derive(Default)]
-pub struct StopSignal {
-    stopped: Cell<bool>,
-    waker: Cell<Option<Waker>>,
-}
-
-impl StopSignal {
-    pub fn stop(&self) {
-        self.stopped.set(true);
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
-    }
-
-    pub fn is_stopped(&self) -> bool {
-        self.stopped.get()
-    }
-
-    /// Resolves once [`StopSignal::stop`] was called.
-    pub async fn stopped(&self) {
-        std::future::poll_fn(|cx| {
-            if self.stopped.get() {
-                return Poll::Ready(());
-            }
-            let waker = match self.waker.take() {
-                Some(w) if w.will_wake(cx.waker()) => w,
-                _ => cx.waker().clone(),
-            };
-            self.waker.set(Some(waker));
-            Poll::Pending
-        })
-        .await
-    }
-}
-
-/// Counts a session as live for as long as it exists: created at accept, moved into the
-/// session task, dropped however the session ends (return, error, panic, cancellation
-/// at shutdown).
-pub struct SessionGuard {
-    ctx: Rc<ShardContext>,
-}
-
-impl SessionGuard {
-    pub fn new(ctx: &Rc<ShardContext>) -> Self {
-        ctx.live_sessions.set(ctx.live_sessions.get() + 1);
-        ctx.metrics.session_started();
-        SessionGuard { ctx: ctx.clone() }
-    }
-}
-
-impl Drop for SessionGuard {
-    fn drop(&mut self) {
-        let live = &self.ctx.live_sessions;
-        live.set(live.get().saturating_sub(1));
-        self.ctx.metrics.session_ended();
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Runtime helpers, so that hooks and sessions need not name glommio.
-
-/// The time limit of [`timeout`] passed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("timed out")]
-pub struct Elapsed;
-
-/// Runs `fut` for at most `dur`. Must be called on a shard.
-pub async fn timeout<F: Future>(dur: Duration, fut: F) -> Result<F::Output, Elapsed> {
-    futures_lite::future::or(async { Ok(fut.await) }, async {
-        sleep(dur).await;
-        Err(Elapsed)
-    })
-    .await
-}
-
-/// Waits `dur` without blocking the shard. Must be called on a shard.
-pub async fn sleep(dur: Duration) {
-    glommio::timer::sleep(dur).await
-}
-
-/// Runs blocking work (a synchronous client library, a file read, DNS) on the shard's
-/// helper threads and awaits its result; the shard's event loop goes on meanwhile.
-/// Must be called on a shard.
-pub fn run_blocking<F, R>(work: F) -> impl Future<Output = R>
-where
-    F: FnOnce() -> R + Send + 'static,
-    R: Send + 'static,
-{
-    glommio::executor().spawn_blocking(work)
-}
+use crate::proxy::admission::Admission;
+use crate::proxy::gate;
+use crate::proxy::shard::ShardContext;
+use crate::rt::{sleep, timeout, Elapsed};
 
 /// Helper threads per shard for [`run_blocking`]: a slow DNS answer or hook backend must
 /// not hold up every other lookup of the shard.
@@ -520,12 +293,7 @@ async fn shard_main(setup: ShardSetup) {
 
     let accept_tasks: Vec<_> = listeners
         .into_iter()
-        .map(|socket| {
-            glommio::spawn_local(listener::accept_loop(
-                listener::into_glommio(socket),
-                ctx.clone(),
-            ))
-        })
+        .map(|socket| glommio::spawn_local(gate::run(listener::into_glommio(socket), ctx.clone())))
         .collect();
     let publisher = shared
         .metrics_enabled
@@ -565,7 +333,7 @@ async fn shard_main(setup: ShardSetup) {
 
     // Graceful shutdown: no new connections, running sessions get the grace period.
     stop_accepting(accept_tasks).await;
-    ctx.shutting_down.set(true);
+    ctx.begin_shutdown();
     ctx.warm.close();
     let grace = ctx.config().limits.shutdown_grace;
     let deadline = Instant::now() + grace;
@@ -595,7 +363,7 @@ async fn shard_main(setup: ShardSetup) {
     }
     if let Some(publisher) = publisher {
         publisher.cancel().await;
-        ctx.metrics.publish(ctx.pool.stats(), &ctx.warm);
+        ctx.metrics.publish(gauges(&ctx));
     }
     tracing::debug!(shard = index, "shard stopped");
 }
@@ -615,10 +383,23 @@ fn reload_shard(ctx: &ShardContext, shared: &Shared) {
     tracing::debug!(shard = ctx.index, "configuration reloaded");
 }
 
+/// What the shard holds now, for the metrics sink.
+fn gauges(ctx: &ShardContext) -> metrics::ShardGauges {
+    let pool = ctx.pool.stats();
+    let (warm_hits, warm_misses) = ctx.warm.hits_and_misses();
+    metrics::ShardGauges {
+        pool_in_use: pool.in_use,
+        pool_waiters: pool.waiters,
+        warm_held: ctx.warm.held(),
+        warm_hits,
+        warm_misses,
+    }
+}
+
 async fn publish_metrics(ctx: Rc<ShardContext>) {
     loop {
         sleep(Duration::from_secs(1)).await;
-        ctx.metrics.publish(ctx.pool.stats(), &ctx.warm);
+        ctx.metrics.publish(gauges(&ctx));
         metrics::publish_preauth(
             ctx.index,
             ctx.handshake_budget.used(),
@@ -1014,118 +795,6 @@ fn raise_memlock_limit() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hooks::{HookContext, HookError, Upstream};
-    use sshr_protocol::hostkey::PublicKey;
-
-    struct NoUsers;
-
-    #[async_trait::async_trait(?Send)]
-    impl Hooks for NoUsers {
-        async fn find_upstream(&self, _: &HookContext) -> Result<Option<Upstream>, HookError> {
-            Ok(None)
-        }
-        async fn fetch_authorized_keys(
-            &self,
-            _: &HookContext,
-        ) -> Result<Vec<PublicKey>, HookError> {
-            Ok(Vec::new())
-        }
-        async fn fetch_private_key(
-            &self,
-            _: &HookContext,
-            _: &Upstream,
-        ) -> Result<Rc<PrivateKey>, HookError> {
-            Err(HookError::Unavailable("none".into()))
-        }
-    }
-
-    fn context(index: usize) -> Rc<ShardContext> {
-        let key = || PrivateKey::generate_ed25519(&mut rand_core::OsRng);
-        Rc::new(ShardContext::new(
-            index,
-            4,
-            Arc::new(Config::builtin().unwrap()),
-            Rc::new(NoUsers),
-            vec![key()].into(),
-            Arc::new(key()),
-            Admission::new(),
-        ))
-    }
-
-    #[test]
-    fn session_ids_carry_the_shard_and_are_unique() {
-        let (a, b) = (context(2), context(3));
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..1000 {
-            let (x, y) = (a.next_session_id(), b.next_session_id());
-            assert_eq!(x >> SESSION_ID_SHARD_SHIFT, 2);
-            assert_eq!(y >> SESSION_ID_SHARD_SHIFT, 3);
-            assert!(seen.insert(x) && seen.insert(y));
-        }
-    }
-
-    #[test]
-    fn stop_signals_reach_every_running_session_and_later_ones() {
-        let ctx = context(0);
-        let guards: Vec<_> = (0..100).map(|_| SessionGuard::new(&ctx)).collect();
-        let signals: Vec<_> = (0..100).map(|_| ctx.stop_signal()).collect();
-        // Sessions that ended leave no signal behind for long.
-        for _ in 0..1000 {
-            drop(ctx.stop_signal());
-        }
-        assert!(ctx.stop_signals.borrow().len() <= 300);
-        let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
-        let first = signals[0].clone();
-        ex.run(async move {
-            let waiting = glommio::spawn_local(async move { first.stopped().await });
-            sleep(Duration::from_millis(5)).await;
-            ctx.stop_sessions();
-            timeout(Duration::from_secs(5), waiting)
-                .await
-                .expect("woken");
-            assert!(signals.iter().all(|s| s.is_stopped()));
-            assert!(
-                ctx.stop_signal().is_stopped(),
-                "a session started after the stop"
-            );
-            drop(guards);
-        });
-    }
-
-    #[test]
-    fn session_guard_counts_however_the_session_ends() {
-        let ctx = context(0);
-        let a = SessionGuard::new(&ctx);
-        let b = SessionGuard::new(&ctx);
-        assert_eq!(ctx.live_sessions(), 2);
-        drop(a);
-        assert_eq!(ctx.live_sessions(), 1);
-        let panicking = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _guard = b;
-            panic!("session bug");
-        }));
-        assert!(panicking.is_err());
-        assert_eq!(ctx.live_sessions(), 0, "unwinding releases the count");
-    }
-
-    #[test]
-    fn pool_follows_the_configured_cap() {
-        let ctx = context(0);
-        let cap = ctx.config().limits.buffer_pool_bytes_per_shard;
-        assert_eq!(ctx.pool.capacity(), cap / RELAY_BUFFER_SIZE);
-        assert_eq!(ctx.pool.buffer_size(), RELAY_BUFFER_SIZE);
-    }
-
-    #[test]
-    fn reload_swaps_the_snapshot_but_not_earlier_ones() {
-        let ctx = context(0);
-        let before = ctx.config();
-        let mut next = Config::builtin().unwrap();
-        next.limits.max_sessions_per_shard = 7;
-        ctx.reload(Arc::new(next), Rc::new(NoUsers));
-        assert_eq!(ctx.config().limits.max_sessions_per_shard, 7);
-        assert_eq!(before.limits.max_sessions_per_shard, 10_000);
-    }
 
     #[test]
     fn placement_pins_only_within_our_cpus() {
@@ -1140,23 +809,5 @@ mod tests {
             placement(allowed.len() + 1),
             PoolPlacement::Unbound(n) if n == allowed.len() + 1
         ));
-    }
-
-    #[test]
-    fn timeout_and_blocking_helpers_on_a_shard() {
-        let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
-        ex.run(async {
-            assert_eq!(
-                timeout(Duration::from_millis(10), sleep(Duration::from_secs(5))).await,
-                Err(Elapsed)
-            );
-            assert_eq!(timeout(Duration::from_secs(5), async { 7 }).await, Ok(7));
-            let thread = run_blocking(|| std::thread::current().id()).await;
-            assert_ne!(
-                thread,
-                std::thread::current().id(),
-                "ran off the shard thread"
-            );
-        });
     }
 }

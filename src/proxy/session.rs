@@ -13,7 +13,7 @@ use glommio::Task;
 use rand_core::RngCore;
 use sshr_protocol::auth::{self, InfoResponse, Method, Request};
 use sshr_protocol::hostkey::PublicKey;
-use sshr_protocol::msg::{self, disconnect};
+use sshr_protocol::msg::{self};
 use sshr_protocol::text::Untrusted;
 use sshr_protocol::transport::{Config as TransportConfig, Event, Transport};
 use tracing::{debug, info, warn, Instrument};
@@ -22,15 +22,17 @@ use crate::config::Config;
 use crate::core::attempts::{AuthAttempts, FailedBecause, Next};
 use crate::core::failure_times::{Answer, MIN_FAILURE_TIME};
 use crate::core::penalty::Offence;
+use crate::core::refusal::Refusal;
+use crate::core::values::{CipherPreference, Side, TunnelPolicy};
 use crate::hooks::{HookContext, HookError, Hooks, Upstream};
-use crate::leg::{Leg, LegError, Received, RxBuf, Side};
+use crate::io::leg::{Leg, LegError, Received, RxBuf};
 use crate::metrics::AuthFailure;
-use crate::preauth::{Claim, PreauthSlot};
-use crate::relay;
-use crate::shard::ShardContext;
-use crate::tunnel::{SessionTunnels, TunnelPolicy};
-use crate::upstream::{self, UpstreamConn, UpstreamError, UpstreamReply};
-use crate::warm::CipherPreference;
+use crate::proxy::preauth::{Claim, PreauthSlot};
+use crate::proxy::relay;
+use crate::proxy::shard::ShardContext;
+use crate::proxy::tunnel::SessionTunnels;
+use crate::proxy::upstream::{self, UpstreamConn, UpstreamError, UpstreamReply};
+use crate::rt::seed;
 
 /// Methods we offer, the same for every user name so that none can be enumerated.
 const METHODS: [&str; 3] = ["publickey", "password", "keyboard-interactive"];
@@ -38,12 +40,6 @@ const METHODS: [&str; 3] = ["publickey", "password", "keyboard-interactive"];
 const MAX_HELD_BANNERS: usize = 8;
 /// Longest user name passed to the hooks (Linux allows 32; LDAP-style names a bit more).
 const MAX_USER_NAME: usize = 256;
-
-pub fn seed() -> [u8; 32] {
-    let mut s = [0u8; 32];
-    rand_core::OsRng.fill_bytes(&mut s);
-    s
-}
 
 /// The transport settings of both legs, from the proxy's configuration.
 pub fn transport_config(config: &Config) -> Arc<TransportConfig> {
@@ -129,9 +125,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
                 if !waiting.get() {
                     penalise(&ctx, peer, Offence::GraceExceeded);
                 }
-                client
-                    .disconnect(disconnect::BY_APPLICATION, "sshr: authentication timed out")
-                    .await;
+                client.refuse(Refusal::AuthTimedOut).await;
                 return;
             }
             AuthOutcome::Ended(end) => {
@@ -147,9 +141,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
                 return;
             }
             AuthOutcome::Stopped => {
-                client
-                    .disconnect(disconnect::BY_APPLICATION, SHUTTING_DOWN)
-                    .await;
+                client.refuse(Refusal::ShuttingDown).await;
                 return;
             }
         };
@@ -179,9 +171,6 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
     .instrument(span)
     .await
 }
-
-/// What a client is told when the proxy ends its session at shutdown.
-pub const SHUTTING_DOWN: &str = "sshr: the proxy is shutting down";
 
 /// How the authentication phase ended.
 enum AuthOutcome {
@@ -238,12 +227,8 @@ struct Login {
 enum AuthEnd {
     /// The client left or broke the protocol (already told, if it can be).
     Leg(LegError),
-    /// Tell the client this and hang up.
-    Refuse {
-        reason: u32,
-        message: &'static str,
-        failure: AuthFailure,
-    },
+    /// Tell the client why and hang up; `AuthFailure` is what the metrics count.
+    Refuse(Refusal, AuthFailure),
 }
 
 impl From<LegError> for AuthEnd {
@@ -259,10 +244,7 @@ impl AuthEnd {
         !matches!(
             self,
             AuthEnd::Leg(LegError::Busy { .. })
-                | AuthEnd::Refuse {
-                    failure: AuthFailure::UpstreamRejected | AuthFailure::HookError,
-                    ..
-                }
+                | AuthEnd::Refuse(_, AuthFailure::UpstreamRejected | AuthFailure::HookError)
         )
     }
 
@@ -275,13 +257,9 @@ impl AuthEnd {
                     e => info!(error = %e, "session ended during authentication"),
                 }
             }
-            AuthEnd::Refuse {
-                reason,
-                message,
-                failure,
-            } => {
+            AuthEnd::Refuse(refusal, failure) => {
                 ctx.shard.metrics.auth_failure(failure);
-                client.disconnect(reason, message).await;
+                client.refuse(refusal).await;
             }
         }
     }
@@ -317,11 +295,8 @@ enum Link {
         warm: bool,
     },
     /// It failed; what the client is told once it has proven who it is.
-    Failed(&'static str),
+    Failed(Refusal),
 }
-
-/// What the client is told when its server cannot be reached.
-const UNREACHABLE: &str = "sshr: the server for this account is unreachable";
 
 impl Pending {
     async fn start(
@@ -415,7 +390,7 @@ impl Pending {
             .map(|u| u.addr.as_str())
             .unwrap_or_default();
         warn!(user = %Untrusted(&self.user), upstream = addr, error = %error, "upstream failed during authentication");
-        self.link = Link::Failed(error.client_message());
+        self.link = Link::Failed(error.refusal());
     }
 
     /// The upstream connection: opened now if it was not (waiting for a slot as
@@ -425,9 +400,9 @@ impl Pending {
         &mut self,
         ctx: &SessionEnv,
         claim: Claim,
-    ) -> Result<&mut UpstreamConn, &'static str> {
+    ) -> Result<&mut UpstreamConn, Refusal> {
         let Some(u) = self.upstream.clone() else {
-            return Err(UNREACHABLE);
+            return Err(Refusal::Unreachable);
         };
         if matches!(self.link, Link::None) {
             self.link = open(ctx, &u, self.prefer, claim).await;
@@ -446,14 +421,14 @@ impl Pending {
                 },
                 Err(e) => {
                     warn!(user = %Untrusted(&self.user), upstream = %u.addr, error = %e, "upstream connection failed");
-                    Link::Failed(e.client_message())
+                    Link::Failed(e.refusal())
                 }
             };
         }
         match &mut self.link {
             Link::Ready { conn, .. } => Ok(conn),
-            Link::Failed(message) => Err(message),
-            Link::None | Link::Connecting { .. } => Err(UNREACHABLE),
+            Link::Failed(refusal) => Err(*refusal),
+            Link::None | Link::Connecting { .. } => Err(Refusal::Unreachable),
         }
     }
 }
@@ -529,12 +504,8 @@ fn client_cipher(client: &Leg) -> CipherPreference {
     }
 }
 
-fn refuse(reason: u32, message: &'static str, failure: AuthFailure) -> AuthEnd {
-    AuthEnd::Refuse {
-        reason,
-        message,
-        failure,
-    }
+fn refuse(refusal: Refusal, failure: AuthFailure) -> AuthEnd {
+    AuthEnd::Refuse(refusal, failure)
 }
 
 /// What a failed attempt was, for [`failed_attempt`].
@@ -613,11 +584,7 @@ async fn failed_attempt(
     }
     if attempts.failed(none, partial) == Next::HangUp {
         info!(user = %Untrusted(user), client = %peer, tries = attempts.failures(), "too many authentication failures: hanging up");
-        return Err(refuse(
-            disconnect::NO_MORE_AUTH_METHODS_AVAILABLE,
-            "sshr: too many authentication failures",
-            AuthFailure::Aborted,
-        ));
+        return Err(refuse(Refusal::TooManyFailures, AuthFailure::Aborted));
     }
     client.send(&auth::encode_failure(METHODS, partial)).await?;
     Ok(())
@@ -656,36 +623,20 @@ async fn authenticate(
             },
         };
         if payload[0] != msg::USERAUTH_REQUEST {
-            return Err(refuse(
-                disconnect::PROTOCOL_ERROR,
-                "sshr: expected a user authentication request",
-                AuthFailure::Aborted,
-            ));
+            return Err(refuse(Refusal::ExpectedUserauth, AuthFailure::Aborted));
         }
         if attempts.request() == Next::HangUp {
-            return Err(refuse(
-                disconnect::NO_MORE_AUTH_METHODS_AVAILABLE,
-                "sshr: too many authentication requests",
-                AuthFailure::Aborted,
-            ));
+            return Err(refuse(Refusal::TooManyRequests, AuthFailure::Aborted));
         }
         let req = match Request::parse(&payload) {
             Ok(r) => r,
             Err(e) => {
                 info!(error = %e, "malformed authentication request");
-                return Err(refuse(
-                    disconnect::PROTOCOL_ERROR,
-                    "sshr: malformed authentication request",
-                    AuthFailure::Aborted,
-                ));
+                return Err(refuse(Refusal::MalformedRequest, AuthFailure::Aborted));
             }
         };
         if req.service != auth::CONNECTION_SERVICE {
-            return Err(refuse(
-                disconnect::SERVICE_NOT_AVAILABLE,
-                "sshr: only the ssh-connection service is available",
-                AuthFailure::Aborted,
-            ));
+            return Err(refuse(Refusal::WrongService, AuthFailure::Aborted));
         }
         match &pending {
             None => {
@@ -694,11 +645,7 @@ async fn authenticate(
             }
             // As OpenSSH: the user name may not change between attempts.
             Some(p) if p.user != req.user => {
-                return Err(refuse(
-                    disconnect::PROTOCOL_ERROR,
-                    "sshr: changing the user name during authentication is not allowed",
-                    AuthFailure::Aborted,
-                ));
+                return Err(refuse(Refusal::UserChanged, AuthFailure::Aborted));
             }
             Some(_) => {}
         }
@@ -775,11 +722,7 @@ async fn authenticate(
                             _ => HookError::Timeout,
                         };
                         warn!(user = %Untrusted(&p.user), error = %error, "fetch_private_key hook failed");
-                        return Err(refuse(
-                            disconnect::BY_APPLICATION,
-                            "sshr: the server for this account refused the proxy's login",
-                            AuthFailure::HookError,
-                        ));
+                        return Err(refuse(Refusal::LoginRefused, AuthFailure::HookError));
                     }
                 };
                 // Proven: this login gets a slot before any unproven one.
@@ -789,13 +732,7 @@ async fn authenticate(
                 };
                 let conn = match connection {
                     Ok(conn) => conn,
-                    Err(message) => {
-                        return Err(refuse(
-                            disconnect::BY_APPLICATION,
-                            message,
-                            AuthFailure::UpstreamRejected,
-                        ))
-                    }
+                    Err(refusal) => return Err(refuse(refusal, AuthFailure::UpstreamRejected)),
                 };
                 let mut banners = Vec::new();
                 let r = conn
@@ -806,11 +743,7 @@ async fn authenticate(
                 }
                 if let Err(e) = r {
                     warn!(user = %Untrusted(&p.user), upstream = %upstream.addr, error = %e, "upstream login failed");
-                    return Err(refuse(
-                        disconnect::BY_APPLICATION,
-                        e.client_message(),
-                        AuthFailure::UpstreamRejected,
-                    ));
+                    return Err(refuse(e.refusal(), AuthFailure::UpstreamRejected));
                 }
                 return finish(ctx, client, pending, "publickey").await;
             }
@@ -995,11 +928,7 @@ async fn decoy(
 }
 
 fn malformed_info_response() -> AuthEnd {
-    refuse(
-        disconnect::PROTOCOL_ERROR,
-        "sshr: malformed keyboard-interactive response",
-        AuthFailure::Aborted,
-    )
+    refuse(Refusal::MalformedInfoResponse, AuthFailure::Aborted)
 }
 
 enum Passed {
@@ -1119,13 +1048,7 @@ async fn finish(
     pending: Option<Pending>,
     method: &'static str,
 ) -> Result<Login, AuthEnd> {
-    let internal = || {
-        refuse(
-            disconnect::PROTOCOL_ERROR,
-            "sshr: internal error",
-            AuthFailure::Aborted,
-        )
-    };
+    let internal = || refuse(Refusal::Internal, AuthFailure::Aborted);
     let Some(mut p) = pending else {
         return Err(internal());
     };
@@ -1164,7 +1087,7 @@ mod tests {
 
     #[test]
     fn only_endings_the_client_caused_earn_a_penalty() {
-        let refused = |failure| refuse(disconnect::BY_APPLICATION, UNREACHABLE, failure);
+        let refused = |failure| refuse(Refusal::Unreachable, failure);
         assert!(refused(AuthFailure::Aborted).is_the_clients_doing());
         assert!(refused(AuthFailure::WrongKey).is_the_clients_doing());
         assert!(!refused(AuthFailure::UpstreamRejected).is_the_clients_doing());
@@ -1172,7 +1095,7 @@ mod tests {
         assert!(AuthEnd::Leg(LegError::Stalled { side: Side::Client }).is_the_clients_doing());
         assert!(!AuthEnd::Leg(LegError::Busy {
             side: Side::Client,
-            source: crate::leg::BudgetExhausted,
+            source: crate::io::leg::BudgetExhausted,
         })
         .is_the_clients_doing());
     }

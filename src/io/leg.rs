@@ -8,38 +8,22 @@
 //! order equal to the sequence order.
 
 use std::cell::{Cell, RefCell};
-use std::fmt;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use glommio::sync::{Permit, Semaphore};
 use sshr_protocol::error::PeerMisbehaved;
-use sshr_protocol::msg::disconnect;
 use sshr_protocol::packet::MAX_PACKET_LEN;
 use sshr_protocol::transport::{Event, Input, Transport};
 
-use crate::pool::{HandshakeBudget, PooledBuf};
-
-/// Which side of the proxy a leg faces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Side {
-    Client,
-    Upstream,
-}
-
-impl fmt::Display for Side {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Side::Client => "client",
-            Side::Upstream => "upstream",
-        })
-    }
-}
+use crate::core::refusal::Refusal;
+use crate::core::values::Side;
+use crate::io::pool::{HandshakeBudget, PooledBuf};
+use crate::rt::Notify;
 
 /// Why a leg stopped.
 #[derive(Debug, thiserror::Error)]
@@ -72,42 +56,6 @@ impl LegError {
             | LegError::Stalled { side }
             | LegError::Busy { side, .. } => *side,
         }
-    }
-}
-
-/// A change signal for single-threaded tasks: waiters see a generation number move.
-#[derive(Default)]
-pub struct Notify {
-    generation: Cell<u64>,
-    waiters: RefCell<Vec<Waker>>,
-}
-
-impl Notify {
-    pub fn generation(&self) -> u64 {
-        self.generation.get()
-    }
-
-    pub fn notify(&self) {
-        self.generation.set(self.generation.get().wrapping_add(1));
-        for w in self.waiters.borrow_mut().drain(..) {
-            w.wake();
-        }
-    }
-
-    /// Resolves once the generation differs from `seen`.
-    pub async fn changed_since(&self, seen: u64) {
-        poll_fn(|cx| {
-            if self.generation.get() != seen {
-                Poll::Ready(())
-            } else {
-                let mut w = self.waiters.borrow_mut();
-                if !w.iter().any(|x| x.will_wake(cx.waker())) {
-                    w.push(cx.waker().clone());
-                }
-                Poll::Pending
-            }
-        })
-        .await
     }
 }
 
@@ -389,7 +337,7 @@ impl Leg {
     /// True when the peer has sent nothing and not closed the connection (for warm
     /// upstream connections waiting in the pool).
     pub fn is_idle_and_open(&self) -> bool {
-        crate::net::idle_and_open(&self.stream.borrow())
+        crate::io::net::idle_and_open(&self.stream.borrow())
     }
 
     pub async fn read_some(&self, buf: &mut [u8]) -> Result<usize, LegError> {
@@ -399,7 +347,7 @@ impl Leg {
         if n == 0 {
             return Err(LegError::Closed { side: self.side });
         }
-        crate::net::quickack(&self.stream.borrow());
+        crate::io::net::quickack(&self.stream.borrow());
         Ok(n)
     }
 
@@ -487,11 +435,7 @@ impl Leg {
                         // Before authentication nobody needs big packets; refusing them
                         // keeps what an unauthenticated peer can make us hold small.
                         let e = sshr_protocol::Error::Peer(PeerMisbehaved::PacketLength(n as u32));
-                        self.disconnect(
-                            disconnect::PROTOCOL_ERROR,
-                            "sshr: packet too large before authentication",
-                        )
-                        .await;
+                        self.refuse(Refusal::PacketTooLarge).await;
                         return Err(LegError::Protocol {
                             side: self.side,
                             source: e,
@@ -504,11 +448,7 @@ impl Leg {
                         .min(rx.len().saturating_mul(2).max(INLINE_RX))
                         .max(rx.len() + 1);
                     if let Err(source) = rx.reserve(target) {
-                        self.disconnect(
-                            disconnect::TOO_MANY_CONNECTIONS,
-                            "sshr: the proxy is busy, try again later",
-                        )
-                        .await;
+                        self.refuse(Refusal::Busy).await;
                         return Err(LegError::Busy {
                             side: self.side,
                             source,
@@ -528,11 +468,7 @@ impl Leg {
                             match glommio::timer::timeout(left, async { Ok(read.await) }).await {
                                 Ok(r) => r?,
                                 Err(_) => {
-                                    self.disconnect(
-                                        disconnect::PROTOCOL_ERROR,
-                                        "sshr: packet not completed in time",
-                                    )
-                                    .await;
+                                    self.refuse(Refusal::PacketStalled).await;
                                     return Err(LegError::Stalled { side: self.side });
                                 }
                             }
@@ -567,6 +503,11 @@ impl Leg {
 
     /// Send DISCONNECT with a reason and flush it (best effort: a peer that does not
     /// read gets [`DISCONNECT_GRACE`], so that it cannot hold the session open).
+    /// Tell the peer why the proxy ends this connection (see [`Leg::disconnect`]).
+    pub async fn refuse(&self, refusal: Refusal) {
+        self.disconnect(refusal.code(), refusal.message()).await
+    }
+
     pub async fn disconnect(&self, reason: u32, description: &str) {
         if self.torn.get() {
             // A packet was cut off mid-way: anything after it would reach the peer as

@@ -30,10 +30,13 @@ use sshr_protocol::transport::Input;
 use sshr_protocol::wire::Reader;
 use tracing::{debug, info};
 
-use crate::leg::{Leg, LegError, RxBuf, Side, INLINE_RX};
-use crate::session::SHUTTING_DOWN;
-use crate::shard::{ShardContext, StopSignal};
-use crate::tunnel::{self, OpenVerdict, SessionTunnels};
+use crate::core::refusal::{ChannelRefusal, Refusal};
+use crate::core::tunnel::{encode_open_failure, OpenVerdict};
+use crate::core::values::Side;
+use crate::io::leg::{Leg, LegError, RxBuf, INLINE_RX};
+use crate::proxy::shard::ShardContext;
+use crate::proxy::tunnel::SessionTunnels;
+use crate::rt::StopSignal;
 
 /// Payload bytes a pump may queue (copied) for a leg that is in a key exchange before
 /// it waits instead. A key exchange takes a round trip; the channel windows bound what
@@ -78,8 +81,8 @@ pub async fn run(
             "session closed: the proxy is shutting down"
         );
         futures_lite::future::zip(
-            client.disconnect(disconnect::BY_APPLICATION, SHUTTING_DOWN),
-            upstream.disconnect(disconnect::BY_APPLICATION, SHUTTING_DOWN),
+            client.refuse(Refusal::ShuttingDown),
+            upstream.refuse(Refusal::ShuttingDown),
         )
         .await;
         futures_lite::future::zip(client.shutdown(), upstream.shutdown()).await;
@@ -196,7 +199,7 @@ enum Verdict {
     /// Answer SSH_MSG_CHANNEL_OPEN_FAILURE on the arriving leg (a tunnel we refuse).
     RefuseChannelOpen {
         recipient: u32,
-        description: &'static str,
+        why: ChannelRefusal,
     },
 }
 
@@ -210,13 +213,7 @@ fn classify(from: Side, payload: &[u8], tunnels: &SessionTunnels) -> Verdict {
         msg::CHANNEL_OPEN if from == Side::Client => match tunnels.client_channel_open(payload) {
             OpenVerdict::Forward => Verdict::Forward,
             OpenVerdict::Drop => Verdict::Drop,
-            OpenVerdict::Refuse {
-                recipient,
-                description,
-            } => Verdict::RefuseChannelOpen {
-                recipient,
-                description,
-            },
+            OpenVerdict::Refuse { recipient, why } => Verdict::RefuseChannelOpen { recipient, why },
         },
         msg::CHANNEL_OPEN_CONFIRMATION | msg::CHANNEL_OPEN_FAILURE | msg::CHANNEL_CLOSE => {
             tunnels.channel_control(from, payload);
@@ -311,12 +308,8 @@ async fn process(
                         let _ = from.transport.borrow_mut().send(&[msg::REQUEST_FAILURE]);
                         from_dirty = true;
                     }
-                    Verdict::RefuseChannelOpen {
-                        recipient,
-                        description,
-                    } => {
-                        let reason = tunnel::refusal_reason(description);
-                        let failure = tunnel::encode_open_failure(recipient, reason, description);
+                    Verdict::RefuseChannelOpen { recipient, why } => {
+                        let failure = encode_open_failure(recipient, why);
                         let _ = from.transport.borrow_mut().send(&failure);
                         from_dirty = true;
                     }

@@ -1,0 +1,173 @@
+//! Plain values shared by every layer: no behaviour beyond parsing and printing, no
+//! imports from the rest of the daemon. Anything that more than one layer names lives
+//! here, so that no layer imports another's behaviour module for a type.
+
+use std::fmt;
+use std::str::FromStr;
+
+use sshr_protocol::cipher::{CipherAlg, MacAlg};
+
+/// Which side of the proxy a leg faces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Upstream,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Client => "client",
+            Side::Upstream => "upstream",
+        })
+    }
+}
+
+/// Which tunnels a user may open through the proxy. The names are those of sshd's
+/// `PermitTunnel` (`yes` and `no` are accepted as aliases of `any` and `deny`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TunnelPolicy {
+    /// No tunnels (the default, like sshd's `PermitTunnel no`).
+    #[default]
+    Deny,
+    /// Layer 3 tunnels only (`Tunnel point-to-point`, tun devices).
+    PointToPoint,
+    /// Layer 2 tunnels only (`Tunnel ethernet`, tap devices).
+    Ethernet,
+    /// Both modes; the upstream's `PermitTunnel` still decides.
+    Any,
+}
+
+impl TunnelPolicy {
+    /// Whether a tunnel of `mode` may be opened.
+    pub fn allows(self, mode: TunnelMode) -> bool {
+        match self {
+            TunnelPolicy::Deny => false,
+            TunnelPolicy::PointToPoint => mode == TunnelMode::PointToPoint,
+            TunnelPolicy::Ethernet => mode == TunnelMode::Ethernet,
+            TunnelPolicy::Any => true,
+        }
+    }
+
+    /// The configuration words, for messages.
+    pub const NAMES: &'static str = "\"deny\", \"point-to-point\", \"ethernet\" or \"any\"";
+}
+
+/// A word that is not a [`TunnelPolicy`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a tunnel policy: use {names}", names = TunnelPolicy::NAMES)]
+pub struct BadTunnelPolicy(pub String);
+
+impl FromStr for TunnelPolicy {
+    type Err = BadTunnelPolicy;
+
+    fn from_str(s: &str) -> Result<Self, BadTunnelPolicy> {
+        match s.trim() {
+            "deny" | "no" => Ok(TunnelPolicy::Deny),
+            "point-to-point" => Ok(TunnelPolicy::PointToPoint),
+            "ethernet" => Ok(TunnelPolicy::Ethernet),
+            "any" | "yes" => Ok(TunnelPolicy::Any),
+            _ => Err(BadTunnelPolicy(s.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for TunnelPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TunnelPolicy::Deny => "deny",
+            TunnelPolicy::PointToPoint => "point-to-point",
+            TunnelPolicy::Ethernet => "ethernet",
+            TunnelPolicy::Any => "any",
+        })
+    }
+}
+
+/// The tunnel mode of a `tun@openssh.com` open (OpenSSH `PROTOCOL` 2.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TunnelMode {
+    /// 1: layer 3, IP packets (tun).
+    PointToPoint,
+    /// 2: layer 2, Ethernet frames (tap).
+    Ethernet,
+    /// Any other value; only the `any` policy lets it through (the upstream refuses it).
+    Other(u32),
+}
+
+impl TunnelMode {
+    pub fn from_wire(mode: u32) -> Self {
+        match mode {
+            1 => TunnelMode::PointToPoint,
+            2 => TunnelMode::Ethernet,
+            n => TunnelMode::Other(n),
+        }
+    }
+
+    /// A bounded metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            TunnelMode::PointToPoint => "point-to-point",
+            TunnelMode::Ethernet => "ethernet",
+            TunnelMode::Other(_) => "other",
+        }
+    }
+}
+
+impl fmt::Display for TunnelMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TunnelMode::Other(n) => write!(f, "mode-{n}"),
+            m => f.write_str(m.label()),
+        }
+    }
+}
+
+/// The cipher and MAC an upstream connection was asked for.
+pub type CipherPreference = (Option<CipherAlg>, Option<MacAlg>);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tunnel_policy_words() {
+        for (word, policy) in [
+            ("deny", TunnelPolicy::Deny),
+            ("no", TunnelPolicy::Deny),
+            ("point-to-point", TunnelPolicy::PointToPoint),
+            ("ethernet", TunnelPolicy::Ethernet),
+            ("any", TunnelPolicy::Any),
+            ("yes", TunnelPolicy::Any),
+        ] {
+            assert_eq!(word.parse::<TunnelPolicy>(), Ok(policy), "{word}");
+        }
+        let err = "tun".parse::<TunnelPolicy>().unwrap_err();
+        assert_eq!(err, BadTunnelPolicy("tun".into()));
+        assert!(err.to_string().contains("\"point-to-point\""), "{err}");
+    }
+
+    #[test]
+    fn policies_allow_their_modes_only() {
+        use TunnelMode::*;
+        let cases = [
+            (TunnelPolicy::Deny, [false, false, false]),
+            (TunnelPolicy::PointToPoint, [true, false, false]),
+            (TunnelPolicy::Ethernet, [false, true, false]),
+            (TunnelPolicy::Any, [true, true, true]),
+        ];
+        for (policy, allowed) in cases {
+            for (mode, want) in [PointToPoint, Ethernet, Other(7)].into_iter().zip(allowed) {
+                assert_eq!(policy.allows(mode), want, "{policy} {mode}");
+            }
+        }
+    }
+
+    #[test]
+    fn sides_and_modes_print_for_logs() {
+        assert_eq!(Side::Client.to_string(), "client");
+        assert_eq!(Side::Upstream.to_string(), "upstream");
+        assert_eq!(TunnelMode::from_wire(1).to_string(), "point-to-point");
+        assert_eq!(TunnelMode::from_wire(9).to_string(), "mode-9");
+        assert_eq!(TunnelMode::from_wire(9).label(), "other");
+    }
+}
