@@ -136,18 +136,7 @@ pub struct Rekey {
 }
 
 /// `[tunnels]`: SSH tunnels (`ssh -w`, `tun@openssh.com`) through the proxy.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Tunnels {
-    /// The policy of users without a `tunnel` key (and of hooks that do not say).
-    pub default: TunnelPolicy,
-    /// A tunnel open longer than this gets one alert line; `None`: no alert.
-    pub max_duration: Option<Duration>,
-    /// A tunnel that carried more bytes (both ways) gets one alert line; `None`: no alert.
-    pub max_bytes: Option<u64>,
-    /// How often an open tunnel gets a log record with its duration and bytes.
-    pub report_interval: Duration,
-}
+pub use crate::core::values::TunnelSettings as Tunnels;
 
 /// `[warm_upstreams]`: connections to recently used upstream servers, connected and
 /// through key exchange, kept per shard for the next login (see `src/warm.rs`).
@@ -173,16 +162,6 @@ impl Default for WarmUpstreams {
     }
 }
 
-impl Default for Tunnels {
-    fn default() -> Self {
-        Tunnels {
-            default: TunnelPolicy::Deny,
-            max_duration: None,
-            max_bytes: None,
-            report_interval: Duration::from_secs(60),
-        }
-    }
-}
 
 impl Default for Limits {
     fn default() -> Self {

@@ -12,5 +12,6 @@ pub mod attempts;
 pub mod failure_times;
 pub mod penalty;
 pub mod refusal;
+pub mod relay;
 pub mod tunnel;
 pub mod values;

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use sshr_protocol::cipher::{CipherAlg, MacAlg};
 
@@ -118,6 +119,32 @@ impl fmt::Display for TunnelMode {
         match self {
             TunnelMode::Other(n) => write!(f, "mode-{n}"),
             m => f.write_str(m.label()),
+        }
+    }
+}
+
+/// `[tunnels]`: the tunnel policy of users the hooks say nothing about, and when an
+/// open tunnel gets an alert or a record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TunnelSettings {
+    /// The policy of users without a `tunnel` key (and of hooks that do not say).
+    pub default: TunnelPolicy,
+    /// A tunnel open longer than this gets one alert line; `None`: no alert.
+    pub max_duration: Option<Duration>,
+    /// A tunnel that carried more bytes (both ways) gets one alert line; `None`: no alert.
+    pub max_bytes: Option<u64>,
+    /// How often an open tunnel gets a log record with its duration and bytes.
+    pub report_interval: Duration,
+}
+
+impl Default for TunnelSettings {
+    fn default() -> Self {
+        TunnelSettings {
+            default: TunnelPolicy::Deny,
+            max_duration: None,
+            max_bytes: None,
+            report_interval: Duration::from_secs(60),
         }
     }
 }

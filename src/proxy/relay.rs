@@ -27,29 +27,16 @@ use sshr_protocol::error::PeerMisbehaved;
 use sshr_protocol::msg::{self, disconnect};
 use sshr_protocol::packet::PAYLOAD_OFFSET;
 use sshr_protocol::transport::Input;
-use sshr_protocol::wire::Reader;
 use tracing::{debug, info};
 
-use crate::core::refusal::{ChannelRefusal, Refusal};
-use crate::core::tunnel::{encode_open_failure, OpenVerdict};
+use crate::core::refusal::Refusal;
+use crate::core::relay::{classify, room_during_kex, KexRoom, Verdict};
+use crate::core::tunnel::encode_open_failure;
 use crate::core::values::Side;
 use crate::io::leg::{Leg, LegError, RxBuf, INLINE_RX};
 use crate::proxy::shard::ShardContext;
 use crate::proxy::tunnel::SessionTunnels;
 use crate::rt::StopSignal;
-
-/// Payload bytes a pump may queue (copied) for a leg that is in a key exchange before
-/// it waits instead. A key exchange takes a round trip; the channel windows bound what
-/// a peer can send meanwhile anyway.
-const MAX_QUEUED_DURING_KEX: usize = 4 << 20;
-/// Messages a pump may queue for a leg in a key exchange before it waits (small
-/// messages cost more than their bytes: one allocation each).
-const MAX_QUEUED_MESSAGES_DURING_KEX: usize = 1024;
-/// A pump must not wait while the other pump waits for the end of a key exchange on
-/// the pump's own leg: only this pump can finish that exchange, by reading on. It
-/// queues past the limits above then, up to this many times them, and beyond that ends
-/// the session rather than deadlock.
-const KEX_OVERLAP_FACTOR: usize = 4;
 
 /// Run the relay until either side goes away, then tell the other side why; or, once
 /// `stop` fires (the shutdown grace period is over), tell both sides.
@@ -190,58 +177,6 @@ async fn pump(
     }
 }
 
-/// What to do with a message arriving on one leg.
-enum Verdict {
-    Forward,
-    Drop,
-    /// Answer SSH_MSG_REQUEST_FAILURE on the arriving leg (a global request we refuse).
-    RefuseGlobalRequest,
-    /// Answer SSH_MSG_CHANNEL_OPEN_FAILURE on the arriving leg (a tunnel we refuse).
-    RefuseChannelOpen {
-        recipient: u32,
-        why: ChannelRefusal,
-    },
-}
-
-fn classify(from: Side, payload: &[u8], tunnels: &SessionTunnels) -> Verdict {
-    match payload[0] {
-        // Tunnels (`ssh -w`): the policy, and the channel ids and bytes for the audit.
-        msg::CHANNEL_DATA => {
-            tunnels.channel_data(from, payload);
-            Verdict::Forward
-        }
-        msg::CHANNEL_OPEN if from == Side::Client => match tunnels.client_channel_open(payload) {
-            OpenVerdict::Forward => Verdict::Forward,
-            OpenVerdict::Drop => Verdict::Drop,
-            OpenVerdict::Refuse { recipient, why } => Verdict::RefuseChannelOpen { recipient, why },
-        },
-        msg::CHANNEL_OPEN_CONFIRMATION | msg::CHANNEL_OPEN_FAILURE | msg::CHANNEL_CLOSE => {
-            tunnels.channel_control(from, payload);
-            Verdict::Forward
-        }
-        // Late user-auth messages stay on their leg (RFC 4252 5.1).
-        50..=79 => Verdict::Drop,
-        msg::GLOBAL_REQUEST => {
-            let mut r = Reader::new(&payload[1..]);
-            let (Ok(name), Ok(want_reply)) = (r.utf8("request name"), r.bool("want reply")) else {
-                return Verdict::Forward;
-            };
-            match (from, name) {
-                (Side::Upstream, "hostkeys-00@openssh.com")
-                | (Side::Client, "hostkeys-prove-00@openssh.com") => {
-                    if want_reply {
-                        Verdict::RefuseGlobalRequest
-                    } else {
-                        Verdict::Drop
-                    }
-                }
-                _ => Verdict::Forward,
-            }
-        }
-        _ => Verdict::Forward,
-    }
-}
-
 /// One batch: every complete packet in `rx`. Packets sealed in place accumulate in a
 /// contiguous segment that is written when it would break or at the end of the batch.
 /// Returns how many bytes the next packet needs in the buffer.
@@ -290,7 +225,12 @@ async fn process(
             Ok(Input::Packet { len, payload }) => {
                 let start = rx.start;
                 let payload = start + payload.start..start + payload.end;
-                match classify(from.side, &rx.data()[payload.clone()], tunnels) {
+                let message = &rx.data()[payload.clone()];
+                let verdict = classify(from.side, message, &mut tunnels.borrow_mut(), Instant::now);
+                if message[0] == msg::CHANNEL_OPEN_CONFIRMATION {
+                    tunnels.notice_opened();
+                }
+                match verdict {
                     Verdict::Forward => {
                         let bytes = payload.len();
                         if let Err(e) = batch.forward(from, to, rx, start, len, payload).await {
@@ -402,22 +342,13 @@ impl<'a> Batch<'a> {
                 } else if t.kex_in_progress() {
                     // `to` is in a key exchange: queue a copy, sent in order after
                     // NEWKEYS, or wait when too much is queued already.
-                    let (messages, bytes) = (t.queued_messages(), t.queued_bytes());
-                    let room =
-                        messages < MAX_QUEUED_MESSAGES_DURING_KEX && bytes < MAX_QUEUED_DURING_KEX;
-                    let from_awaited = from.awaited.get();
-                    let overlap_room = messages
-                        < MAX_QUEUED_MESSAGES_DURING_KEX * KEX_OVERLAP_FACTOR
-                        && bytes < MAX_QUEUED_DURING_KEX * KEX_OVERLAP_FACTOR;
-                    if room || (from_awaited && overlap_room) {
-                        Step::Queued(t.send(&rx.data()[payload.clone()]))
-                    } else if from_awaited {
-                        Step::Overflow
-                    } else {
-                        Step::Wait {
+                    match room_during_kex(t.queued_messages(), t.queued_bytes(), from.awaited.get()) {
+                        KexRoom::Queue => Step::Queued(t.send(&rx.data()[payload.clone()])),
+                        KexRoom::Overflow => Step::Overflow,
+                        KexRoom::Wait => Step::Wait {
                             to: to.changed.generation(),
                             from: from.changed.generation(),
-                        }
+                        },
                     }
                 } else {
                     Step::Wait {
