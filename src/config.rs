@@ -162,7 +162,6 @@ impl Default for WarmUpstreams {
     }
 }
 
-
 impl Default for Limits {
     fn default() -> Self {
         Limits {

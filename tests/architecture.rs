@@ -130,7 +130,16 @@ fn layers_import_only_downwards() {
         ("providers", &["core", "rt", "hooks", "config", "keys"]),
         (
             "proxy",
-            &["core", "rt", "metrics", "io", "hooks", "config", "keys", "providers"],
+            &[
+                "core",
+                "rt",
+                "metrics",
+                "io",
+                "hooks",
+                "config",
+                "keys",
+                "providers",
+            ],
         ),
     ];
     let mut wrong = Vec::new();

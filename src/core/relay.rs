@@ -8,9 +8,11 @@
 //! is dropped (the client would store the upstream's keys under the proxy's name) and
 //! the client's `hostkeys-prove-00@openssh.com` is refused.
 
+use std::ops::Range;
 use std::time::Instant;
 
 use sshr_protocol::msg;
+use sshr_protocol::transport::Transport;
 use sshr_protocol::wire::Reader;
 
 use crate::core::refusal::ChannelRefusal;
@@ -38,7 +40,10 @@ pub enum Verdict {
     /// Answer SSH_MSG_REQUEST_FAILURE on the arriving leg (a global request we refuse).
     RefuseGlobalRequest,
     /// Answer SSH_MSG_CHANNEL_OPEN_FAILURE on the arriving leg (a tunnel we refuse).
-    RefuseChannelOpen { recipient: u32, why: ChannelRefusal },
+    RefuseChannelOpen {
+        recipient: u32,
+        why: ChannelRefusal,
+    },
 }
 
 /// Decides about one message (`payload`, message number first) arriving from `from`,
@@ -120,6 +125,63 @@ pub fn room_during_kex(messages: usize, bytes: usize, other_waits_on_us: bool) -
     }
 }
 
+/// What can be done now with a packet for a leg (see [`forward_step`]).
+#[derive(Debug)]
+pub enum Step {
+    /// The leg is closed.
+    Closed,
+    /// Re-sealed where it lies: this many bytes from its start go out as they are.
+    Sealed(Result<usize, sshr_protocol::Error>),
+    /// The leg's framing needs more room than the packet had (e.g. a longer MAC): seal
+    /// a copy with `Transport::send`, after what is pending.
+    Copy,
+    /// The leg is in a key exchange: a copy was queued, sent in order after NEWKEYS.
+    Queued(Result<(), sshr_protocol::Error>),
+    /// Wait for the leg's key exchange to end (or for the other pump to wait on us).
+    Wait,
+    /// See [`KexRoom::Overflow`].
+    Overflow,
+}
+
+/// Forwards the packet at `buf[start..start + len]`, with its payload at `payload`
+/// (opened in place by the other leg's transport), to the leg whose transport is `to`:
+/// re-sealed in place when `to` can seal now, which changes only the length, padding
+/// and tag, so the payload is never copied. The padding is chosen so that the sealed
+/// packet fits exactly where the received one was.
+pub fn forward_step(
+    to: &mut Transport,
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+    payload: Range<usize>,
+    other_waits_on_us: bool,
+) -> Step {
+    let payload_len = payload.len();
+    if to.is_closed() {
+        Step::Closed
+    } else if to.can_seal() {
+        match to.sealer().padding_to_fit(payload_len, len) {
+            Some(padding) => {
+                // The received padding bytes are random already; fresh ones only where
+                // the new padding is longer than the old.
+                let old_padding = buf[start + 4] as usize;
+                let fresh = padding.saturating_sub(old_padding);
+                let packet = &mut buf[start..start + len];
+                Step::Sealed(to.seal_in_place(packet, payload_len, padding, fresh))
+            }
+            None => Step::Copy,
+        }
+    } else if to.kex_in_progress() {
+        match room_during_kex(to.queued_messages(), to.queued_bytes(), other_waits_on_us) {
+            KexRoom::Queue => Step::Queued(to.send(&buf[payload])),
+            KexRoom::Overflow => Step::Overflow,
+            KexRoom::Wait => Step::Wait,
+        }
+    } else {
+        Step::Wait
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -150,7 +212,11 @@ mod tests {
     fn ordinary_channel_traffic_is_forwarded_both_ways() {
         let mut t = tunnels(TunnelPolicy::Deny);
         for from in [Side::Client, Side::Upstream] {
-            for p in [data(0, 10), vec![msg::CHANNEL_EOF, 0, 0, 0, 0], vec![msg::CHANNEL_REQUEST]] {
+            for p in [
+                data(0, 10),
+                vec![msg::CHANNEL_EOF, 0, 0, 0, 0],
+                vec![msg::CHANNEL_REQUEST],
+            ] {
                 assert_eq!(classify(from, &p, &mut t, now), Verdict::Forward);
             }
         }
@@ -174,9 +240,15 @@ mod tests {
     fn host_key_rotation_is_neither_passed_nor_proven() {
         let mut t = tunnels(TunnelPolicy::Deny);
         let hostkeys = global_request("hostkeys-00@openssh.com", false);
-        assert_eq!(classify(Side::Upstream, &hostkeys, &mut t, now), Verdict::Drop);
+        assert_eq!(
+            classify(Side::Upstream, &hostkeys, &mut t, now),
+            Verdict::Drop
+        );
         // The same request from the client is not ours to judge.
-        assert_eq!(classify(Side::Client, &hostkeys, &mut t, now), Verdict::Forward);
+        assert_eq!(
+            classify(Side::Client, &hostkeys, &mut t, now),
+            Verdict::Forward
+        );
         let prove = global_request("hostkeys-prove-00@openssh.com", true);
         assert_eq!(
             classify(Side::Client, &prove, &mut t, now),
@@ -185,7 +257,10 @@ mod tests {
         let quiet = global_request("hostkeys-prove-00@openssh.com", false);
         assert_eq!(classify(Side::Client, &quiet, &mut t, now), Verdict::Drop);
         let other = global_request("tcpip-forward", true);
-        assert_eq!(classify(Side::Client, &other, &mut t, now), Verdict::Forward);
+        assert_eq!(
+            classify(Side::Client, &other, &mut t, now),
+            Verdict::Forward
+        );
         // A malformed global request goes on: the peer that gets it judges it.
         assert_eq!(
             classify(Side::Client, &[msg::GLOBAL_REQUEST, 0, 0], &mut t, now),
@@ -247,7 +322,10 @@ mod tests {
             room_during_kex(MAX_QUEUED_MESSAGES_DURING_KEX, 0, false),
             KexRoom::Wait
         );
-        assert_eq!(room_during_kex(0, MAX_QUEUED_DURING_KEX, false), KexRoom::Wait);
+        assert_eq!(
+            room_during_kex(0, MAX_QUEUED_DURING_KEX, false),
+            KexRoom::Wait
+        );
         // The other pump waits on our leg: queue on (past the soft limits) rather than
         // deadlock, up to the hard limit.
         assert_eq!(

@@ -8,7 +8,7 @@
 //! layer 2, a tap device) and `uint32 remote unit` (0x7fffffff: any).
 
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sshr_protocol::msg;
 use sshr_protocol::text::Untrusted;
@@ -400,7 +400,11 @@ impl Tunnels {
 
     /// One check of every open tunnel at `now`.
     pub fn tick(&mut self, now: Instant) {
-        for t in self.tunnels.iter_mut().filter(|t| t.upstream_channel.is_some()) {
+        for t in self
+            .tunnels
+            .iter_mut()
+            .filter(|t| t.upstream_channel.is_some())
+        {
             if !t.alerted_duration
                 && self
                     .settings
@@ -520,6 +524,8 @@ pub(crate) mod fixtures {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::fixtures::{close, confirmation, data, open};
     use super::*;
 
@@ -603,7 +609,10 @@ mod tests {
             OpenVerdict::Forward
         );
         let full = open(CHANNEL_TYPE, 9, 1, 0);
-        assert_eq!(p2p.client_channel_open(&full[..22], now()), OpenVerdict::Drop);
+        assert_eq!(
+            p2p.client_channel_open(&full[..22], now()),
+            OpenVerdict::Drop
+        );
     }
 
     #[test]

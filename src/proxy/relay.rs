@@ -30,7 +30,7 @@ use sshr_protocol::transport::Input;
 use tracing::{debug, info};
 
 use crate::core::refusal::Refusal;
-use crate::core::relay::{classify, room_during_kex, KexRoom, Verdict};
+use crate::core::relay::{classify, forward_step, Step, Verdict};
 use crate::core::tunnel::encode_open_failure;
 use crate::core::values::Side;
 use crate::io::leg::{Leg, LegError, RxBuf, INLINE_RX};
@@ -274,16 +274,6 @@ async fn process(
     Ok(need)
 }
 
-/// What `Batch::forward` can do with a packet for `to` right now.
-enum Step {
-    Closed,
-    Sealed(Result<usize, sshr_protocol::Error>),
-    Copy,
-    Queued(Result<(), sshr_protocol::Error>),
-    Wait { to: u64, from: u64 },
-    Overflow,
-}
-
 struct Batch<'a> {
     /// `to`'s writer, held while packets of this batch are sealed and written.
     permit: Option<Permit<'a>>,
@@ -308,7 +298,6 @@ impl<'a> Batch<'a> {
         len: usize,
         payload: Range<usize>,
     ) -> Result<(), LegError> {
-        let payload_len = payload.len();
         debug_assert_eq!(payload.start, start + PAYLOAD_OFFSET);
         loop {
             if self.permit.is_none() {
@@ -321,42 +310,14 @@ impl<'a> Batch<'a> {
                 to.flush_locked().await?;
             }
             // Decide with the transport borrowed, act (and await) after.
-            let step = {
-                let mut t = to.transport.borrow_mut();
-                if t.is_closed() {
-                    Step::Closed
-                } else if t.can_seal() {
-                    match t.sealer().padding_to_fit(payload_len, len) {
-                        Some(padding) => {
-                            // The received padding bytes are random already; fresh ones
-                            // only where the new padding is longer than the old.
-                            let old_padding = rx.data()[start + 4] as usize;
-                            let fresh = padding.saturating_sub(old_padding);
-                            let buf = &mut rx.data_mut()[start..start + len];
-                            Step::Sealed(t.seal_in_place(buf, payload_len, padding, fresh))
-                        }
-                        // The other leg's framing needs more room than the packet had
-                        // (e.g. a longer MAC): seal a copy, after what is pending.
-                        None => Step::Copy,
-                    }
-                } else if t.kex_in_progress() {
-                    // `to` is in a key exchange: queue a copy, sent in order after
-                    // NEWKEYS, or wait when too much is queued already.
-                    match room_during_kex(t.queued_messages(), t.queued_bytes(), from.awaited.get()) {
-                        KexRoom::Queue => Step::Queued(t.send(&rx.data()[payload.clone()])),
-                        KexRoom::Overflow => Step::Overflow,
-                        KexRoom::Wait => Step::Wait {
-                            to: to.changed.generation(),
-                            from: from.changed.generation(),
-                        },
-                    }
-                } else {
-                    Step::Wait {
-                        to: to.changed.generation(),
-                        from: from.changed.generation(),
-                    }
-                }
-            };
+            let step = forward_step(
+                &mut to.transport.borrow_mut(),
+                rx.data_mut(),
+                start,
+                len,
+                payload.clone(),
+                from.awaited.get(),
+            );
             let protocol = |source| LegError::Protocol {
                 side: to.side,
                 source,
@@ -387,10 +348,9 @@ impl<'a> Batch<'a> {
                         source: sshr_protocol::Error::Peer(PeerMisbehaved::QueueOverflow),
                     })
                 }
-                Step::Wait {
-                    to: seen_to,
-                    from: seen_from,
-                } => {
+                Step::Wait => {
+                    // (No await since the decision: the generations are those it saw.)
+                    let (seen_to, seen_from) = (to.changed.generation(), from.changed.generation());
                     // Full: wait for `to` to finish its key exchange, without holding
                     // its writer; or for the other pump to wait on `from` (then queue
                     // on, see KEX_OVERLAP_FACTOR), which it announces on `from`.
