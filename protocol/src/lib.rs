@@ -4,6 +4,10 @@
 //! events come out, and time and randomness are passed in by the caller. The daemon
 //! (`src/`) owns the sockets; tests wire two endpoints back to back in memory.
 
+// `unsafe` is denied rather than forbidden so that `wipe.rs`, the one module that needs
+// it (to wipe a value's bytes after dropping it), can allow it for itself.
+#![deny(unsafe_code)]
+
 pub mod auth;
 pub mod cipher;
 pub mod error;
@@ -14,6 +18,7 @@ pub mod packet;
 pub mod text;
 pub mod transport;
 pub mod version;
+mod wipe;
 pub mod wire;
 
 pub use error::Error;
