@@ -1091,3 +1091,175 @@ fn parse_ext_info(payload: &[u8]) -> Result<ExtInfo, Error> {
     }
     Ok(info)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::Sealer;
+
+    fn pair(now: Instant) -> (Transport, Transport) {
+        let config = Arc::new(Config::default());
+        let host_keys: Arc<[PrivateKey]> = Arc::from(vec![PrivateKey::from_ed25519_seed(&[9; 32])]);
+        let client = Transport::client(config.clone(), ClientOptions::default(), [1; 32], now);
+        let server = Transport::server(config, host_keys, [2; 32], now);
+        (client, server)
+    }
+
+    /// Hand everything `from` has to send to `to`, which must read it all.
+    fn deliver(from: &mut Transport, to: &mut Transport, now: Instant) -> Result<(), Error> {
+        let mut bytes = from.take_transmit(Vec::new());
+        let mut at = 0;
+        while at < bytes.len() {
+            at += match to.read(&mut bytes[at..], now)? {
+                Input::Consumed(n) | Input::Packet { len: n, .. } => n,
+                Input::NeedMore(n) => panic!("a whole flight was sent, yet {n} bytes needed"),
+            };
+        }
+        Ok(())
+    }
+
+    /// A plaintext packet, as either side sends before the first NEWKEYS.
+    fn plaintext(payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut rng = ChaCha20Rng::from_seed([3; 32]);
+        Sealer::new().seal_into(&mut out, payload, &mut rng);
+        out
+    }
+
+    fn states(c: &Transport, s: &Transport) -> (&'static str, &'static str) {
+        (c.kex.name(), s.kex.name())
+    }
+
+    #[test]
+    fn first_key_exchange_then_rekeys_from_either_side() {
+        let now = Instant::now();
+        let (mut c, mut s) = pair(now);
+        assert_eq!(states(&c, &s), ("KexInitSent", "KexInitSent"));
+        let before = Keying::BeforePeerKexInit {
+            early_packet: false,
+        };
+        assert_eq!((c.keying, s.keying), (before, before));
+
+        deliver(&mut c, &mut s, now).unwrap(); // version, KEXINIT
+        assert_eq!(states(&c, &s), ("KexInitSent", "AwaitingEcdhInit"));
+        assert_eq!(
+            s.keying,
+            Keying::FirstKex {
+                strict: true,
+                send_ext_info: true
+            }
+        );
+        deliver(&mut s, &mut c, now).unwrap(); // version, KEXINIT
+        assert_eq!(states(&c, &s), ("AwaitingEcdhReply", "AwaitingEcdhInit"));
+        assert_eq!(
+            c.keying,
+            Keying::FirstKex {
+                strict: true,
+                send_ext_info: false
+            }
+        );
+        // Application messages wait for the key exchange.
+        c.send(&[msg::IGNORE]).unwrap();
+        assert_eq!(c.queued_messages(), 1);
+        assert!(!c.can_seal());
+
+        deliver(&mut c, &mut s, now).unwrap(); // KEX_ECDH_INIT
+        assert_eq!(states(&c, &s), ("AwaitingEcdhReply", "AwaitingNewKeys"));
+        assert!(!s.is_established() && !s.can_seal());
+        deliver(&mut s, &mut c, now).unwrap(); // KEX_ECDH_REPLY, NEWKEYS, EXT_INFO
+        assert_eq!(states(&c, &s), ("Idle", "AwaitingNewKeys"));
+        assert_eq!(c.keying, Keying::Established { strict: true });
+        assert_eq!(c.queued_messages(), 0, "sent after NEWKEYS");
+        deliver(&mut c, &mut s, now).unwrap(); // NEWKEYS, the queued message
+        assert_eq!(states(&c, &s), ("Idle", "Idle"));
+        assert_eq!(s.keying, Keying::Established { strict: true });
+        assert_eq!(c.session_id(), s.session_id());
+        assert!(c.can_seal() && s.can_seal());
+
+        for client_starts in [true, false] {
+            let (a, b) = if client_starts {
+                (&mut c, &mut s)
+            } else {
+                (&mut s, &mut c)
+            };
+            a.rekey();
+            assert_eq!((a.kex.name(), b.kex.name()), ("KexInitSent", "Idle"));
+            assert!(!a.can_seal() && b.can_seal());
+            // The peer answers a KEXINIT from Idle with its own.
+            deliver(a, b, now).unwrap();
+            assert!(b.kex.peer_kexinit_in());
+            deliver(b, a, now).unwrap();
+            deliver(a, b, now).unwrap();
+            deliver(b, a, now).unwrap();
+            deliver(a, b, now).unwrap();
+            assert_eq!((a.kex.name(), b.kex.name()), ("Idle", "Idle"));
+        }
+        assert_eq!((c.kex_count(), s.kex_count()), (3, 3));
+        assert_eq!(c.keying, Keying::Established { strict: true });
+    }
+
+    #[test]
+    fn key_exchange_messages_out_of_order_are_refused() {
+        let now = Instant::now();
+        let unexpected = |msg, state| Err(Error::Peer(PeerMisbehaved::Unexpected { msg, state }));
+
+        // NEWKEYS before any keys.
+        let (mut c, mut s) = pair(now);
+        deliver(&mut c, &mut s, now).unwrap();
+        assert_eq!(
+            s.read(&mut plaintext(&[msg::NEWKEYS]), now),
+            unexpected(msg::NEWKEYS, "before the key exchange produced keys")
+        );
+
+        // A second KEXINIT in the same key exchange.
+        let (mut c, mut s) = pair(now);
+        let first_flight = c.transmit().to_vec();
+        deliver(&mut c, &mut s, now).unwrap();
+        let kexinit = &first_flight[c.our_version().len() + 2..];
+        assert_eq!(
+            s.read(&mut kexinit.to_vec(), now),
+            unexpected(msg::KEXINIT, "in key exchange")
+        );
+
+        // Each side's ECDH message sent to the same side.
+        let ecdh = |m| plaintext(&[m, 0, 0, 0, 0]);
+        let (mut c, mut s) = pair(now);
+        deliver(&mut c, &mut s, now).unwrap();
+        assert_eq!(
+            s.read(&mut ecdh(msg::KEX_ECDH_REPLY), now),
+            unexpected(
+                msg::KEX_ECDH_REPLY,
+                "not expecting this key exchange message"
+            )
+        );
+        let (mut c, mut s) = pair(now);
+        deliver(&mut s, &mut c, now).unwrap();
+        assert_eq!(c.kex.name(), "AwaitingEcdhReply");
+        assert_eq!(
+            c.read(&mut ecdh(msg::KEX_ECDH_INIT), now),
+            unexpected(
+                msg::KEX_ECDH_INIT,
+                "not expecting this key exchange message"
+            )
+        );
+    }
+
+    #[test]
+    fn strict_kex_remembers_a_packet_before_the_peer_kexinit() {
+        let now = Instant::now();
+        let (mut c, mut s) = pair(now);
+        let mut flight = c.take_transmit(Vec::new());
+        let version_len = c.our_version().len() + 2;
+        let (version, kexinit) = flight.split_at_mut(version_len);
+        assert!(matches!(s.read(version, now), Ok(Input::Consumed(_))));
+        assert!(s
+            .read(&mut plaintext(&[msg::IGNORE, 0, 0, 0, 0]), now)
+            .is_ok());
+        assert_eq!(s.keying, Keying::BeforePeerKexInit { early_packet: true });
+        assert_eq!(
+            s.read(kexinit, now),
+            Err(Error::Peer(PeerMisbehaved::StrictKex { msg: msg::KEXINIT }))
+        );
+        assert!(s.is_closed());
+    }
+}
