@@ -24,11 +24,11 @@
 //! here (ChaCha20 block 0 and the Poly1305 key taken from it). The cipher crates (aes,
 //! aes-gcm, ctr, chacha20, poly1305) are built with their `zeroize` features and wipe their
 //! key schedules and states on drop; hmac 0.12 has no such feature, so the keyed HMAC states,
-//! and the cipher objects too for good measure, are held in [`Wipe`], which overwrites their
-//! bytes when they are dropped. What cannot be wiped from here: copies those crates make
-//! internally on the stack or in registers while processing a packet (e.g. the per-packet
-//! clone of the keyed HMAC state, which `finalize` consumes, and the Poly1305 state, which
-//! `compute_unpadded` consumes).
+//! and the cipher objects too for good measure, are held in `Wipe` (`wipe.rs`), which
+//! overwrites their bytes when they are dropped. What cannot be wiped from here: copies those
+//! crates make internally on the stack or in registers while processing a packet (e.g. the
+//! per-packet clone of the keyed HMAC state, which `finalize` consumes, and the Poly1305
+//! state, which `compute_unpadded` consumes).
 
 use core::fmt;
 
