@@ -16,22 +16,21 @@
 //! * `aes{128,256}-ctr` (RFC 4344) with `hmac-sha2-{256,512}` (RFC 6668): MAC over
 //!   uint32 seq || plaintext length || plaintext body, all of length || body encrypted; the CTR
 //!   stream continues from packet to packet.
-//! * `hmac-sha2-*-etm@openssh.com` (OpenSSH `PROTOCOL` 1.6): length clear, body encrypted, MAC
-//!   over uint32 seq || length || encrypted body, verified before anything is decrypted.
+//! * `hmac-sha2-*-etm@openssh.com` (OpenSSH `PROTOCOL` section 1.5): length clear, body
+//!   encrypted, MAC over uint32 seq || length || encrypted body, verified before anything is
+//!   decrypted.
 //!
 //! Key hygiene: raw keys live in zeroize-on-drop fields, and so do per-packet copies made
 //! here (ChaCha20 block 0 and the Poly1305 key taken from it). The cipher crates (aes,
 //! aes-gcm, ctr, chacha20, poly1305) are built with their `zeroize` features and wipe their
 //! key schedules and states on drop; hmac 0.12 has no such feature, so the keyed HMAC states,
-//! and the cipher objects too for good measure, are held in `Wipe`, which overwrites their
-//! bytes when they are dropped. What cannot be wiped from here: copies those crates make
-//! internally on the stack or in registers while processing a packet (e.g. the per-packet
-//! clone of the keyed HMAC state, which `finalize` consumes, and the Poly1305 state, which
-//! `compute_unpadded` consumes).
+//! and the cipher objects too for good measure, are held in `Wipe` (`wipe.rs`), which
+//! overwrites their bytes when they are dropped. What cannot be wiped from here: copies those
+//! crates make internally on the stack or in registers while processing a packet (e.g. the
+//! per-packet clone of the keyed HMAC state, which `finalize` consumes, and the Poly1305
+//! state, which `compute_unpadded` consumes).
 
 use core::fmt;
-use core::mem::MaybeUninit;
-use core::ops::{Deref, DerefMut};
 
 use aes::{Aes128Enc, Aes256Enc};
 use aes_gcm::aead::consts::{U12, U16};
@@ -46,6 +45,8 @@ use poly1305::Poly1305;
 use sha2::{Sha256, Sha512};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::wipe::Wipe;
 
 /// Encryption algorithms we negotiate, in our preference order (AEAD first).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -394,43 +395,6 @@ impl fmt::Debug for PacketCipher {
             .field("cipher", &cipher)
             .field("mac", &mac)
             .finish()
-    }
-}
-
-/// Owns a value and overwrites its bytes with zeros (volatile writes) after dropping it.
-///
-/// For RustCrypto objects built without their `zeroize` feature. Holding the value in a
-/// `MaybeUninit` means the wiped bytes are never again read as a `T`, and `T`'s niches cannot
-/// be used for an enclosing enum's discriminant.
-struct Wipe<T>(MaybeUninit<T>);
-
-impl<T> Wipe<T> {
-    fn new(value: T) -> Self {
-        Wipe(MaybeUninit::new(value))
-    }
-}
-
-impl<T> Deref for Wipe<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        // SAFETY: initialized in `new`, and only de-initialized in `drop`.
-        unsafe { self.0.assume_init_ref() }
-    }
-}
-
-impl<T> DerefMut for Wipe<T> {
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: as in `deref`.
-        unsafe { self.0.assume_init_mut() }
-    }
-}
-
-impl<T> Drop for Wipe<T> {
-    fn drop(&mut self) {
-        // SAFETY: the value is initialized (see `deref`) and is dropped exactly once, here;
-        // afterwards its storage is only overwritten, never read.
-        unsafe { self.0.assume_init_drop() };
-        self.0.zeroize();
     }
 }
 

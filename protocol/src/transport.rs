@@ -137,21 +137,99 @@ pub enum Input {
     Packet { len: usize, payload: Range<usize> },
 }
 
-/// A key exchange in progress.
-struct Kex {
+/// Where a key exchange stands (RFC 4253 section 7, with curve25519-sha256, RFC 8731).
+///
+/// Server: `KexInitSent`, `AwaitingEcdhInit`, `AwaitingNewKeys`, `Idle`.
+/// Client: `KexInitSent`, `AwaitingEcdhReply`, `AwaitingNewKeys`, `Idle`.
+/// A KEXINIT from the peer while `Idle` (the peer starts a rekey) sends ours first and
+/// goes on as from `KexInitSent`. The first key exchange starts at construction.
+enum KexState {
+    /// No key exchange in progress.
+    Idle,
+    /// Our KEXINIT is out; the peer's is not in.
+    KexInitSent {
+        /// Our KEXINIT payload.
+        ours: Vec<u8>,
+    },
+    /// Server: both KEXINITs are in; waiting for the client's KEX_ECDH_INIT.
+    AwaitingEcdhInit(Agreement),
+    /// Client: both KEXINITs are in and our KEX_ECDH_INIT is out; waiting for the reply.
+    AwaitingEcdhReply {
+        agreement: Agreement,
+        /// Our ephemeral secret and its public value Q_C.
+        secret: x25519_dalek::StaticSecret,
+        public: [u8; 32],
+    },
+    /// Our NEWKEYS is out, so application messages may flow again; the peer's NEWKEYS
+    /// switches the receiving direction to `incoming`.
+    AwaitingNewKeys {
+        agreed: Negotiated,
+        incoming: PacketCipher,
+    },
+}
+
+/// Both KEXINITs of a key exchange and what they agree on.
+struct Agreement {
     /// Our KEXINIT payload (I_C or I_S in the exchange hash).
     ours: Vec<u8>,
-    /// The peer's KEXINIT payload, once received.
-    theirs: Option<Vec<u8>>,
-    negotiated: Option<Negotiated>,
-    /// The peer guessed wrong: drop its next key exchange packet (RFC 4253 7).
-    ignore_next: bool,
-    /// Client: our ephemeral secret and public value, after sending KEX_ECDH_INIT.
-    ecdh: Option<(x25519_dalek::StaticSecret, [u8; 32])>,
-    /// Our NEWKEYS is out: application messages may flow again.
-    newkeys_sent: bool,
-    /// Keys for the receiving direction, switched on at the peer's NEWKEYS.
-    incoming: Option<PacketCipher>,
+    /// The peer's KEXINIT payload.
+    theirs: Vec<u8>,
+    agreed: Negotiated,
+    /// The peer guessed the algorithms wrong: drop its next key exchange packet
+    /// (RFC 4253 section 7).
+    ignore_guessed_packet: bool,
+}
+
+impl KexState {
+    /// Whether the peer's KEXINIT of the current key exchange is in.
+    fn peer_kexinit_in(&self) -> bool {
+        matches!(
+            self,
+            KexState::AwaitingEcdhInit(_)
+                | KexState::AwaitingEcdhReply { .. }
+                | KexState::AwaitingNewKeys { .. }
+        )
+    }
+
+    /// Whether our sending side is free for application messages: no key exchange, or
+    /// our NEWKEYS is out.
+    fn lets_us_send(&self) -> bool {
+        matches!(self, KexState::Idle | KexState::AwaitingNewKeys { .. })
+    }
+
+    #[cfg(test)]
+    fn name(&self) -> &'static str {
+        match self {
+            KexState::Idle => "Idle",
+            KexState::KexInitSent { .. } => "KexInitSent",
+            KexState::AwaitingEcdhInit(_) => "AwaitingEcdhInit",
+            KexState::AwaitingEcdhReply { .. } => "AwaitingEcdhReply",
+            KexState::AwaitingNewKeys { .. } => "AwaitingNewKeys",
+        }
+    }
+}
+
+/// How far the connection's first key exchange has come, and what it settled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Keying {
+    /// The peer's first KEXINIT is not in yet. `early_packet`: another packet came
+    /// first, which strict kex forbids (known only once that KEXINIT is in).
+    BeforePeerKexInit { early_packet: bool },
+    /// The first key exchange is under way. The peer's KEXINIT settled whether strict
+    /// kex is on (OpenSSH `PROTOCOL`, CVE-2023-48795) and whether we, the server, send
+    /// EXT_INFO after our first NEWKEYS (RFC 8308 section 2.4).
+    FirstKex { strict: bool, send_ext_info: bool },
+    /// The first key exchange is done: user authentication may start.
+    Established { strict: bool },
+}
+
+impl Keying {
+    fn strict(self) -> bool {
+        match self {
+            Keying::BeforePeerKexInit { .. } => false,
+            Keying::FirstKex { strict, .. } | Keying::Established { strict } => strict,
+        }
+    }
 }
 
 enum Phase {
@@ -174,14 +252,9 @@ pub struct Transport {
     sealer: Sealer,
     tx: Vec<u8>,
     tx_sent: usize,
-    kex: Option<Kex>,
+    kex: KexState,
+    keying: Keying,
     session_id: Option<[u8; 32]>,
-    first_kex_done: bool,
-    strict_kex: bool,
-    /// A packet other than KEXINIT arrived before the peer's first KEXINIT.
-    early_packet: bool,
-    /// Server: the client announced ext-info-c.
-    peer_wants_ext_info: bool,
     host_key: Option<PublicKey>,
     negotiated: Option<Negotiated>,
     events: VecDeque<Event>,
@@ -263,12 +336,11 @@ impl Transport {
             sealer: Sealer::new(),
             tx: Vec::new(),
             tx_sent: 0,
-            kex: None,
+            kex: KexState::Idle,
+            keying: Keying::BeforePeerKexInit {
+                early_packet: false,
+            },
             session_id: None,
-            first_kex_done: false,
-            strict_kex: false,
-            early_packet: false,
-            peer_wants_ext_info: false,
             host_key: None,
             negotiated: None,
             events: VecDeque::new(),
@@ -310,7 +382,7 @@ impl Transport {
 
     /// The initial key exchange is done: user authentication may start.
     pub fn is_established(&self) -> bool {
-        self.first_kex_done
+        matches!(self.keying, Keying::Established { .. })
     }
 
     pub fn is_closed(&self) -> bool {
@@ -318,12 +390,12 @@ impl Transport {
     }
 
     pub fn kex_in_progress(&self) -> bool {
-        self.kex.is_some()
+        !matches!(self.kex, KexState::Idle)
     }
 
     /// Whether strict kex was negotiated.
     pub fn strict_kex(&self) -> bool {
-        self.strict_kex
+        self.keying.strict()
     }
 
     /// Number of completed key exchanges.
@@ -397,7 +469,7 @@ impl Transport {
 
     /// When [`Self::handle_timeout`] should be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.first_kex_done && self.kex.is_none() {
+        if self.is_established() && !self.kex_in_progress() {
             self.rekey_at
         } else {
             None
@@ -412,7 +484,7 @@ impl Transport {
 
     /// Start a key exchange now (if none is in progress and the first one is done).
     pub fn rekey(&mut self) {
-        if self.first_kex_done && self.kex.is_none() && !self.is_closed() {
+        if self.is_established() && !self.kex_in_progress() && !self.is_closed() {
             self.start_kex();
         }
     }
@@ -421,8 +493,8 @@ impl Transport {
     /// side, and nothing sealed earlier is still waiting in [`Self::transmit`] or the
     /// queue (so a packet sealed now is also the next one written).
     pub fn can_seal(&self) -> bool {
-        self.first_kex_done
-            && self.kex.as_ref().is_none_or(|k| k.newkeys_sent)
+        self.is_established()
+            && self.kex.lets_us_send()
             && self.queued.is_empty()
             && self.tx_sent == self.tx.len()
             && !self.is_closed()
@@ -464,10 +536,7 @@ impl Transport {
         if payload.is_empty() || payload.len() > crate::packet::MAX_PAYLOAD_LEN {
             return Err(Error::Misuse("payload size out of bounds"));
         }
-        if !self.first_kex_done
-            || self.kex.as_ref().is_some_and(|k| !k.newkeys_sent)
-            || !self.queued.is_empty()
-        {
+        if !self.is_established() || !self.kex.lets_us_send() || !self.queued.is_empty() {
             if self.queued.len() >= MAX_QUEUED {
                 return Err(Error::Misuse(
                     "too many messages queued during key exchange",
@@ -555,8 +624,8 @@ impl Transport {
         self.packets_since_kex += 1;
         if (self.bytes_since_kex >= self.config.rekey_bytes
             || self.packets_since_kex >= REKEY_PACKETS)
-            && self.first_kex_done
-            && self.kex.is_none()
+            && self.is_established()
+            && !self.kex_in_progress()
             && !self.is_closed()
         {
             self.start_kex();
@@ -592,7 +661,7 @@ impl Transport {
                 algs.iter().map(|a| a.name()).collect()
             }
         };
-        if !self.first_kex_done {
+        if !self.is_established() {
             match self.role {
                 Role::Client => {
                     kex.push(kex::EXT_INFO_C);
@@ -623,26 +692,25 @@ impl Transport {
         }
     }
 
+    /// Start a key exchange: send our KEXINIT.
     fn start_kex(&mut self) {
+        let ours = self.send_kexinit();
+        self.kex = KexState::KexInitSent { ours };
+    }
+
+    /// Queue our KEXINIT (RFC 4253 section 7.1); returns its payload.
+    fn send_kexinit(&mut self) -> Vec<u8> {
         let mut cookie = [0u8; 16];
         self.rng.fill_bytes(&mut cookie);
         let ours = self.proposal().encode(cookie);
         self.queue_packet(&ours);
-        self.kex = Some(Kex {
-            ours,
-            theirs: None,
-            negotiated: None,
-            ignore_next: false,
-            ecdh: None,
-            newkeys_sent: false,
-            incoming: None,
-        });
+        ours
     }
 
     /// Returns whether the payload is for the caller.
     fn handle_packet(&mut self, payload: &[u8], now: Instant) -> Result<bool, Error> {
         let m = payload[0];
-        let peer_in_kex = self.kex.as_ref().is_some_and(|k| k.theirs.is_some());
+        let peer_in_kex = self.kex.peer_kexinit_in();
         if m == msg::DISCONNECT {
             let mut r = Reader::new(&payload[1..]);
             let reason = r.u32("reason code").map_err(Error::malformed(m))?;
@@ -652,15 +720,16 @@ impl Transport {
                 description: crate::text::printable(description, 256),
             });
         }
-        if !self.first_kex_done {
+        match &mut self.keying {
             // Strict kex is known once the peer's KEXINIT is in; before that, remember
             // anything that came first and judge it then.
-            if !peer_in_kex && m != msg::KEXINIT {
-                self.early_packet = true;
+            Keying::BeforePeerKexInit { early_packet } if m != msg::KEXINIT => {
+                *early_packet = true;
             }
-            if self.strict_kex && !(20..=49).contains(&m) {
+            Keying::FirstKex { strict: true, .. } if !(20..=49).contains(&m) => {
                 return Err(PeerMisbehaved::StrictKex { msg: m }.into());
             }
+            _ => {}
         }
         match m {
             msg::IGNORE | msg::DEBUG | msg::UNIMPLEMENTED => Ok(false),
@@ -677,7 +746,7 @@ impl Transport {
                 Ok(false)
             }
             msg::SERVICE_REQUEST | msg::SERVICE_ACCEPT | msg::EXT_INFO
-                if !self.first_kex_done || peer_in_kex =>
+                if !self.is_established() || peer_in_kex =>
             {
                 Err(PeerMisbehaved::Unexpected {
                     msg: m,
@@ -721,7 +790,7 @@ impl Transport {
                 self.send(&p)?;
                 Ok(false)
             }
-            _ if !self.first_kex_done || peer_in_kex => Err(PeerMisbehaved::Unexpected {
+            _ if !self.is_established() || peer_in_kex => Err(PeerMisbehaved::Unexpected {
                 msg: m,
                 state: "in key exchange",
             }
@@ -731,49 +800,62 @@ impl Transport {
     }
 
     fn on_kexinit(&mut self, payload: &[u8]) -> Result<(), Error> {
-        if self.kex.as_ref().is_some_and(|k| k.theirs.is_some()) {
-            return Err(PeerMisbehaved::Unexpected {
-                msg: msg::KEXINIT,
-                state: "in key exchange",
+        let ours = match std::mem::replace(&mut self.kex, KexState::Idle) {
+            // The peer starts a rekey: ours goes out first.
+            KexState::Idle => self.send_kexinit(),
+            KexState::KexInitSent { ours } => ours,
+            in_progress => {
+                self.kex = in_progress;
+                return Err(PeerMisbehaved::Unexpected {
+                    msg: msg::KEXINIT,
+                    state: "in key exchange",
+                }
+                .into());
             }
-            .into());
-        }
-        if self.kex.is_none() {
-            self.start_kex();
-        }
-        let first = !self.first_kex_done;
-        let Some(kex) = self.kex.as_mut() else {
-            return Err(Error::Misuse("no key exchange state"));
         };
         let theirs = KexInit::parse(payload)?;
-        let ours = KexInit::parse(&kex.ours)?;
+        let our_kexinit = KexInit::parse(&ours)?;
         let (client, server) = match self.role {
-            Role::Client => (&ours, &theirs),
-            Role::Server => (&theirs, &ours),
+            Role::Client => (&our_kexinit, &theirs),
+            Role::Server => (&theirs, &our_kexinit),
         };
         let agreed = kex::negotiate(client, server, self.role == Role::Client)?;
-        if first {
-            let (strict_name, ext_name) = match self.role {
-                Role::Client => (kex::STRICT_KEX_S, None),
-                Role::Server => (kex::STRICT_KEX_C, Some(kex::EXT_INFO_C)),
+        if let Keying::BeforePeerKexInit { early_packet } = self.keying {
+            let strict_name = match self.role {
+                Role::Client => kex::STRICT_KEX_S,
+                Role::Server => kex::STRICT_KEX_C,
             };
-            self.strict_kex = self.config.strict_kex && theirs.kex.contains(strict_name);
-            if self.strict_kex && self.early_packet {
+            let strict = self.config.strict_kex && theirs.kex.contains(strict_name);
+            let send_ext_info = self.role == Role::Server && theirs.kex.contains(kex::EXT_INFO_C);
+            self.keying = Keying::FirstKex {
+                strict,
+                send_ext_info,
+            };
+            if strict && early_packet {
                 return Err(PeerMisbehaved::StrictKex { msg: msg::KEXINIT }.into());
             }
-            self.peer_wants_ext_info = ext_name.is_some_and(|n| theirs.kex.contains(n));
         }
-        kex.ignore_next = kex::guess_was_wrong(&theirs, &agreed);
-        kex.negotiated = Some(agreed);
-        kex.theirs = Some(payload.to_vec());
-        if self.role == Role::Client {
-            let secret = x25519_dalek::StaticSecret::random_from_rng(&mut self.rng);
-            let public = x25519_dalek::PublicKey::from(&secret).to_bytes();
-            kex.ecdh = Some((secret, public));
-            let mut p = vec![msg::KEX_ECDH_INIT];
-            wire::put_string(&mut p, &public);
-            self.queue_packet(&p);
-        }
+        let agreement = Agreement {
+            ignore_guessed_packet: kex::guess_was_wrong(&theirs, &agreed),
+            agreed,
+            ours,
+            theirs: payload.to_vec(),
+        };
+        self.kex = match self.role {
+            Role::Server => KexState::AwaitingEcdhInit(agreement),
+            Role::Client => {
+                let secret = x25519_dalek::StaticSecret::random_from_rng(&mut self.rng);
+                let public = x25519_dalek::PublicKey::from(&secret).to_bytes();
+                let mut p = vec![msg::KEX_ECDH_INIT];
+                wire::put_string(&mut p, &public);
+                self.queue_packet(&p);
+                KexState::AwaitingEcdhReply {
+                    agreement,
+                    secret,
+                    public,
+                }
+            }
+        };
         Ok(())
     }
 
@@ -785,30 +867,41 @@ impl Transport {
             }
             .into()
         };
-        let Some(kex) = self.kex.as_mut() else {
-            return Err(unexpected());
-        };
-        if kex.theirs.is_none() || kex.newkeys_sent {
-            return Err(unexpected());
+        match &mut self.kex {
+            KexState::AwaitingEcdhInit(agreement)
+            | KexState::AwaitingEcdhReply { agreement, .. } => {
+                if agreement.ignore_guessed_packet {
+                    agreement.ignore_guessed_packet = false;
+                    return Ok(());
+                }
+            }
+            _ => return Err(unexpected()),
         }
-        if kex.ignore_next {
-            kex.ignore_next = false;
-            return Ok(());
-        }
-        match (self.role, m) {
-            (Role::Server, msg::KEX_ECDH_INIT) => self.server_ecdh(payload),
-            (Role::Client, msg::KEX_ECDH_REPLY) if kex.ecdh.is_some() => self.client_ecdh(payload),
-            _ => Err(unexpected()),
+        match (std::mem::replace(&mut self.kex, KexState::Idle), m) {
+            (KexState::AwaitingEcdhInit(agreement), msg::KEX_ECDH_INIT) => {
+                self.server_ecdh(agreement, payload)
+            }
+            (
+                KexState::AwaitingEcdhReply {
+                    agreement,
+                    secret,
+                    public,
+                },
+                msg::KEX_ECDH_REPLY,
+            ) => self.client_ecdh(agreement, secret, public, payload),
+            (state, _) => {
+                self.kex = state;
+                Err(unexpected())
+            }
         }
     }
 
-    fn server_ecdh(&mut self, payload: &[u8]) -> Result<(), Error> {
+    fn server_ecdh(&mut self, agreement: Agreement, payload: &[u8]) -> Result<(), Error> {
         let mal = Error::malformed(msg::KEX_ECDH_INIT);
         let mut r = Reader::new(&payload[1..]);
         let q_c = r.string("Q_C").map_err(&mal)?;
         r.finish().map_err(&mal)?;
-        let kex = self.kex.as_ref().ok_or(Error::Misuse("no kex"))?;
-        let agreed = kex.negotiated.ok_or(Error::Misuse("not negotiated"))?;
+        let agreed = agreement.agreed;
         let host_keys = self.host_keys.clone();
         let key = host_keys
             .iter()
@@ -823,8 +916,8 @@ impl Transport {
         let h = ExchangeHashInput {
             client_version: self.peer_version.as_deref().unwrap_or_default().as_bytes(),
             server_version: self.config.version.as_bytes(),
-            client_kexinit: kex.theirs.as_deref().unwrap_or_default(),
-            server_kexinit: &kex.ours,
+            client_kexinit: &agreement.theirs,
+            server_kexinit: &agreement.ours,
             host_key_blob: &k_s,
             client_public: q_c,
             server_public: &q_s,
@@ -844,16 +937,20 @@ impl Transport {
         Ok(())
     }
 
-    fn client_ecdh(&mut self, payload: &[u8]) -> Result<(), Error> {
+    fn client_ecdh(
+        &mut self,
+        agreement: Agreement,
+        secret: x25519_dalek::StaticSecret,
+        q_c: [u8; 32],
+        payload: &[u8],
+    ) -> Result<(), Error> {
         let mal = Error::malformed(msg::KEX_ECDH_REPLY);
         let mut r = Reader::new(&payload[1..]);
         let k_s = r.string("K_S").map_err(&mal)?;
         let q_s = r.string("Q_S").map_err(&mal)?;
         let sig = r.string("signature").map_err(&mal)?;
         r.finish().map_err(&mal)?;
-        let kex = self.kex.as_mut().ok_or(Error::Misuse("no kex"))?;
-        let agreed = kex.negotiated.ok_or(Error::Misuse("not negotiated"))?;
-        let (secret, q_c) = kex.ecdh.take().ok_or(Error::Misuse("no ecdh secret"))?;
+        let agreed = agreement.agreed;
         let host_key = PublicKey::from_blob(k_s)
             .map_err(|e| PeerMisbehaved::BadKexSignature(format!("host key: {e}")))?;
         if !host_key.accepts(agreed.host_key) {
@@ -865,8 +962,8 @@ impl Transport {
         let h = ExchangeHashInput {
             client_version: self.config.version.as_bytes(),
             server_version: self.peer_version.as_deref().unwrap_or_default().as_bytes(),
-            client_kexinit: &kex.ours,
-            server_kexinit: kex.theirs.as_deref().unwrap_or_default(),
+            client_kexinit: &agreement.ours,
+            server_kexinit: &agreement.theirs,
             host_key_blob: k_s,
             client_public: &q_c,
             server_public: q_s,
@@ -919,16 +1016,16 @@ impl Transport {
         };
         self.queue_packet(&[msg::NEWKEYS]);
         self.sealer.set_cipher(outgoing);
-        if self.strict_kex {
+        if self.keying.strict() {
             self.sealer.reset_seq();
         }
-        let first = !self.first_kex_done;
-        if let Some(kex) = self.kex.as_mut() {
-            kex.newkeys_sent = true;
-            kex.incoming = Some(incoming);
-        }
+        self.kex = KexState::AwaitingNewKeys { agreed, incoming };
         // RFC 8308 2.4: the server's EXT_INFO is the first packet after its NEWKEYS.
-        if first && self.role == Role::Server && self.peer_wants_ext_info {
+        if let Keying::FirstKex {
+            send_ext_info: true,
+            ..
+        } = self.keying
+        {
             let mut p = vec![msg::EXT_INFO];
             wire::put_u32(&mut p, 1);
             wire::put_string(&mut p, b"server-sig-algs");
@@ -938,30 +1035,33 @@ impl Transport {
     }
 
     fn on_newkeys(&mut self, now: Instant) -> Result<(), Error> {
-        let Some(incoming) = self.kex.as_mut().and_then(|k| k.incoming.take()) else {
-            return Err(PeerMisbehaved::Unexpected {
-                msg: msg::NEWKEYS,
-                state: "before the key exchange produced keys",
+        let (agreed, incoming) = match std::mem::replace(&mut self.kex, KexState::Idle) {
+            KexState::AwaitingNewKeys { agreed, incoming } => (agreed, incoming),
+            state => {
+                self.kex = state;
+                return Err(PeerMisbehaved::Unexpected {
+                    msg: msg::NEWKEYS,
+                    state: "before the key exchange produced keys",
+                }
+                .into());
             }
-            .into());
-        };
-        let Some(kex) = self.kex.take() else {
-            return Err(Error::Misuse("no kex"));
         };
         self.opener.set_cipher(incoming);
-        if self.strict_kex {
+        let strict = self.keying.strict();
+        if strict {
             self.opener.reset_seq();
         }
-        let first = !self.first_kex_done;
-        self.first_kex_done = true;
+        let first = !self.is_established();
+        self.keying = Keying::Established { strict };
         self.kex_count += 1;
         self.bytes_since_kex = 0;
         self.packets_since_kex = 0;
         self.rekey_at = Some(now + self.config.rekey_interval);
-        self.negotiated = kex.negotiated;
-        if let Some(algorithms) = kex.negotiated {
-            self.events.push_back(Event::KexDone { first, algorithms });
-        }
+        self.negotiated = Some(agreed);
+        self.events.push_back(Event::KexDone {
+            first,
+            algorithms: agreed,
+        });
         while let Some(p) = self.queued.pop_front() {
             self.queue_packet(&p);
         }
@@ -990,4 +1090,176 @@ fn parse_ext_info(payload: &[u8]) -> Result<ExtInfo, Error> {
         info.all.push((name.to_owned(), value.to_vec()));
     }
     Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::Sealer;
+
+    fn pair(now: Instant) -> (Transport, Transport) {
+        let config = Arc::new(Config::default());
+        let host_keys: Arc<[PrivateKey]> = Arc::from(vec![PrivateKey::from_ed25519_seed(&[9; 32])]);
+        let client = Transport::client(config.clone(), ClientOptions::default(), [1; 32], now);
+        let server = Transport::server(config, host_keys, [2; 32], now);
+        (client, server)
+    }
+
+    /// Hand everything `from` has to send to `to`, which must read it all.
+    fn deliver(from: &mut Transport, to: &mut Transport, now: Instant) -> Result<(), Error> {
+        let mut bytes = from.take_transmit(Vec::new());
+        let mut at = 0;
+        while at < bytes.len() {
+            at += match to.read(&mut bytes[at..], now)? {
+                Input::Consumed(n) | Input::Packet { len: n, .. } => n,
+                Input::NeedMore(n) => panic!("a whole flight was sent, yet {n} bytes needed"),
+            };
+        }
+        Ok(())
+    }
+
+    /// A plaintext packet, as either side sends before the first NEWKEYS.
+    fn plaintext(payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut rng = ChaCha20Rng::from_seed([3; 32]);
+        Sealer::new().seal_into(&mut out, payload, &mut rng);
+        out
+    }
+
+    fn states(c: &Transport, s: &Transport) -> (&'static str, &'static str) {
+        (c.kex.name(), s.kex.name())
+    }
+
+    #[test]
+    fn first_key_exchange_then_rekeys_from_either_side() {
+        let now = Instant::now();
+        let (mut c, mut s) = pair(now);
+        assert_eq!(states(&c, &s), ("KexInitSent", "KexInitSent"));
+        let before = Keying::BeforePeerKexInit {
+            early_packet: false,
+        };
+        assert_eq!((c.keying, s.keying), (before, before));
+
+        deliver(&mut c, &mut s, now).unwrap(); // version, KEXINIT
+        assert_eq!(states(&c, &s), ("KexInitSent", "AwaitingEcdhInit"));
+        assert_eq!(
+            s.keying,
+            Keying::FirstKex {
+                strict: true,
+                send_ext_info: true
+            }
+        );
+        deliver(&mut s, &mut c, now).unwrap(); // version, KEXINIT
+        assert_eq!(states(&c, &s), ("AwaitingEcdhReply", "AwaitingEcdhInit"));
+        assert_eq!(
+            c.keying,
+            Keying::FirstKex {
+                strict: true,
+                send_ext_info: false
+            }
+        );
+        // Application messages wait for the key exchange.
+        c.send(&[msg::IGNORE]).unwrap();
+        assert_eq!(c.queued_messages(), 1);
+        assert!(!c.can_seal());
+
+        deliver(&mut c, &mut s, now).unwrap(); // KEX_ECDH_INIT
+        assert_eq!(states(&c, &s), ("AwaitingEcdhReply", "AwaitingNewKeys"));
+        assert!(!s.is_established() && !s.can_seal());
+        deliver(&mut s, &mut c, now).unwrap(); // KEX_ECDH_REPLY, NEWKEYS, EXT_INFO
+        assert_eq!(states(&c, &s), ("Idle", "AwaitingNewKeys"));
+        assert_eq!(c.keying, Keying::Established { strict: true });
+        assert_eq!(c.queued_messages(), 0, "sent after NEWKEYS");
+        deliver(&mut c, &mut s, now).unwrap(); // NEWKEYS, the queued message
+        assert_eq!(states(&c, &s), ("Idle", "Idle"));
+        assert_eq!(s.keying, Keying::Established { strict: true });
+        assert_eq!(c.session_id(), s.session_id());
+        assert!(c.can_seal() && s.can_seal());
+
+        for client_starts in [true, false] {
+            let (a, b) = if client_starts {
+                (&mut c, &mut s)
+            } else {
+                (&mut s, &mut c)
+            };
+            a.rekey();
+            assert_eq!((a.kex.name(), b.kex.name()), ("KexInitSent", "Idle"));
+            assert!(!a.can_seal() && b.can_seal());
+            // The peer answers a KEXINIT from Idle with its own.
+            deliver(a, b, now).unwrap();
+            assert!(b.kex.peer_kexinit_in());
+            deliver(b, a, now).unwrap();
+            deliver(a, b, now).unwrap();
+            deliver(b, a, now).unwrap();
+            deliver(a, b, now).unwrap();
+            assert_eq!((a.kex.name(), b.kex.name()), ("Idle", "Idle"));
+        }
+        assert_eq!((c.kex_count(), s.kex_count()), (3, 3));
+        assert_eq!(c.keying, Keying::Established { strict: true });
+    }
+
+    #[test]
+    fn key_exchange_messages_out_of_order_are_refused() {
+        let now = Instant::now();
+        let unexpected = |msg, state| Err(Error::Peer(PeerMisbehaved::Unexpected { msg, state }));
+
+        // NEWKEYS before any keys.
+        let (mut c, mut s) = pair(now);
+        deliver(&mut c, &mut s, now).unwrap();
+        assert_eq!(
+            s.read(&mut plaintext(&[msg::NEWKEYS]), now),
+            unexpected(msg::NEWKEYS, "before the key exchange produced keys")
+        );
+
+        // A second KEXINIT in the same key exchange.
+        let (mut c, mut s) = pair(now);
+        let first_flight = c.transmit().to_vec();
+        deliver(&mut c, &mut s, now).unwrap();
+        let kexinit = &first_flight[c.our_version().len() + 2..];
+        assert_eq!(
+            s.read(&mut kexinit.to_vec(), now),
+            unexpected(msg::KEXINIT, "in key exchange")
+        );
+
+        // Each side's ECDH message sent to the same side.
+        let ecdh = |m| plaintext(&[m, 0, 0, 0, 0]);
+        let (mut c, mut s) = pair(now);
+        deliver(&mut c, &mut s, now).unwrap();
+        assert_eq!(
+            s.read(&mut ecdh(msg::KEX_ECDH_REPLY), now),
+            unexpected(
+                msg::KEX_ECDH_REPLY,
+                "not expecting this key exchange message"
+            )
+        );
+        let (mut c, mut s) = pair(now);
+        deliver(&mut s, &mut c, now).unwrap();
+        assert_eq!(c.kex.name(), "AwaitingEcdhReply");
+        assert_eq!(
+            c.read(&mut ecdh(msg::KEX_ECDH_INIT), now),
+            unexpected(
+                msg::KEX_ECDH_INIT,
+                "not expecting this key exchange message"
+            )
+        );
+    }
+
+    #[test]
+    fn strict_kex_remembers_a_packet_before_the_peer_kexinit() {
+        let now = Instant::now();
+        let (mut c, mut s) = pair(now);
+        let mut flight = c.take_transmit(Vec::new());
+        let version_len = c.our_version().len() + 2;
+        let (version, kexinit) = flight.split_at_mut(version_len);
+        assert!(matches!(s.read(version, now), Ok(Input::Consumed(_))));
+        assert!(s
+            .read(&mut plaintext(&[msg::IGNORE, 0, 0, 0, 0]), now)
+            .is_ok());
+        assert_eq!(s.keying, Keying::BeforePeerKexInit { early_packet: true });
+        assert_eq!(
+            s.read(kexinit, now),
+            Err(Error::Peer(PeerMisbehaved::StrictKex { msg: msg::KEXINIT }))
+        );
+        assert!(s.is_closed());
+    }
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Regenerates the hostkey.rs test fixtures with the local OpenSSH (made with OpenSSH 9.2p1).
+# Regenerates the fixtures of protocol/src/hostkey/tests.rs with the local OpenSSH (made with OpenSSH 9.2p1).
 # Every key here is a throwaway test key; nothing here is used outside the tests.
 # Rerunning replaces all keys and signatures: the tests read everything they compare
 # against (fingerprints, public keys) from these files, so they keep passing.
+# Needs cargo too: the last step has our own code sign with the new ECDSA keys.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -69,3 +70,13 @@ done
     cat dsa.pub
     echo "$(cut -d' ' -f1 ed25519.pub) $(cut -d' ' -f2 ecdsa256.pub) type mismatch"
 } >authorized_keys
+
+# Our own ECDSA signatures (deterministic, RFC 6979), for the tests to compare with:
+# OpenSSH's are randomized, so these are written by our code and checked here by OpenSSH.
+# (The test crate must compile first, so the old files are replaced, not removed.)
+: >ecdsa256-ours.sig
+: >ecdsa384-ours.sig
+cargo test -q -p sshr-protocol --lib write_our_ecdsa_signature_fixtures -- --ignored
+for k in ecdsa256 ecdsa384; do
+    ssh-keygen -q -Y check-novalidate -n "$NS" -s "$k-ours.sig" <message.txt
+done

@@ -1,0 +1,45 @@
+//! Host keys, user keys and SSH signatures.
+//!
+//! Used in both roles of the transport (the server signs the exchange hash with its
+//! host key, the client verifies it) and in publickey user authentication (the proxy
+//! verifies a user's signature, and signs as a client to log in upstream).
+//!
+//! Key parsing and the Ed25519 and ECDSA math come from the `ssh-key` crate, RSA from
+//! the `rsa` crate it is built on (`rsa_alg.rs` says why RSA cannot go through
+//! `ssh-key`); this module picks the algorithms, frames the SSH wire encodings and
+//! enforces the policy:
+//!
+//! * supported key types: `ssh-ed25519`, `ecdsa-sha2-nistp256`, `ecdsa-sha2-nistp384`
+//!   and `ssh-rsa` keys of 2048 bits or more;
+//! * signature algorithms: the key types' own, plus `rsa-sha2-512` and `rsa-sha2-256`
+//!   (RFC 8332) for RSA keys. Plain `ssh-rsa` (SHA-1) signatures are never produced
+//!   nor accepted;
+//! * the algorithm named inside a signature blob must fit the key type and, when the
+//!   protocol already named one (negotiated host key algorithm, algorithm of a
+//!   publickey userauth request), must equal it.
+//!
+//! Where things are: `alg.rs` names the algorithms and key types, `public.rs` and
+//! `private.rs` hold the two key types and the key blob codec, `openssh.rs` reads and
+//! writes OpenSSH's text formats (key files, public key lines, `authorized_keys`),
+//! `signature.rs` signs and verifies, with `rsa_alg.rs` for RSA.
+//!
+//! Secret key material lives in `ssh_key` private key types, which zeroize their
+//! buffers on drop, as do the short-lived `ed25519-dalek`/`ecdsa`/`rsa` signing keys
+//! built for each signature. Not covered: whatever transient copies `ssh-key`'s
+//! PEM/base64 decoding and the `rsa` crate's big-integer arithmetic leave behind.
+
+mod alg;
+mod error;
+mod openssh;
+mod private;
+mod public;
+mod rsa_alg;
+mod signature;
+#[cfg(test)]
+mod tests;
+
+pub use alg::{SigAlg, MAX_RSA_SIGN_BITS, MAX_RSA_VERIFY_BITS, MIN_RSA_BITS};
+pub use error::{KeyError, VerifyError};
+pub use openssh::{parse_authorized_keys, AuthorizedKey};
+pub use private::PrivateKey;
+pub use public::PublicKey;
