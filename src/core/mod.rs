@@ -9,6 +9,8 @@
 //!   (sshd's PerSourcePenalties and MaxStartups).
 
 pub mod attempts;
+#[cfg(test)]
+pub mod chain;
 pub mod failure_times;
 pub mod penalty;
 pub mod refusal;

@@ -1,0 +1,491 @@
+//! A virtual-time chain for tests, in the manner of quinn-proto's `Pair`: a client
+//! transport, the proxy's two legs driven by the core's relay decisions, and an
+//! upstream transport, all in memory. Relays, rekeys on either leg and tunnel policy
+//! run deterministically in milliseconds, without sockets, root or sshd.
+//!
+//! The proxy in the middle reads each packet in place, asks [`classify`] what to do
+//! with it and [`forward_step`] how to pass it on, exactly as the relay's pumps do; only
+//! the awaiting (socket writes, the writer lock, waiting for a key exchange) is the
+//! pumps' own. A packet sealed in place goes out from the receive buffer itself, so the
+//! in-place re-sealing of the real relay is what runs here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sshr_protocol::hostkey::PrivateKey;
+use sshr_protocol::msg;
+use sshr_protocol::transport::{ClientOptions, Config, HostKeyCheck, Input, Transport};
+use sshr_testsupport::pair::{exchange, until_quiet, Clock, Endpoint};
+
+use crate::core::relay::{classify, forward_step, Step, Verdict};
+use crate::core::tunnel::{encode_open_failure, Tunnels};
+use crate::core::values::{Side, TunnelPolicy, TunnelSettings};
+
+/// Client ↔ (proxy client leg | core | proxy upstream leg) ↔ upstream.
+pub struct Chain {
+    pub client: Endpoint,
+    /// The proxy's leg facing the client (server role).
+    pub proxy_client_leg: Endpoint,
+    /// The proxy's leg facing the upstream (client role).
+    pub proxy_upstream_leg: Endpoint,
+    pub upstream: Endpoint,
+    pub tunnels: Tunnels,
+    pub clock: Clock,
+    /// Packets the proxy forwarded, each way (client to upstream, upstream to client).
+    pub forwarded: (usize, usize),
+    /// Of those, re-sealed in place (the rest were sealed from a copy or queued).
+    pub sealed_in_place: (usize, usize),
+}
+
+/// Settings of one chain: each leg's transport configuration (both ends of a leg use
+/// the same one) and the user's tunnel policy.
+pub struct ChainConfig {
+    pub client_leg: Config,
+    pub upstream_leg: Config,
+    pub tunnels: TunnelPolicy,
+}
+
+impl Default for ChainConfig {
+    fn default() -> Self {
+        ChainConfig {
+            client_leg: Config::default(),
+            upstream_leg: Config::default(),
+            tunnels: TunnelPolicy::Deny,
+        }
+    }
+}
+
+fn key(seed: u8) -> Arc<[PrivateKey]> {
+    use rand_core::SeedableRng;
+    let mut rng = rand_chacha::ChaCha20Rng::from_seed([seed; 32]);
+    Arc::from(vec![PrivateKey::generate_ed25519(&mut rng)])
+}
+
+fn client_transport(config: Config, seed: u8, clock: Clock) -> Transport {
+    let options = ClientOptions {
+        host_key_check: HostKeyCheck::AcceptAny,
+        prefer_cipher: None,
+        prefer_mac: None,
+    };
+    Transport::client(Arc::new(config), options, [seed; 32], clock.now())
+}
+
+impl Chain {
+    /// Both legs through their first key exchange (fixed seeds: runs are reproducible).
+    pub fn new(config: ChainConfig) -> Chain {
+        let clock = Clock::new();
+        let client_leg = Arc::new(config.client_leg.clone());
+        let upstream_leg = Arc::new(config.upstream_leg.clone());
+        let mut chain = Chain {
+            client: Endpoint::new(client_transport(config.client_leg, 1, clock)),
+            proxy_client_leg: Endpoint::new(Transport::server(
+                client_leg,
+                key(2),
+                [2; 32],
+                clock.now(),
+            )),
+            proxy_upstream_leg: Endpoint::new(client_transport(config.upstream_leg, 3, clock)),
+            upstream: Endpoint::new(Transport::server(
+                upstream_leg,
+                key(4),
+                [4; 32],
+                clock.now(),
+            )),
+            tunnels: Tunnels::new("alice", config.tunnels, &TunnelSettings::default()),
+            clock,
+            forwarded: (0, 0),
+            sealed_in_place: (0, 0),
+        };
+        let now = chain.clock.now();
+        until_quiet(|| {
+            exchange(&mut chain.client, &mut chain.proxy_client_leg, now)
+                | exchange(&mut chain.proxy_upstream_leg, &mut chain.upstream, now)
+        });
+        for e in [
+            &chain.client,
+            &chain.proxy_client_leg,
+            &chain.proxy_upstream_leg,
+            &chain.upstream,
+        ] {
+            assert!(e.t.is_established(), "handshake failed: {:?}", e.error);
+            assert!(e.error.is_none());
+        }
+        chain.events_clear();
+        chain
+    }
+
+    fn events_clear(&mut self) {
+        for e in [
+            &mut self.client,
+            &mut self.proxy_client_leg,
+            &mut self.proxy_upstream_leg,
+            &mut self.upstream,
+        ] {
+            e.events.clear();
+        }
+    }
+
+    /// Move bytes along the chain until nothing changes.
+    pub fn drive(&mut self) {
+        until_quiet(|| self.round());
+        for e in [
+            &self.client,
+            &self.proxy_client_leg,
+            &self.proxy_upstream_leg,
+            &self.upstream,
+        ] {
+            assert!(e.error.is_none(), "a transport failed: {:?}", e.error);
+        }
+    }
+
+    /// Moves time on and runs the transports' timers that are due (rekey intervals).
+    pub fn advance(&mut self, by: Duration) {
+        let now = self.clock.advance(by);
+        for e in [
+            &mut self.client,
+            &mut self.proxy_client_leg,
+            &mut self.proxy_upstream_leg,
+            &mut self.upstream,
+        ] {
+            e.handle_timeout_if_due(now);
+        }
+    }
+
+    /// One round: the outer links, then the proxy relaying each way.
+    fn round(&mut self) -> bool {
+        let now = self.clock.now();
+        let mut progress = false;
+        // The outer ends read what arrives like any peer.
+        progress |= deliver(&mut self.client, &mut self.proxy_client_leg);
+        progress |= deliver(&mut self.upstream, &mut self.proxy_upstream_leg);
+        progress |= deliver(&mut self.proxy_client_leg, &mut self.client);
+        progress |= deliver(&mut self.proxy_upstream_leg, &mut self.upstream);
+        progress |= self.client.read_all(now);
+        progress |= self.upstream.read_all(now);
+        // The proxy's legs are read by the relay, in place.
+        let c2u = relay(
+            Side::Client,
+            &mut self.proxy_client_leg,
+            &mut self.proxy_upstream_leg,
+            &mut self.upstream,
+            &mut self.tunnels,
+            self.clock,
+        );
+        let u2c = relay(
+            Side::Upstream,
+            &mut self.proxy_upstream_leg,
+            &mut self.proxy_client_leg,
+            &mut self.client,
+            &mut self.tunnels,
+            self.clock,
+        );
+        self.forwarded.0 += c2u.forwarded;
+        self.forwarded.1 += u2c.forwarded;
+        self.sealed_in_place.0 += c2u.in_place;
+        self.sealed_in_place.1 += u2c.in_place;
+        progress | c2u.touched | u2c.touched
+    }
+}
+
+/// Moves what `from` has to send to `to`'s receive buffer.
+fn deliver(from: &mut Endpoint, to: &mut Endpoint) -> bool {
+    let out = from.take_output();
+    to.deliver(&out);
+    !out.is_empty()
+}
+
+/// What one batch did.
+#[derive(Default)]
+struct Batch {
+    /// Anything was read.
+    touched: bool,
+    forwarded: usize,
+    /// Of those, re-sealed in place.
+    in_place: usize,
+}
+
+/// One batch of the relay from the leg `from` (facing `side`) to the leg `to`, whose
+/// peer is `to_peer`: every complete packet in `from.rx`.
+fn relay(
+    side: Side,
+    from: &mut Endpoint,
+    to: &mut Endpoint,
+    to_peer: &mut Endpoint,
+    tunnels: &mut Tunnels,
+    clock: Clock,
+) -> Batch {
+    let now = clock.now();
+    let mut batch = Batch::default();
+    while from.error.is_none() && !from.rx.is_empty() {
+        let read = from.t.read(&mut from.rx, now);
+        batch.touched |= !matches!(read, Ok(Input::NeedMore(_)));
+        match read {
+            Err(e) => from.error = Some(e),
+            Ok(Input::NeedMore(_)) => break,
+            Ok(Input::Consumed(n)) => {
+                from.rx.drain(..n);
+            }
+            Ok(Input::Packet { len, payload }) => {
+                match classify(side, &from.rx[payload.clone()], tunnels, || now) {
+                    Verdict::Forward => {
+                        batch.forwarded += 1;
+                        // What `to`'s transport queued before goes first, as in the pumps.
+                        deliver(to, to_peer);
+                        match forward_step(&mut to.t, &mut from.rx, 0, len, payload.clone(), false)
+                        {
+                            Step::Sealed(sealed) => {
+                                let n = sealed.expect("re-sealed in place");
+                                to_peer.deliver(&from.rx[..n]);
+                                batch.in_place += 1;
+                            }
+                            Step::Copy => to.t.send(&from.rx[payload]).expect("sealed a copy"),
+                            Step::Queued(queued) => queued.expect("queued during the key exchange"),
+                            step @ (Step::Wait | Step::Overflow | Step::Closed) => {
+                                panic!("the chain does not wait: {step:?}")
+                            }
+                        }
+                    }
+                    Verdict::Drop => {}
+                    Verdict::RefuseGlobalRequest => {
+                        from.t.send(&[msg::REQUEST_FAILURE]).expect("answered");
+                    }
+                    Verdict::RefuseChannelOpen { recipient, why } => {
+                        from.t
+                            .send(&encode_open_failure(recipient, why))
+                            .expect("answered");
+                    }
+                }
+                from.rx.drain(..len);
+            }
+        }
+    }
+    // The relay has no use for the transports' events.
+    while from.t.poll_event().is_some() {}
+    batch
+}
+
+#[cfg(test)]
+mod tests {
+    use sshr_protocol::cipher::{CipherAlg, MacAlg};
+    use sshr_protocol::transport::Event;
+    use sshr_protocol::wire::Reader;
+
+    use super::*;
+    use crate::core::refusal::ChannelRefusal;
+    use crate::core::tunnel::fixtures::{confirmation, data, open};
+    use crate::core::tunnel::CHANNEL_TYPE;
+
+    /// A CHANNEL_DATA payload whose bytes say which message it is.
+    fn numbered(i: u32, len: usize) -> Vec<u8> {
+        let mut p = data(7, len);
+        p[9..13].copy_from_slice(&i.to_be_bytes());
+        p
+    }
+
+    fn small_rekey(bytes: u64) -> Config {
+        Config {
+            rekey_bytes: bytes,
+            ..Config::default()
+        }
+    }
+
+    /// Sends `n` numbered messages each way, driving after every `burst`, and checks
+    /// that each end got them all, in order and unchanged.
+    fn both_ways(chain: &mut Chain, n: u32, len: usize, burst: u32) {
+        for i in 0..n {
+            chain.client.send(&numbered(i, len));
+            chain.upstream.send(&numbered(i, len));
+            if i % burst == burst - 1 {
+                chain.drive();
+            }
+        }
+        chain.drive();
+        for end in [&mut chain.upstream, &mut chain.client] {
+            let got: Vec<_> = end.got.drain(..).collect();
+            assert_eq!(got.len(), n as usize);
+            for (i, p) in got.iter().enumerate() {
+                assert_eq!(p, &numbered(i as u32, len), "message {i}");
+            }
+        }
+    }
+
+    fn rekeys(e: &Endpoint) -> usize {
+        e.events
+            .iter()
+            .filter(|ev| matches!(ev, Event::KexDone { first: false, .. }))
+            .count()
+    }
+
+    #[test]
+    fn relays_both_ways_re_sealing_in_place() {
+        let mut chain = Chain::new(ChainConfig::default());
+        both_ways(&mut chain, 50, 1000, 10);
+        assert_eq!(chain.forwarded, (50, 50));
+        // Both legs negotiate the same cipher: every packet keeps its place.
+        assert_eq!(chain.sealed_in_place, (50, 50));
+    }
+
+    #[test]
+    fn the_client_leg_rekeys_in_the_middle_of_a_relay() {
+        let mut chain = Chain::new(ChainConfig {
+            client_leg: small_rekey(64 << 10),
+            ..ChainConfig::default()
+        });
+        both_ways(&mut chain, 400, 1000, 25);
+        assert!(rekeys(&chain.client) >= 4, "the client leg rekeyed");
+        assert_eq!(rekeys(&chain.upstream), 0, "the upstream leg kept its keys");
+        assert_eq!(chain.proxy_upstream_leg.t.kex_count(), 1);
+    }
+
+    #[test]
+    fn the_upstream_leg_rekeys_in_the_middle_of_a_relay() {
+        let mut chain = Chain::new(ChainConfig {
+            upstream_leg: small_rekey(64 << 10),
+            ..ChainConfig::default()
+        });
+        both_ways(&mut chain, 400, 1000, 25);
+        assert!(rekeys(&chain.upstream) >= 4, "the upstream leg rekeyed");
+        assert_eq!(rekeys(&chain.client), 0, "the client leg kept its keys");
+        assert_eq!(chain.proxy_client_leg.t.kex_count(), 1);
+    }
+
+    #[test]
+    fn packets_for_a_leg_in_a_key_exchange_wait_in_order() {
+        let mut chain = Chain::new(ChainConfig::default());
+        // The proxy starts a rekey on the upstream leg; before the upstream answers,
+        // the client's packets arrive and must be queued, then sent after NEWKEYS.
+        chain.proxy_upstream_leg.t.rekey();
+        for i in 0..20 {
+            chain.client.send(&numbered(i, 500));
+        }
+        // Only the client's link moves: the upstream leg cannot finish its exchange.
+        deliver(&mut chain.client, &mut chain.proxy_client_leg);
+        let batch = relay(
+            Side::Client,
+            &mut chain.proxy_client_leg,
+            &mut chain.proxy_upstream_leg,
+            &mut chain.upstream,
+            &mut chain.tunnels,
+            chain.clock,
+        );
+        assert_eq!(batch.forwarded, 20);
+        assert_eq!(
+            batch.in_place, 0,
+            "nothing sealed for a leg in a key exchange"
+        );
+        assert_eq!(chain.proxy_upstream_leg.t.queued_messages(), 20);
+        chain.drive();
+        let got: Vec<_> = chain.upstream.got.drain(..).collect();
+        assert_eq!(got, (0..20).map(|i| numbered(i, 500)).collect::<Vec<_>>());
+        assert_eq!(rekeys(&chain.upstream), 1);
+    }
+
+    #[test]
+    fn both_legs_rekey_on_their_own_clocks() {
+        let leg = |secs| Config {
+            rekey_interval: Duration::from_secs(secs),
+            ..Config::default()
+        };
+        let mut chain = Chain::new(ChainConfig {
+            client_leg: leg(60),
+            upstream_leg: leg(100),
+            ..ChainConfig::default()
+        });
+        chain.advance(Duration::from_secs(61));
+        both_ways(&mut chain, 5, 100, 5);
+        assert_eq!((rekeys(&chain.client), rekeys(&chain.upstream)), (1, 0));
+        chain.advance(Duration::from_secs(40));
+        both_ways(&mut chain, 5, 100, 5);
+        assert_eq!((rekeys(&chain.client), rekeys(&chain.upstream)), (1, 1));
+    }
+
+    #[test]
+    fn a_longer_mac_on_the_other_leg_seals_a_copy() {
+        let leg = |mac| Config {
+            ciphers: vec![CipherAlg::Aes128Ctr],
+            macs: vec![mac],
+            ..Config::default()
+        };
+        let mut chain = Chain::new(ChainConfig {
+            client_leg: leg(MacAlg::HmacSha256Etm),
+            upstream_leg: leg(MacAlg::HmacSha512Etm),
+            ..ChainConfig::default()
+        });
+        both_ways(&mut chain, 10, 300, 5);
+        // Towards the upstream the tag grows by 32 bytes: no room in place.
+        assert_eq!(chain.sealed_in_place.0, 0);
+        // Towards the client it shrinks: the padding takes up the difference.
+        assert_eq!(chain.sealed_in_place.1, 10);
+    }
+
+    fn open_failure(p: &[u8]) -> (u32, u32, String) {
+        assert_eq!(p[0], msg::CHANNEL_OPEN_FAILURE);
+        let mut r = Reader::new(&p[1..]);
+        (
+            r.u32("recipient").unwrap(),
+            r.u32("reason").unwrap(),
+            r.utf8("description").unwrap().to_owned(),
+        )
+    }
+
+    #[test]
+    fn a_tunnel_the_policy_denies_is_refused_by_the_proxy() {
+        let mut chain = Chain::new(ChainConfig::default());
+        chain.client.send(&open(CHANNEL_TYPE, 5, 1, 0));
+        chain.drive();
+        assert!(
+            chain.upstream.got.is_empty(),
+            "the upstream never saw the open"
+        );
+        let refused = chain.client.take();
+        let why = ChannelRefusal::TunnelNotAllowed;
+        assert_eq!(
+            open_failure(&refused),
+            (5, why.code(), why.message().to_owned())
+        );
+        // Other channels go on as before.
+        chain.client.send(&open("session", 6, 0, 0));
+        chain.drive();
+        assert_eq!(chain.upstream.take()[0], msg::CHANNEL_OPEN);
+    }
+
+    #[test]
+    fn a_tunnel_the_policy_allows_reaches_the_upstream_and_is_counted() {
+        let mut chain = Chain::new(ChainConfig {
+            tunnels: TunnelPolicy::PointToPoint,
+            ..ChainConfig::default()
+        });
+        // Layer 2 is not point-to-point.
+        chain.client.send(&open(CHANNEL_TYPE, 1, 2, 0));
+        chain.drive();
+        assert_eq!(open_failure(&chain.client.take()).0, 1);
+        chain.client.send(&open(CHANNEL_TYPE, 2, 1, 0));
+        chain.drive();
+        assert_eq!(chain.upstream.take(), open(CHANNEL_TYPE, 2, 1, 0));
+        chain.upstream.send(&confirmation(2, 40));
+        chain.drive();
+        assert_eq!(chain.client.take(), confirmation(2, 40));
+        assert_eq!(chain.tunnels.open_count(), 1);
+        chain.client.send(&data(40, 1000));
+        chain.upstream.send(&data(2, 300));
+        chain.drive();
+        assert_eq!(chain.tunnels.bytes(2), Some((1000, 300)));
+    }
+
+    #[test]
+    fn the_upstreams_host_keys_stay_on_the_upstream_leg() {
+        let mut chain = Chain::new(ChainConfig::default());
+        let mut announce = vec![msg::GLOBAL_REQUEST];
+        sshr_protocol::wire::put_string(&mut announce, b"hostkeys-00@openssh.com");
+        announce.push(0);
+        chain.upstream.send(&announce);
+        let mut prove = vec![msg::GLOBAL_REQUEST];
+        sshr_protocol::wire::put_string(&mut prove, b"hostkeys-prove-00@openssh.com");
+        prove.push(1);
+        chain.client.send(&prove);
+        chain.drive();
+        assert!(chain.client.got.iter().all(|p| p[0] != msg::GLOBAL_REQUEST));
+        assert_eq!(chain.client.take(), vec![msg::REQUEST_FAILURE]);
+        assert!(chain.upstream.got.is_empty());
+    }
+}
