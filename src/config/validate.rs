@@ -308,15 +308,16 @@ impl Validator<'_> {
         key: &'static str,
         value: &Spanned<String>,
     ) -> Result<TunnelPolicy, ConfigError> {
-        value.get_ref().parse().or_else(|()| {
-            self.err(
+        match tunnel_policy_word(value.get_ref()) {
+            Some(policy) => Ok(policy),
+            None => self.err(
                 value.span(),
                 ConfigProblem::BadTunnelPolicy {
                     key,
                     value: value.get_ref().clone(),
                 },
-            )
-        })
+            ),
+        }
     }
 
     fn warm_upstreams(&self, raw: RawWarmUpstreams) -> Result<WarmUpstreams, ConfigError> {
@@ -521,6 +522,21 @@ impl Validator<'_> {
             tunnel,
         })
     }
+}
+
+/// The policy a configuration word names: exactly one of the words the policies display
+/// as ([`TunnelPolicy::NAMES`]). `TunnelPolicy`'s `FromStr` also takes sshd's "yes" and
+/// "no" and surrounding blanks; a configuration takes none of them, so that a value
+/// means one thing to every reader ("yes" could be read as point-to-point only).
+fn tunnel_policy_word(word: &str) -> Option<TunnelPolicy> {
+    [
+        TunnelPolicy::Deny,
+        TunnelPolicy::PointToPoint,
+        TunnelPolicy::Ethernet,
+        TunnelPolicy::Any,
+    ]
+    .into_iter()
+    .find(|policy| policy.to_string() == word)
 }
 
 /// Login names travel in SSH strings and end up in logs and hook queries: refuse what
@@ -1037,5 +1053,55 @@ upstream = "[2001:db8::5]:22"
         }
         let (_, _, shown) = problem(&format!("{MINIMAL}[tunnels]\nmax_secs = 3\n"));
         assert!(shown.contains("max_secs"), "{shown}");
+    }
+
+    #[test]
+    fn tunnel_policy_takes_only_its_four_words() {
+        for (word, policy) in [
+            ("deny", TunnelPolicy::Deny),
+            ("point-to-point", TunnelPolicy::PointToPoint),
+            ("ethernet", TunnelPolicy::Ethernet),
+            ("any", TunnelPolicy::Any),
+        ] {
+            let c = parse(&format!(
+                "{MINIMAL}[tunnels]\ndefault = \"{word}\"\n\n[[users]]\nname = \"a\"\nupstream = \"h:22\"\ntunnel = \"{word}\"\n"
+            ))
+            .unwrap();
+            assert_eq!(c.tunnels.default, policy, "{word}");
+            assert_eq!(c.user("a").unwrap().tunnel, Some(policy), "{word}");
+        }
+        // sshd's PermitTunnel words, other spellings and blanks are refused, in both
+        // places, with the key, the value and the valid words.
+        for word in [
+            "yes",
+            "no",
+            "Any",
+            " any",
+            "deny ",
+            "true",
+            "point_to_point",
+            "",
+        ] {
+            let (p, line, shown) = problem(&format!(
+                "{MINIMAL}[[users]]\nname = \"a\"\nupstream = \"h:22\"\ntunnel = \"{word}\"\n"
+            ));
+            assert!(
+                matches!(p, ConfigProblem::BadTunnelPolicy { key: "tunnel", ref value } if value == word),
+                "{word:?}: {p:?}"
+            );
+            assert_eq!(line, Some(8));
+            assert!(shown.contains(&format!("`tunnel` = {word:?}")), "{shown}");
+            assert!(
+                shown.contains("\"deny\", \"point-to-point\", \"ethernet\" or \"any\""),
+                "{shown}"
+            );
+            let (p, line, shown) = problem(&format!("{MINIMAL}[tunnels]\ndefault = \"{word}\"\n"));
+            assert!(
+                matches!(p, ConfigProblem::BadTunnelPolicy { key: "tunnels.default", ref value } if value == word),
+                "{word:?}: {p:?}"
+            );
+            assert_eq!(line, Some(6));
+            assert!(shown.contains("`tunnels.default`"), "{shown}");
+        }
     }
 }
