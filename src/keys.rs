@@ -31,7 +31,7 @@ pub enum KeyFileError {
          ssh-keygen writes, a text file beginning with \"{OPENSSH_PRIVATE_KEY_BEGIN}\""
     )]
     NotOpenSsh { path: PathBuf, found: &'static str },
-    #[error("key file {path} is absent and cannot be generated: {dir}: {source}")]
+    #[error("key file {path} is absent and cannot be generated in {dir}: {source}")]
     CannotGenerate {
         path: PathBuf,
         dir: PathBuf,
