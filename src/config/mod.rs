@@ -95,7 +95,8 @@ pub enum AuthorizedKeys {
     None,
     /// `authorized_keys = [...]`, parsed.
     Inline(Vec<PublicKey>),
-    /// `authorized_keys_file = "path"`, read when the hooks are built (startup, reload).
+    /// `authorized_keys_file = "path"`, read when the hooks are built (startup, reload)
+    /// and again at a login after it changed.
     File(PathBuf),
 }
 
