@@ -461,8 +461,8 @@ authorized_keys_file = "missing.keys"
         );
     }
 
-    fn fingerprints(keys: &[PublicKey]) -> Vec<String> {
-        keys.iter().map(|k| k.fingerprint()).collect()
+    fn fingerprints<'a>(keys: impl IntoIterator<Item = &'a PublicKey>) -> Vec<String> {
+        keys.into_iter().map(|k| k.fingerprint()).collect()
     }
 
     fn table_with_file(dir: &Path) -> StaticTable {
@@ -497,7 +497,7 @@ authorized_keys_file = "dana.keys"
         let table = table_with_file(dir.path());
         assert_eq!(
             fingerprints(&table.authorized_keys("dana")),
-            fingerprints(&[k1.clone()])
+            fingerprints([&k1])
         );
         let hooks = table.factory(Arc::new(key()))();
         on_shard(|| async {
@@ -511,7 +511,7 @@ authorized_keys_file = "dana.keys"
             age(&path);
             assert_eq!(
                 fingerprints(&fetch().await.unwrap()),
-                fingerprints(&[k1.clone(), k2.clone()])
+                fingerprints([&k1, &k2])
             );
 
             // Rewritten in place to the same size and modification time: the change time
@@ -526,27 +526,21 @@ authorized_keys_file = "dana.keys"
                 .unwrap();
             assert_eq!(
                 fingerprints(&fetch().await.unwrap()),
-                fingerprints(&[k3.clone(), k2.clone()])
+                fingerprints([&k3, &k2])
             );
 
             // Replaced by rename (a new inode), as editors save.
             let new = dir.path().join("dana.keys.new");
             std::fs::write(&new, format!("{}\n", k1.to_openssh())).unwrap();
             std::fs::rename(&new, &path).unwrap();
-            assert_eq!(
-                fingerprints(&fetch().await.unwrap()),
-                fingerprints(&[k1.clone()])
-            );
+            assert_eq!(fingerprints(&fetch().await.unwrap()), fingerprints([&k1]));
 
             // No longer text: no keys, not the last good ones.
             std::fs::write(&path, b"\xff\xfe not utf-8\n").unwrap();
             assert!(fetch().await.unwrap().is_empty());
             // Fixed again.
             std::fs::write(&path, format!("{}\n", k2.to_openssh())).unwrap();
-            assert_eq!(
-                fingerprints(&fetch().await.unwrap()),
-                fingerprints(&[k2.clone()])
-            );
+            assert_eq!(fingerprints(&fetch().await.unwrap()), fingerprints([&k2]));
         });
     }
 
