@@ -1,12 +1,16 @@
 //! The `sshr` daemon: the proxy with the static user table of its configuration file.
 
-use std::path::PathBuf;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
+use socket2::{Domain, Protocol, Socket, Type};
 use sshr::config::Config;
-use sshr::keys;
+use sshr::keys::{self, KeyFileError};
 use sshr::providers::StaticTable;
+use sshr_protocol::hostkey::PublicKey;
 
 /// SSH reverse proxy: routes each login to its upstream server.
 #[derive(Parser, Debug)]
@@ -21,7 +25,8 @@ struct Cli {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     workers: Option<u16>,
 
-    /// Check the configuration and key files, print a summary and exit (0 if usable).
+    /// Check the configuration, the key files (or that they can be generated) and that
+    /// every address can be listened on; print a summary and exit (0 if usable).
     #[arg(long)]
     check_config: bool,
 }
@@ -57,20 +62,42 @@ fn run(cli: Cli) -> Result<(), String> {
     server.run().map_err(|e| e.to_string())
 }
 
-/// `--check-config`: everything `run` would check, without writing any file.
+/// `--check-config`: everything a start would find wrong, leaving no file behind and
+/// holding no port: key files (present and usable, or absent and writable), listen
+/// addresses and the metrics address (free and local). Reports every problem at once.
 fn check(config: &Config) -> Result<(), String> {
-    let key_files = config
-        .host_keys
-        .iter()
-        .chain(std::iter::once(&config.upstream_key));
-    for path in key_files {
-        match keys::check_key_file(path).map_err(|e| e.to_string())? {
-            Some(key) => println!("key {}: {}", path.display(), key.fingerprint()),
-            None => println!("key {}: absent, will be generated at start", path.display()),
+    let mut problems = Vec::new();
+    for path in &config.host_keys {
+        report_key(path, keys::check_key_file(path), &mut problems);
+    }
+    let upstream = &config.upstream_key;
+    report_key(
+        upstream,
+        keys::check_upstream_key_file(upstream),
+        &mut problems,
+    );
+
+    // Held until every address is tried, so that two settings naming one address clash
+    // here as they would at start.
+    let mut bound = Vec::new();
+    for &addr in &config.listen {
+        match bind_like_the_listener(addr) {
+            Ok(socket) => bound.push(socket),
+            Err(e) => problems.push(format!("cannot listen on {addr} (`listen`): {e}")),
         }
     }
+    if let Some(addr) = config.metrics_listen {
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            problems.push(format!("cannot listen on {addr} (`metrics_listen`): {e}"));
+        }
+    }
+    drop(bound);
+
     // Reads the authorized_keys files and warns about missing ones, as a start would.
     let table = StaticTable::from_config(config);
+    if !problems.is_empty() {
+        return Err(format!("{}: {}", config.origin, problems.join("; ")));
+    }
     println!(
         "{}: OK ({} listen address(es), {} user(s), {} worker(s))",
         config.origin,
@@ -79,4 +106,31 @@ fn check(config: &Config) -> Result<(), String> {
         config.worker_count()
     );
     Ok(())
+}
+
+fn report_key(
+    path: &Path,
+    checked: Result<Option<PublicKey>, KeyFileError>,
+    problems: &mut Vec<String>,
+) {
+    match checked {
+        Ok(Some(key)) => println!("key {}: {}", path.display(), key.fingerprint()),
+        Ok(None) => println!("key {}: absent, will be generated at start", path.display()),
+        Err(e) => problems.push(e.to_string()),
+    }
+}
+
+/// A listening socket with the options the server's listeners have (SO_REUSEADDR,
+/// SO_REUSEPORT, IPv6-only), so that a port held by a running sshr of the same user,
+/// which a restart would share, passes, and a port held by anything else fails.
+fn bind_like_the_listener(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(1)?;
+    Ok(socket)
 }

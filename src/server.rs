@@ -116,8 +116,11 @@ impl Server {
         raise_memlock_limit();
         let workers = self.workers.unwrap_or_else(|| self.config.worker_count());
 
-        let host_keys: Arc<[PrivateKey]> = keys::load_host_keys(&self.config.host_keys)?.into();
-        let upstream_key = Arc::new(keys::load_upstream_key(&self.config.upstream_key)?);
+        // Keys generated now are removed again if the start fails (`generated` drops).
+        let keys = keys::load_server_keys(&self.config.host_keys, &self.config.upstream_key)?;
+        let host_keys: Arc<[PrivateKey]> = keys.host_keys.into();
+        let upstream_key = Arc::new(keys.upstream_key);
+        let generated = keys.generated;
 
         let custom_hooks = self.hooks.clone();
         let factory = match self.hooks {
@@ -188,6 +191,7 @@ impl Server {
             stopping: false,
         };
         server.wait_until_ready(workers)?;
+        generated.keep();
         tracing::info!(
             listen = ?server.local_addrs,
             workers,

@@ -312,3 +312,252 @@ fn io_uring_failure_explains_the_memlock_limit() {
     );
     assert!(stderr.contains("ulimit -l"), "{stderr}");
 }
+
+/// `sshr --config <config> --check-config`: exit code and stderr.
+fn check_config(config: &Path) -> (Option<i32>, String) {
+    let out = Command::new(SSHR)
+        .arg("--config")
+        .arg(config)
+        .arg("--check-config")
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_fails_for_a_port_in_use_and_an_address_not_here() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = dir.path().join("sshr.toml");
+    std::fs::write(
+        &config,
+        format!("listen = [\"127.0.0.1:{port}\"]\nhost_keys = [\"k\"]\nupstream_key = \"u\"\n"),
+    )
+    .unwrap();
+    let (code, stderr) = check_config(&config);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr:?}");
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port} (`listen`)")),
+        "{stderr}"
+    );
+
+    // The metrics address too; and an address of no interface of this host (TEST-NET-1).
+    let free = free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "listen = [\"127.0.0.1:{free}\", \"192.0.2.1:2222\"]\nhost_keys = [\"k\"]\n\
+             upstream_key = \"u\"\nmetrics_listen = \"127.0.0.1:{port}\"\n"
+        ),
+    )
+    .unwrap();
+    let (code, stderr) = check_config(&config);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot listen on 192.0.2.1:2222 (`listen`)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "cannot listen on 127.0.0.1:{port} (`metrics_listen`)"
+        )),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("k").exists() && !dir.path().join("u").exists());
+    drop(taken);
+}
+
+#[test]
+fn check_config_fails_for_a_key_path_that_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory where a file is: not writable even by root.
+    std::fs::write(dir.path().join("keys"), "").unwrap();
+    let config = dir.path().join("sshr.toml");
+    let port = free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "listen = [\"127.0.0.1:{port}\"]\nhost_keys = [\"keys/host\"]\n\
+             upstream_key = \"/proc/sshr-no-such-dir/upstream\"\n"
+        ),
+    )
+    .unwrap();
+    let (code, stderr) = check_config(&config);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr:?}");
+    assert!(stderr.contains("keys/host: Not a directory"), "{stderr}");
+    assert!(
+        stderr.contains("/proc/sshr-no-such-dir/upstream is absent and cannot be generated"),
+        "{stderr}"
+    );
+    // Nothing left behind by the probes.
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["keys", "sshr.toml"]);
+}
+
+#[test]
+fn a_failed_start_leaves_no_generated_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    // One host key exists already: it must stay, and stay the same.
+    let existing = dir.path().join("old_host");
+    let keygen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&existing)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success());
+    let existing_text = std::fs::read(&existing).unwrap();
+    let config = dir.path().join("sshr.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = [\"127.0.0.1:{port}\"]\nhost_keys = [\"old_host\", \"keys/new_host\"]\n\
+             upstream_key = \"keys/upstream\"\nworkers = 1\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(SSHR)
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("generated host key"), "{stderr}");
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["old_host", "old_host.pub", "sshr.toml"], "{stderr}");
+    assert_eq!(std::fs::read(&existing).unwrap(), existing_text);
+}
+
+#[test]
+fn a_garbage_key_file_is_named_as_not_an_openssh_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("host");
+    std::fs::write(&key, b"\0\0\0garbage\0").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = dir.path().join("sshr.toml");
+    let port = free_port();
+    std::fs::write(
+        &config,
+        format!("listen = [\"127.0.0.1:{port}\"]\nhost_keys = [\"host\"]\nupstream_key = \"u\"\nworkers = 1\n"),
+    )
+    .unwrap();
+    for check in [true, false] {
+        let mut command = Command::new(SSHR);
+        command.arg("--config").arg(&config).env("RUST_LOG", "off");
+        if check {
+            command.arg("--check-config");
+        }
+        let out = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr:?}");
+        assert!(
+            stderr.contains(&format!(
+                "key file {} is not an OpenSSH private key (it is binary data)",
+                key.display()
+            )),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("-----BEGIN OPENSSH PRIVATE KEY-----"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("NUL byte"), "{stderr}");
+    }
+    assert!(
+        !dir.path().join("u").exists(),
+        "the failed start removed it"
+    );
+}
+
+#[test]
+fn tunnel_yes_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sshr.toml");
+    std::fs::write(
+        &config,
+        "listen = [\"127.0.0.1:2222\"]\nhost_keys = [\"k\"]\nupstream_key = \"u\"\n\n\
+         [[users]]\nname = \"a\"\nupstream = \"h:22\"\ntunnel = \"yes\"\n",
+    )
+    .unwrap();
+    let (code, stderr) = check_config(&config);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("sshr.toml:8"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "`tunnel` = \"yes\" is not a tunnel policy: use \"deny\", \"point-to-point\", \"ethernet\" or \"any\""
+        ),
+        "{stderr}"
+    );
+}
+
+/// A key appended to a user's authorized_keys_file while sshr runs is accepted at the
+/// next login, without a restart or reload.
+#[test]
+fn a_key_added_to_authorized_keys_file_is_accepted_at_the_next_login() {
+    use sshr_testsupport::{keygen, run_with_timeout, ssh_command, Sshd, SshdOptions, SshrSetup};
+
+    let setup = SshrSetup::new();
+    let sshd = Sshd::start(SshdOptions {
+        authorized_keys: vec![setup.upstream_public_key.clone()],
+        ..SshdOptions::default()
+    });
+    let client = setup.dir.path().join("id_alice");
+    keygen(&client, "ed25519", None);
+    let client_public = std::fs::read_to_string(client.with_extension("pub")).unwrap();
+    let authorized = setup.dir.path().join("alice.keys");
+    std::fs::write(&authorized, "# no keys yet\n").unwrap();
+    let sshr = setup.start(
+        Path::new(SSHR),
+        &format!(
+            "[[users]]\nname = \"alice\"\nupstream = \"127.0.0.1:{}\"\nupstream_user = \"root\"\n\
+             authorized_keys_file = {:?}\n",
+            sshd.port,
+            authorized.display().to_string()
+        ),
+    );
+    let login = || {
+        let mut cmd = ssh_command("ssh", sshr.setup.port, Some(&client));
+        cmd.arg("alice@127.0.0.1").args(["echo", "logged-in"]);
+        run_with_timeout(cmd, Duration::from_secs(30))
+    };
+    let out = login();
+    assert!(!out.status.success(), "no key yet: {out:?}");
+
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&authorized)
+        .unwrap();
+    file.write_all(client_public.as_bytes()).unwrap();
+    drop(file);
+    let out = login();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("logged-in"),
+        "{out:?}\nsshr log:\n{}",
+        sshr.log()
+    );
+
+    // Emptied again: refused again.
+    std::fs::write(&authorized, "").unwrap();
+    let out = login();
+    assert!(!out.status.success(), "key removed: {out:?}");
+}

@@ -12,6 +12,7 @@ pub mod attempts;
 #[cfg(test)]
 pub mod chain;
 pub mod failure_times;
+pub mod host_port;
 pub mod penalty;
 pub mod refusal;
 pub mod relay;

@@ -24,8 +24,9 @@ impl fmt::Display for Side {
     }
 }
 
-/// Which tunnels a user may open through the proxy. The names are those of sshd's
-/// `PermitTunnel` (`yes` and `no` are accepted as aliases of `any` and `deny`).
+/// Which tunnels a user may open through the proxy: the words of sshd's `PermitTunnel`,
+/// with `deny` and `any` for its `no` and `yes` (which are not accepted: a policy reads
+/// the same wherever it is written).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum TunnelPolicy {
     /// No tunnels (the default, like sshd's `PermitTunnel no`).
@@ -63,11 +64,11 @@ impl FromStr for TunnelPolicy {
     type Err = BadTunnelPolicy;
 
     fn from_str(s: &str) -> Result<Self, BadTunnelPolicy> {
-        match s.trim() {
-            "deny" | "no" => Ok(TunnelPolicy::Deny),
+        match s {
+            "deny" => Ok(TunnelPolicy::Deny),
             "point-to-point" => Ok(TunnelPolicy::PointToPoint),
             "ethernet" => Ok(TunnelPolicy::Ethernet),
-            "any" | "yes" => Ok(TunnelPolicy::Any),
+            "any" => Ok(TunnelPolicy::Any),
             _ => Err(BadTunnelPolicy(s.to_owned())),
         }
     }
@@ -160,13 +161,15 @@ mod tests {
     fn tunnel_policy_words() {
         for (word, policy) in [
             ("deny", TunnelPolicy::Deny),
-            ("no", TunnelPolicy::Deny),
             ("point-to-point", TunnelPolicy::PointToPoint),
             ("ethernet", TunnelPolicy::Ethernet),
             ("any", TunnelPolicy::Any),
-            ("yes", TunnelPolicy::Any),
         ] {
             assert_eq!(word.parse::<TunnelPolicy>(), Ok(policy), "{word}");
+            assert_eq!(policy.to_string(), word);
+        }
+        for word in ["yes", "no", " any", "Deny", ""] {
+            assert!(word.parse::<TunnelPolicy>().is_err(), "{word:?}");
         }
         let err = "tun".parse::<TunnelPolicy>().unwrap_err();
         assert_eq!(err, BadTunnelPolicy("tun".into()));

@@ -122,7 +122,7 @@ pub async fn resolve(addr: &str, timeout: Duration) -> Result<Vec<SocketAddr>, C
     if let Ok(literal) = addr.parse::<SocketAddr>() {
         return Ok(vec![literal]);
     }
-    crate::config::check_host_port(addr).map_err(|reason| ConnectError::BadAddress {
+    crate::core::host_port::check_host_port(addr).map_err(|reason| ConnectError::BadAddress {
         addr: addr.to_string(),
         reason,
     })?;

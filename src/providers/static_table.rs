@@ -1,21 +1,33 @@
 //! The default hooks: the static `[[users]]` table of the configuration.
 //!
-//! Everything is resolved when the table is built (at startup and on reload):
-//! `authorized_keys_file`s are read then, not at each login, so a login never touches
-//! the disk and never blocks its shard. A missing or unreadable file means the user has
-//! no keys, with a warning; a login then fails like a wrong key.
+//! The table is built at startup and on reload. Inline keys are fixed then; an
+//! `authorized_keys_file` is read then too, and again at a login when it has changed
+//! since (device, inode, size, modification or change time differ), as sshd reads
+//! authorized_keys at each login: a key added to the file is accepted at the next login,
+//! a key removed is refused. The check is one `stat` on the shard; the read itself runs on
+//! the shard's helper threads ([`crate::run_blocking`]).
+//!
+//! A file that is missing or cannot be read means no keys for that user, with one warning
+//! per change: failing closed, because deleting the file or taking away its read
+//! permission is how an operator may revoke access, and the proxy must never go on
+//! granting what the file no longer grants. A line that does not parse is skipped with a
+//! warning and the others are used, as sshd does.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::fs::Metadata;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use sshr_protocol::hostkey::{self, PrivateKey, PublicKey};
 
 use crate::config::{AuthorizedKeys, Config};
 use crate::hooks::{HookContext, HookError, Hooks, HooksFactory, HostKeyPolicy, Upstream};
 
-/// The resolved user table, shared read-only by every shard.
+/// The resolved user table, shared by every shard.
 #[derive(Debug, Default)]
 pub struct StaticTable {
     users: HashMap<String, Entry>,
@@ -24,7 +36,14 @@ pub struct StaticTable {
 #[derive(Debug)]
 struct Entry {
     upstream: Upstream,
-    authorized_keys: Vec<PublicKey>,
+    authorized_keys: UserKeys,
+}
+
+#[derive(Debug)]
+enum UserKeys {
+    /// Inline in the configuration, or none.
+    Fixed(Arc<[PublicKey]>),
+    File(KeysFile),
 }
 
 impl StaticTable {
@@ -35,11 +54,13 @@ impl StaticTable {
             .iter()
             .map(|user| {
                 let authorized_keys = match &user.authorized_keys {
-                    AuthorizedKeys::None => Vec::new(),
-                    AuthorizedKeys::Inline(keys) => keys.clone(),
-                    AuthorizedKeys::File(path) => read_authorized_keys(&user.name, path),
+                    AuthorizedKeys::None => UserKeys::Fixed(Arc::from([])),
+                    AuthorizedKeys::Inline(keys) => UserKeys::Fixed(keys.as_slice().into()),
+                    AuthorizedKeys::File(path) => {
+                        UserKeys::File(KeysFile::read_now(&user.name, path))
+                    }
                 };
-                if authorized_keys.is_empty() {
+                if authorized_keys.last_read().is_empty() {
                     tracing::debug!(user = %user.name, "no authorized keys: public-key login impossible for this user");
                 }
                 let host_key = if user.upstream_host_keys.is_empty() {
@@ -76,9 +97,12 @@ impl StaticTable {
         self.users.get(user).map(|e| &e.upstream)
     }
 
-    /// The authorized keys of `user` (empty for an unknown user).
-    pub fn authorized_keys(&self, user: &str) -> &[PublicKey] {
-        self.users.get(user).map_or(&[], |e| &e.authorized_keys)
+    /// The authorized keys of `user` as last read (empty for an unknown user). A login
+    /// asks the hooks instead, which read a changed file again first.
+    pub fn authorized_keys(&self, user: &str) -> Vec<PublicKey> {
+        self.users
+            .get(user)
+            .map_or_else(Vec::new, |e| e.authorized_keys.last_read().to_vec())
     }
 
     /// A factory building, on each shard, hooks that answer from this table and log in
@@ -93,6 +117,166 @@ impl StaticTable {
             }) as Rc<dyn Hooks>
         })
     }
+}
+
+impl UserKeys {
+    fn last_read(&self) -> Arc<[PublicKey]> {
+        match self {
+            UserKeys::Fixed(keys) => keys.clone(),
+            UserKeys::File(file) => file.last().keys,
+        }
+    }
+}
+
+/// An `authorized_keys_file` and what was last read from it.
+#[derive(Debug)]
+struct KeysFile {
+    user: String,
+    path: PathBuf,
+    /// Shared by the shards; held only to copy or replace the value, never across I/O.
+    last: Mutex<FileRead>,
+}
+
+/// One reading of an `authorized_keys_file`.
+#[derive(Clone, Debug)]
+struct FileRead {
+    /// The file's identity and times when read; `None`: it could not be found.
+    stamp: Option<Stamp>,
+    keys: Arc<[PublicKey]>,
+    /// Modified so shortly before it was read that a second change within the same
+    /// timestamp tick would not show in the stamp: read it again next time.
+    racy: bool,
+}
+
+/// What tells that a file may have changed: what sshd would see as a different file or
+/// different content. Change time catches a `chmod` that made it readable again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+/// A file modified less than this before it was read is read again at the next login
+/// (timestamps advance in ticks of a few milliseconds; this leaves a wide margin).
+const RACY_WINDOW: Duration = Duration::from_secs(2);
+
+impl Stamp {
+    fn of(meta: &Metadata) -> Stamp {
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+impl FileRead {
+    /// Whether a file now stamped `now` must be read again.
+    fn is_stale(&self, now: Option<Stamp>) -> bool {
+        self.racy || now != self.stamp
+    }
+}
+
+impl KeysFile {
+    /// Reads the file now, blocking (startup and reload).
+    fn read_now(user: &str, path: &Path) -> KeysFile {
+        KeysFile {
+            user: user.to_string(),
+            path: path.to_path_buf(),
+            last: Mutex::new(read_keys_file(user, path)),
+        }
+    }
+
+    fn last(&self) -> FileRead {
+        match self.last.lock() {
+            Ok(last) => last.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The keys of the file as it is now: the last reading if the file has not changed
+    /// since, else a new one.
+    async fn current(&self) -> Arc<[PublicKey]> {
+        let last = self.last();
+        let now = std::fs::metadata(&self.path).ok().map(|m| Stamp::of(&m));
+        if !last.is_stale(now) {
+            return last.keys;
+        }
+        let (user, path) = (self.user.clone(), self.path.clone());
+        let read = crate::run_blocking(move || read_keys_file(&user, &path)).await;
+        let keys = read.keys.clone();
+        match self.last.lock() {
+            Ok(mut last) => *last = read,
+            Err(poisoned) => *poisoned.into_inner() = read,
+        }
+        keys
+    }
+}
+
+/// Reads an authorized_keys file. Problems are warnings, never fatal: one user's broken
+/// file must not keep every other user out. An unreadable file gives no keys.
+fn read_keys_file(user: &str, path: &Path) -> FileRead {
+    let opened = std::fs::File::open(path).and_then(|file| {
+        let meta = file.metadata()?;
+        let text = io::read_to_string(file)?;
+        Ok((meta, text))
+    });
+    let (meta, text) = match opened {
+        Ok(read) => read,
+        Err(e) => {
+            tracing::warn!(
+                user,
+                path = %path.display(),
+                error = %e,
+                "cannot read authorized_keys_file: this user has no keys until it can be read"
+            );
+            return FileRead {
+                stamp: std::fs::metadata(path).ok().map(|m| Stamp::of(&m)),
+                keys: Arc::from([]),
+                racy: false,
+            };
+        }
+    };
+    let racy = meta
+        .modified()
+        .ok()
+        .and_then(|modified| SystemTime::now().duration_since(modified).ok())
+        .is_none_or(|age| age < RACY_WINDOW);
+    FileRead {
+        stamp: Some(Stamp::of(&meta)),
+        keys: parse_keys(user, path, &text).into(),
+        racy,
+    }
+}
+
+fn parse_keys(user: &str, path: &Path, text: &str) -> Vec<PublicKey> {
+    let mut keys = Vec::new();
+    for entry in hostkey::parse_authorized_keys(text) {
+        match entry {
+            // Options (`from=`, `command=`, `restrict`...) restrict a key; the proxy
+            // does not enforce them yet, so such a key would get more than the file
+            // grants. Leave it out rather than widen its access.
+            Ok(entry) if entry.options.is_some() => tracing::warn!(
+                user,
+                path = %path.display(),
+                line = entry.line,
+                "skipping authorized_keys line with options: sshr does not enforce key options"
+            ),
+            Ok(entry) => keys.push(entry.key),
+            Err(e) => tracing::warn!(
+                user,
+                path = %path.display(),
+                error = %e,
+                "skipping unparseable authorized_keys line"
+            ),
+        }
+    }
+    keys
 }
 
 /// The per-shard [`Hooks`] of a [`StaticTable`].
@@ -117,7 +301,12 @@ impl Hooks for StaticTableHooks {
     }
 
     async fn fetch_authorized_keys(&self, ctx: &HookContext) -> Result<Vec<PublicKey>, HookError> {
-        Ok(self.table.authorized_keys(&ctx.user).to_vec())
+        let keys = match self.table.users.get(&ctx.user).map(|e| &e.authorized_keys) {
+            None => return Ok(Vec::new()),
+            Some(UserKeys::Fixed(keys)) => keys.clone(),
+            Some(UserKeys::File(file)) => file.current().await,
+        };
+        Ok(keys.to_vec())
     }
 
     async fn fetch_private_key(
@@ -129,49 +318,23 @@ impl Hooks for StaticTableHooks {
     }
 }
 
-/// Reads an authorized_keys file; problems are warnings, never fatal: one user's broken
-/// file must not keep every other user out.
-fn read_authorized_keys(user: &str, path: &Path) -> Vec<PublicKey> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) => {
-            tracing::warn!(
-                user,
-                path = %path.display(),
-                error = %e,
-                "cannot read authorized_keys_file: this user has no keys"
-            );
-            return Vec::new();
-        }
-    };
-    let mut keys = Vec::new();
-    for entry in hostkey::parse_authorized_keys(&text) {
-        match entry {
-            // Options (`from=`, `command=`, `restrict`...) restrict a key; the proxy
-            // does not enforce them yet, so such a key would get more than the file
-            // grants. Leave it out rather than widen its access.
-            Ok(entry) if entry.options.is_some() => tracing::warn!(
-                user,
-                path = %path.display(),
-                line = entry.line,
-                "skipping authorized_keys line with options: sshr does not enforce key options"
-            ),
-            Ok(entry) => keys.push(entry.key),
-            Err(e) => tracing::warn!(
-                user,
-                path = %path.display(),
-                error = %e,
-                "skipping unparseable authorized_keys line"
-            ),
-        }
-    }
-    keys
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures_lite::future::block_on;
+    use std::io::Write;
+
+    /// Runs `test` on a glommio executor, as the hooks run on a shard (the file is read
+    /// with `run_blocking`).
+    fn on_shard<F: std::future::Future<Output = ()>>(test: impl FnOnce() -> F) {
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .unwrap()
+            .run(test());
+    }
+
+    fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+        futures_lite::future::block_on(future)
+    }
 
     fn key() -> PrivateKey {
         PrivateKey::generate_ed25519(&mut rand_core::OsRng)
@@ -225,8 +388,6 @@ authorized_keys_file = "missing.keys"
         let config = Config::parse(&text, "t", dir.path()).unwrap();
         let table = StaticTable::from_config(&config);
         assert_eq!(table.len(), 3);
-        // Read once at build: later changes to the file do not matter until a reload.
-        std::fs::remove_file(&bob_file).unwrap();
 
         let upstream_key = Arc::new(key());
         let hooks = (table.factory(upstream_key.clone()))();
@@ -255,15 +416,26 @@ authorized_keys_file = "missing.keys"
             ("bob.example:2201", "bob")
         );
         assert!(matches!(up.host_key, HostKeyPolicy::Unpinned));
-        let keys: Vec<_> = block_on(hooks.fetch_authorized_keys(&ctx("bob")))
-            .unwrap()
-            .iter()
-            .map(|k| k.fingerprint())
-            .collect();
-        assert_eq!(
-            keys,
-            vec![bob1.public().fingerprint(), bob2.public().fingerprint()]
-        );
+        on_shard(|| async {
+            let keys: Vec<_> = hooks
+                .fetch_authorized_keys(&ctx("bob"))
+                .await
+                .unwrap()
+                .iter()
+                .map(|k| k.fingerprint())
+                .collect();
+            assert_eq!(
+                keys,
+                vec![bob1.public().fingerprint(), bob2.public().fingerprint()]
+            );
+            // Removed: bob has no keys any more (fail closed).
+            std::fs::remove_file(&bob_file).unwrap();
+            assert!(hooks
+                .fetch_authorized_keys(&ctx("bob"))
+                .await
+                .unwrap()
+                .is_empty());
+        });
 
         // A missing file: the user exists but has no keys.
         assert!(block_on(hooks.find_upstream(&ctx("carol")))
@@ -287,5 +459,131 @@ authorized_keys_file = "missing.keys"
             private.public().fingerprint(),
             upstream_key.public().fingerprint()
         );
+    }
+
+    fn fingerprints<'a>(keys: impl IntoIterator<Item = &'a PublicKey>) -> Vec<String> {
+        keys.into_iter().map(|k| k.fingerprint()).collect()
+    }
+
+    fn table_with_file(dir: &Path) -> StaticTable {
+        let text = r#"
+listen = ["127.0.0.1:2222"]
+host_keys = ["h"]
+upstream_key = "u"
+
+[[users]]
+name = "dana"
+upstream = "d:22"
+authorized_keys_file = "dana.keys"
+"#;
+        StaticTable::from_config(&Config::parse(text, "t", dir).unwrap())
+    }
+
+    /// Sets the file's modification time a minute back, out of the racy window, so that
+    /// only its stamp can tell the next change.
+    fn age(path: &Path) {
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(SystemTime::now() - Duration::from_secs(60))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_changed_file_is_read_again_at_the_next_login() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dana.keys");
+        let (k1, k2, k3) = (key().public(), key().public(), key().public());
+        std::fs::write(&path, format!("{}\n", k1.to_openssh())).unwrap();
+        age(&path);
+        let table = table_with_file(dir.path());
+        assert_eq!(
+            fingerprints(&table.authorized_keys("dana")),
+            fingerprints([&k1])
+        );
+        let hooks = table.factory(Arc::new(key()))();
+        on_shard(|| async {
+            let dana = ctx("dana");
+            let fetch = || hooks.fetch_authorized_keys(&dana);
+
+            // Appended, as `ssh-copy-id` does.
+            let mut file = std::fs::File::options().append(true).open(&path).unwrap();
+            writeln!(file, "{}", k2.to_openssh()).unwrap();
+            drop(file);
+            age(&path);
+            assert_eq!(
+                fingerprints(&fetch().await.unwrap()),
+                fingerprints([&k1, &k2])
+            );
+
+            // Rewritten in place to the same size and modification time: the change time
+            // still tells.
+            let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+            std::fs::write(&path, format!("{}\n{}\n", k3.to_openssh(), k2.to_openssh())).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(modified)
+                .unwrap();
+            assert_eq!(
+                fingerprints(&fetch().await.unwrap()),
+                fingerprints([&k3, &k2])
+            );
+
+            // Replaced by rename (a new inode), as editors save.
+            let new = dir.path().join("dana.keys.new");
+            std::fs::write(&new, format!("{}\n", k1.to_openssh())).unwrap();
+            std::fs::rename(&new, &path).unwrap();
+            assert_eq!(fingerprints(&fetch().await.unwrap()), fingerprints([&k1]));
+
+            // No longer text: no keys, not the last good ones.
+            std::fs::write(&path, b"\xff\xfe not utf-8\n").unwrap();
+            assert!(fetch().await.unwrap().is_empty());
+            // Fixed again.
+            std::fs::write(&path, format!("{}\n", k2.to_openssh())).unwrap();
+            assert_eq!(fingerprints(&fetch().await.unwrap()), fingerprints([&k2]));
+        });
+    }
+
+    #[test]
+    fn a_file_is_read_again_only_when_its_stamp_changed_or_it_was_racy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, "x").unwrap();
+        let stamp = Some(Stamp::of(&std::fs::metadata(&path).unwrap()));
+        let read = FileRead {
+            stamp,
+            keys: Arc::from([]),
+            racy: false,
+        };
+        assert!(!read.is_stale(stamp));
+        assert!(read.is_stale(None), "removed");
+        let other = stamp.map(|s| Stamp {
+            ino: s.ino + 1,
+            ..s
+        });
+        assert!(read.is_stale(other), "replaced");
+        let grown = stamp.map(|s| Stamp { size: 2, ..s });
+        assert!(read.is_stale(grown));
+        let touched = stamp.map(|s| Stamp {
+            ctime: (s.ctime.0 + 1, 0),
+            ..s
+        });
+        assert!(read.is_stale(touched), "chmod");
+        let racy = FileRead { racy: true, ..read };
+        assert!(racy.is_stale(stamp));
+        let absent = FileRead {
+            stamp: None,
+            keys: Arc::from([]),
+            racy: false,
+        };
+        assert!(
+            !absent.is_stale(None),
+            "still absent: no read, no second warning"
+        );
+
+        // A file just written is racy; an old one is not.
+        assert!(read_keys_file("u", &path).racy);
+        age(&path);
+        assert!(!read_keys_file("u", &path).racy);
     }
 }

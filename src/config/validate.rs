@@ -1,463 +1,36 @@
-//! The daemon's TOML configuration: parsing, defaults and validation.
-//!
-//! Parsing is strict (unknown keys are errors) and every error names the file, the line
-//! and what is wrong, on one line, so `sshr --check-config` output can be pasted into a
-//! ticket. Paths are resolved against the configuration file's directory (the current
-//! directory for the built-in default). Key files are not read here (see
-//! [`crate::keys`]), nor are `authorized_keys_file`s (see
-//! [`crate::providers::static_table`]), so a configuration can be checked on a machine
-//! that does not hold the keys yet.
+//! From the deserialized form ([`super::raw`]) to the typed [`Config`]: defaults filled in,
+//! every rule checked, relative paths resolved. The first broken rule is the error, with
+//! the line of the offending value.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use sshr_protocol::hostkey::PublicKey;
 use toml::Spanned;
 
-use crate::core::penalty::{PenaltySettings, StartupLimit};
+use super::error::{line_col, ConfigError, ConfigProblem};
+use super::raw::{
+    OneOrMany, RawConfig, RawLimits, RawPenalties, RawRekey, RawTunnels, RawUser, RawWarmUpstreams,
+};
+use super::{
+    AuthorizedKeys, Config, Limits, Rekey, Tunnels, UserConfig, WarmUpstreams, MAX_SECS,
+    MAX_WARM_IDLE_SECS, MIN_BUFFER_POOL_BYTES,
+};
+use crate::core::host_port::check_host_port;
+use crate::core::penalty::PenaltySettings;
 use crate::core::values::TunnelPolicy;
-use crate::io::pool::RELAY_BUFFER_SIZE;
 
-/// The built-in configuration, used when `--config` is not given.
-pub const DEFAULT_CONFIG: &str = include_str!("default_config.toml");
-
-/// Name under which the built-in configuration appears in messages.
-pub const DEFAULT_CONFIG_ORIGIN: &str = "<built-in config>";
-
-/// A parsed and validated configuration. Cheap to share behind an `Arc`; shards keep a
-/// snapshot.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct Config {
-    /// Addresses to accept clients on; every shard listens on each (SO_REUSEPORT).
-    pub listen: Vec<SocketAddr>,
-    /// OpenSSH private key files of the proxy's host keys, in order of preference.
-    pub host_keys: Vec<PathBuf>,
-    /// OpenSSH private key file the proxy logs in to upstreams with.
-    pub upstream_key: PathBuf,
-    /// The static user table (`[[users]]`), used by the default hooks.
-    pub users: Vec<UserConfig>,
-    /// Number of shards; `None` means one per CPU.
-    pub workers: Option<usize>,
-    /// Address of the Prometheus endpoint, if any.
-    pub metrics_listen: Option<SocketAddr>,
-    pub limits: Limits,
-    pub rekey: Rekey,
-    /// `[tunnels]`: default policy and alert thresholds of SSH tunnels (`ssh -w`).
-    pub tunnels: Tunnels,
-    /// `[warm_upstreams]`: upstream connections made ready before a login needs them.
-    pub warm_upstreams: WarmUpstreams,
-    /// `[penalties]`: sources refused for a while after failed or abandoned logins.
-    pub penalties: PenaltySettings,
-    /// The free-form `[hooks]` table: settings for custom hook implementations. The
-    /// built-in static table ignores it.
-    pub hooks: toml::Table,
-    /// Where this configuration came from (a path, or [`DEFAULT_CONFIG_ORIGIN`]).
-    pub origin: String,
-    /// The file it was read from, if any (used to reload it).
-    pub path: Option<PathBuf>,
-}
-
-/// One `[[users]]` entry.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct UserConfig {
-    /// The login name clients use.
-    pub name: String,
-    /// `host:port` of the user's server.
-    pub upstream: String,
-    /// The user name on the upstream (defaults to `name`).
-    pub upstream_user: String,
-    pub authorized_keys: AuthorizedKeys,
-    /// Pinned upstream host keys; empty means unpinned.
-    pub upstream_host_keys: Vec<PublicKey>,
-    /// `tunnel = "..."`: which SSH tunnels this user may open; `None` means
-    /// `tunnels.default`.
-    pub tunnel: Option<TunnelPolicy>,
-}
-
-/// Where a user's authorized keys come from.
-#[derive(Clone, Debug)]
-pub enum AuthorizedKeys {
-    /// No keys configured: public-key login is impossible for this user.
-    None,
-    /// `authorized_keys = [...]`, parsed.
-    Inline(Vec<PublicKey>),
-    /// `authorized_keys_file = "path"`, read when the hooks are built (startup, reload).
-    File(PathBuf),
-}
-
-/// `[limits]`
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Limits {
-    /// Sessions one shard serves at once; connections beyond it are closed at accept.
-    pub max_sessions_per_shard: usize,
-    /// Time a client has from TCP connect to successful authentication.
-    pub auth_timeout: Duration,
-    /// Time allowed to resolve and connect to an upstream.
-    pub connect_timeout: Duration,
-    /// Time one hook call may take before it fails with `HookError::Timeout`.
-    pub hook_timeout: Duration,
-    /// Hard cap of relay buffer memory per shard.
-    pub buffer_pool_bytes_per_shard: usize,
-    /// On SIGTERM/SIGINT, how long running sessions may go on before the process exits.
-    pub shutdown_grace: Duration,
-    /// Upstream connections per server, whole proxy, held for clients that have not
-    /// authenticated yet, warm ones included (see `src/preauth.rs`); 0: no cap, and
-    /// logins connect only when they need the server.
-    pub preauth_upstream_connections: usize,
-    /// Authentication attempts per connection before the proxy hangs up, counted as
-    /// sshd counts them (`MaxAuthTries`).
-    pub max_auth_tries: u32,
-    /// Early drop of new connections while this many are not authenticated yet, whole
-    /// proxy (`MaxStartups`).
-    pub max_startups: StartupLimit,
-    /// Receive buffer memory beyond each connection's small inline buffer that
-    /// unauthenticated connections of one shard may hold together.
-    pub preauth_buffer_bytes_per_shard: usize,
-    /// Before authentication, the rest of a packet must arrive within this long of its
-    /// first bytes.
-    pub packet_timeout: Duration,
-}
-
-/// `[rekey]`: when the proxy starts a new key exchange on each leg, whichever comes first.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Rekey {
-    /// Bytes sent or received on a leg since its last key exchange.
-    pub bytes: u64,
-    /// Time since the leg's last key exchange.
-    pub interval: Duration,
-}
-
-/// `[tunnels]`: SSH tunnels (`ssh -w`, `tun@openssh.com`) through the proxy.
-pub use crate::core::values::TunnelSettings as Tunnels;
-
-/// `[warm_upstreams]`: connections to recently used upstream servers, connected and
-/// through key exchange, kept per shard for the next login (see `src/warm.rs`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct WarmUpstreams {
-    /// Ready connections per upstream server and shard; 0 turns the pool off.
-    pub per_upstream: usize,
-    /// An unused connection is closed after this long (keep it well below the
-    /// upstream's LoginGraceTime).
-    pub idle: Duration,
-    /// Ready connections per shard, all servers together.
-    pub max_per_shard: usize,
-}
-
-impl Default for WarmUpstreams {
-    fn default() -> Self {
-        WarmUpstreams {
-            per_upstream: 1,
-            idle: Duration::from_secs(30),
-            max_per_shard: 256,
-        }
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_sessions_per_shard: 10_000,
-            auth_timeout: Duration::from_secs(60),
-            connect_timeout: Duration::from_secs(10),
-            hook_timeout: Duration::from_secs(10),
-            buffer_pool_bytes_per_shard: 64 << 20,
-            shutdown_grace: Duration::from_secs(30),
-            preauth_upstream_connections: 8,
-            max_auth_tries: 6,
-            max_startups: StartupLimit::default(),
-            preauth_buffer_bytes_per_shard: 16 << 20,
-            packet_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-impl Default for Rekey {
-    fn default() -> Self {
-        Rekey {
-            bytes: 1 << 30,
-            interval: Duration::from_secs(3600),
-        }
-    }
-}
-
-/// The smallest relay buffer cap that lets one session relay both ways.
-pub const MIN_BUFFER_POOL_BYTES: usize = 2 * RELAY_BUFFER_SIZE;
-/// Largest number of seconds any timeout or interval may be set to (thirty days).
-pub const MAX_SECS: u64 = 30 * 24 * 3600;
-/// Largest `warm_upstreams.idle_secs` (an hour).
-pub const MAX_WARM_IDLE_SECS: u64 = 3600;
-
-/// A configuration error: where, and what.
-#[derive(Debug)]
-pub struct ConfigError {
-    origin: String,
-    line: Option<usize>,
-    column: Option<usize>,
-    problem: ConfigProblem,
-}
-
-/// What is wrong with a configuration.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigProblem {
-    #[error("cannot read: {0}")]
-    Read(std::io::Error),
-    /// TOML syntax, an unknown key, a missing key or a value of the wrong type.
-    #[error("{0}")]
-    Syntax(String),
-    #[error("`listen` needs at least one address")]
-    NoListenAddress,
-    #[error("{key} address {addr:?} is not IP:PORT (e.g. 127.0.0.1:2222 or [::]:2222)")]
-    BadListenAddress { key: &'static str, addr: String },
-    #[error("listen address {0} is given twice")]
-    DuplicateListenAddress(SocketAddr),
-    #[error("`host_keys` needs at least one key file")]
-    NoHostKeys,
-    #[error("`{0}` is an empty path")]
-    EmptyPath(&'static str),
-    #[error("`{0}` must be at least 1")]
-    Zero(&'static str),
-    #[error("`{key}` must be at most {max}")]
-    TooLarge { key: &'static str, max: u64 },
-    #[error("`limits.buffer_pool_bytes_per_shard` = {bytes} is below the minimum of {min} (two relay buffers)")]
-    BufferPoolTooSmall { bytes: usize, min: usize },
-    #[error("user {name:?} is listed twice (first at line {first_line})")]
-    DuplicateUser { name: String, first_line: usize },
-    #[error("user name {name:?} is invalid: {reason}")]
-    BadUserName { name: String, reason: &'static str },
-    #[error("user {user:?}: upstream {addr:?} is not host:port ({reason})")]
-    BadUpstreamAddress {
-        user: String,
-        addr: String,
-        reason: &'static str,
-    },
-    #[error("user {user:?}: upstream_user is empty")]
-    EmptyUpstreamUser { user: String },
-    #[error("user {user:?}: give either authorized_keys or authorized_keys_file, not both")]
-    BothAuthorizedKeys { user: String },
-    #[error("user {user:?}: authorized_keys entry {index} is not a public key: {reason}")]
-    BadAuthorizedKey {
-        user: String,
-        index: usize,
-        reason: String,
-    },
-    #[error("user {user:?}: upstream_host_key is not a public key: {reason}")]
-    BadUpstreamHostKey { user: String, reason: String },
-    #[error(
-        "`{key}` = {value:?} is not a tunnel policy: use {}",
-        TunnelPolicy::NAMES
-    )]
-    BadTunnelPolicy { key: &'static str, value: String },
-    #[error("`limits.max_startups` = {value:?}: {reason}")]
-    BadStartupLimit { value: String, reason: String },
-    #[error(
-        "`penalties.exempt` entry {value:?} is not an address or network (e.g. \"10.0.0.0/8\")"
-    )]
-    BadNetwork { value: String },
-    #[error("`limits.packet_timeout_secs` must be below `limits.auth_timeout_secs`")]
-    PacketTimeoutTooLong,
-}
-
-impl ConfigError {
-    /// The problem, for callers that react to specific errors.
-    pub fn problem(&self) -> &ConfigProblem {
-        &self.problem
-    }
-
-    /// 1-based line of the offending key or value, when known.
-    pub fn line(&self) -> Option<usize> {
-        self.line
-    }
-
-    /// Where the configuration came from.
-    pub fn origin(&self) -> &str {
-        &self.origin
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.origin)?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-            if let Some(column) = self.column {
-                write!(f, ":{column}")?;
-            }
-        }
-        write!(f, ": {}", self.problem)
-    }
-}
-
-impl std::error::Error for ConfigError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.problem {
-            ConfigProblem::Read(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl Config {
-    /// Reads and validates a configuration file. Relative paths in it are relative to
-    /// the file's directory.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            origin: origin.clone(),
-            line: None,
-            column: None,
-            problem: ConfigProblem::Read(e),
-        })?;
-        let base = path.parent().unwrap_or(Path::new(""));
-        let mut config = Config::parse(&text, &origin, base)?;
-        config.path = Some(path.to_path_buf());
-        Ok(config)
-    }
-
-    /// The built-in configuration (paths relative to the current directory).
-    pub fn builtin() -> Result<Config, ConfigError> {
-        Config::parse(DEFAULT_CONFIG, DEFAULT_CONFIG_ORIGIN, Path::new(""))
-    }
-
-    /// Parses and validates configuration text. `origin` names it in errors; relative
-    /// paths are joined to `base_dir`.
-    pub fn parse(text: &str, origin: &str, base_dir: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let (line, column) = match e.span() {
-                Some(span) => {
-                    let (l, c) = line_col(text, span.start);
-                    (Some(l), Some(c))
-                }
-                None => (None, None),
-            };
-            ConfigError {
-                origin: origin.to_string(),
-                line,
-                column,
-                problem: ConfigProblem::Syntax(one_line(e.message())),
-            }
-        })?;
-        Validator { text, origin }.validate(raw, base_dir)
-    }
-
-    /// Number of shards to run: `workers`, or one per CPU.
-    pub fn worker_count(&self) -> usize {
-        self.workers.unwrap_or_else(num_cpus::get).max(1)
-    }
-
-    /// The user entry named `name`, if any.
-    pub fn user(&self, name: &str) -> Option<&UserConfig> {
-        self.users.iter().find(|u| u.name == name)
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Raw (deserialized) form. Spans give every validation error a line number.
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    listen: Spanned<Vec<Spanned<String>>>,
-    host_keys: Spanned<Vec<Spanned<String>>>,
-    upstream_key: Spanned<String>,
-    workers: Option<Spanned<usize>>,
-    metrics_listen: Option<Spanned<String>>,
-    #[serde(default)]
-    limits: RawLimits,
-    #[serde(default)]
-    rekey: RawRekey,
-    #[serde(default)]
-    tunnels: RawTunnels,
-    #[serde(default)]
-    warm_upstreams: RawWarmUpstreams,
-    #[serde(default)]
-    penalties: RawPenalties,
-    #[serde(default)]
-    hooks: toml::Table,
-    #[serde(default)]
-    users: Vec<RawUser>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawLimits {
-    max_sessions_per_shard: Option<Spanned<usize>>,
-    auth_timeout_secs: Option<Spanned<u64>>,
-    connect_timeout_secs: Option<Spanned<u64>>,
-    hook_timeout_secs: Option<Spanned<u64>>,
-    buffer_pool_bytes_per_shard: Option<Spanned<usize>>,
-    shutdown_grace_secs: Option<Spanned<u64>>,
-    preauth_upstream_connections: Option<Spanned<usize>>,
-    max_auth_tries: Option<Spanned<u32>>,
-    max_startups: Option<Spanned<String>>,
-    preauth_buffer_bytes_per_shard: Option<Spanned<usize>>,
-    packet_timeout_secs: Option<Spanned<u64>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawPenalties {
-    enabled: Option<bool>,
-    authfail_secs: Option<Spanned<u64>>,
-    noauth_secs: Option<Spanned<u64>>,
-    grace_exceeded_secs: Option<Spanned<u64>>,
-    min_secs: Option<Spanned<u64>>,
-    max_secs: Option<Spanned<u64>>,
-    max_sources: Option<Spanned<usize>>,
-    exempt: Option<Vec<Spanned<String>>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawRekey {
-    bytes: Option<Spanned<u64>>,
-    seconds: Option<Spanned<u64>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawWarmUpstreams {
-    per_upstream: Option<Spanned<usize>>,
-    idle_secs: Option<Spanned<u64>>,
-    max_per_shard: Option<Spanned<usize>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawTunnels {
-    default: Option<Spanned<String>>,
-    max_duration_secs: Option<Spanned<u64>>,
-    max_bytes: Option<Spanned<u64>>,
-    report_interval_secs: Option<Spanned<u64>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawUser {
-    name: Spanned<String>,
-    upstream: Spanned<String>,
-    upstream_user: Option<Spanned<String>>,
-    authorized_keys: Option<Spanned<Vec<Spanned<String>>>>,
-    authorized_keys_file: Option<Spanned<String>>,
-    upstream_host_key: Option<Spanned<OneOrMany>>,
-    tunnel: Option<Spanned<String>>,
-}
-
-/// `upstream_host_key` takes one key or a list (an upstream may have several).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
+/// Turns the deserialized form into a [`Config`], or the first error with its line.
+pub(super) fn validate(
+    raw: RawConfig,
+    text: &str,
+    origin: &str,
+    base: &Path,
+) -> Result<Config, ConfigError> {
+    Validator { text, origin }.validate(raw, base)
 }
 
 struct Validator<'a> {
@@ -466,21 +39,11 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn err<T>(
-        &self,
-        span: std::ops::Range<usize>,
-        problem: ConfigProblem,
-    ) -> Result<T, ConfigError> {
-        let (line, column) = line_col(self.text, span.start);
-        Err(ConfigError {
-            origin: self.origin.to_string(),
-            line: Some(line),
-            column: Some(column),
-            problem,
-        })
+    fn err<T>(&self, span: Range<usize>, problem: ConfigProblem) -> Result<T, ConfigError> {
+        Err(ConfigError::at(self.text, self.origin, span, problem))
     }
 
-    fn line(&self, span: &std::ops::Range<usize>) -> usize {
+    fn line(&self, span: &Range<usize>) -> usize {
         line_col(self.text, span.start).0
     }
 
@@ -745,15 +308,16 @@ impl Validator<'_> {
         key: &'static str,
         value: &Spanned<String>,
     ) -> Result<TunnelPolicy, ConfigError> {
-        value.get_ref().parse().or_else(|_| {
-            self.err(
+        match value.get_ref().parse::<TunnelPolicy>() {
+            Ok(policy) => Ok(policy),
+            Err(_) => self.err(
                 value.span(),
                 ConfigProblem::BadTunnelPolicy {
                     key,
                     value: value.get_ref().clone(),
                 },
-            )
-        })
+            ),
+        }
     }
 
     fn warm_upstreams(&self, raw: RawWarmUpstreams) -> Result<WarmUpstreams, ConfigError> {
@@ -975,59 +539,6 @@ fn check_user_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Checks the shape of an upstream `host:port` without resolving it.
-pub(crate) fn check_host_port(addr: &str) -> Result<(), &'static str> {
-    let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
-        let (v6, port) = rest
-            .split_once("]:")
-            .ok_or("IPv6 address without \"]:port\"")?;
-        v6.parse::<Ipv6Addr>().map_err(|_| "invalid IPv6 address")?;
-        (v6, port)
-    } else {
-        let (host, port) = addr.rsplit_once(':').ok_or("missing \":port\"")?;
-        if host.contains(':') {
-            return Err("write IPv6 addresses in brackets: [2001:db8::1]:22");
-        }
-        (host, port)
-    };
-    if host.is_empty() {
-        return Err("empty host");
-    }
-    if !host
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
-    {
-        return Err("invalid character in host");
-    }
-    match port.parse::<u16>() {
-        Ok(0) => Err("port 0"),
-        Ok(_) => Ok(()),
-        Err(_) => Err("port is not a number from 1 to 65535"),
-    }
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before[line_start..].chars().count() + 1;
-    (line, column)
-}
-
-fn one_line(message: &str) -> String {
-    message
-        .trim()
-        .lines()
-        .map(str::trim)
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1204,48 +715,6 @@ upstream = "[2001:db8::5]:22"
     }
 
     #[test]
-    fn builtin_config_parses_and_starts_a_demo_proxy() {
-        let c = Config::builtin().unwrap();
-        assert_eq!(
-            c.listen,
-            vec!["127.0.0.1:2222".parse::<SocketAddr>().unwrap()]
-        );
-        assert_eq!(
-            c.host_keys,
-            vec![PathBuf::from("keys/ssh_host_ed25519_key")]
-        );
-        assert_eq!(c.upstream_key, PathBuf::from("keys/upstream_ed25519"));
-        assert_eq!(c.origin, DEFAULT_CONFIG_ORIGIN);
-        assert_eq!(c.users.len(), 1);
-        let demo = c.user("demo").unwrap();
-        assert_eq!(demo.upstream, "127.0.0.1:22");
-        match &demo.authorized_keys {
-            AuthorizedKeys::File(p) => assert_eq!(p, Path::new("/root/.ssh/authorized_keys")),
-            other => panic!("expected authorized_keys_file, got {other:?}"),
-        }
-        // The documented defaults are the code's defaults.
-        assert_eq!(c.limits, Limits::default());
-        assert_eq!(c.rekey, Rekey::default());
-        assert_eq!(c.tunnels, Tunnels::default());
-        assert_eq!(demo.tunnel, None);
-    }
-
-    #[test]
-    fn load_resolves_paths_against_the_file_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sshr.toml");
-        std::fs::write(&path, MINIMAL).unwrap();
-        let c = Config::load(&path).unwrap();
-        assert_eq!(c.upstream_key, dir.path().join("keys/upstream"));
-        assert_eq!(c.path.as_deref(), Some(path.as_path()));
-
-        let missing = dir.path().join("nope.toml");
-        let err = Config::load(&missing).unwrap_err();
-        assert!(matches!(err.problem(), ConfigProblem::Read(_)));
-        assert!(err.to_string().starts_with(&missing.display().to_string()));
-    }
-
-    #[test]
     fn unknown_keys_are_named_with_their_line() {
         let (p, line, shown) = problem(&format!("{MINIMAL}listen_port = 22\n"));
         assert!(matches!(p, ConfigProblem::Syntax(_)));
@@ -1356,14 +825,6 @@ upstream = "[2001:db8::5]:22"
                 "{bad}: {p:?}"
             );
             assert_eq!(line, Some(7), "{shown}");
-        }
-        for good in [
-            "host:22",
-            "10.0.0.1:2201",
-            "[2001:db8::1]:22",
-            "web-1.example.com:65535",
-        ] {
-            assert_eq!(check_host_port(good), Ok(()), "{good}");
         }
     }
 
@@ -1580,14 +1041,52 @@ upstream = "[2001:db8::5]:22"
     }
 
     #[test]
-    fn line_and_column() {
-        assert_eq!(line_col("ab\ncd\n", 0), (1, 1));
-        assert_eq!(line_col("ab\ncd\n", 4), (2, 2));
-        assert_eq!(
-            line_col("é\nx", 1),
-            (1, 1),
-            "not on a char boundary: rounds down"
-        );
-        assert_eq!(line_col("x", 99), (1, 2));
+    fn tunnel_policy_takes_only_its_four_words() {
+        for (word, policy) in [
+            ("deny", TunnelPolicy::Deny),
+            ("point-to-point", TunnelPolicy::PointToPoint),
+            ("ethernet", TunnelPolicy::Ethernet),
+            ("any", TunnelPolicy::Any),
+        ] {
+            let c = parse(&format!(
+                "{MINIMAL}[tunnels]\ndefault = \"{word}\"\n\n[[users]]\nname = \"a\"\nupstream = \"h:22\"\ntunnel = \"{word}\"\n"
+            ))
+            .unwrap();
+            assert_eq!(c.tunnels.default, policy, "{word}");
+            assert_eq!(c.user("a").unwrap().tunnel, Some(policy), "{word}");
+        }
+        // sshd's PermitTunnel words, other spellings and blanks are refused, in both
+        // places, with the key, the value and the valid words.
+        for word in [
+            "yes",
+            "no",
+            "Any",
+            " any",
+            "deny ",
+            "true",
+            "point_to_point",
+            "",
+        ] {
+            let (p, line, shown) = problem(&format!(
+                "{MINIMAL}[[users]]\nname = \"a\"\nupstream = \"h:22\"\ntunnel = \"{word}\"\n"
+            ));
+            assert!(
+                matches!(p, ConfigProblem::BadTunnelPolicy { key: "tunnel", ref value } if value == word),
+                "{word:?}: {p:?}"
+            );
+            assert_eq!(line, Some(8));
+            assert!(shown.contains(&format!("`tunnel` = {word:?}")), "{shown}");
+            assert!(
+                shown.contains("\"deny\", \"point-to-point\", \"ethernet\" or \"any\""),
+                "{shown}"
+            );
+            let (p, line, shown) = problem(&format!("{MINIMAL}[tunnels]\ndefault = \"{word}\"\n"));
+            assert!(
+                matches!(p, ConfigProblem::BadTunnelPolicy { key: "tunnels.default", ref value } if value == word),
+                "{word:?}: {p:?}"
+            );
+            assert_eq!(line, Some(6));
+            assert!(shown.contains("`tunnels.default`"), "{shown}");
+        }
     }
 }
