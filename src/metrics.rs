@@ -23,53 +23,8 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 
+use crate::core::login::AuthFailure;
 use crate::core::refusal::Refusal;
-
-/// Why a client's authentication failed, as counted (the client only ever learns
-/// "permission denied").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum AuthFailure {
-    /// `find_upstream` returned `None`.
-    UnknownUser,
-    /// The offered public key is not among the user's authorized keys, or its
-    /// signature did not verify.
-    WrongKey,
-    /// The upstream refused the password or keyboard-interactive answers passed through.
-    UpstreamRejected,
-    /// A hook failed or timed out.
-    HookError,
-    /// The client did not authenticate within `limits.auth_timeout_secs`.
-    Timeout,
-    /// The client gave up or broke the protocol during authentication.
-    Aborted,
-}
-
-impl AuthFailure {
-    pub const ALL: [AuthFailure; 6] = [
-        AuthFailure::UnknownUser,
-        AuthFailure::WrongKey,
-        AuthFailure::UpstreamRejected,
-        AuthFailure::HookError,
-        AuthFailure::Timeout,
-        AuthFailure::Aborted,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            AuthFailure::UnknownUser => "unknown_user",
-            AuthFailure::WrongKey => "wrong_key",
-            AuthFailure::UpstreamRejected => "upstream_rejected",
-            AuthFailure::HookError => "hook_error",
-            AuthFailure::Timeout => "timeout",
-            AuthFailure::Aborted => "aborted",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
 
 /// Why the proxy could not open its leg to an upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,7 +118,7 @@ impl ShardMetrics {
     }
 
     pub fn auth_failure(&self, reason: AuthFailure) {
-        add(&self.now.auth_failures[reason.index()], 1);
+        add(&self.now.auth_failures[reason as usize], 1);
     }
 
     pub fn upstream_failure(&self, reason: UpstreamFailure) {
@@ -227,7 +182,7 @@ impl ShardMetrics {
             }
         }
         for reason in AuthFailure::ALL {
-            let i = reason.index();
+            let i = reason as usize;
             let d = delta(&now.auth_failures[i], &p.auth_failures[i]);
             if d > 0 {
                 metrics::counter!("sshr_auth_failures_total", "reason" => reason.label())

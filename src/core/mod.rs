@@ -13,6 +13,7 @@ pub mod attempts;
 pub mod chain;
 pub mod failure_times;
 pub mod host_port;
+pub mod login;
 pub mod penalty;
 pub mod refusal;
 pub mod relay;

@@ -12,8 +12,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use rand_core::RngCore;
+
 use crate::config::Config;
 use crate::core::failure_times::{Answer, FailureTimes};
+use crate::core::login::Timings;
 use crate::core::penalty::{Offence, Penalties};
 use crate::core::refusal::Refusal;
 use crate::proxy::preauth::PreauthCounts;
@@ -105,25 +108,24 @@ impl Admission {
     pub fn expire_penalties(&self, now: Instant) {
         lock(&self.penalties).expire(now);
     }
+}
 
-    /// A real upstream took `took` to give `answer` to a passed-through login.
-    pub fn record_answer(&self, answer: Answer, took: Duration) {
+/// The process-wide failure times, as the login state machine asks for them.
+impl Timings for Admission {
+    fn decoy_time(&self, answer: Answer) -> Duration {
+        lock(&self.failure_times).decoy(answer, rand_core::OsRng.next_u64())
+    }
+
+    fn decoy_prompts(&self) -> bool {
+        lock(&self.failure_times).decoy_prompts()
+    }
+
+    fn record_answer(&self, answer: Answer, took: Duration) {
         lock(&self.failure_times).record(answer, took);
     }
 
-    /// How long the proxy's own answer (a decoy) should take; `pick` is random.
-    pub fn decoy_time(&self, answer: Answer, pick: u64) -> Duration {
-        lock(&self.failure_times).decoy(answer, pick)
-    }
-
-    /// A real upstream answered a keyboard-interactive request with a prompt or not.
-    pub fn record_prompted(&self, prompted: bool) {
+    fn record_prompted(&self, prompted: bool) {
         lock(&self.failure_times).record_prompted(prompted);
-    }
-
-    /// Whether the decoy prompts for keyboard-interactive, as most upstreams recently did.
-    pub fn decoy_prompts(&self) -> bool {
-        lock(&self.failure_times).decoy_prompts()
     }
 }
 

@@ -10,8 +10,7 @@ use std::time::Instant;
 
 use glommio::net::TcpStream;
 use glommio::Task;
-use rand_core::RngCore;
-use sshr_protocol::auth::{self, InfoResponse, Method, Request};
+use sshr_protocol::auth::{self, Request};
 use sshr_protocol::hostkey::PublicKey;
 use sshr_protocol::msg::{self};
 use sshr_protocol::text::Untrusted;
@@ -19,27 +18,18 @@ use sshr_protocol::transport::{Config as TransportConfig, Event, Transport};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::Config;
-use crate::core::attempts::{AuthAttempts, FailedBecause, Next};
-use crate::core::failure_times::{Answer, MIN_FAILURE_TIME};
+use crate::core::login::{offence, Action, AuthFailure, Login, Reply};
 use crate::core::penalty::Offence;
 use crate::core::refusal::Refusal;
 use crate::core::values::{CipherPreference, Side, TunnelPolicy};
-use crate::hooks::{HookContext, HookError, Hooks, Upstream};
+use crate::hooks::{self, HookContext, Hooks, Upstream};
 use crate::io::leg::{Leg, LegError, Received, RxBuf};
-use crate::metrics::AuthFailure;
 use crate::proxy::preauth::{Claim, PreauthSlot};
 use crate::proxy::relay;
 use crate::proxy::shard::ShardContext;
 use crate::proxy::tunnel::SessionTunnels;
 use crate::proxy::upstream::{self, UpstreamConn, UpstreamError, UpstreamReply};
 use crate::rt::seed;
-
-/// Methods we offer, the same for every user name so that none can be enumerated.
-const METHODS: [&str; 3] = ["publickey", "password", "keyboard-interactive"];
-/// Upstream banners kept for a passed-through login until it succeeds.
-const MAX_HELD_BANNERS: usize = 8;
-/// Longest user name passed to the hooks (Linux allows 32; LDAP-style names a bit more).
-const MAX_USER_NAME: usize = 256;
 
 /// The transport settings of both legs, from the proxy's configuration.
 pub fn transport_config(config: &Config) -> Arc<TransportConfig> {
@@ -89,7 +79,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
         client.set_packet_timeout(Some(ctx.config.limits.packet_timeout));
         let mut rx = RxBuf::with_budget(ctx.shard.handshake_budget.clone());
         let started = Instant::now();
-        let mut attempts = AuthAttempts::new(ctx.config.limits.max_auth_tries);
+        let mut login = Login::new(ctx.config.limits.max_auth_tries, peer);
         // Set while the login waits on the proxy's side (hooks, an upstream slot or
         // connection): a timeout then is not the client's fault.
         let waiting = Cell::new(false);
@@ -99,9 +89,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
         // helper, which would hold the authentication state twice.)
         let outcome = futures_lite::future::or(
             async {
-                match authenticate(&ctx, &client, &mut rx, peer, id, &mut attempts, &waiting).await
-                {
-                    Ok(login) => AuthOutcome::Login(login),
+                let login = &mut login;
+                match authenticate(&ctx, &client, &mut rx, (peer, id), login, &waiting).await {
+                    Ok(done) => AuthOutcome::Login(done),
                     Err(end) => AuthOutcome::Ended(end),
                 }
             },
@@ -118,7 +108,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
         )
         .await;
         let login = match outcome {
-            AuthOutcome::Login(login) => login,
+            AuthOutcome::Login(done) => done,
             AuthOutcome::TimedOut => {
                 ctx.shard.metrics.auth_failure(AuthFailure::Timeout);
                 info!(client = %peer, "authentication timed out");
@@ -129,12 +119,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
                 return;
             }
             AuthOutcome::Ended(end) => {
-                if end.is_the_clients_doing() {
-                    let offence = if attempts.failures() > 0 {
-                        Offence::AuthFail
-                    } else {
-                        Offence::NoAuth
-                    };
+                if let Some(offence) = offence(end.is_the_clients_doing(), login.failures()) {
                     penalise(&ctx, peer, offence);
                 }
                 end.finish(&ctx, &client).await;
@@ -174,7 +159,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
 
 /// How the authentication phase ended.
 enum AuthOutcome {
-    Login(Login),
+    Login(Authenticated),
     Ended(AuthEnd),
     TimedOut,
     /// The shutdown grace period ran out.
@@ -212,7 +197,7 @@ fn penalise(ctx: &SessionEnv, peer: SocketAddr, offence: Offence) {
 }
 
 /// A successful login: the upstream leg is authenticated too.
-struct Login {
+struct Authenticated {
     user: String,
     upstream_addr: String,
     method: &'static str,
@@ -241,11 +226,10 @@ impl AuthEnd {
     /// Whether the client, rather than its server, a hook or the proxy's own limits,
     /// ended the login (only then does its source earn a penalty).
     fn is_the_clients_doing(&self) -> bool {
-        !matches!(
-            self,
-            AuthEnd::Leg(LegError::Busy { .. })
-                | AuthEnd::Refuse(_, AuthFailure::UpstreamRejected | AuthFailure::HookError)
-        )
+        match self {
+            AuthEnd::Leg(e) => !matches!(e, LegError::Busy { .. }),
+            AuthEnd::Refuse(_, failure) => failure.is_the_clients_doing(),
+        }
     }
 
     async fn finish(self, ctx: &SessionEnv, client: &Leg) {
@@ -314,30 +298,16 @@ impl Pending {
             .to_owned();
         let hook_ctx = HookContext::new(user, peer, id, client_version);
         let hook_timeout = ctx.config.limits.hook_timeout;
-        // No real account has a name this long; don't hand it to the hooks (it is
-        // answered like any unknown user).
-        let plausible =
-            !user.is_empty() && user.len() <= MAX_USER_NAME && !user.chars().any(char::is_control);
-        let upstream = if !plausible {
-            None
-        } else {
-            match glommio::timer::timeout(hook_timeout, async {
-                Ok(ctx.hooks.find_upstream(&hook_ctx).await)
-            })
-            .await
-            {
-                Ok(Ok(u)) => u,
-                Ok(Err(e)) => {
+        // (The login core hands the hooks only plausible names.)
+        let upstream =
+            match hooks::with_timeout(hook_timeout, ctx.hooks.find_upstream(&hook_ctx)).await {
+                Ok(u) => u,
+                Err(e) => {
                     warn!(user = %Untrusted(user), error = %e, "find_upstream hook failed");
                     ctx.shard.metrics.auth_failure(AuthFailure::HookError);
                     None
                 }
-                Err(_) => {
-                    warn!(user = %Untrusted(user), error = %HookError::Timeout, "find_upstream hook failed");
-                    None
-                }
-            }
-        };
+            };
         // Take a warm upstream connection, or start one now if the server has a slot
         // free: its TCP and key exchange overlap the client's authentication. Otherwise
         // it is opened when the login needs it (`Pending::connection`).
@@ -353,21 +323,16 @@ impl Pending {
             );
         }
         let authorized = match &upstream {
-            Some(_) => match glommio::timer::timeout(hook_timeout, async {
-                Ok(ctx.hooks.fetch_authorized_keys(&hook_ctx).await)
-            })
-            .await
-            {
-                Ok(Ok(keys)) => keys,
-                Ok(Err(e)) => {
-                    warn!(user = %Untrusted(user), error = %e, "fetch_authorized_keys hook failed");
-                    Vec::new()
+            Some(_) => {
+                let fetch = ctx.hooks.fetch_authorized_keys(&hook_ctx);
+                match hooks::with_timeout(hook_timeout, fetch).await {
+                    Ok(keys) => keys,
+                    Err(e) => {
+                        warn!(user = %Untrusted(user), error = %e, "fetch_authorized_keys hook failed");
+                        Vec::new()
+                    }
                 }
-                Err(_) => {
-                    warn!(user = %Untrusted(user), "fetch_authorized_keys hook timed out");
-                    Vec::new()
-                }
-            },
+            }
             None => Vec::new(),
         };
         Pending {
@@ -377,6 +342,14 @@ impl Pending {
             authorized,
             link,
             prefer,
+        }
+    }
+
+    /// The upstream connection, if it is set up.
+    fn ready(&mut self) -> Option<&mut UpstreamConn> {
+        match &mut self.link {
+            Link::Ready { conn, .. } => Some(conn),
+            _ => None,
         }
     }
 
@@ -504,540 +477,196 @@ fn client_cipher(client: &Leg) -> CipherPreference {
     }
 }
 
-fn refuse(refusal: Refusal, failure: AuthFailure) -> AuthEnd {
-    AuthEnd::Refuse(refusal, failure)
-}
-
-/// What a failed attempt was, for [`failed_attempt`].
-struct Failure<'a> {
-    method: &'a str,
-    because: FailedBecause,
-    /// The fingerprint of a public key, when there is one.
-    key: Option<String>,
-    partial: bool,
-}
-
-impl<'a> Failure<'a> {
-    fn new(method: &'a str, because: FailedBecause) -> Self {
-        Failure {
-            method,
-            because,
-            key: None,
-            partial: false,
-        }
-    }
-
-    /// A refused public-key request (a query, or `signed`), for a `known` user or not.
-    fn publickey(known: bool, signed: bool, algorithm: &str, key_blob: &[u8]) -> Self {
-        let because = match (known, signed) {
-            (false, _) => FailedBecause::UnknownUser,
-            (true, false) => FailedBecause::KeyNotAuthorized,
-            (true, true) => FailedBecause::KeyRefused,
-        };
-        Failure {
-            key: auth::check_publickey(algorithm, key_blob)
-                .ok()
-                .map(|(k, _)| k.fingerprint().to_string()),
-            ..Failure::new("publickey", because)
-        }
-    }
-}
-
-/// One failed attempt: log it (the client sees only USERAUTH_FAILURE), count it the
-/// way sshd does, and answer, or hang up at `limits.max_auth_tries`.
-async fn failed_attempt(
-    ctx: &SessionEnv,
-    client: &Leg,
-    attempts: &mut AuthAttempts,
-    (user, peer): (&str, SocketAddr),
-    failure: Failure<'_>,
-) -> Result<(), AuthEnd> {
-    let Failure {
-        method,
-        because,
-        key,
-        partial,
-    } = failure;
-    let none = method == "none";
-    if none {
-        debug!(user = %Untrusted(user), "method none: telling the client the methods");
-    } else {
-        info!(
-            user = %Untrusted(user),
-            client = %peer,
-            method = %Untrusted(method),
-            key = key.as_deref().unwrap_or("-"),
-            reason = because.label(),
-            "login attempt failed"
-        );
-    }
-    let metric = match because {
-        FailedBecause::UnknownUser => Some(AuthFailure::UnknownUser),
-        FailedBecause::KeyRefused => Some(AuthFailure::WrongKey),
-        FailedBecause::UpstreamRefused | FailedBecause::UpstreamUnavailable => {
-            Some(AuthFailure::UpstreamRejected)
-        }
-        FailedBecause::KeyNotAuthorized | FailedBecause::MethodNotOffered => None,
-    };
-    if let Some(m) = metric {
-        ctx.shard.metrics.auth_failure(m);
-    }
-    if attempts.failed(none, partial) == Next::HangUp {
-        info!(user = %Untrusted(user), client = %peer, tries = attempts.failures(), "too many authentication failures: hanging up");
-        return Err(refuse(Refusal::TooManyFailures, AuthFailure::Aborted));
-    }
-    client.send(&auth::encode_failure(METHODS, partial)).await?;
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
+/// Performs the login's actions (`core::login`) until it succeeds or ends.
 async fn authenticate(
     ctx: &SessionEnv,
     client: &Rc<Leg>,
     rx: &mut RxBuf,
-    peer: SocketAddr,
-    id: u64,
-    attempts: &mut AuthAttempts,
+    (peer, id): (SocketAddr, u64),
+    login: &mut Login,
     waiting: &Cell<bool>,
-) -> Result<Login, AuthEnd> {
+) -> Result<Authenticated, AuthEnd> {
+    let timings = &*ctx.shard.admission;
+    let session_id = |client: &Leg| {
+        client
+            .transport
+            .borrow()
+            .session_id()
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default()
+    };
     let mut pending: Option<Pending> = None;
-    // A message read while passing keyboard-interactive through that must be handled
-    // as a new request.
-    let mut carried: Option<Vec<u8>> = None;
-    // The upstream's banners during password or keyboard-interactive pass-through,
-    // shown when the login succeeds (see `pass_replies`).
-    let mut banners: Vec<Vec<u8>> = Vec::new();
     loop {
-        let payload = match carried.take() {
-            Some(p) => p,
-            None => match client.recv(rx).await? {
-                Received::Event(Event::KexDone {
-                    first: true,
-                    algorithms,
-                }) => {
-                    debug!(?algorithms, "client key exchange done");
-                    continue;
-                }
-                Received::Event(_) => continue,
-                Received::Packet(p) => p,
-            },
+        let Some(action) = login.poll() else {
+            return Err(AuthEnd::Refuse(Refusal::Internal, AuthFailure::Aborted));
         };
-        if payload[0] != msg::USERAUTH_REQUEST {
-            return Err(refuse(Refusal::ExpectedUserauth, AuthFailure::Aborted));
-        }
-        if attempts.request() == Next::HangUp {
-            return Err(refuse(Refusal::TooManyRequests, AuthFailure::Aborted));
-        }
-        let req = match Request::parse(&payload) {
-            Ok(r) => r,
-            Err(e) => {
-                info!(error = %e, "malformed authentication request");
-                return Err(refuse(Refusal::MalformedRequest, AuthFailure::Aborted));
+        match action {
+            Action::ReadClient => {
+                let payload = next_message(client, rx).await?;
+                login.client_message(&payload, &session_id(client), Instant::now(), timings);
             }
-        };
-        if req.service != auth::CONNECTION_SERVICE {
-            return Err(refuse(Refusal::WrongService, AuthFailure::Aborted));
-        }
-        match &pending {
-            None => {
-                let _waiting = Waiting::on(waiting);
-                pending = Some(Pending::start(ctx, client, req.user, peer, id).await);
-            }
-            // As OpenSSH: the user name may not change between attempts.
-            Some(p) if p.user != req.user => {
-                return Err(refuse(Refusal::UserChanged, AuthFailure::Aborted));
-            }
-            Some(_) => {}
-        }
-        let Some(p) = pending.as_mut() else { continue };
-        let known = p.upstream.is_some();
-        match req.method {
-            Method::None => {
-                let failure = Failure::new("none", FailedBecause::MethodNotOffered);
-                failed_attempt(ctx, client, attempts, (&p.user, peer), failure).await?
-            }
-            Method::Other(name) => {
-                let failure = Failure::new(name, FailedBecause::MethodNotOffered);
-                failed_attempt(ctx, client, attempts, (&p.user, peer), failure).await?
-            }
-            Method::PublicKey {
-                algorithm,
-                key_blob,
-                signature: None,
-            } => {
-                let ok = auth::check_publickey(algorithm, key_blob)
-                    .is_ok_and(|(k, _)| p.authorized.contains(&k));
-                if ok {
-                    // Not a failure (yet), as in sshd: the client signs next.
-                    client
-                        .send(&auth::encode_pk_ok(algorithm, key_blob))
-                        .await?;
-                } else {
-                    let failure = Failure::publickey(known, false, algorithm, key_blob);
-                    failed_attempt(ctx, client, attempts, (&p.user, peer), failure).await?;
-                }
-            }
-            Method::PublicKey {
-                algorithm,
-                key_blob,
-                signature: Some(sig),
-            } => {
-                let session_id = client
-                    .transport
-                    .borrow()
-                    .session_id()
-                    .map(<[u8]>::to_vec)
-                    .unwrap_or_default();
-                // Membership first (cheap, no oracle), then the signature over this
-                // leg's session id: it can never be replayed to the upstream.
-                let verified = auth::check_publickey(algorithm, key_blob)
-                    .is_ok_and(|(k, _)| p.authorized.contains(&k))
-                    && auth::verify_publickey(
-                        &session_id,
-                        req.user,
-                        req.service,
-                        algorithm,
-                        key_blob,
-                        sig,
-                    )
-                    .is_ok();
-                let upstream = match (&p.upstream, verified) {
-                    (Some(u), true) => u.clone(),
-                    _ => {
-                        let failure = Failure::publickey(known, true, algorithm, key_blob);
-                        failed_attempt(ctx, client, attempts, (&p.user, peer), failure).await?;
-                        continue;
-                    }
-                };
-                let hook_ctx = p.hook_ctx.clone();
-                let key = match glommio::timer::timeout(ctx.config.limits.hook_timeout, async {
-                    Ok(ctx.hooks.fetch_private_key(&hook_ctx, &upstream).await)
-                })
-                .await
-                {
-                    Ok(Ok(k)) => k,
-                    failed => {
-                        let error = match failed {
-                            Ok(Err(e)) => e,
-                            _ => HookError::Timeout,
-                        };
-                        warn!(user = %Untrusted(&p.user), error = %error, "fetch_private_key hook failed");
-                        return Err(refuse(Refusal::LoginRefused, AuthFailure::HookError));
-                    }
-                };
-                // Proven: this login gets a slot before any unproven one.
-                let connection = {
+            Action::SendClient(p) => client.send(&p).await?,
+            Action::LookUp(user) => {
+                let p = {
                     let _waiting = Waiting::on(waiting);
-                    p.connection(ctx, Claim::Proven).await
+                    Pending::start(ctx, client, &user, peer, id).await
                 };
-                let conn = match connection {
-                    Ok(conn) => conn,
-                    Err(refusal) => return Err(refuse(refusal, AuthFailure::UpstreamRejected)),
-                };
-                let mut banners = Vec::new();
-                let r = conn
-                    .login_with_key(&upstream.user, &key, |b| banners.push(b))
-                    .await;
-                for b in banners {
-                    client.send(&b).await?;
-                }
-                if let Err(e) = r {
-                    warn!(user = %Untrusted(&p.user), upstream = %upstream.addr, error = %e, "upstream login failed");
-                    return Err(refuse(e.refusal(), AuthFailure::UpstreamRejected));
-                }
-                return finish(ctx, client, pending, "publickey").await;
+                let (known, authorized) = (p.upstream.is_some(), p.authorized.clone());
+                pending = Some(p);
+                let now = Instant::now();
+                login.looked_up(known, authorized, &session_id(client), now, timings);
             }
-            method @ (Method::Password { .. } | Method::KeyboardInteractive { .. }) => {
-                let started = Instant::now();
-                let keyboard_interactive = matches!(method, Method::KeyboardInteractive { .. });
-                let name = if keyboard_interactive {
-                    "keyboard-interactive"
-                } else {
-                    "password"
+            Action::LoginWithKey => {
+                let Some(p) = pending.as_mut() else {
+                    return Err(AuthEnd::Refuse(Refusal::Internal, AuthFailure::Aborted));
                 };
-                let upstream_user = p.upstream.as_ref().map(|u| u.user.clone());
-                // Waits for a slot while the server has as many unproven connections as
-                // allowed (the auth timeout ends the wait).
-                let connection = match upstream_user {
-                    Some(_) => {
-                        let _waiting = Waiting::on(waiting);
-                        Some(p.connection(ctx, Claim::Unproven).await)
-                    }
-                    None => None,
+                let result = login_with_key(ctx, client, p, waiting).await?;
+                login.key_login(result);
+            }
+            Action::PassThrough(request) => {
+                let reply = match pending.as_mut() {
+                    Some(p) => pass_through(ctx, p, &request, waiting).await,
+                    None => Reply::Unavailable,
                 };
-                let (outcome, mut because) = match (upstream_user, connection) {
-                    (None, _) | (_, None) => (
-                        decoy(ctx, client, keyboard_interactive, rx, &mut carried, started).await?,
-                        FailedBecause::UnknownUser,
-                    ),
-                    (Some(user), Some(connection)) => match connection {
-                        Ok(conn) => match conn.pass_through(&user, method).await {
-                            Ok(()) => (
-                                pass_replies(
-                                    ctx,
-                                    client,
-                                    conn,
-                                    rx,
-                                    &mut carried,
-                                    &mut banners,
-                                    started,
-                                    keyboard_interactive,
-                                )
-                                .await?,
-                                FailedBecause::UpstreamRefused,
-                            ),
-                            Err(e) => (
-                                Passed::UpstreamFailed {
-                                    error: e,
-                                    asked: false,
-                                },
-                                FailedBecause::UpstreamUnavailable,
-                            ),
-                        },
-                        // Its server is down (logged): the client has proven nothing
-                        // yet, and "unreachable" would tell it the account exists, so it
-                        // fails like a wrong password.
-                        Err(_) => (
-                            decoy(ctx, client, keyboard_interactive, rx, &mut carried, started)
-                                .await?,
-                            FailedBecause::UpstreamUnavailable,
-                        ),
-                    },
+                login.upstream(reply, &session_id(client), Instant::now(), timings);
+            }
+            Action::ReadUpstream => {
+                let reply = match pending.as_mut() {
+                    Some(p) => read_upstream(p).await,
+                    None => Reply::Failed,
                 };
-                // The upstream broke off (it crashed, or hung up at its MaxAuthTries):
-                // the same, and every later attempt gets the decoy.
-                let outcome = match outcome {
-                    Passed::UpstreamFailed { error, asked } => {
-                        p.lose_upstream(error);
-                        because = FailedBecause::UpstreamUnavailable;
-                        if asked {
-                            // After the user answered a prompt (a keyboard-interactive one,
-                            // or a password change request).
-                            Passed::Failure {
-                                partial: false,
-                                since: Instant::now(),
-                                mimic: Some(if keyboard_interactive {
-                                    Answer::KeyboardRefusal
-                                } else {
-                                    Answer::PasswordRefusal
-                                }),
-                            }
-                        } else {
-                            decoy(ctx, client, keyboard_interactive, rx, &mut carried, started)
-                                .await?
-                        }
-                    }
-                    outcome => outcome,
+                login.upstream(reply, &session_id(client), Instant::now(), timings);
+            }
+            Action::SendUpstream(answer) => {
+                let Some(p) = pending.as_mut() else {
+                    return Err(AuthEnd::Refuse(Refusal::Internal, AuthFailure::Aborted));
                 };
-                match outcome {
-                    Passed::Success => {
-                        for b in banners.drain(..) {
-                            client.send(&b).await?;
-                        }
-                        return finish(ctx, client, pending, name).await;
-                    }
-                    Passed::Failure {
-                        partial,
-                        since,
-                        mimic,
-                    } => {
-                        // A real refusal takes at least MIN_FAILURE_TIME; the proxy's own
-                        // takes as long as real ones typically do (`core::failure_times`).
-                        let wait = match mimic {
-                            Some(answer) => {
-                                let pick = rand_core::OsRng.next_u64();
-                                ctx.shard.admission.decoy_time(answer, pick)
-                            }
-                            None => MIN_FAILURE_TIME,
-                        };
-                        glommio::timer::sleep(wait.saturating_sub(since.elapsed())).await;
-                        let failure = Failure {
-                            partial,
-                            ..Failure::new(name, because)
-                        };
-                        failed_attempt(ctx, client, attempts, (&p.user, peer), failure).await?;
-                    }
-                    Passed::Interrupted => {}
-                    Passed::UpstreamFailed { .. } => unreachable!("handled above"),
+                let sent = match p.ready() {
+                    Some(conn) => conn.leg.send(&answer).await.map_err(UpstreamError::from),
+                    None => Err(UpstreamError::Unexpected(msg::USERAUTH_INFO_RESPONSE)),
+                };
+                if let Err(e) = sent {
+                    p.lose_upstream(e);
+                    let now = Instant::now();
+                    login.upstream(Reply::Failed, &session_id(client), now, timings);
                 }
             }
+            Action::WaitUntil(at) => {
+                glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await;
+                login.timer(&session_id(client), Instant::now(), timings);
+            }
+            Action::Count(failure) => ctx.shard.metrics.auth_failure(failure),
+            Action::Succeed { method } => return finish(ctx, client, pending, method).await,
+            Action::Refuse(refusal, failure) => return Err(AuthEnd::Refuse(refusal, failure)),
         }
     }
 }
 
-/// The answer an unknown user gets to password or keyboard-interactive: what a real
-/// upstream would do (for keyboard-interactive a "Password: " prompt, after as long as
-/// real prompts take, if most upstreams prompt), then failure (timed by the caller).
-async fn decoy(
-    ctx: &SessionEnv,
-    client: &Leg,
-    keyboard_interactive: bool,
-    rx: &mut RxBuf,
-    carried: &mut Option<Vec<u8>>,
-    started: Instant,
-) -> Result<Passed, AuthEnd> {
-    if keyboard_interactive && !ctx.shard.admission.decoy_prompts() {
-        // Most upstreams refuse keyboard-interactive at once (sshd's default): so does
-        // the decoy, padded like theirs.
-        return Ok(Passed::Failure {
-            partial: false,
-            since: started,
-            mimic: None,
-        });
-    }
-    if keyboard_interactive {
-        let pick = rand_core::OsRng.next_u64();
-        let wait = ctx.shard.admission.decoy_time(Answer::Prompt, pick);
-        glommio::timer::sleep(wait.saturating_sub(started.elapsed())).await;
-        let prompt = auth::InfoRequest {
-            name: "",
-            instruction: "",
-            language: "",
-            prompts: vec![auth::Prompt {
-                prompt: "Password: ",
-                echo: false,
-            }],
-        };
-        client.send(&prompt.encode()).await?;
-        let answer = loop {
-            match client.recv(rx).await? {
-                Received::Packet(a) => break a,
-                Received::Event(_) => {}
-            }
-        };
-        if answer[0] != msg::USERAUTH_INFO_RESPONSE {
-            *carried = Some(answer);
-            return Ok(Passed::Interrupted);
-        }
-        // Judged like a real answer (`pass_replies`): a malformed one ends the session
-        // for a known name too.
-        if InfoResponse::parse(&answer).is_err() {
-            return Err(malformed_info_response());
-        }
-        return Ok(Passed::Failure {
-            partial: false,
-            since: Instant::now(),
-            mimic: Some(Answer::KeyboardRefusal),
-        });
-    }
-    Ok(Passed::Failure {
-        partial: false,
-        since: started,
-        mimic: Some(Answer::PasswordRefusal),
-    })
-}
-
-fn malformed_info_response() -> AuthEnd {
-    refuse(Refusal::MalformedInfoResponse, AuthFailure::Aborted)
-}
-
-enum Passed {
-    Success,
-    Failure {
-        partial: bool,
-        /// When the client's last input (the password, or the last answer) went in.
-        since: Instant,
-        /// The proxy answers itself (no such user, or its server is down), taking as
-        /// long as real upstreams take for this answer; `None`: a real refusal, or one
-        /// the proxy pads only to MIN_FAILURE_TIME.
-        mimic: Option<Answer>,
-    },
-    /// The client started another request instead of answering; it is in `carried`.
-    Interrupted,
-    /// The upstream connection failed; `asked`: after the client was shown a prompt.
-    UpstreamFailed {
-        error: UpstreamError,
-        asked: bool,
-    },
-}
-
-/// Relay the upstream's answers to a passed-through request (prompts, password change
-/// requests) and the client's responses, until the upstream decides. Banners are kept in
-/// `banners` and shown only on success: a name the proxy does not know gets none, so a
-/// banner before the password would tell that the account exists.
-#[allow(clippy::too_many_arguments)]
-async fn pass_replies(
-    ctx: &SessionEnv,
-    client: &Leg,
-    conn: &mut UpstreamConn,
-    rx: &mut RxBuf,
-    carried: &mut Option<Vec<u8>>,
-    banners: &mut Vec<Vec<u8>>,
-    started: Instant,
-    keyboard_interactive: bool,
-) -> Result<Passed, AuthEnd> {
-    let mut asked = false;
-    // When the client's last input went upstream: the upstream's answer is timed from
-    // here, for the decoys of `core::failure_times`.
-    let mut since = started;
+/// The client's next message (transport events, such as the end of the first key
+/// exchange, are only logged).
+async fn next_message(client: &Leg, rx: &mut RxBuf) -> Result<Vec<u8>, LegError> {
     loop {
-        let reply = match conn.auth_reply().await {
-            Ok(reply) => reply,
-            Err(error) => return Ok(Passed::UpstreamFailed { error, asked }),
-        };
-        match reply {
-            UpstreamReply::Success => return Ok(Passed::Success),
-            UpstreamReply::Failure { partial_success } => {
-                // Only refusals of what a user typed are timed; a keyboard-interactive
-                // request refused at once is a refusal without a prompt.
-                let admission = &ctx.shard.admission;
-                match (keyboard_interactive, asked) {
-                    _ if partial_success => {}
-                    (false, _) => admission.record_answer(Answer::PasswordRefusal, since.elapsed()),
-                    (true, true) => {
-                        admission.record_answer(Answer::KeyboardRefusal, since.elapsed())
-                    }
-                    (true, false) => admission.record_prompted(false),
-                }
-                return Ok(Passed::Failure {
-                    partial: partial_success,
-                    since,
-                    mimic: None,
-                });
-            }
-            UpstreamReply::ForClient(p) if p[0] == msg::USERAUTH_BANNER => {
-                if banners.len() < MAX_HELD_BANNERS {
-                    banners.push(p);
-                }
-            }
-            UpstreamReply::ForClient(p) => {
-                // INFO_REQUEST (keyboard-interactive) or PASSWD_CHANGEREQ (password):
-                // the user answers, and the answer goes back unchanged.
-                if !asked && keyboard_interactive {
-                    ctx.shard
-                        .admission
-                        .record_answer(Answer::Prompt, since.elapsed());
-                    ctx.shard.admission.record_prompted(true);
-                }
-                client.send(&p).await?;
-                asked = true;
-                let answer = loop {
-                    match client.recv(rx).await? {
-                        Received::Packet(a) => break a,
-                        Received::Event(_) => {}
-                    }
-                };
-                match answer[0] {
-                    msg::USERAUTH_INFO_RESPONSE => {
-                        if InfoResponse::parse(&answer).is_err() {
-                            return Err(malformed_info_response());
-                        }
-                        if let Err(e) = conn.leg.send(&answer).await {
-                            return Ok(Passed::UpstreamFailed {
-                                error: e.into(),
-                                asked,
-                            });
-                        }
-                        since = Instant::now();
-                    }
-                    _ => {
-                        // A new USERAUTH_REQUEST abandons this one (RFC 4256 3.2); the
-                        // upstream treats the next request the same way.
-                        *carried = Some(answer);
-                        return Ok(Passed::Interrupted);
-                    }
-                }
-            }
+        match client.recv(rx).await? {
+            Received::Event(Event::KexDone {
+                first: true,
+                algorithms,
+            }) => debug!(?algorithms, "client key exchange done"),
+            Received::Event(_) => {}
+            Received::Packet(p) => return Ok(p),
+        }
+    }
+}
+
+/// The proxy logs in upstream with its own key for a client that proved its key:
+/// `Ok(Err(..))` with what the client is told and counted when that fails.
+async fn login_with_key(
+    ctx: &SessionEnv,
+    client: &Leg,
+    p: &mut Pending,
+    waiting: &Cell<bool>,
+) -> Result<Result<(), (Refusal, AuthFailure)>, LegError> {
+    let Some(upstream) = p.upstream.clone() else {
+        return Ok(Err((Refusal::Internal, AuthFailure::Aborted)));
+    };
+    let key = match hooks::with_timeout(
+        ctx.config.limits.hook_timeout,
+        ctx.hooks.fetch_private_key(&p.hook_ctx, &upstream),
+    )
+    .await
+    {
+        Ok(k) => k,
+        Err(error) => {
+            warn!(user = %Untrusted(&p.user), error = %error, "fetch_private_key hook failed");
+            return Ok(Err((Refusal::LoginRefused, AuthFailure::HookError)));
+        }
+    };
+    // Proven: this login gets a slot before any unproven one.
+    let connection = {
+        let _waiting = Waiting::on(waiting);
+        p.connection(ctx, Claim::Proven).await
+    };
+    let conn = match connection {
+        Ok(conn) => conn,
+        Err(refusal) => return Ok(Err((refusal, AuthFailure::UpstreamRejected))),
+    };
+    let mut banners = Vec::new();
+    let r = conn
+        .login_with_key(&upstream.user, &key, |b| banners.push(b))
+        .await;
+    for b in banners {
+        client.send(&b).await?;
+    }
+    if let Err(e) = r {
+        warn!(user = %Untrusted(&p.user), upstream = %upstream.addr, error = %e, "upstream login failed");
+        return Ok(Err((e.refusal(), AuthFailure::UpstreamRejected)));
+    }
+    Ok(Ok(()))
+}
+
+/// Passes a password or keyboard-interactive request to the user's server (waiting for
+/// a slot while it has as many unproven connections as allowed; the auth timeout ends
+/// the wait), and reads its first reply.
+async fn pass_through(
+    ctx: &SessionEnv,
+    p: &mut Pending,
+    request: &[u8],
+    waiting: &Cell<bool>,
+) -> Reply {
+    let Some(upstream_user) = p.upstream.as_ref().map(|u| u.user.clone()) else {
+        return Reply::Unavailable;
+    };
+    let connection = {
+        let _waiting = Waiting::on(waiting);
+        p.connection(ctx, Claim::Unproven).await
+    };
+    // Its server is down (logged).
+    let Ok(conn) = connection else {
+        return Reply::Unavailable;
+    };
+    let Ok(req) = Request::parse(request) else {
+        return Reply::Unavailable;
+    };
+    if let Err(e) = conn.pass_through(&upstream_user, req.method).await {
+        p.lose_upstream(e);
+        return Reply::Failed;
+    }
+    read_upstream(p).await
+}
+
+/// The upstream's next reply to a passed-through request.
+async fn read_upstream(p: &mut Pending) -> Reply {
+    let Some(conn) = p.ready() else {
+        return Reply::Failed;
+    };
+    match conn.auth_reply().await {
+        Ok(UpstreamReply::Success) => Reply::Success,
+        Ok(UpstreamReply::Failure { partial_success }) => Reply::Failure {
+            partial: partial_success,
+        },
+        Ok(UpstreamReply::ForClient(m)) => Reply::ForClient(m),
+        Err(e) => {
+            p.lose_upstream(e);
+            Reply::Failed
         }
     }
 }
@@ -1047,8 +676,8 @@ async fn finish(
     client: &Leg,
     pending: Option<Pending>,
     method: &'static str,
-) -> Result<Login, AuthEnd> {
-    let internal = || refuse(Refusal::Internal, AuthFailure::Aborted);
+) -> Result<Authenticated, AuthEnd> {
+    let internal = || AuthEnd::Refuse(Refusal::Internal, AuthFailure::Aborted);
     let Some(mut p) = pending else {
         return Err(internal());
     };
@@ -1071,7 +700,7 @@ async fn finish(
             ctx.config.limits.preauth_upstream_connections,
         );
     }
-    Ok(Login {
+    Ok(Authenticated {
         user: p.user,
         tunnels: p.upstream.as_ref().and_then(|u| u.tunnels),
         upstream_addr: p.upstream.map(|u| u.addr).unwrap_or_default(),
@@ -1087,7 +716,7 @@ mod tests {
 
     #[test]
     fn only_endings_the_client_caused_earn_a_penalty() {
-        let refused = |failure| refuse(Refusal::Unreachable, failure);
+        let refused = |failure| AuthEnd::Refuse(Refusal::Unreachable, failure);
         assert!(refused(AuthFailure::Aborted).is_the_clients_doing());
         assert!(refused(AuthFailure::WrongKey).is_the_clients_doing());
         assert!(!refused(AuthFailure::UpstreamRejected).is_the_clients_doing());

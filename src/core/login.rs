@@ -1,0 +1,747 @@
+//! The client's login as a state machine: what the proxy does with each user-auth
+//! request, when it counts a failure, how long a refusal takes, and when it hangs up.
+//!
+//! [`Login`] takes what happened (a client message, the hooks' answer, an upstream
+//! reply, a timer) with the time, and says what to do next as an [`Action`]: read the
+//! client, send it something, look the user up, pass a request upstream, wait, succeed
+//! or refuse. The session driver (`proxy::session`) performs the actions on sockets and
+//! the hooks, and feeds the results back; it makes no decision of its own.
+//!
+//! The rules, each a test below:
+//! - Methods offered are the same for every name, so none can be enumerated.
+//! - Public keys are checked against the user's authorized keys; a verified signature
+//!   over this leg's session id makes the proxy log in upstream with its own key.
+//! - Password and keyboard-interactive requests go to the user's server, and its answers
+//!   (prompts, password change requests) come back; its banners are held until the login
+//!   succeeds, because a name the proxy does not know gets none.
+//! - A name the proxy does not know, or whose server is down, gets a *decoy*: the answers
+//!   a real server would give, taking as long as real ones take ([`failure_times`]).
+//! - A refused attempt takes at least [`MIN_FAILURE_TIME`].
+//! - Attempts are counted as sshd counts them ([`attempts`]).
+//!
+//! [`failure_times`]: crate::core::failure_times
+//! [`attempts`]: crate::core::attempts
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use sshr_protocol::auth::{self, InfoResponse, Method, Request};
+use sshr_protocol::hostkey::PublicKey;
+use sshr_protocol::msg;
+use sshr_protocol::text::Untrusted;
+use tracing::{debug, info};
+
+use crate::core::attempts::{AuthAttempts, FailedBecause, Next};
+use crate::core::failure_times::{Answer, MIN_FAILURE_TIME};
+use crate::core::penalty::Offence;
+use crate::core::refusal::Refusal;
+
+/// Methods we offer, the same for every user name so that none can be enumerated.
+pub const METHODS: [&str; 3] = ["publickey", "password", "keyboard-interactive"];
+/// Upstream banners kept for a passed-through login until it succeeds.
+pub const MAX_HELD_BANNERS: usize = 8;
+/// Longest user name passed to the hooks (Linux allows 32; LDAP-style names a bit more).
+pub const MAX_USER_NAME: usize = 256;
+
+/// Why a client's authentication failed, as counted (the client only ever learns
+/// "permission denied").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthFailure {
+    /// `find_upstream` returned `None`.
+    UnknownUser,
+    /// The offered public key is not among the user's authorized keys, or its
+    /// signature did not verify.
+    WrongKey,
+    /// The upstream refused the password or keyboard-interactive answers passed through.
+    UpstreamRejected,
+    /// A hook failed or timed out.
+    HookError,
+    /// The client did not authenticate within `limits.auth_timeout_secs`.
+    Timeout,
+    /// The client gave up or broke the protocol during authentication.
+    Aborted,
+}
+
+impl AuthFailure {
+    pub const ALL: [AuthFailure; 6] = [
+        AuthFailure::UnknownUser,
+        AuthFailure::WrongKey,
+        AuthFailure::UpstreamRejected,
+        AuthFailure::HookError,
+        AuthFailure::Timeout,
+        AuthFailure::Aborted,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            AuthFailure::UnknownUser => "unknown_user",
+            AuthFailure::WrongKey => "wrong_key",
+            AuthFailure::UpstreamRejected => "upstream_rejected",
+            AuthFailure::HookError => "hook_error",
+            AuthFailure::Timeout => "timeout",
+            AuthFailure::Aborted => "aborted",
+        }
+    }
+
+    /// Whether a login that ended this way was the client's doing, rather than its
+    /// server's, a hook's or the proxy's own limits (only then does its source earn a
+    /// penalty).
+    pub fn is_the_clients_doing(self) -> bool {
+        !matches!(self, AuthFailure::UpstreamRejected | AuthFailure::HookError)
+    }
+}
+
+/// The penalty a login that ended without success earns its source, given whether the
+/// client caused the end and how many attempts failed (sshd's PerSourcePenalties).
+pub fn offence(clients_doing: bool, failures: u32) -> Option<Offence> {
+    match (clients_doing, failures) {
+        (false, _) => None,
+        (true, 0) => Some(Offence::NoAuth),
+        (true, _) => Some(Offence::AuthFail),
+    }
+}
+
+/// What the process knows about how long real refusals take (`core::failure_times`,
+/// shared by every session), and a source of random picks.
+pub trait Timings {
+    /// How long a decoy of `answer` takes.
+    fn decoy_time(&self, answer: Answer) -> Duration;
+    /// Whether most upstreams prompt for keyboard-interactive.
+    fn decoy_prompts(&self) -> bool;
+    /// A real upstream took `took` for `answer`.
+    fn record_answer(&self, answer: Answer, took: Duration);
+    /// A real upstream prompted (or not) for keyboard-interactive.
+    fn record_prompted(&self, prompted: bool);
+}
+
+/// What the session driver does next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Read the client's next user-auth message, then [`Login::client_message`].
+    ReadClient,
+    SendClient(Vec<u8>),
+    /// Look the user up (the hooks; an upstream connection may start meanwhile), then
+    /// [`Login::looked_up`].
+    LookUp(String),
+    /// The client proved its key: log in upstream with the proxy's key (forwarding the
+    /// upstream's banners), then [`Login::key_login`].
+    LoginWithKey,
+    /// Pass this password or keyboard-interactive request to the user's server
+    /// (connecting first, waiting for a slot as an unproven login), then
+    /// [`Login::upstream`] with its first reply, or [`Reply::Unavailable`].
+    PassThrough(Vec<u8>),
+    /// Read the upstream's next reply, then [`Login::upstream`].
+    ReadUpstream,
+    /// Send the client's answer upstream; [`Login::upstream`] with
+    /// [`Reply::Failed`] if that fails, else carry on with the next action.
+    SendUpstream(Vec<u8>),
+    /// Wait until then, then [`Login::timer`].
+    WaitUntil(Instant),
+    /// Count this failure in the metrics.
+    Count(AuthFailure),
+    /// The login succeeded: send the held banners (already queued as `SendClient`),
+    /// USERAUTH_SUCCESS, and relay.
+    Succeed {
+        method: &'static str,
+    },
+    /// Tell the client why and hang up; count the failure.
+    Refuse(Refusal, AuthFailure),
+}
+
+/// What happened upstream during a passed-through request.
+#[derive(Debug)]
+pub enum Reply {
+    Success,
+    Failure {
+        partial: bool,
+    },
+    /// A message for the client: a banner, a prompt (INFO_REQUEST) or a password change
+    /// request.
+    ForClient(Vec<u8>),
+    /// The connection failed or broke off (logged by the driver).
+    Failed,
+    /// There is no connection: its server is down (the client has proven nothing yet).
+    Unavailable,
+}
+
+/// Where a login stands.
+#[derive(Debug)]
+enum State {
+    /// Waiting for a user-auth request.
+    Request,
+    /// Waiting for the hooks' answer about the first request's user; the request is
+    /// handled once it is in.
+    LookingUp(Vec<u8>),
+    /// Waiting for the proxy's own upstream login.
+    KeyLogin,
+    /// A request passed upstream; waiting for its reply.
+    Passing(Pass),
+    /// A prompt of the upstream went to the client; waiting for the answer.
+    Answering(Pass),
+    /// A decoy prompt went to the client; waiting for the answer. The failure it ends
+    /// in.
+    DecoyAnswering(Failed),
+    /// A decoy waits before showing its prompt.
+    DecoyPrompting(Failed),
+    /// A failed attempt waits out its time before its answer.
+    Failing(Failed),
+    Done,
+}
+
+/// A request passed to the user's server.
+#[derive(Clone, Copy, Debug)]
+struct Pass {
+    keyboard_interactive: bool,
+    /// The client was shown a prompt.
+    asked: bool,
+    /// When the client's last input went upstream: the upstream's answer is timed from
+    /// here.
+    since: Instant,
+}
+
+/// A failed attempt waiting for its answer.
+#[derive(Clone, Debug)]
+struct Failed {
+    /// As the client named it (logged escaped).
+    method: String,
+    because: FailedBecause,
+    partial: bool,
+    /// The fingerprint of a public key, when there is one.
+    key: Option<String>,
+}
+
+/// The user, once the first request named one.
+#[derive(Debug)]
+struct Account {
+    name: String,
+    /// The hooks know the name (it has a server).
+    known: bool,
+    authorized: Vec<PublicKey>,
+}
+
+/// One client's login (see the module documentation).
+pub struct Login {
+    attempts: AuthAttempts,
+    peer: SocketAddr,
+    account: Option<Account>,
+    /// A message read while passing a request through that is a new request.
+    carried: Option<Vec<u8>>,
+    banners: Vec<Vec<u8>>,
+    state: State,
+    actions: VecDeque<Action>,
+}
+
+impl Login {
+    pub fn new(max_auth_tries: u32, peer: SocketAddr) -> Login {
+        Login {
+            attempts: AuthAttempts::new(max_auth_tries),
+            peer,
+            account: None,
+            carried: None,
+            banners: Vec::new(),
+            state: State::Request,
+            actions: VecDeque::from([Action::ReadClient]),
+        }
+    }
+
+    /// The next thing to do. `None` only once the login is over (after `Succeed` or
+    /// `Refuse`).
+    pub fn poll(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Failed attempts so far.
+    pub fn failures(&self) -> u32 {
+        self.attempts.failures()
+    }
+
+    /// The user name of the first request, once there was one.
+    pub fn user(&self) -> Option<&str> {
+        self.account.as_ref().map(|a| a.name.as_str())
+    }
+
+    fn act(&mut self, action: Action) {
+        self.actions.push_back(action);
+    }
+
+    fn end(&mut self, refusal: Refusal, failure: AuthFailure) {
+        self.state = State::Done;
+        self.act(Action::Refuse(refusal, failure));
+    }
+
+    /// Wait for the next request (or handle the one carried over).
+    fn next_request(&mut self, session_id: &[u8], now: Instant, timings: &dyn Timings) {
+        self.state = State::Request;
+        match self.carried.take() {
+            Some(p) => self.client_message(&p, session_id, now, timings),
+            None => self.act(Action::ReadClient),
+        }
+    }
+
+    /// A user-auth message from the client; `session_id` is the client leg's.
+    pub fn client_message(
+        &mut self,
+        payload: &[u8],
+        session_id: &[u8],
+        now: Instant,
+        timings: &dyn Timings,
+    ) {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Request => self.request(payload, session_id, now, timings),
+            State::Answering(pass) => self.answer(pass, payload, session_id, now, timings),
+            State::DecoyAnswering(f) => self.decoy_answer(f, payload, session_id, now, timings),
+            other => {
+                self.state = other;
+                debug_assert!(false, "client message in state {:?}", self.state);
+            }
+        }
+    }
+
+    fn request(&mut self, payload: &[u8], session_id: &[u8], now: Instant, timings: &dyn Timings) {
+        if payload.first() != Some(&msg::USERAUTH_REQUEST) {
+            return self.end(Refusal::ExpectedUserauth, AuthFailure::Aborted);
+        }
+        if self.attempts.request() == Next::HangUp {
+            return self.end(Refusal::TooManyRequests, AuthFailure::Aborted);
+        }
+        let req = match Request::parse(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                info!(error = %e, "malformed authentication request");
+                return self.end(Refusal::MalformedRequest, AuthFailure::Aborted);
+            }
+        };
+        if req.service != auth::CONNECTION_SERVICE {
+            return self.end(Refusal::WrongService, AuthFailure::Aborted);
+        }
+        match &self.account {
+            None => {
+                // No real account has a name like this; it is not handed to the hooks
+                // (and is answered like any unknown user).
+                let plausible = !req.user.is_empty()
+                    && req.user.len() <= MAX_USER_NAME
+                    && !req.user.chars().any(char::is_control);
+                if plausible {
+                    self.state = State::LookingUp(payload.to_vec());
+                    self.act(Action::LookUp(req.user.to_owned()));
+                    return;
+                }
+                self.account = Some(Account {
+                    name: req.user.to_owned(),
+                    known: false,
+                    authorized: Vec::new(),
+                });
+            }
+            // As OpenSSH: the user name may not change between attempts.
+            Some(a) if a.name != req.user => {
+                return self.end(Refusal::UserChanged, AuthFailure::Aborted);
+            }
+            Some(_) => {}
+        }
+        self.method(payload, &req, session_id, now, timings)
+    }
+
+    /// The hooks' answer about the first request's user: whether it has a server, and
+    /// its authorized keys.
+    pub fn looked_up(
+        &mut self,
+        known: bool,
+        authorized: Vec<PublicKey>,
+        session_id: &[u8],
+        now: Instant,
+        timings: &dyn Timings,
+    ) {
+        let State::LookingUp(payload) = std::mem::replace(&mut self.state, State::Request) else {
+            debug_assert!(false, "looked_up in state {:?}", self.state);
+            return;
+        };
+        // Parsed before the lookup.
+        let Ok(req) = Request::parse(&payload) else {
+            return self.end(Refusal::Internal, AuthFailure::Aborted);
+        };
+        self.account = Some(Account {
+            name: req.user.to_owned(),
+            known,
+            authorized,
+        });
+        self.method(&payload, &req, session_id, now, timings)
+    }
+
+    fn method(
+        &mut self,
+        payload: &[u8],
+        req: &Request<'_>,
+        session_id: &[u8],
+        now: Instant,
+        timings: &dyn Timings,
+    ) {
+        let Some(account) = &self.account else {
+            return self.end(Refusal::Internal, AuthFailure::Aborted);
+        };
+        let known = account.known;
+        let authorized = |algorithm, key_blob| {
+            auth::check_publickey(algorithm, key_blob)
+                .is_ok_and(|(k, _)| account.authorized.contains(&k))
+        };
+        match req.method {
+            Method::None => self.failed(
+                failure("none", FailedBecause::MethodNotOffered),
+                session_id,
+                now,
+                timings,
+            ),
+            Method::Other(name) => self.failed(
+                failure(name, FailedBecause::MethodNotOffered),
+                session_id,
+                now,
+                timings,
+            ),
+            Method::PublicKey {
+                algorithm,
+                key_blob,
+                signature: None,
+            } => {
+                if authorized(algorithm, key_blob) {
+                    // Not a failure (yet), as in sshd: the client signs next.
+                    self.act(Action::SendClient(auth::encode_pk_ok(algorithm, key_blob)));
+                    self.act(Action::ReadClient);
+                    self.state = State::Request;
+                } else {
+                    let f = publickey_failure(known, false, algorithm, key_blob);
+                    self.failed(f, session_id, now, timings)
+                }
+            }
+            Method::PublicKey {
+                algorithm,
+                key_blob,
+                signature: Some(sig),
+            } => {
+                // Membership first (cheap, no oracle), then the signature over this leg's
+                // session id: it can never be replayed to the upstream.
+                let verified = authorized(algorithm, key_blob)
+                    && auth::verify_publickey(
+                        session_id,
+                        req.user,
+                        req.service,
+                        algorithm,
+                        key_blob,
+                        sig,
+                    )
+                    .is_ok();
+                if known && verified {
+                    self.state = State::KeyLogin;
+                    self.act(Action::LoginWithKey);
+                } else {
+                    let f = publickey_failure(known, true, algorithm, key_blob);
+                    self.failed(f, session_id, now, timings)
+                }
+            }
+            Method::Password { .. } | Method::KeyboardInteractive { .. } => {
+                let keyboard_interactive = matches!(req.method, Method::KeyboardInteractive { .. });
+                let pass = Pass {
+                    keyboard_interactive,
+                    asked: false,
+                    since: now,
+                };
+                if known {
+                    self.state = State::Passing(pass);
+                    self.act(Action::PassThrough(payload.to_vec()));
+                } else {
+                    self.decoy(pass, FailedBecause::UnknownUser, now, timings)
+                }
+            }
+        }
+    }
+
+    /// The proxy's own upstream login for a proven key: `Err` with the refusal and what
+    /// to count when it failed.
+    pub fn key_login(&mut self, result: Result<(), (Refusal, AuthFailure)>) {
+        if !matches!(self.state, State::KeyLogin) {
+            debug_assert!(false, "key_login in state {:?}", self.state);
+            return;
+        }
+        match result {
+            Ok(()) => {
+                self.state = State::Done;
+                self.act(Action::Succeed {
+                    method: "publickey",
+                });
+            }
+            Err((refusal, failure)) => self.end(refusal, failure),
+        }
+    }
+
+    /// A reply (or the failure) of the user's server to a passed-through request.
+    pub fn upstream(
+        &mut self,
+        reply: Reply,
+        session_id: &[u8],
+        now: Instant,
+        timings: &dyn Timings,
+    ) {
+        // A failed send of the client's answer comes before the read queued after it.
+        self.actions.retain(|a| *a != Action::ReadUpstream);
+        let pass = match std::mem::replace(&mut self.state, State::Done) {
+            State::Passing(pass) | State::Answering(pass) => pass,
+            other => {
+                self.state = other;
+                debug_assert!(false, "upstream reply in state {:?}", self.state);
+                return;
+            }
+        };
+        let kind = if pass.keyboard_interactive {
+            Answer::KeyboardRefusal
+        } else {
+            Answer::PasswordRefusal
+        };
+        match reply {
+            Reply::Success => {
+                for b in std::mem::take(&mut self.banners) {
+                    self.act(Action::SendClient(b));
+                }
+                self.act(Action::Succeed {
+                    method: pass.method(),
+                });
+            }
+            Reply::Failure { partial } => {
+                // Only refusals of what a user typed are timed; a keyboard-interactive
+                // request refused at once is a refusal without a prompt.
+                match (pass.keyboard_interactive, pass.asked) {
+                    _ if partial => {}
+                    (false, _) => timings.record_answer(Answer::PasswordRefusal, now - pass.since),
+                    (true, true) => {
+                        timings.record_answer(Answer::KeyboardRefusal, now - pass.since)
+                    }
+                    (true, false) => timings.record_prompted(false),
+                }
+                let f = Failed {
+                    partial,
+                    ..failure(pass.method(), FailedBecause::UpstreamRefused)
+                };
+                self.wait_then_fail(f, pass.since + MIN_FAILURE_TIME, session_id, now, timings);
+            }
+            Reply::ForClient(p) if p.first() == Some(&msg::USERAUTH_BANNER) => {
+                if self.banners.len() < MAX_HELD_BANNERS {
+                    self.banners.push(p);
+                }
+                self.state = State::Passing(pass);
+                self.act(Action::ReadUpstream);
+            }
+            Reply::ForClient(p) => {
+                // INFO_REQUEST (keyboard-interactive) or PASSWD_CHANGEREQ (password): the
+                // user answers, and the answer goes back unchanged.
+                if !pass.asked && pass.keyboard_interactive {
+                    timings.record_answer(Answer::Prompt, now - pass.since);
+                    timings.record_prompted(true);
+                }
+                self.act(Action::SendClient(p));
+                self.act(Action::ReadClient);
+                self.state = State::Answering(Pass {
+                    asked: true,
+                    ..pass
+                });
+            }
+            // It broke off (it crashed, or hung up at its MaxAuthTries): the client
+            // fails as if the name were unknown, and every later attempt gets the decoy
+            // (the driver's connection is gone).
+            Reply::Failed if pass.asked => {
+                // After the user answered a prompt (a keyboard-interactive one, or a
+                // password change request): as long as a real refusal of that answer.
+                let f = failure(pass.method(), FailedBecause::UpstreamUnavailable);
+                let until = now + timings.decoy_time(kind);
+                self.wait_then_fail(f, until, session_id, now, timings);
+            }
+            Reply::Failed | Reply::Unavailable => {
+                // Its server is down or broke off before the client saw anything: the
+                // client has proven nothing yet, and "unreachable" would tell it the
+                // account exists, so it fails like a wrong password.
+                self.decoy(pass, FailedBecause::UpstreamUnavailable, now, timings)
+            }
+        }
+    }
+
+    /// The client's answer to an upstream prompt.
+    fn answer(
+        &mut self,
+        pass: Pass,
+        payload: &[u8],
+        session_id: &[u8],
+        now: Instant,
+        timings: &dyn Timings,
+    ) {
+        if payload.first() == Some(&msg::USERAUTH_INFO_RESPONSE) {
+            if InfoResponse::parse(payload).is_err() {
+                return self.end(Refusal::MalformedInfoResponse, AuthFailure::Aborted);
+            }
+            self.act(Action::SendUpstream(payload.to_vec()));
+            self.act(Action::ReadUpstream);
+            self.state = State::Passing(Pass { since: now, ..pass });
+        } else {
+            // A new USERAUTH_REQUEST abandons this one (RFC 4256 3.2); the upstream
+            // treats the next request the same way.
+            self.carried = Some(payload.to_vec());
+            self.next_request(session_id, now, timings)
+        }
+    }
+
+    /// The answer an unknown user (or one whose server is down) gets: what a real
+    /// upstream would do (for keyboard-interactive a "Password: " prompt, after as long
+    /// as real prompts take, if most upstreams prompt), then failure after as long as
+    /// real refusals take.
+    fn decoy(&mut self, pass: Pass, because: FailedBecause, now: Instant, timings: &dyn Timings) {
+        let f = failure(pass.method(), because);
+        if pass.keyboard_interactive && timings.decoy_prompts() {
+            self.state = State::DecoyPrompting(f);
+            let at = pass.since + timings.decoy_time(Answer::Prompt);
+            self.act(Action::WaitUntil(at.max(now)));
+            return;
+        }
+        let until = if pass.keyboard_interactive {
+            // Most upstreams refuse keyboard-interactive at once (sshd's default): so
+            // does the decoy, padded like theirs.
+            pass.since + MIN_FAILURE_TIME
+        } else {
+            pass.since + timings.decoy_time(Answer::PasswordRefusal)
+        };
+        self.wait_then_fail_at(f, until, now)
+    }
+
+    fn decoy_answer(
+        &mut self,
+        f: Failed,
+        payload: &[u8],
+        session_id: &[u8],
+        now: Instant,
+        timings: &dyn Timings,
+    ) {
+        if payload.first() != Some(&msg::USERAUTH_INFO_RESPONSE) {
+            self.carried = Some(payload.to_vec());
+            return self.next_request(session_id, now, timings);
+        }
+        // Judged like a real answer: a malformed one ends the session for a known name
+        // too.
+        if InfoResponse::parse(payload).is_err() {
+            return self.end(Refusal::MalformedInfoResponse, AuthFailure::Aborted);
+        }
+        let until = now + timings.decoy_time(Answer::KeyboardRefusal);
+        self.wait_then_fail_at(f, until, now)
+    }
+
+    /// A timer the driver was asked for ([`Action::WaitUntil`]) went off.
+    pub fn timer(&mut self, session_id: &[u8], now: Instant, timings: &dyn Timings) {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::DecoyPrompting(f) => {
+                let prompt = auth::InfoRequest {
+                    name: "",
+                    instruction: "",
+                    language: "",
+                    prompts: vec![auth::Prompt {
+                        prompt: "Password: ",
+                        echo: false,
+                    }],
+                };
+                self.act(Action::SendClient(prompt.encode()));
+                self.act(Action::ReadClient);
+                self.state = State::DecoyAnswering(f);
+            }
+            State::Failing(f) => self.failed(f, session_id, now, timings),
+            other => {
+                self.state = other;
+                debug_assert!(false, "timer in state {:?}", self.state);
+            }
+        }
+    }
+
+    fn wait_then_fail(
+        &mut self,
+        f: Failed,
+        until: Instant,
+        session_id: &[u8],
+        now: Instant,
+        timings: &dyn Timings,
+    ) {
+        if until <= now {
+            return self.failed(f, session_id, now, timings);
+        }
+        self.wait_then_fail_at(f, until, now)
+    }
+
+    fn wait_then_fail_at(&mut self, f: Failed, until: Instant, now: Instant) {
+        // Never less than a real refusal.
+        self.state = State::Failing(f);
+        self.act(Action::WaitUntil(until.max(now)));
+    }
+
+    /// One failed attempt: log it (the client sees only USERAUTH_FAILURE), count it the
+    /// way sshd does, and answer, or hang up at the attempt limit.
+    fn failed(&mut self, f: Failed, session_id: &[u8], now: Instant, timings: &dyn Timings) {
+        let user = self.user().unwrap_or_default().to_owned();
+        let none = f.method == "none";
+        let method = f.method.as_str();
+        if none {
+            debug!(user = %Untrusted(&user), "method none: telling the client the methods");
+        } else {
+            info!(
+                user = %Untrusted(&user),
+                client = %self.peer,
+                method = %Untrusted(method),
+                key = f.key.as_deref().unwrap_or("-"),
+                reason = f.because.label(),
+                "login attempt failed"
+            );
+        }
+        let metric = match f.because {
+            FailedBecause::UnknownUser => Some(AuthFailure::UnknownUser),
+            FailedBecause::KeyRefused => Some(AuthFailure::WrongKey),
+            FailedBecause::UpstreamRefused | FailedBecause::UpstreamUnavailable => {
+                Some(AuthFailure::UpstreamRejected)
+            }
+            FailedBecause::KeyNotAuthorized | FailedBecause::MethodNotOffered => None,
+        };
+        if let Some(m) = metric {
+            self.act(Action::Count(m));
+        }
+        if self.attempts.failed(none, f.partial) == Next::HangUp {
+            info!(user = %Untrusted(&user), client = %self.peer, tries = self.attempts.failures(), "too many authentication failures: hanging up");
+            return self.end(Refusal::TooManyFailures, AuthFailure::Aborted);
+        }
+        self.act(Action::SendClient(auth::encode_failure(METHODS, f.partial)));
+        self.next_request(session_id, now, timings)
+    }
+}
+
+impl Pass {
+    fn method(&self) -> &'static str {
+        if self.keyboard_interactive {
+            "keyboard-interactive"
+        } else {
+            "password"
+        }
+    }
+}
+
+fn failure(method: &str, because: FailedBecause) -> Failed {
+    Failed {
+        method: method.to_owned(),
+        because,
+        partial: false,
+        key: None,
+    }
+}
+
+/// A refused public-key request (a query, or `signed`), for a `known` user or not.
+fn publickey_failure(known: bool, signed: bool, algorithm: &str, key_blob: &[u8]) -> Failed {
+    let because = match (known, signed) {
+        (false, _) => FailedBecause::UnknownUser,
+        (true, false) => FailedBecause::KeyNotAuthorized,
+        (true, true) => FailedBecause::KeyRefused,
+    };
+    Failed {
+        key: auth::check_publickey(algorithm, key_blob)
+            .ok()
+            .map(|(k, _)| k.fingerprint().to_string()),
+        ..failure("publickey", because)
+    }
+}
