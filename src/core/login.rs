@@ -745,3 +745,596 @@ fn publickey_failure(known: bool, signed: bool, algorithm: &str, key_blob: &[u8]
         ..failure("publickey", because)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use rand_core::SeedableRng;
+    use sshr_protocol::auth::{InfoRequest, Prompt};
+    use sshr_protocol::hostkey::{PrivateKey, SigAlg};
+
+    use super::*;
+
+    const SESSION: &[u8] = b"session id of the client leg";
+    const PROMPT: Duration = Duration::from_millis(700);
+    const PASSWORD: Duration = Duration::from_millis(2000);
+    const KEYBOARD: Duration = Duration::from_millis(1500);
+
+    /// Failure times that answer fixed values and record what they are told.
+    struct Fixed {
+        prompts: bool,
+        recorded: RefCell<Vec<(Answer, Duration)>>,
+        prompted: RefCell<Vec<bool>>,
+    }
+
+    fn fixed(prompts: bool) -> Fixed {
+        Fixed {
+            prompts,
+            recorded: RefCell::new(Vec::new()),
+            prompted: RefCell::new(Vec::new()),
+        }
+    }
+
+    impl Timings for Fixed {
+        fn decoy_time(&self, answer: Answer) -> Duration {
+            match answer {
+                Answer::Prompt => PROMPT,
+                Answer::PasswordRefusal => PASSWORD,
+                Answer::KeyboardRefusal => KEYBOARD,
+            }
+        }
+        fn decoy_prompts(&self) -> bool {
+            self.prompts
+        }
+        fn record_answer(&self, answer: Answer, took: Duration) {
+            self.recorded.borrow_mut().push((answer, took));
+        }
+        fn record_prompted(&self, prompted: bool) {
+            self.prompted.borrow_mut().push(prompted);
+        }
+    }
+
+    fn request(user: &str, method: Method<'_>) -> Vec<u8> {
+        Request {
+            user,
+            service: auth::CONNECTION_SERVICE,
+            method,
+        }
+        .encode()
+        .to_vec()
+    }
+
+    fn password(user: &str) -> Vec<u8> {
+        request(
+            user,
+            Method::Password {
+                password: "secret",
+                new_password: None,
+            },
+        )
+    }
+
+    fn keyboard(user: &str) -> Vec<u8> {
+        request(
+            user,
+            Method::KeyboardInteractive {
+                language: "",
+                submethods: "",
+            },
+        )
+    }
+
+    fn key(seed: u8) -> PrivateKey {
+        PrivateKey::generate_ed25519(&mut rand_chacha::ChaCha20Rng::from_seed([seed; 32]))
+    }
+
+    fn query(user: &str, k: &PrivateKey) -> Vec<u8> {
+        let blob = k.public().to_blob();
+        request(
+            user,
+            Method::PublicKey {
+                algorithm: "ssh-ed25519",
+                key_blob: &blob,
+                signature: None,
+            },
+        )
+    }
+
+    fn signed(user: &str, k: &PrivateKey, session: &[u8]) -> Vec<u8> {
+        auth::signed_publickey_request(session, user, auth::CONNECTION_SERVICE, k, SigAlg::Ed25519)
+            .unwrap()
+    }
+
+    fn answer(text: &str) -> Vec<u8> {
+        InfoResponse {
+            responses: vec![text],
+        }
+        .encode()
+        .to_vec()
+    }
+
+    fn info_request() -> Vec<u8> {
+        InfoRequest {
+            name: "",
+            instruction: "",
+            language: "",
+            prompts: vec![Prompt {
+                prompt: "Verification code: ",
+                echo: false,
+            }],
+        }
+        .encode()
+    }
+
+    /// A login and its clock; every step returns the actions it led to.
+    struct Run {
+        login: Login,
+        timings: Fixed,
+        now: Instant,
+    }
+
+    impl Run {
+        fn new(max_tries: u32) -> Run {
+            Self::with(max_tries, fixed(false))
+        }
+
+        fn with(max_tries: u32, timings: Fixed) -> Run {
+            let mut login = Login::new(max_tries, "192.0.2.7:50000".parse().unwrap());
+            assert_eq!(login.poll(), Some(Action::ReadClient));
+            Run {
+                login,
+                timings,
+                now: Instant::now(),
+            }
+        }
+
+        fn drain(&mut self) -> Vec<Action> {
+            std::iter::from_fn(|| self.login.poll()).collect()
+        }
+
+        fn client(&mut self, payload: &[u8]) -> Vec<Action> {
+            self.login
+                .client_message(payload, SESSION, self.now, &self.timings);
+            self.drain()
+        }
+
+        fn looked_up(&mut self, known: bool, keys: Vec<PublicKey>) -> Vec<Action> {
+            self.login
+                .looked_up(known, keys, SESSION, self.now, &self.timings);
+            self.drain()
+        }
+
+        fn upstream(&mut self, reply: Reply) -> Vec<Action> {
+            self.login.upstream(reply, SESSION, self.now, &self.timings);
+            self.drain()
+        }
+
+        /// Moves the clock to the wait's end and fires the timer.
+        fn timer(&mut self, at: Instant) -> Vec<Action> {
+            self.now = self.now.max(at);
+            self.login.timer(SESSION, self.now, &self.timings);
+            self.drain()
+        }
+
+        /// A first request for a user the hooks know (with `keys`) or not.
+        fn first(&mut self, payload: &[u8], known: bool, keys: Vec<PublicKey>) -> Vec<Action> {
+            let user = Request::parse(payload).unwrap().user.to_owned();
+            assert_eq!(self.client(payload), vec![Action::LookUp(user)]);
+            self.looked_up(known, keys)
+        }
+    }
+
+    fn failure_sent(partial: bool) -> Action {
+        Action::SendClient(auth::encode_failure(METHODS, partial))
+    }
+
+    fn wait_of(actions: &[Action]) -> Instant {
+        match actions {
+            [Action::WaitUntil(at)] => *at,
+            other => panic!("expected one wait, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn none_is_answered_with_the_methods_and_not_counted_the_first_time() {
+        let mut run = Run::new(2);
+        let none = request("alice", Method::None);
+        assert_eq!(
+            run.first(&none, true, vec![]),
+            vec![failure_sent(false), Action::ReadClient]
+        );
+        assert_eq!(run.login.failures(), 0);
+        assert_eq!(run.client(&none), vec![failure_sent(false), Action::ReadClient]);
+        assert_eq!(run.login.failures(), 1);
+    }
+
+    #[test]
+    fn an_unknown_method_fails_without_a_metric() {
+        let mut run = Run::new(6);
+        let hostbased = request("alice", Method::Other("hostbased"));
+        assert_eq!(
+            run.first(&hostbased, true, vec![]),
+            vec![failure_sent(false), Action::ReadClient]
+        );
+        assert_eq!(run.login.failures(), 1);
+    }
+
+    #[test]
+    fn an_authorized_key_is_offered_pk_ok_and_a_signature_logs_in_upstream() {
+        let k = key(1);
+        let mut run = Run::new(6);
+        let actions = run.first(&query("alice", &k), true, vec![k.public().clone()]);
+        assert!(matches!(&actions[..], [Action::SendClient(p), Action::ReadClient] if p[0] == msg::USERAUTH_PK_OK));
+        assert_eq!(run.login.failures(), 0, "PK_OK is not a failure");
+        assert_eq!(run.client(&signed("alice", &k, SESSION)), vec![Action::LoginWithKey]);
+        run.login.key_login(Ok(()));
+        assert_eq!(run.drain(), vec![Action::Succeed { method: "publickey" }]);
+    }
+
+    #[test]
+    fn a_signature_over_another_session_id_is_refused() {
+        let k = key(1);
+        let mut run = Run::new(6);
+        let replayed = signed("alice", &k, b"the upstream leg's session id");
+        let actions = run.first(&replayed, true, vec![k.public().clone()]);
+        assert_eq!(
+            actions,
+            vec![Action::Count(AuthFailure::WrongKey), failure_sent(false), Action::ReadClient]
+        );
+    }
+
+    #[test]
+    fn a_foreign_key_fails_and_counts_as_a_wrong_key_only_when_signed() {
+        let (mine, theirs) = (key(1), key(2));
+        let mut run = Run::new(6);
+        let actions = run.first(&query("alice", &theirs), true, vec![mine.public().clone()]);
+        assert_eq!(actions, vec![failure_sent(false), Action::ReadClient]);
+        let actions = run.client(&signed("alice", &theirs, SESSION));
+        assert_eq!(
+            actions,
+            vec![Action::Count(AuthFailure::WrongKey), failure_sent(false), Action::ReadClient]
+        );
+        assert_eq!(run.login.failures(), 2);
+    }
+
+    #[test]
+    fn an_unknown_name_with_a_valid_signature_still_fails() {
+        let k = key(1);
+        let mut run = Run::new(6);
+        let actions = run.first(&signed("mallory", &k, SESSION), false, vec![]);
+        assert_eq!(
+            actions,
+            vec![Action::Count(AuthFailure::UnknownUser), failure_sent(false), Action::ReadClient]
+        );
+    }
+
+    #[test]
+    fn the_proxys_own_upstream_login_failing_is_told_to_the_proven_client() {
+        let k = key(1);
+        let mut run = Run::new(6);
+        run.first(&signed("alice", &k, SESSION), true, vec![k.public().clone()]);
+        run.login
+            .key_login(Err((Refusal::UnexpectedHostKey, AuthFailure::UpstreamRejected)));
+        assert_eq!(
+            run.drain(),
+            vec![Action::Refuse(Refusal::UnexpectedHostKey, AuthFailure::UpstreamRejected)]
+        );
+    }
+
+    #[test]
+    fn the_attempt_limit_hangs_up_instead_of_the_last_failure() {
+        let (mine, theirs) = (key(1), key(2));
+        let mut run = Run::new(3);
+        run.first(&query("alice", &theirs), true, vec![mine.public().clone()]);
+        run.client(&query("alice", &theirs));
+        assert_eq!(
+            run.client(&query("alice", &theirs)),
+            vec![Action::Refuse(Refusal::TooManyFailures, AuthFailure::Aborted)]
+        );
+        assert_eq!(run.login.poll(), None, "nothing after the end");
+    }
+
+    #[test]
+    fn endless_queries_about_an_allowed_key_are_cut_off() {
+        let k = key(1);
+        let mut run = Run::new(2);
+        run.first(&query("alice", &k), true, vec![k.public().clone()]);
+        let mut ended = None;
+        for i in 0..100 {
+            let actions = run.client(&query("alice", &k));
+            if let [Action::Refuse(r, _)] = &actions[..] {
+                ended = Some((i, *r));
+                break;
+            }
+        }
+        let (i, refusal) = ended.expect("cut off");
+        assert_eq!(refusal, Refusal::TooManyRequests);
+        assert!(i < 2 * crate::core::attempts::MAX_REQUESTS_PER_TRY as usize);
+    }
+
+    #[test]
+    fn broken_requests_end_the_login_with_their_reason() {
+        let cases: [(Vec<u8>, Refusal); 3] = [
+            (vec![msg::SERVICE_REQUEST], Refusal::ExpectedUserauth),
+            (vec![msg::USERAUTH_REQUEST, 0, 0], Refusal::MalformedRequest),
+            (
+                Request {
+                    user: "alice",
+                    service: "ssh-userauth",
+                    method: Method::None,
+                }
+                .encode()
+                .to_vec(),
+                Refusal::WrongService,
+            ),
+        ];
+        for (payload, refusal) in cases {
+            let mut run = Run::new(6);
+            assert_eq!(
+                run.client(&payload),
+                vec![Action::Refuse(refusal, AuthFailure::Aborted)],
+                "{refusal:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_user_name_may_not_change() {
+        let mut run = Run::new(6);
+        run.first(&request("alice", Method::None), true, vec![]);
+        assert_eq!(
+            run.client(&request("bob", Method::None)),
+            vec![Action::Refuse(Refusal::UserChanged, AuthFailure::Aborted)]
+        );
+    }
+
+    #[test]
+    fn implausible_names_are_not_looked_up() {
+        for name in ["", "a\nb", &"x".repeat(MAX_USER_NAME + 1)] {
+            let mut run = Run::new(6);
+            let actions = run.client(&request(name, Method::None));
+            assert_eq!(actions, vec![failure_sent(false), Action::ReadClient], "{name:?}");
+        }
+    }
+
+    #[test]
+    fn a_password_goes_upstream_and_success_shows_the_held_banners() {
+        let mut run = Run::new(6);
+        let p = password("alice");
+        assert_eq!(run.first(&p, true, vec![]), vec![Action::PassThrough(p.clone())]);
+        let banner = auth::encode_banner("welcome\n");
+        assert_eq!(run.upstream(Reply::ForClient(banner.clone())), vec![Action::ReadUpstream]);
+        assert_eq!(
+            run.upstream(Reply::Success),
+            vec![Action::SendClient(banner), Action::Succeed { method: "password" }]
+        );
+    }
+
+    #[test]
+    fn a_refused_password_takes_at_least_the_minimum_and_is_timed() {
+        let mut run = Run::new(6);
+        let start = run.now;
+        run.first(&password("alice"), true, vec![]);
+        run.now += Duration::from_millis(100);
+        let wait = wait_of(&run.upstream(Reply::Failure { partial: false }));
+        assert_eq!(wait, start + MIN_FAILURE_TIME);
+        assert_eq!(
+            run.timings.recorded.borrow().as_slice(),
+            &[(Answer::PasswordRefusal, Duration::from_millis(100))]
+        );
+        assert_eq!(
+            run.timer(wait),
+            vec![
+                Action::Count(AuthFailure::UpstreamRejected),
+                failure_sent(false),
+                Action::ReadClient
+            ]
+        );
+    }
+
+    #[test]
+    fn a_slow_refusal_is_answered_at_once() {
+        let mut run = Run::new(6);
+        run.first(&password("alice"), true, vec![]);
+        run.now += Duration::from_secs(3);
+        assert_eq!(
+            run.upstream(Reply::Failure { partial: false }),
+            vec![
+                Action::Count(AuthFailure::UpstreamRejected),
+                failure_sent(false),
+                Action::ReadClient
+            ]
+        );
+    }
+
+    #[test]
+    fn partial_success_is_passed_on_and_not_counted() {
+        let mut run = Run::new(1);
+        run.first(&password("alice"), true, vec![]);
+        run.now += Duration::from_secs(1);
+        let actions = run.upstream(Reply::Failure { partial: true });
+        assert_eq!(actions[1..], [failure_sent(true), Action::ReadClient]);
+        assert_eq!(run.login.failures(), 0);
+        assert!(run.timings.recorded.borrow().is_empty(), "not a refusal of what was typed");
+    }
+
+    #[test]
+    fn an_unknown_name_gets_a_password_decoy_as_slow_as_real_refusals() {
+        let mut run = Run::new(6);
+        let start = run.now;
+        let wait = wait_of(&run.first(&password("mallory"), false, vec![]));
+        assert_eq!(wait, start + PASSWORD);
+        assert_eq!(
+            run.timer(wait),
+            vec![
+                Action::Count(AuthFailure::UnknownUser),
+                failure_sent(false),
+                Action::ReadClient
+            ]
+        );
+    }
+
+    #[test]
+    fn keyboard_interactive_decoy_refuses_at_once_where_upstreams_do() {
+        let mut run = Run::with(6, fixed(false));
+        let start = run.now;
+        let wait = wait_of(&run.first(&keyboard("mallory"), false, vec![]));
+        assert_eq!(wait, start + MIN_FAILURE_TIME);
+    }
+
+    #[test]
+    fn keyboard_interactive_decoy_prompts_where_upstreams_do() {
+        let mut run = Run::with(6, fixed(true));
+        let start = run.now;
+        let wait = wait_of(&run.first(&keyboard("mallory"), false, vec![]));
+        assert_eq!(wait, start + PROMPT);
+        let actions = run.timer(wait);
+        assert!(
+            matches!(&actions[..], [Action::SendClient(p), Action::ReadClient] if InfoRequest::parse(p).is_ok()),
+            "{actions:?}"
+        );
+        let typed = run.now;
+        let wait = wait_of(&run.client(&answer("guess")));
+        assert_eq!(wait, typed + KEYBOARD);
+        assert_eq!(run.timer(wait)[0], Action::Count(AuthFailure::UnknownUser));
+    }
+
+    #[test]
+    fn a_malformed_answer_ends_a_decoy_like_a_real_exchange() {
+        let mut run = Run::with(6, fixed(true));
+        let wait = wait_of(&run.first(&keyboard("mallory"), false, vec![]));
+        run.timer(wait);
+        assert_eq!(
+            run.client(&[msg::USERAUTH_INFO_RESPONSE, 0, 0, 0, 9]),
+            vec![Action::Refuse(Refusal::MalformedInfoResponse, AuthFailure::Aborted)]
+        );
+    }
+
+    #[test]
+    fn a_new_request_instead_of_an_answer_abandons_the_decoy() {
+        let mut run = Run::with(6, fixed(true));
+        let wait = wait_of(&run.first(&keyboard("mallory"), false, vec![]));
+        run.timer(wait);
+        // No failure for the abandoned prompt: the new request is handled at once.
+        let actions = run.client(&request("mallory", Method::None));
+        assert_eq!(actions, vec![failure_sent(false), Action::ReadClient]);
+    }
+
+    #[test]
+    fn upstream_prompts_go_to_the_client_and_answers_go_back() {
+        let mut run = Run::with(6, fixed(false));
+        let start = run.now;
+        let ki = keyboard("alice");
+        assert_eq!(run.first(&ki, true, vec![]), vec![Action::PassThrough(ki)]);
+        run.now += Duration::from_millis(50);
+        let prompt = info_request();
+        assert_eq!(
+            run.upstream(Reply::ForClient(prompt.clone())),
+            vec![Action::SendClient(prompt), Action::ReadClient]
+        );
+        assert_eq!(
+            run.timings.recorded.borrow().as_slice(),
+            &[(Answer::Prompt, Duration::from_millis(50))]
+        );
+        assert_eq!(run.timings.prompted.borrow().as_slice(), &[true]);
+        run.now += Duration::from_secs(5); // the user types
+        let typed = run.now;
+        assert_eq!(
+            run.client(&answer("123456")),
+            vec![Action::SendUpstream(answer("123456")), Action::ReadUpstream]
+        );
+        run.now += Duration::from_millis(100);
+        let wait = wait_of(&run.upstream(Reply::Failure { partial: false }));
+        assert_eq!(wait, typed + MIN_FAILURE_TIME, "timed from the answer, not the request");
+        assert_eq!(
+            run.timings.recorded.borrow()[1],
+            (Answer::KeyboardRefusal, Duration::from_millis(100))
+        );
+        assert!(start < typed);
+    }
+
+    #[test]
+    fn a_keyboard_interactive_refusal_without_a_prompt_is_recorded_as_such() {
+        let mut run = Run::with(6, fixed(false));
+        run.first(&keyboard("alice"), true, vec![]);
+        run.upstream(Reply::Failure { partial: false });
+        assert_eq!(run.timings.prompted.borrow().as_slice(), &[false]);
+        assert!(run.timings.recorded.borrow().is_empty());
+    }
+
+    #[test]
+    fn an_upstream_that_breaks_off_before_a_prompt_gets_the_decoy() {
+        let mut run = Run::new(6);
+        let start = run.now;
+        run.first(&password("alice"), true, vec![]);
+        let wait = wait_of(&run.upstream(Reply::Failed));
+        assert_eq!(wait, start + PASSWORD, "timed like a refusal, not an error");
+        assert_eq!(
+            run.timer(wait)[0],
+            Action::Count(AuthFailure::UpstreamRejected)
+        );
+        // Its server is gone: the next attempt gets the decoy too (the driver says so).
+        let p = password("alice");
+        assert_eq!(run.client(&p), vec![Action::PassThrough(p)]);
+        let wait = wait_of(&run.upstream(Reply::Unavailable));
+        assert_eq!(wait, run.now + PASSWORD);
+    }
+
+    #[test]
+    fn an_upstream_that_breaks_off_after_a_prompt_is_mimicked_from_the_answer() {
+        let mut run = Run::new(6);
+        run.first(&password("alice"), true, vec![]);
+        let change = vec![60]; // SSH_MSG_USERAUTH_PASSWD_CHANGEREQ
+        run.upstream(Reply::ForClient(change));
+        run.now += Duration::from_secs(2);
+        // The client's answer could not be sent: the read queued after it is dropped.
+        let new_password = request(
+            "alice",
+            Method::Password {
+                password: "old",
+                new_password: Some("new"),
+            },
+        );
+        // A password change answer is a new request: it abandons the exchange.
+        let actions = run.client(&new_password);
+        assert_eq!(actions, vec![Action::PassThrough(new_password)]);
+        run.upstream(Reply::ForClient(info_request()));
+        let actions = run.client(&answer("x"));
+        assert_eq!(actions, vec![Action::SendUpstream(answer("x")), Action::ReadUpstream]);
+        let failed_at = run.now;
+        let wait = wait_of(&run.upstream(Reply::Failed));
+        assert_eq!(wait, failed_at + PASSWORD);
+    }
+
+    #[test]
+    fn banners_are_held_within_a_bound_and_never_shown_on_failure() {
+        let mut run = Run::new(6);
+        run.first(&password("alice"), true, vec![]);
+        for i in 0..(MAX_HELD_BANNERS + 5) {
+            run.upstream(Reply::ForClient(auth::encode_banner(&format!("{i}"))));
+        }
+        run.now += Duration::from_secs(1);
+        let actions = run.upstream(Reply::Failure { partial: false });
+        assert!(actions.iter().all(|a| !matches!(a, Action::SendClient(p) if p[0] == msg::USERAUTH_BANNER)));
+        let p = password("alice");
+        run.client(&p);
+        let actions = run.upstream(Reply::Success);
+        let shown = actions
+            .iter()
+            .filter(|a| matches!(a, Action::SendClient(p) if p[0] == msg::USERAUTH_BANNER))
+            .count();
+        assert_eq!(shown, MAX_HELD_BANNERS);
+    }
+
+    #[test]
+    fn penalties_follow_who_ended_the_login() {
+        assert_eq!(offence(true, 0), Some(Offence::NoAuth));
+        assert_eq!(offence(true, 3), Some(Offence::AuthFail));
+        assert_eq!(offence(false, 3), None);
+        assert!(AuthFailure::Aborted.is_the_clients_doing());
+        assert!(AuthFailure::WrongKey.is_the_clients_doing());
+        assert!(!AuthFailure::UpstreamRejected.is_the_clients_doing());
+        assert!(!AuthFailure::HookError.is_the_clients_doing());
+    }
+}
