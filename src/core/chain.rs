@@ -1,7 +1,12 @@
 //! A virtual-time chain for tests, in the manner of quinn-proto's `Pair`: a client
-//! transport, the proxy's two legs driven by the core's relay decisions, and an
-//! upstream transport, all in memory. Relays, rekeys on either leg and tunnel policy
-//! run deterministically in milliseconds, without sockets, root or sshd.
+//! transport, the proxy's two legs driven by the core's login and relay decisions, and
+//! an upstream transport, all in memory. Logins passed through, relays, rekeys on
+//! either leg and tunnel policy run deterministically in milliseconds, without sockets,
+//! root or sshd; waits (decoys, failure padding) pass in virtual time.
+//!
+//! The login phase ([`Chain::begin_login`]) runs the core's [`Login`] as
+//! `proxy::session` does, with the hooks' answers and the upstream's authentication
+//! scripted by the test.
 //!
 //! The proxy in the middle reads each packet in place, asks [`classify`] what to do
 //! with it and [`forward_step`] how to pass it on, exactly as the relay's pumps do; only
@@ -12,11 +17,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sshr_protocol::hostkey::PrivateKey;
+use sshr_protocol::auth::{self, Request};
+use sshr_protocol::hostkey::{PrivateKey, PublicKey, SigAlg};
 use sshr_protocol::msg;
 use sshr_protocol::transport::{ClientOptions, Config, HostKeyCheck, Input, Transport};
 use sshr_testsupport::pair::{exchange, until_quiet, Clock, Endpoint};
 
+use crate::core::failure_times::Answer;
+use crate::core::login::{Action, AuthFailure, Login, Reply, Timings};
+use crate::core::refusal::Refusal;
 use crate::core::relay::{classify, forward_step, Step, Verdict};
 use crate::core::tunnel::{encode_open_failure, Tunnels};
 use crate::core::values::{Side, TunnelPolicy, TunnelSettings};
@@ -35,6 +44,8 @@ pub struct Chain {
     pub forwarded: (usize, usize),
     /// Of those, re-sealed in place (the rest were sealed from a copy or queued).
     pub sealed_in_place: (usize, usize),
+    /// The login phase, when the chain runs one (see [`Chain::begin_login`]).
+    pub login: Option<LoginPhase>,
 }
 
 /// Settings of one chain: each leg's transport configuration (both ends of a leg use
@@ -95,6 +106,7 @@ impl Chain {
             clock,
             forwarded: (0, 0),
             sealed_in_place: (0, 0),
+            login: None,
         };
         let now = chain.clock.now();
         until_quiet(|| {
@@ -128,6 +140,10 @@ impl Chain {
     /// Move bytes along the chain until nothing changes.
     pub fn drive(&mut self) {
         until_quiet(|| self.round());
+        // A refused login ends the client leg with a DISCONNECT, which its client reports.
+        if matches!(&self.login, Some(p) if matches!(p.outcome, Some(Err(_)))) {
+            return;
+        }
         for e in [
             &self.client,
             &self.proxy_client_leg,
@@ -151,8 +167,11 @@ impl Chain {
         }
     }
 
-    /// One round: the outer links, then the proxy relaying each way.
+    /// One round: the outer links, then the proxy's login or its relay each way.
     fn round(&mut self) -> bool {
+        if let Some(progress) = self.login_round() {
+            return progress;
+        }
         let now = self.clock.now();
         let mut progress = false;
         // The outer ends read what arrives like any peer.
@@ -262,6 +281,270 @@ fn relay(
     // The relay has no use for the transports' events.
     while from.t.poll_event().is_some() {}
     batch
+}
+
+/// The upstream's side of user authentication, scripted by a test: a user-auth message
+/// (a request, or an INFO_RESPONSE) and the upstream leg's session id in, the server's
+/// replies out.
+pub type UpstreamAuth = Box<dyn FnMut(&[u8], &[u8]) -> Vec<Vec<u8>>>;
+
+/// The hooks' answer for a user name: its authorized keys, `None` for an unknown name.
+pub type Directory = Box<dyn Fn(&str) -> Option<Vec<PublicKey>>>;
+
+/// What the login driver waits for.
+enum Awaiting {
+    /// An action of the login that needs input that has not arrived yet.
+    Action(Action),
+    /// The upstream's answer to the proxy's own public-key login.
+    KeyLogin,
+}
+
+/// The login phase of a chain: the core's [`Login`] on the client leg, driven the way
+/// `proxy::session` drives it, with the hooks and the upstream's authentication
+/// scripted.
+pub struct LoginPhase {
+    pub login: Login,
+    pub directory: Directory,
+    pub upstream_auth: UpstreamAuth,
+    /// The user name the proxy logs in as upstream.
+    pub upstream_user: String,
+    /// The key the proxy logs in upstream with.
+    pub proxy_key: PrivateKey,
+    pub timings: FixedTimings,
+    awaiting: Option<Awaiting>,
+    /// Failures counted in the metrics.
+    pub counted: Vec<AuthFailure>,
+    /// How it ended: `Ok(method)` or the refusal.
+    pub outcome: Option<Result<&'static str, Refusal>>,
+}
+
+/// Failure times of fixed values, for deterministic decoys.
+pub struct FixedTimings {
+    pub prompt: Duration,
+    pub password_refusal: Duration,
+    pub keyboard_refusal: Duration,
+    pub prompts: bool,
+}
+
+impl Default for FixedTimings {
+    fn default() -> Self {
+        FixedTimings {
+            prompt: Duration::from_millis(400),
+            password_refusal: Duration::from_millis(2000),
+            keyboard_refusal: Duration::from_millis(1500),
+            prompts: false,
+        }
+    }
+}
+
+impl Timings for FixedTimings {
+    fn decoy_time(&self, answer: Answer) -> Duration {
+        match answer {
+            Answer::Prompt => self.prompt,
+            Answer::PasswordRefusal => self.password_refusal,
+            Answer::KeyboardRefusal => self.keyboard_refusal,
+        }
+    }
+    fn decoy_prompts(&self) -> bool {
+        self.prompts
+    }
+    fn record_answer(&self, _: Answer, _: Duration) {}
+    fn record_prompted(&self, _: bool) {}
+}
+
+impl LoginPhase {
+    pub fn new(directory: Directory, upstream_auth: UpstreamAuth) -> LoginPhase {
+        LoginPhase {
+            login: Login::new(6, "192.0.2.1:40000".parse().expect("an address")),
+            directory,
+            upstream_auth,
+            upstream_user: "root".into(),
+            proxy_key: key(9)[0].clone(),
+            timings: FixedTimings::default(),
+            awaiting: None,
+            counted: Vec::new(),
+            outcome: None,
+        }
+    }
+}
+
+impl Chain {
+    /// Starts the login phase: the client and the proxy's upstream leg ask for the
+    /// ssh-userauth service. [`Chain::drive`] then runs the login until it ends, moving
+    /// the clock over every wait; after a successful login it relays.
+    pub fn begin_login(&mut self, phase: LoginPhase) {
+        self.client
+            .t
+            .request_service("ssh-userauth")
+            .expect("service request");
+        self.proxy_upstream_leg
+            .t
+            .request_service("ssh-userauth")
+            .expect("service request");
+        self.login = Some(phase);
+    }
+
+    /// One round of the login phase; `None` once the login succeeded (relay from now).
+    fn login_round(&mut self) -> Option<bool> {
+        let phase = self.login.as_mut()?;
+        if let Some(Ok(_)) = phase.outcome {
+            return None;
+        }
+        let now = self.clock.now();
+        let mut progress = false;
+        progress |= deliver(&mut self.client, &mut self.proxy_client_leg);
+        progress |= deliver(&mut self.upstream, &mut self.proxy_upstream_leg);
+        progress |= deliver(&mut self.proxy_client_leg, &mut self.client);
+        progress |= deliver(&mut self.proxy_upstream_leg, &mut self.upstream);
+        for e in [
+            &mut self.client,
+            &mut self.proxy_client_leg,
+            &mut self.proxy_upstream_leg,
+            &mut self.upstream,
+        ] {
+            progress |= e.read_all(now);
+        }
+        // The upstream's authentication answers what reached it.
+        let session = self.upstream.t.session_id().unwrap_or_default().to_vec();
+        for m in std::mem::take(&mut self.upstream.got) {
+            for reply in (phase.upstream_auth)(&m, &session) {
+                self.upstream.send(&reply);
+            }
+            progress = true;
+        }
+        progress |= self.step_login();
+        Some(progress)
+    }
+
+    /// Performs the login's actions until one needs input that has not arrived.
+    fn step_login(&mut self) -> bool {
+        let Some(phase) = self.login.as_mut() else {
+            return false;
+        };
+        let client_session = self
+            .proxy_client_leg
+            .t
+            .session_id()
+            .unwrap_or_default()
+            .to_vec();
+        let mut progress = false;
+        loop {
+            if phase.outcome.is_some() {
+                return progress;
+            }
+            let now = self.clock.now();
+            let action = match phase.awaiting.take() {
+                Some(Awaiting::KeyLogin) => match take_first(&mut self.proxy_upstream_leg.got) {
+                    Some(reply) if reply[0] == msg::USERAUTH_SUCCESS => {
+                        phase.login.key_login(Ok(()));
+                        continue;
+                    }
+                    Some(reply) if reply[0] == msg::USERAUTH_BANNER => {
+                        self.proxy_client_leg.send(&reply);
+                        phase.awaiting = Some(Awaiting::KeyLogin);
+                        continue;
+                    }
+                    Some(_) => {
+                        let refused = (Refusal::LoginRefused, AuthFailure::UpstreamRejected);
+                        phase.login.key_login(Err(refused));
+                        continue;
+                    }
+                    None => {
+                        phase.awaiting = Some(Awaiting::KeyLogin);
+                        return progress;
+                    }
+                },
+                Some(Awaiting::Action(a)) => a,
+                None => match phase.login.poll() {
+                    Some(a) => a,
+                    None => return progress,
+                },
+            };
+            progress = true;
+            match action {
+                Action::ReadClient => match take_first(&mut self.proxy_client_leg.got) {
+                    Some(m) => phase
+                        .login
+                        .client_message(&m, &client_session, now, &phase.timings),
+                    None => {
+                        phase.awaiting = Some(Awaiting::Action(Action::ReadClient));
+                        return false;
+                    }
+                },
+                Action::SendClient(p) => self.proxy_client_leg.send(&p),
+                Action::LookUp(user) => {
+                    let keys = (phase.directory)(&user);
+                    let known = keys.is_some();
+                    let keys = keys.unwrap_or_default();
+                    phase
+                        .login
+                        .looked_up(known, keys, &client_session, now, &phase.timings);
+                }
+                Action::LoginWithKey => {
+                    let session = self.proxy_upstream_leg.t.session_id().unwrap_or_default();
+                    let request = auth::signed_publickey_request(
+                        session,
+                        &phase.upstream_user,
+                        auth::CONNECTION_SERVICE,
+                        &phase.proxy_key,
+                        SigAlg::Ed25519,
+                    )
+                    .expect("signed");
+                    self.proxy_upstream_leg.send(&request);
+                    phase.awaiting = Some(Awaiting::KeyLogin);
+                }
+                Action::PassThrough(request) => {
+                    let req = Request::parse(&request).expect("parsed by the login");
+                    let upstream = Request {
+                        user: &phase.upstream_user,
+                        ..req
+                    };
+                    self.proxy_upstream_leg.send(&upstream.encode());
+                    phase.awaiting = Some(Awaiting::Action(Action::ReadUpstream));
+                }
+                Action::ReadUpstream => match take_first(&mut self.proxy_upstream_leg.got) {
+                    Some(m) => {
+                        let reply = match m[0] {
+                            msg::USERAUTH_SUCCESS => Reply::Success,
+                            msg::USERAUTH_FAILURE => Reply::Failure {
+                                partial: auth::Failure::parse(&m).is_ok_and(|f| f.partial_success),
+                            },
+                            _ => Reply::ForClient(m),
+                        };
+                        phase
+                            .login
+                            .upstream(reply, &client_session, now, &phase.timings);
+                    }
+                    None => {
+                        phase.awaiting = Some(Awaiting::Action(Action::ReadUpstream));
+                        return false;
+                    }
+                },
+                Action::SendUpstream(p) => self.proxy_upstream_leg.send(&p),
+                Action::WaitUntil(at) => {
+                    // Virtual time: the wait is over at once.
+                    self.clock.advance(at.saturating_duration_since(now));
+                    let now = self.clock.now();
+                    phase.login.timer(&client_session, now, &phase.timings);
+                }
+                Action::Count(f) => phase.counted.push(f),
+                Action::Succeed { method } => {
+                    self.proxy_client_leg.send(&auth::encode_success());
+                    phase.outcome = Some(Ok(method));
+                }
+                Action::Refuse(refusal, _) => {
+                    self.proxy_client_leg
+                        .t
+                        .disconnect(refusal.code(), refusal.message());
+                    phase.outcome = Some(Err(refusal));
+                }
+            }
+        }
+    }
+}
+
+fn take_first(got: &mut Vec<Vec<u8>>) -> Option<Vec<u8>> {
+    (!got.is_empty()).then(|| got.remove(0))
 }
 
 #[cfg(test)]
@@ -487,5 +770,237 @@ mod tests {
         assert!(chain.client.got.iter().all(|p| p[0] != msg::GLOBAL_REQUEST));
         assert_eq!(chain.client.take(), vec![msg::REQUEST_FAILURE]);
         assert!(chain.upstream.got.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod login_tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use sshr_protocol::auth::{InfoRequest, InfoResponse, Method, Prompt};
+
+    use super::*;
+    use crate::core::failure_times::MIN_FAILURE_TIME;
+    use crate::core::login::METHODS;
+
+    fn client_key() -> PrivateKey {
+        key(7)[0].clone()
+    }
+
+    /// Knows "alice" (with the client key).
+    fn directory() -> Directory {
+        Box::new(|user| (user == "alice").then(|| vec![client_key().public().clone()]))
+    }
+
+    /// An upstream that takes "root" with password "secret", keyboard-interactive with
+    /// the code "123456", or the proxy's key; it logs what reached it.
+    fn upstream(seen: Rc<RefCell<Vec<String>>>, proxy_key: PublicKey) -> UpstreamAuth {
+        Box::new(move |m, session| {
+            let failure = auth::encode_failure(METHODS, false);
+            if m[0] == msg::USERAUTH_INFO_RESPONSE {
+                let r = InfoResponse::parse(m).unwrap();
+                seen.borrow_mut().push(format!("answer {}", r.responses[0]));
+                return vec![if r.responses == ["123456"] {
+                    auth::encode_success()
+                } else {
+                    failure
+                }];
+            }
+            let req = Request::parse(m).unwrap();
+            seen.borrow_mut()
+                .push(format!("{} {}", req.user, req.method.name()));
+            match req.method {
+                Method::Password { password, .. } if password == "secret" => {
+                    vec![
+                        auth::encode_banner("upstream says hello\n"),
+                        auth::encode_success(),
+                    ]
+                }
+                Method::KeyboardInteractive { .. } => vec![InfoRequest {
+                    name: "",
+                    instruction: "",
+                    language: "",
+                    prompts: vec![Prompt {
+                        prompt: "Code: ",
+                        echo: false,
+                    }],
+                }
+                .encode()],
+                Method::PublicKey {
+                    algorithm,
+                    key_blob,
+                    signature: Some(sig),
+                } => {
+                    let ok = auth::verify_publickey(
+                        session,
+                        req.user,
+                        req.service,
+                        algorithm,
+                        key_blob,
+                        sig,
+                    )
+                    .is_ok_and(|k| k == proxy_key);
+                    vec![if ok { auth::encode_success() } else { failure }]
+                }
+                _ => vec![failure],
+            }
+        })
+    }
+
+    fn chain() -> (Chain, Rc<RefCell<Vec<String>>>) {
+        let mut chain = Chain::new(ChainConfig::default());
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let phase = LoginPhase::new(directory(), Box::new(|_, _| Vec::new()));
+        let proxy_key = phase.proxy_key.public().clone();
+        chain.begin_login(LoginPhase {
+            upstream_auth: upstream(seen.clone(), proxy_key),
+            ..phase
+        });
+        chain.drive();
+        (chain, seen)
+    }
+
+    fn password(user: &str, password: &str) -> Vec<u8> {
+        Request {
+            user,
+            service: auth::CONNECTION_SERVICE,
+            method: Method::Password {
+                password,
+                new_password: None,
+            },
+        }
+        .encode()
+        .to_vec()
+    }
+
+    fn outcome(chain: &Chain) -> Option<Result<&'static str, Refusal>> {
+        chain.login.as_ref().and_then(|p| p.outcome)
+    }
+
+    fn relays(chain: &mut Chain) {
+        let data = crate::core::tunnel::fixtures::data(3, 100);
+        chain.client.send(&data);
+        chain.upstream.send(&data);
+        chain.drive();
+        assert_eq!(chain.upstream.got, vec![data.clone()]);
+        assert_eq!(chain.client.got.last(), Some(&data));
+    }
+
+    #[test]
+    fn a_password_login_passes_through_then_relays() {
+        let (mut chain, seen) = chain();
+        chain.client.send(&password("alice", "secret"));
+        chain.drive();
+        assert_eq!(outcome(&chain), Some(Ok("password")));
+        assert_eq!(
+            seen.borrow().as_slice(),
+            ["root password"],
+            "as the upstream user"
+        );
+        let got: Vec<u8> = chain.client.got.iter().map(|m| m[0]).collect();
+        assert_eq!(got, [msg::USERAUTH_BANNER, msg::USERAUTH_SUCCESS]);
+        chain.client.got.clear();
+        relays(&mut chain);
+    }
+
+    #[test]
+    fn a_wrong_password_fails_after_the_minimum_time() {
+        let (mut chain, seen) = chain();
+        let start = chain.clock.now();
+        chain.client.send(&password("alice", "guess"));
+        chain.drive();
+        assert_eq!(outcome(&chain), None, "the login goes on");
+        assert_eq!(chain.client.take(), auth::encode_failure(METHODS, false));
+        assert!(chain.clock.now() >= start + MIN_FAILURE_TIME);
+        assert_eq!(seen.borrow().len(), 1);
+        // No banner was shown for the failure.
+        assert!(chain.client.got.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_name_gets_a_decoy_that_never_reaches_the_upstream() {
+        let (mut chain, seen) = chain();
+        let start = chain.clock.now();
+        chain.client.send(&password("mallory", "secret"));
+        chain.drive();
+        assert_eq!(chain.client.take(), auth::encode_failure(METHODS, false));
+        let decoy = chain.login.as_ref().unwrap().timings.password_refusal;
+        assert_eq!(chain.clock.now(), start + decoy, "as slow as real refusals");
+        assert!(seen.borrow().is_empty());
+        assert_eq!(
+            chain.login.as_ref().unwrap().counted,
+            [AuthFailure::UnknownUser]
+        );
+    }
+
+    #[test]
+    fn keyboard_interactive_prompts_and_answers_pass_through() {
+        let (mut chain, seen) = chain();
+        let ki = Request {
+            user: "alice",
+            service: auth::CONNECTION_SERVICE,
+            method: Method::KeyboardInteractive {
+                language: "",
+                submethods: "",
+            },
+        };
+        chain.client.send(&ki.encode());
+        chain.drive();
+        let prompt = chain.client.take();
+        assert_eq!(
+            InfoRequest::parse(&prompt).unwrap().prompts[0].prompt,
+            "Code: "
+        );
+        chain.client.send(
+            &InfoResponse {
+                responses: vec!["123456"],
+            }
+            .encode(),
+        );
+        chain.drive();
+        assert_eq!(outcome(&chain), Some(Ok("keyboard-interactive")));
+        assert_eq!(
+            seen.borrow().as_slice(),
+            ["root keyboard-interactive", "answer 123456"]
+        );
+        chain.client.got.clear();
+        relays(&mut chain);
+    }
+
+    #[test]
+    fn a_proven_key_makes_the_proxy_log_in_upstream_with_its_own() {
+        let (mut chain, seen) = chain();
+        let session = chain.client.t.session_id().unwrap().to_vec();
+        let request = auth::signed_publickey_request(
+            &session,
+            "alice",
+            auth::CONNECTION_SERVICE,
+            &client_key(),
+            SigAlg::Ed25519,
+        )
+        .unwrap();
+        chain.client.send(&request);
+        chain.drive();
+        assert_eq!(outcome(&chain), Some(Ok("publickey")));
+        assert_eq!(seen.borrow().as_slice(), ["root publickey"]);
+        chain.client.got.clear();
+        relays(&mut chain);
+    }
+
+    #[test]
+    fn too_many_failures_end_with_the_reason() {
+        let (mut chain, _) = chain();
+        for _ in 0..6 {
+            chain.client.send(&password("alice", "guess"));
+            chain.drive();
+        }
+        assert_eq!(outcome(&chain), Some(Err(Refusal::TooManyFailures)));
+        match &chain.client.error {
+            Some(sshr_protocol::Error::PeerDisconnected { description, .. }) => {
+                assert_eq!(description, Refusal::TooManyFailures.message())
+            }
+            other => panic!("the client was not told: {other:?}"),
+        }
     }
 }

@@ -945,7 +945,10 @@ mod tests {
             vec![failure_sent(false), Action::ReadClient]
         );
         assert_eq!(run.login.failures(), 0);
-        assert_eq!(run.client(&none), vec![failure_sent(false), Action::ReadClient]);
+        assert_eq!(
+            run.client(&none),
+            vec![failure_sent(false), Action::ReadClient]
+        );
         assert_eq!(run.login.failures(), 1);
     }
 
@@ -965,11 +968,21 @@ mod tests {
         let k = key(1);
         let mut run = Run::new(6);
         let actions = run.first(&query("alice", &k), true, vec![k.public().clone()]);
-        assert!(matches!(&actions[..], [Action::SendClient(p), Action::ReadClient] if p[0] == msg::USERAUTH_PK_OK));
+        assert!(
+            matches!(&actions[..], [Action::SendClient(p), Action::ReadClient] if p[0] == msg::USERAUTH_PK_OK)
+        );
         assert_eq!(run.login.failures(), 0, "PK_OK is not a failure");
-        assert_eq!(run.client(&signed("alice", &k, SESSION)), vec![Action::LoginWithKey]);
+        assert_eq!(
+            run.client(&signed("alice", &k, SESSION)),
+            vec![Action::LoginWithKey]
+        );
         run.login.key_login(Ok(()));
-        assert_eq!(run.drain(), vec![Action::Succeed { method: "publickey" }]);
+        assert_eq!(
+            run.drain(),
+            vec![Action::Succeed {
+                method: "publickey"
+            }]
+        );
     }
 
     #[test]
@@ -980,7 +993,11 @@ mod tests {
         let actions = run.first(&replayed, true, vec![k.public().clone()]);
         assert_eq!(
             actions,
-            vec![Action::Count(AuthFailure::WrongKey), failure_sent(false), Action::ReadClient]
+            vec![
+                Action::Count(AuthFailure::WrongKey),
+                failure_sent(false),
+                Action::ReadClient
+            ]
         );
     }
 
@@ -993,7 +1010,11 @@ mod tests {
         let actions = run.client(&signed("alice", &theirs, SESSION));
         assert_eq!(
             actions,
-            vec![Action::Count(AuthFailure::WrongKey), failure_sent(false), Action::ReadClient]
+            vec![
+                Action::Count(AuthFailure::WrongKey),
+                failure_sent(false),
+                Action::ReadClient
+            ]
         );
         assert_eq!(run.login.failures(), 2);
     }
@@ -1005,7 +1026,11 @@ mod tests {
         let actions = run.first(&signed("mallory", &k, SESSION), false, vec![]);
         assert_eq!(
             actions,
-            vec![Action::Count(AuthFailure::UnknownUser), failure_sent(false), Action::ReadClient]
+            vec![
+                Action::Count(AuthFailure::UnknownUser),
+                failure_sent(false),
+                Action::ReadClient
+            ]
         );
     }
 
@@ -1013,12 +1038,21 @@ mod tests {
     fn the_proxys_own_upstream_login_failing_is_told_to_the_proven_client() {
         let k = key(1);
         let mut run = Run::new(6);
-        run.first(&signed("alice", &k, SESSION), true, vec![k.public().clone()]);
-        run.login
-            .key_login(Err((Refusal::UnexpectedHostKey, AuthFailure::UpstreamRejected)));
+        run.first(
+            &signed("alice", &k, SESSION),
+            true,
+            vec![k.public().clone()],
+        );
+        run.login.key_login(Err((
+            Refusal::UnexpectedHostKey,
+            AuthFailure::UpstreamRejected,
+        )));
         assert_eq!(
             run.drain(),
-            vec![Action::Refuse(Refusal::UnexpectedHostKey, AuthFailure::UpstreamRejected)]
+            vec![Action::Refuse(
+                Refusal::UnexpectedHostKey,
+                AuthFailure::UpstreamRejected
+            )]
         );
     }
 
@@ -1030,7 +1064,10 @@ mod tests {
         run.client(&query("alice", &theirs));
         assert_eq!(
             run.client(&query("alice", &theirs)),
-            vec![Action::Refuse(Refusal::TooManyFailures, AuthFailure::Aborted)]
+            vec![Action::Refuse(
+                Refusal::TooManyFailures,
+                AuthFailure::Aborted
+            )]
         );
         assert_eq!(run.login.poll(), None, "nothing after the end");
     }
@@ -1094,7 +1131,11 @@ mod tests {
         for name in ["", "a\nb", &"x".repeat(MAX_USER_NAME + 1)] {
             let mut run = Run::new(6);
             let actions = run.client(&request(name, Method::None));
-            assert_eq!(actions, vec![failure_sent(false), Action::ReadClient], "{name:?}");
+            assert_eq!(
+                actions,
+                vec![failure_sent(false), Action::ReadClient],
+                "{name:?}"
+            );
         }
     }
 
@@ -1102,12 +1143,21 @@ mod tests {
     fn a_password_goes_upstream_and_success_shows_the_held_banners() {
         let mut run = Run::new(6);
         let p = password("alice");
-        assert_eq!(run.first(&p, true, vec![]), vec![Action::PassThrough(p.clone())]);
+        assert_eq!(
+            run.first(&p, true, vec![]),
+            vec![Action::PassThrough(p.clone())]
+        );
         let banner = auth::encode_banner("welcome\n");
-        assert_eq!(run.upstream(Reply::ForClient(banner.clone())), vec![Action::ReadUpstream]);
+        assert_eq!(
+            run.upstream(Reply::ForClient(banner.clone())),
+            vec![Action::ReadUpstream]
+        );
         assert_eq!(
             run.upstream(Reply::Success),
-            vec![Action::SendClient(banner), Action::Succeed { method: "password" }]
+            vec![
+                Action::SendClient(banner),
+                Action::Succeed { method: "password" }
+            ]
         );
     }
 
@@ -1156,7 +1206,10 @@ mod tests {
         let actions = run.upstream(Reply::Failure { partial: true });
         assert_eq!(actions[1..], [failure_sent(true), Action::ReadClient]);
         assert_eq!(run.login.failures(), 0);
-        assert!(run.timings.recorded.borrow().is_empty(), "not a refusal of what was typed");
+        assert!(
+            run.timings.recorded.borrow().is_empty(),
+            "not a refusal of what was typed"
+        );
     }
 
     #[test]
@@ -1207,7 +1260,10 @@ mod tests {
         run.timer(wait);
         assert_eq!(
             run.client(&[msg::USERAUTH_INFO_RESPONSE, 0, 0, 0, 9]),
-            vec![Action::Refuse(Refusal::MalformedInfoResponse, AuthFailure::Aborted)]
+            vec![Action::Refuse(
+                Refusal::MalformedInfoResponse,
+                AuthFailure::Aborted
+            )]
         );
     }
 
@@ -1246,7 +1302,11 @@ mod tests {
         );
         run.now += Duration::from_millis(100);
         let wait = wait_of(&run.upstream(Reply::Failure { partial: false }));
-        assert_eq!(wait, typed + MIN_FAILURE_TIME, "timed from the answer, not the request");
+        assert_eq!(
+            wait,
+            typed + MIN_FAILURE_TIME,
+            "timed from the answer, not the request"
+        );
         assert_eq!(
             run.timings.recorded.borrow()[1],
             (Answer::KeyboardRefusal, Duration::from_millis(100))
@@ -1301,7 +1361,10 @@ mod tests {
         assert_eq!(actions, vec![Action::PassThrough(new_password)]);
         run.upstream(Reply::ForClient(info_request()));
         let actions = run.client(&answer("x"));
-        assert_eq!(actions, vec![Action::SendUpstream(answer("x")), Action::ReadUpstream]);
+        assert_eq!(
+            actions,
+            vec![Action::SendUpstream(answer("x")), Action::ReadUpstream]
+        );
         let failed_at = run.now;
         let wait = wait_of(&run.upstream(Reply::Failed));
         assert_eq!(wait, failed_at + PASSWORD);
@@ -1316,7 +1379,9 @@ mod tests {
         }
         run.now += Duration::from_secs(1);
         let actions = run.upstream(Reply::Failure { partial: false });
-        assert!(actions.iter().all(|a| !matches!(a, Action::SendClient(p) if p[0] == msg::USERAUTH_BANNER)));
+        assert!(actions
+            .iter()
+            .all(|a| !matches!(a, Action::SendClient(p) if p[0] == msg::USERAUTH_BANNER)));
         let p = password("alice");
         run.client(&p);
         let actions = run.upstream(Reply::Success);
