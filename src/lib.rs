@@ -13,24 +13,26 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Architecture (README "Layout"): one glommio executor per core ([`shard`]), each with its
-//! own SO_REUSEPORT listener ([`listener`]); a session and everything it does runs on the
-//! shard that accepted it.
+//! The layers, bottom up (`docs/architecture.md`): [`core`] decides without I/O,
+//! [`rt`] and [`metrics`] are the runtime helpers and the metrics sink, [`io`] moves
+//! bytes, [`config`], [`keys`], [`hooks`] and [`providers`] say what to do, [`proxy`]
+//! runs sessions on a shard, and the server at the top starts one glommio executor per
+//! core. Only what an embedder needs is public: the configuration, the hooks, key
+//! loading, and [`Server`].
 
 pub mod config;
-pub mod core;
+pub(crate) mod core;
 pub mod hooks;
-pub mod io;
+pub(crate) mod io;
 pub mod keys;
 pub mod logging;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod providers;
-pub mod proxy;
-pub mod rt;
-pub mod server;
+pub(crate) mod proxy;
+pub(crate) mod rt;
+mod server;
 
 pub use config::Config;
 pub use hooks::{HookContext, HookError, Hooks, HooksFactory, HostKeyPolicy, Upstream};
-pub use proxy::shard::ShardContext;
-pub use rt::run_blocking;
+pub use rt::{run_blocking, sleep, timeout, Elapsed};
 pub use server::{RunningServer, Server, ServerError, ServerHandle};

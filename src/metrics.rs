@@ -143,6 +143,7 @@ impl ShardMetrics {
     }
 
     /// Totals counted on this shard so far (for tests and logs).
+    #[cfg(test)]
     pub fn relayed_bytes(&self) -> (u64, u64) {
         (
             self.now.bytes_client_to_upstream.get(),

@@ -66,6 +66,7 @@ impl StopSignal {
         }
     }
 
+    #[cfg(test)]
     pub fn is_stopped(&self) -> bool {
         self.stopped.get()
     }

@@ -158,7 +158,6 @@ impl Server {
             controls.push(ours);
             setups.push(ShardSetup {
                 index,
-                count: workers,
                 listeners,
                 control: theirs,
                 shared: shared.clone(),
@@ -229,7 +228,6 @@ impl Shared {
 /// What the main thread hands one shard.
 struct ShardSetup {
     index: usize,
-    count: usize,
     listeners: Vec<socket2::Socket>,
     control: UnixStream,
     shared: Arc<Shared>,
@@ -273,7 +271,6 @@ impl Drop for ExitNotice {
 async fn shard_main(setup: ShardSetup) {
     let ShardSetup {
         index,
-        count,
         listeners,
         control,
         shared,
@@ -287,11 +284,9 @@ async fn shard_main(setup: ShardSetup) {
     let generation = shared.generation();
     let ctx = Rc::new(ShardContext::new(
         index,
-        count,
         generation.config.clone(),
         (generation.hooks)(),
         shared.host_keys.clone(),
-        shared.upstream_key.clone(),
         shared.admission.clone(),
     ));
 
@@ -337,7 +332,6 @@ async fn shard_main(setup: ShardSetup) {
 
     // Graceful shutdown: no new connections, running sessions get the grace period.
     stop_accepting(accept_tasks).await;
-    ctx.begin_shutdown();
     ctx.warm.close();
     let grace = ctx.config().limits.shutdown_grace;
     let deadline = Instant::now() + grace;

@@ -176,10 +176,12 @@ impl Penalties {
     }
 
     /// Sources tracked now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.by_source.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.by_source.is_empty()
     }

@@ -194,10 +194,6 @@ impl Tunnels {
         std::mem::take(&mut self.opened)
     }
 
-    pub fn policy(&self) -> TunnelPolicy {
-        self.policy
-    }
-
     /// Tunnels confirmed by the upstream and not closed yet.
     pub fn open_count(&self) -> usize {
         self.tunnels
@@ -208,6 +204,7 @@ impl Tunnels {
 
     /// Bytes relayed so far through the open tunnel whose client channel is `channel`:
     /// (client to upstream, upstream to client).
+    #[cfg(test)]
     pub fn bytes(&self, client_channel: u32) -> Option<(u64, u64)> {
         self.tunnels
             .iter()

@@ -115,11 +115,6 @@ impl RxBuf {
         rx
     }
 
-    /// Bytes charged to the handshake budget now.
-    pub fn charged(&self) -> usize {
-        self.charged
-    }
-
     /// Authentication is over: shrink what the handshake grew and stop charging the
     /// budget (the relay's large buffers come from the capped pool instead).
     pub fn end_handshake(&mut self) {

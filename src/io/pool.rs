@@ -56,10 +56,6 @@ impl HandshakeBudget {
         self.inner.used.get()
     }
 
-    pub fn cap(&self) -> usize {
-        self.inner.cap
-    }
-
     /// Charge `n` bytes if they fit.
     pub fn try_charge(&self, n: usize) -> bool {
         let used = self.inner.used.get();
@@ -137,11 +133,13 @@ impl BufferPool {
         }
     }
 
+    #[cfg(test)]
     pub fn buffer_size(&self) -> usize {
         self.inner.buf_size
     }
 
     /// How many buffers may be alive at once.
+    #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.inner.max_buffers
     }
@@ -159,6 +157,7 @@ impl BufferPool {
 
     /// A buffer now, or `None` if the cap is reached or other tasks are already
     /// waiting (a try never jumps the queue).
+    #[cfg(test)]
     pub fn try_acquire(&self) -> Option<PooledBuf> {
         let buf = self.inner.take_buffer()?;
         Some(PooledBuf::new(self.inner.clone(), buf))

@@ -103,11 +103,6 @@ impl Admission {
     pub fn penalise(&self, addr: IpAddr, offence: Offence, config: &Config, now: Instant) -> bool {
         lock(&self.penalties).penalise(addr, offence, now, &config.penalties)
     }
-
-    /// Forget penalties that ran out (penalising does it every few seconds too).
-    pub fn expire_penalties(&self, now: Instant) {
-        lock(&self.penalties).expire(now);
-    }
 }
 
 /// The process-wide failure times, as the login state machine asks for them.
@@ -189,7 +184,7 @@ mod tests {
             admission.admit(addr, &config, now, 99),
             Err(NotAdmitted::Penalised(Duration::from_secs(20)))
         );
-        admission.expire_penalties(now + Duration::from_secs(21));
+        lock(&admission.penalties).expire(now + Duration::from_secs(21));
         assert_eq!(admission.admit(addr, &config, now, 99), Ok(()));
     }
 }

@@ -220,11 +220,13 @@ impl PreauthCounts {
     }
 
     /// Slots held for `addr` now.
+    #[cfg(test)]
     pub fn held(&self, addr: &str) -> usize {
         lock(&self.0).get(addr).map_or(0, |s| s.held)
     }
 
     /// Claims waiting for a slot for `addr` now.
+    #[cfg(test)]
     pub fn waiting(&self, addr: &str) -> usize {
         lock(&self.0).get(addr).map_or(0, |s| s.waiters.len())
     }

@@ -356,7 +356,8 @@ impl Pending {
     /// The upstream connection failed during a password or keyboard-interactive
     /// exchange: log it, and refuse (or decoy) every later attempt like
     /// [`Self::connection`] does after a failed connect. Its slot is freed.
-    fn lose_upstream(&mut self, error: UpstreamError) {
+    fn lose_upstream(&mut self, ctx: &SessionEnv, error: UpstreamError) {
+        ctx.shard.metrics.upstream_failure(error.failure());
         let addr = self
             .upstream
             .as_ref()
@@ -393,6 +394,7 @@ impl Pending {
                     warm: false,
                 },
                 Err(e) => {
+                    ctx.shard.metrics.upstream_failure(e.failure());
                     warn!(user = %Untrusted(&self.user), upstream = %u.addr, error = %e, "upstream connection failed");
                     Link::Failed(e.refusal())
                 }
@@ -532,7 +534,7 @@ async fn authenticate(
             }
             Action::ReadUpstream => {
                 let reply = match pending.as_mut() {
-                    Some(p) => read_upstream(p).await,
+                    Some(p) => read_upstream(ctx, p).await,
                     None => Reply::Failed,
                 };
                 login.upstream(reply, &session_id(client), Instant::now(), timings);
@@ -546,7 +548,7 @@ async fn authenticate(
                     None => Err(UpstreamError::Unexpected(msg::USERAUTH_INFO_RESPONSE)),
                 };
                 if let Err(e) = sent {
-                    p.lose_upstream(e);
+                    p.lose_upstream(ctx, e);
                     let now = Instant::now();
                     login.upstream(Reply::Failed, &session_id(client), now, timings);
                 }
@@ -617,6 +619,7 @@ async fn login_with_key(
         client.send(&b).await?;
     }
     if let Err(e) = r {
+        ctx.shard.metrics.upstream_failure(e.failure());
         warn!(user = %Untrusted(&p.user), upstream = %upstream.addr, error = %e, "upstream login failed");
         return Ok(Err((e.refusal(), AuthFailure::UpstreamRejected)));
     }
@@ -647,14 +650,14 @@ async fn pass_through(
         return Reply::Unavailable;
     };
     if let Err(e) = conn.pass_through(&upstream_user, req.method).await {
-        p.lose_upstream(e);
+        p.lose_upstream(ctx, e);
         return Reply::Failed;
     }
-    read_upstream(p).await
+    read_upstream(ctx, p).await
 }
 
 /// The upstream's next reply to a passed-through request.
-async fn read_upstream(p: &mut Pending) -> Reply {
+async fn read_upstream(ctx: &SessionEnv, p: &mut Pending) -> Reply {
     let Some(conn) = p.ready() else {
         return Reply::Failed;
     };
@@ -665,7 +668,7 @@ async fn read_upstream(p: &mut Pending) -> Reply {
         },
         Ok(UpstreamReply::ForClient(m)) => Reply::ForClient(m),
         Err(e) => {
-            p.lose_upstream(e);
+            p.lose_upstream(ctx, e);
             Reply::Failed
         }
     }

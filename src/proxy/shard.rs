@@ -19,14 +19,10 @@ use crate::rt::StopSignal;
 /// Everything a session needs from its shard. Shared by the sessions of one shard as an
 /// `Rc`; never crosses threads.
 pub struct ShardContext {
-    /// This shard's index, `0..shard_count`.
+    /// This shard's index.
     pub index: usize,
-    pub shard_count: usize,
     /// The proxy's host keys, in order of preference (read-only, shared by all shards).
     pub host_keys: Arc<[PrivateKey]>,
-    /// The key of the `upstream_key` file. Hooks decide which key a login uses
-    /// ([`Hooks::fetch_private_key`]); the default hooks return this one.
-    pub upstream_key: Arc<PrivateKey>,
     /// Relay buffers of this shard, capped at `limits.buffer_pool_bytes_per_shard`.
     pub pool: BufferPool,
     /// This shard's counters (plain cells, published about once a second).
@@ -44,7 +40,6 @@ pub struct ShardContext {
     hooks: RefCell<Rc<dyn Hooks>>,
     live_sessions: Cell<usize>,
     next_session: Cell<u64>,
-    shutting_down: Cell<bool>,
     sessions_stopped: Cell<bool>,
 }
 
@@ -57,20 +52,16 @@ impl ShardContext {
     /// session code can be tested on a single executor without the whole server.
     pub fn new(
         index: usize,
-        shard_count: usize,
         config: Arc<Config>,
         hooks: Rc<dyn Hooks>,
         host_keys: Arc<[PrivateKey]>,
-        upstream_key: Arc<PrivateKey>,
         admission: Arc<Admission>,
     ) -> Self {
         let pool = BufferPool::new(RELAY_BUFFER_SIZE, config.limits.buffer_pool_bytes_per_shard);
         let handshake_budget = HandshakeBudget::new(config.limits.preauth_buffer_bytes_per_shard);
         ShardContext {
             index,
-            shard_count,
             host_keys,
-            upstream_key,
             pool,
             metrics: ShardMetrics::new(index),
             warm: WarmPool::new(),
@@ -81,7 +72,6 @@ impl ShardContext {
             hooks: RefCell::new(hooks),
             live_sessions: Cell::new(0),
             next_session: Cell::new(0),
-            shutting_down: Cell::new(false),
             sessions_stopped: Cell::new(false),
         }
     }
@@ -107,17 +97,6 @@ impl ShardContext {
         let n = self.next_session.get().wrapping_add(1) & ((1 << SESSION_ID_SHARD_SHIFT) - 1);
         self.next_session.set(n);
         ((self.index as u64) << SESSION_ID_SHARD_SHIFT) | n
-    }
-
-    /// True once the server is shutting down: listeners are closed and running sessions
-    /// have `limits.shutdown_grace` to finish.
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.get()
-    }
-
-    /// The server stopped accepting: sessions have the grace period to end.
-    pub(crate) fn begin_shutdown(&self) {
-        self.shutting_down.set(true);
     }
 
     /// Tell every session still running to say why to both peers and end (the
@@ -211,11 +190,9 @@ pub(crate) mod tests {
         let key = || PrivateKey::generate_ed25519(&mut rand_core::OsRng);
         Rc::new(ShardContext::new(
             index,
-            4,
             Arc::new(Config::builtin().unwrap()),
             Rc::new(NoUsers),
             vec![key()].into(),
-            Arc::new(key()),
             Admission::new(),
         ))
     }

@@ -17,6 +17,7 @@ use crate::core::values::Side;
 use crate::hooks::{HostKeyPolicy, Upstream};
 use crate::io::leg::{Leg, LegError, Received, RxBuf};
 use crate::io::net::{self, ConnectError};
+use crate::metrics::UpstreamFailure;
 
 /// Why the upstream leg could not be set up. The client hears a one-line summary
 /// ([`UpstreamError::client_message`]); the log gets this.
@@ -36,6 +37,20 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// The metrics label of this failure.
+    pub fn failure(&self) -> UpstreamFailure {
+        match self {
+            UpstreamError::Connect(e) => e.reason(),
+            UpstreamError::Timeout(_) => UpstreamFailure::Timeout,
+            UpstreamError::Leg(LegError::Protocol {
+                source: sshr_protocol::Error::HostKeyMismatch { .. },
+                ..
+            }) => UpstreamFailure::HostKey,
+            UpstreamError::KeyRefused(_) => UpstreamFailure::Auth,
+            UpstreamError::Leg(_) | UpstreamError::Unexpected(_) => UpstreamFailure::Protocol,
+        }
+    }
+
     /// What the client is told (once it has proven who it is).
     pub fn refusal(&self) -> Refusal {
         match self {
