@@ -8,7 +8,7 @@
 //! proxy_cli (client role) <-> upstream (server role, ed25519 host key)
 //! ```
 //!
-//! and the messages `src/session.rs` exchanges: the client's key exchange and
+//! and the messages `src/proxy/session.rs` exchanges: the client's key exchange and
 //! `ssh-userauth` service request, its `none` attempt (answered FAILURE), its publickey
 //! query (answered PK_OK) and its signed request (checked against the authorized key and
 //! verified with `auth::verify_publickey`); the upstream key exchange, service request,

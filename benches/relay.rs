@@ -1,5 +1,6 @@
-//! Relay throughput through one core, no network: the proxy's per-packet work exactly as
-//! `src/relay.rs` does it.
+//! Relay throughput through one core, no network: the proxy's per-packet work, through
+//! the same core functions the relay's pumps call (`sshr::core::relay::classify` and
+//! `forward_step`).
 //!
 //! Two in-memory transport pairs are set up back to back (as in protocol/tests/pair.rs):
 //!
@@ -11,8 +12,8 @@
 //! The client seals a chunk of CHANNEL_DATA packets into one receive buffer, back to
 //! back as a socket read would leave them (untimed). The timed region is the relay's
 //! loop over that buffer: `proxy_srv.read` (check length, verify and decrypt in place),
-//! the message-number check of `relay::classify`, `padding_to_fit`, and
-//! `proxy_cli.seal_in_place` in the same bytes. Sequence numbers stay consistent because
+//! `classify` (the message number, tunnel bookkeeping), and `forward_step`
+//! (`padding_to_fit` and `proxy_cli.seal_in_place` in the same bytes). Sequence numbers stay consistent because
 //! every sealed packet is read exactly once, in order (`iter_custom`, chunks of K
 //! packets). The upstream never needs to open the packets for the measurement; a check
 //! before each case relays a few packets through and has the upstream open them, and
@@ -37,6 +38,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use rand_core::SeedableRng;
+use sshr::core::relay::{classify, forward_step, Step, Verdict};
+use sshr::core::tunnel::Tunnels;
+use sshr::core::values::{Side, TunnelPolicy, TunnelSettings};
 use sshr_protocol::cipher::{CipherAlg, MacAlg};
 use sshr_protocol::hostkey::PrivateKey;
 use sshr_protocol::msg;
@@ -199,6 +203,8 @@ struct Rig {
     capture: Option<Vec<u8>>,
     /// The copying path's spare transmit buffer (as `Leg::spare`).
     spare: Vec<u8>,
+    /// The session's tunnel record, as the relay keeps it (no tunnels open).
+    tunnels: Tunnels,
 }
 
 impl Rig {
@@ -229,6 +235,7 @@ impl Rig {
             fallbacks: 0,
             capture: None,
             spare: Vec::new(),
+            tunnels: Tunnels::new("bench", TunnelPolicy::Deny, &TunnelSettings::default()),
         }
     }
 
@@ -266,35 +273,35 @@ impl Rig {
                 Ok(Input::Packet { len, payload }) => (len, payload),
                 other => panic!("relay read: {other:?}"),
             };
-            // relay::classify: only a few message numbers need a closer look.
-            let m = self.buf[start + payload.start];
-            assert!(!(50..=80).contains(&m));
-            let payload_len = payload.len();
-            debug_assert_eq!(payload.start, PAYLOAD_OFFSET);
-            match self.proxy_cli.sealer().padding_to_fit(payload_len, len) {
-                Some(padding) => {
-                    let old_padding = self.buf[start + 4] as usize;
-                    let fresh = padding.saturating_sub(old_padding);
-                    let n = self
-                        .proxy_cli
-                        .seal_in_place(
-                            &mut self.buf[start..start + len],
-                            payload_len,
-                            padding,
-                            fresh,
-                        )
-                        .expect("relay seal");
+            let payload = start + payload.start..start + payload.end;
+            debug_assert_eq!(payload.start, start + PAYLOAD_OFFSET);
+            let verdict = classify(
+                Side::Client,
+                &self.buf[payload.clone()],
+                &mut self.tunnels,
+                Instant::now,
+            );
+            assert_eq!(verdict, Verdict::Forward);
+            match forward_step(
+                &mut self.proxy_cli,
+                &mut self.buf,
+                start,
+                len,
+                payload.clone(),
+                false,
+            ) {
+                Step::Sealed(sealed) => {
+                    let n = sealed.expect("relay seal");
                     if let Some(c) = &mut self.capture {
                         c.extend_from_slice(&self.buf[start..start + n]);
                     }
                 }
-                None => {
-                    // As relay.rs: the upstream leg's framing needs more room than the
+                Step::Copy => {
+                    // As the relay: the upstream leg's framing needs more room than the
                     // packet had (e.g. a larger block): seal a copy, then "write" it.
                     self.fallbacks += 1;
-                    let r = start + payload.start..start + payload.end;
-                    self.proxy_cli.send(&self.buf[r]).expect("relay send");
-                    // As leg.rs's flush_locked: swap the transmit buffer with a spare.
+                    self.proxy_cli.send(&self.buf[payload]).expect("relay send");
+                    // As `Leg::flush_locked`: swap the transmit buffer with a spare.
                     let out = self
                         .proxy_cli
                         .take_transmit(std::mem::take(&mut self.spare));
@@ -303,6 +310,7 @@ impl Rig {
                     }
                     self.spare = out;
                 }
+                other => panic!("relay step: {other:?}"),
             }
             start += len;
             relayed += 1;

@@ -17,11 +17,11 @@
 //! [`rt`] and [`metrics`] are the runtime helpers and the metrics sink, [`io`] moves
 //! bytes, [`config`], [`keys`], [`hooks`] and [`providers`] say what to do, [`proxy`]
 //! runs sessions on a shard, and the server at the top starts one glommio executor per
-//! core. Only what an embedder needs is public: the configuration, the hooks, key
-//! loading, and [`Server`].
+//! core. Public are what an embedder needs (the configuration, the hooks, key loading,
+//! [`Server`]) and the sans-IO [`core`], which benchmarks and tests drive directly.
 
 pub mod config;
-pub(crate) mod core;
+pub mod core;
 pub mod hooks;
 pub(crate) mod io;
 pub mod keys;

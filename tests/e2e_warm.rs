@@ -1,4 +1,4 @@
-//! Warm upstream connections (`[warm_upstreams]`, src/warm.rs) with a real sshd upstream
+//! Warm upstream connections (`[warm_upstreams]`, src/proxy/warm.rs) with a real sshd upstream
 //! and real `ssh` clients: a later login takes the connection made after an earlier one;
 //! one the server has closed meanwhile is never handed out; an unused one is closed after
 //! `idle_secs`; `per_upstream = 0` turns the pool off; a client that proves nothing makes

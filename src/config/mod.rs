@@ -116,7 +116,7 @@ pub struct Limits {
     /// On SIGTERM/SIGINT, how long running sessions may go on before the process exits.
     pub shutdown_grace: Duration,
     /// Upstream connections per server, whole proxy, held for clients that have not
-    /// authenticated yet, warm ones included (see `src/preauth.rs`); 0: no cap, and
+    /// authenticated yet, warm ones included (see `src/proxy/preauth.rs`); 0: no cap, and
     /// logins connect only when they need the server.
     pub preauth_upstream_connections: usize,
     /// Authentication attempts per connection before the proxy hangs up, counted as

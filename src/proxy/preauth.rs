@@ -32,7 +32,7 @@ pub enum Claim {
     Proven,
     /// The client proved nothing yet.
     Unproven,
-    /// No client at all: a warm connection (`src/warm.rs`). It may only use half of the
+    /// No client at all: a warm connection (`src/proxy/warm.rs`). It may only use half of the
     /// unproven slots, so that clients always find some, on every shard.
     Spare,
 }

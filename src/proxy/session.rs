@@ -202,7 +202,7 @@ struct Authenticated {
     upstream_addr: String,
     method: &'static str,
     conn: UpstreamConn,
-    /// The upstream connection was ready before the login (`src/warm.rs`).
+    /// The upstream connection was ready before the login (`src/proxy/warm.rs`).
     warm: bool,
     /// The hook's tunnel policy for this user (`None`: the configured default).
     tunnels: Option<TunnelPolicy>,
@@ -262,7 +262,7 @@ struct Pending {
 }
 
 /// The upstream connection of a login in progress. Each one holds a slot of the
-/// server's `limits.preauth_upstream_connections` (`src/preauth.rs`) until the login ends.
+/// server's `limits.preauth_upstream_connections` (`src/proxy/preauth.rs`) until the login ends.
 enum Link {
     /// Not opened (yet): no such user, or no slot was free before the client proved
     /// anything.
@@ -275,7 +275,7 @@ enum Link {
     Ready {
         conn: UpstreamConn,
         _slot: Option<PreauthSlot>,
-        /// It came from the warm pool (`src/warm.rs`).
+        /// It came from the warm pool (`src/proxy/warm.rs`).
         warm: bool,
     },
     /// It failed; what the client is told once it has proven who it is.
@@ -691,7 +691,7 @@ async fn finish(
         _ => return Err(internal()),
     };
     client.send(&auth::encode_success()).await?;
-    // Make a connection ready for the next login to this server (`src/warm.rs`).
+    // Make a connection ready for the next login to this server (`src/proxy/warm.rs`).
     if let Some(u) = &p.upstream {
         ctx.shard.warm.refill(
             &ctx.config.warm_upstreams,

@@ -18,7 +18,7 @@
 //! cipher matches the client leg so that the relay re-seals packets in place.
 //!
 //! Each warm connection holds one of its server's slots of
-//! `limits.preauth_upstream_connections` (`src/preauth.rs`), taken as a spare claim: at
+//! `limits.preauth_upstream_connections` (`src/proxy/preauth.rs`), taken as a spare claim: at
 //! most half of the slots unproven clients may use, never the ones kept for proven
 //! logins, so the proxy as a whole never holds more unauthenticated connections to a
 //! server than that cap and clients on every shard still find slots. The slot goes with
