@@ -71,8 +71,6 @@ pub enum PeerMisbehaved {
     SequenceWrap,
     #[error("peer requested unknown service {0:?}")]
     UnknownService(String),
-    #[error("too much sent while the connections were in key exchanges")]
-    QueueOverflow,
 }
 
 impl Error {

@@ -41,6 +41,10 @@ pub enum LegError {
     /// `limits.packet_timeout_secs`.
     #[error("{side}: a packet stalled before authentication")]
     Stalled { side: Side },
+    /// During the relay, the peer on this side sent more than may be queued for the
+    /// other leg while both legs were in key exchanges (`core::relay::KexRoom`).
+    #[error("{side}: too much sent while the other leg was in a key exchange")]
+    Overflow { side: Side },
     /// Before authentication, a packet needed more buffer than the shard's handshake
     /// budget had left.
     #[error("{side}: {source}")]
@@ -54,6 +58,7 @@ impl LegError {
             | LegError::Io { side, .. }
             | LegError::Protocol { side, .. }
             | LegError::Stalled { side }
+            | LegError::Overflow { side }
             | LegError::Busy { side, .. } => *side,
         }
     }

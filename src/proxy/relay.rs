@@ -23,7 +23,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use glommio::sync::Permit;
-use sshr_protocol::error::PeerMisbehaved;
 use sshr_protocol::msg::{self, disconnect};
 use sshr_protocol::packet::PAYLOAD_OFFSET;
 use sshr_protocol::transport::Input;
@@ -98,6 +97,10 @@ pub async fn run(
         LegError::Protocol { side, source } => (
             disconnect::PROTOCOL_ERROR,
             format!("sshr: the {side} connection failed: {source}"),
+        ),
+        LegError::Overflow { side } => (
+            disconnect::PROTOCOL_ERROR,
+            format!("sshr: the {side} sent too much while the other leg was in a key exchange"),
         ),
     };
     match &end {
@@ -342,12 +345,7 @@ impl<'a> Batch<'a> {
                     return to.flush_locked().await;
                 }
                 Step::Queued(sent) => return sent.map_err(protocol),
-                Step::Overflow => {
-                    return Err(LegError::Protocol {
-                        side: from.side,
-                        source: sshr_protocol::Error::Peer(PeerMisbehaved::QueueOverflow),
-                    })
-                }
+                Step::Overflow => return Err(LegError::Overflow { side: from.side }),
                 Step::Wait => {
                     // (No await since the decision: the generations are those it saw.)
                     let (seen_to, seen_from) = (to.changed.generation(), from.changed.generation());

@@ -85,10 +85,7 @@ pub async fn connect(
     let remaining = timeout
         .saturating_sub(started.elapsed())
         .max(Duration::from_millis(1));
-    let host_key_check = match &upstream.host_key {
-        HostKeyPolicy::Pinned(keys) => HostKeyCheck::Pinned(keys.clone()),
-        HostKeyPolicy::Unpinned => HostKeyCheck::AcceptAny,
-    };
+    let host_key_check = HostKeyCheck::from(upstream.host_key.clone());
     let options = ClientOptions {
         host_key_check,
         prefer_cipher: prefer.0,
