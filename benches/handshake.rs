@@ -1,6 +1,7 @@
 //! CPU time of one complete proxied session set-up, on the proxy, in memory.
 //!
-//! Four transports per iteration, driven back to back as in protocol/tests/pair.rs:
+//! Four transports per iteration, driven back to back in memory (the test support crate's
+//! `pair` module, as protocol/tests/pair.rs):
 //!
 //! ```text
 //! client (client role) <-> proxy_srv (server role, proxy host key of the case)
@@ -26,109 +27,27 @@
 //! `SSHR_HANDSHAKE_SUMMARY_ITERS` (default 50) sets the summary's iteration count,
 //! `SSHR_HANDSHAKE_SUMMARY=0` skips it.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, BenchmarkId, Criterion};
 use rand_core::{RngCore, SeedableRng};
 use sshr_protocol::auth::{self, Method, Request};
 use sshr_protocol::hostkey::{PrivateKey, PublicKey, SigAlg};
 use sshr_protocol::msg;
-use sshr_protocol::transport::{ClientOptions, Config, Event, Input, Transport};
+use sshr_protocol::transport::{ClientOptions, Config, Event, Transport};
+use sshr_testsupport::pair::{exchange, until_quiet, Clock, Endpoint};
 
-/// One endpoint: its transport, received bytes, delivered messages and events, and the
-/// CPU time spent in its calls.
-struct End {
-    t: Transport,
-    rx: Vec<u8>,
-    inbox: VecDeque<Vec<u8>>,
-    events: Vec<Event>,
-    spent: Duration,
-}
-
-impl End {
-    fn new(make: impl FnOnce() -> Transport) -> End {
-        let t0 = Instant::now();
-        let t = make();
-        End {
-            t,
-            rx: Vec::new(),
-            inbox: VecDeque::new(),
-            events: Vec::new(),
-            spent: t0.elapsed(),
-        }
-    }
-
-    /// Run `f` on this end, charging its time here.
-    fn run<R>(&mut self, f: impl FnOnce(&mut End) -> R) -> R {
-        let t0 = Instant::now();
-        let r = f(self);
-        self.spent += t0.elapsed();
-        r
-    }
-
-    /// Read what arrived (timed). Returns whether anything happened.
-    fn read_all(&mut self, now: Instant) -> bool {
-        self.run(|e| {
-            let mut progress = false;
-            while !e.rx.is_empty() {
-                match e.t.read(&mut e.rx, now).expect("read") {
-                    Input::NeedMore(_) => break,
-                    Input::Consumed(n) => {
-                        e.rx.drain(..n);
-                    }
-                    Input::Packet { len, payload } => {
-                        // As leg.rs hands a packet to the session: a copy.
-                        e.inbox.push_back(e.rx[payload].to_vec());
-                        e.rx.drain(..len);
-                    }
-                }
-                progress = true;
-            }
-            while let Some(ev) = e.t.poll_event() {
-                e.events.push(ev);
-            }
-            progress
-        })
-    }
-
-    fn send(&mut self, payload: &[u8]) {
-        self.run(|e| e.t.send(payload).expect("send"))
-    }
-
-    fn take(&mut self) -> Vec<u8> {
-        self.inbox.pop_front().expect("a message")
-    }
-}
-
-/// Move `from`'s transmit bytes to `to` (the write is charged to `from`).
-fn transfer(from: &mut End, to: &mut End) -> bool {
-    from.run(|f| {
-        let out = f.t.transmit();
-        if out.is_empty() {
-            return false;
-        }
-        to.rx.extend_from_slice(out);
-        let n = out.len();
-        f.t.advance_transmit(n);
-        true
-    })
-}
-
-/// Move bytes both ways until nothing changes.
-fn drive(a: &mut End, b: &mut End) {
-    let now = Instant::now();
-    for _ in 0..1000 {
-        let mut progress = transfer(a, b);
-        progress |= transfer(b, a);
-        progress |= a.read_all(now);
-        progress |= b.read_all(now);
-        if !progress {
-            return;
-        }
-    }
-    panic!("handshake did not settle");
+/// Move bytes both ways until nothing changes; every call is charged to the endpoint
+/// that makes it.
+fn drive(a: &mut Endpoint, b: &mut Endpoint, clock: Clock) {
+    until_quiet(|| exchange(a, b, clock.now()));
+    assert!(
+        a.error.is_none() && b.error.is_none(),
+        "read failed: {:?} {:?}",
+        a.error,
+        b.error
+    );
 }
 
 fn seed(rng: &mut impl RngCore) -> [u8; 32] {
@@ -190,22 +109,25 @@ const USER: &str = "alice";
 const UPSTREAM_USER: &str = "root";
 
 fn session(keys: &Keys, config: &Arc<Config>, rng: &mut impl RngCore) -> Spent {
-    let now = Instant::now();
+    let clock = Clock::new();
+    let now = clock.now();
     let (s_client, s_upstream) = (seed(rng), seed(rng));
-    let mut client =
-        End::new(|| Transport::client(config.clone(), ClientOptions::default(), s_client, now));
+    let mut client = Endpoint::timed(|| {
+        Transport::client(config.clone(), ClientOptions::default(), s_client, now)
+    });
     // The proxy draws its seeds from the OS, as session.rs does.
-    let mut proxy_srv = End::new(|| {
+    let mut proxy_srv = Endpoint::timed(|| {
         let mut s = [0u8; 32];
         rand_core::OsRng.fill_bytes(&mut s);
         Transport::server(config.clone(), keys.proxy_host.clone(), s, now)
     });
-    let mut upstream =
-        End::new(|| Transport::server(config.clone(), keys.upstream_host.clone(), s_upstream, now));
+    let mut upstream = Endpoint::timed(|| {
+        Transport::server(config.clone(), keys.upstream_host.clone(), s_upstream, now)
+    });
 
     // Client leg: key exchange, service request.
     client.run(|c| c.t.request_service(auth::SERVICE).expect("service request"));
-    drive(&mut client, &mut proxy_srv);
+    drive(&mut client, &mut proxy_srv, clock);
     assert!(client.t.is_established() && proxy_srv.t.is_established());
     assert!(client
         .events
@@ -220,7 +142,7 @@ fn session(keys: &Keys, config: &Arc<Config>, rng: &mut impl RngCore) -> Spent {
     }
     .encode();
     client.send(&none);
-    drive(&mut client, &mut proxy_srv);
+    drive(&mut client, &mut proxy_srv, clock);
     let req = proxy_srv.take();
     proxy_srv.run(|p| {
         let r = Request::parse(&req).expect("request");
@@ -233,7 +155,7 @@ fn session(keys: &Keys, config: &Arc<Config>, rng: &mut impl RngCore) -> Spent {
     });
 
     // The upstream leg starts in parallel in the daemon; here, in sequence.
-    let mut proxy_cli = End::new(|| {
+    let mut proxy_cli = Endpoint::timed(|| {
         let mut s = [0u8; 32];
         rand_core::OsRng.fill_bytes(&mut s);
         let negotiated = proxy_srv.t.negotiated();
@@ -251,7 +173,7 @@ fn session(keys: &Keys, config: &Arc<Config>, rng: &mut impl RngCore) -> Spent {
     proxy_cli.run(|p| p.t.request_service(auth::SERVICE).expect("service request"));
 
     // 2. The publickey query, answered PK_OK.
-    drive(&mut client, &mut proxy_srv);
+    drive(&mut client, &mut proxy_srv, clock);
     assert_eq!(client.take()[0], msg::USERAUTH_FAILURE);
     let blob = keys.client_user.public().to_blob();
     let alg = SigAlg::Ed25519;
@@ -266,7 +188,7 @@ fn session(keys: &Keys, config: &Arc<Config>, rng: &mut impl RngCore) -> Spent {
     }
     .encode();
     client.send(&query);
-    drive(&mut client, &mut proxy_srv);
+    drive(&mut client, &mut proxy_srv, clock);
     let req = proxy_srv.take();
     proxy_srv.run(|p| {
         let r = Request::parse(&req).expect("request");
@@ -284,7 +206,7 @@ fn session(keys: &Keys, config: &Arc<Config>, rng: &mut impl RngCore) -> Spent {
         p.t.send(&auth::encode_pk_ok(algorithm, key_blob))
             .expect("send");
     });
-    drive(&mut client, &mut proxy_srv);
+    drive(&mut client, &mut proxy_srv, clock);
     assert_eq!(client.take()[0], msg::USERAUTH_PK_OK);
 
     // 3. The signed request: the client signs, the proxy verifies.
@@ -299,7 +221,7 @@ fn session(keys: &Keys, config: &Arc<Config>, rng: &mut impl RngCore) -> Spent {
         .expect("sign")
     });
     client.send(&signed);
-    drive(&mut client, &mut proxy_srv);
+    drive(&mut client, &mut proxy_srv, clock);
     let req = proxy_srv.take();
     proxy_srv.run(|p| {
         let r = Request::parse(&req).expect("request");
@@ -319,7 +241,7 @@ fn session(keys: &Keys, config: &Arc<Config>, rng: &mut impl RngCore) -> Spent {
     });
 
     // 4. Upstream leg: key exchange and service request, then the proxy's login.
-    drive(&mut proxy_cli, &mut upstream);
+    drive(&mut proxy_cli, &mut upstream, clock);
     assert!(proxy_cli.t.is_established());
     assert!(proxy_cli
         .events
@@ -351,7 +273,7 @@ fn session(keys: &Keys, config: &Arc<Config>, rng: &mut impl RngCore) -> Spent {
         .expect("sign");
         p.t.send(&req).expect("send");
     });
-    drive(&mut proxy_cli, &mut upstream);
+    drive(&mut proxy_cli, &mut upstream, clock);
     // The upstream checks the proxy's signature (its cost, not the proxy's).
     let req = upstream.take();
     upstream.run(|u| {
@@ -370,12 +292,12 @@ fn session(keys: &Keys, config: &Arc<Config>, rng: &mut impl RngCore) -> Spent {
         assert_eq!(key, keys.upstream_authorized);
         u.t.send(&auth::encode_success()).expect("send");
     });
-    drive(&mut proxy_cli, &mut upstream);
+    drive(&mut proxy_cli, &mut upstream, clock);
     assert_eq!(proxy_cli.take()[0], msg::USERAUTH_SUCCESS);
 
     // 5. Success to the client: the relay starts.
     proxy_srv.send(&auth::encode_success());
-    drive(&mut client, &mut proxy_srv);
+    drive(&mut client, &mut proxy_srv, clock);
     assert_eq!(client.take()[0], msg::USERAUTH_SUCCESS);
 
     Spent {

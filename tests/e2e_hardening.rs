@@ -18,41 +18,9 @@ use sshr_protocol::hostkey::{PrivateKey, SigAlg};
 use sshr_protocol::msg;
 use sshr_protocol::Error;
 use sshr_testsupport::conn::Conn;
-use sshr_testsupport::{
-    connections_to, keygen, run_with_timeout, ssh_command, Sshd, SshdOptions, Sshr, SshrSetup,
-};
+use sshr_testsupport::{connections_to, keygen, one_user, run_with_timeout, ssh_command, Sshr};
 
 const SSHR: &str = env!("CARGO_BIN_EXE_sshr");
-
-/// A real sshd, and sshr in front of it with one user `alice` (her key in the returned
-/// directory as `alice`) routed to root there. `overrides` go first in sshd_config;
-/// `tables` before sshr's user table.
-fn setup(overrides: &[&str], tables: &str) -> (Sshd, Sshr, tempfile::TempDir) {
-    let keys = tempfile::tempdir().unwrap();
-    let alice = keys.path().join("alice");
-    keygen(&alice, "ed25519", None);
-    let alice_pub = std::fs::read_to_string(alice.with_extension("pub")).unwrap();
-    let proxy = SshrSetup::new();
-    let sshd = Sshd::start_with_overrides(
-        SshdOptions {
-            authorized_keys: vec![proxy.upstream_public_key.clone()],
-            ..SshdOptions::default()
-        },
-        overrides,
-    );
-    let tables = format!(
-        "{tables}\n[[users]]\nname = \"alice\"\nupstream = \"127.0.0.1:{}\"\nupstream_user = \"root\"\nauthorized_keys = [{:?}]\n",
-        sshd.port,
-        alice_pub.trim()
-    );
-    let sshr = proxy.start(Path::new(SSHR), &tables);
-    (sshd, sshr, keys)
-}
-
-/// A scripted client through key exchange and the ssh-userauth service.
-fn client(port: u16) -> Conn {
-    Conn::client(TcpStream::connect(("127.0.0.1", port)).unwrap())
-}
 
 fn send(c: &mut Conn, user: &str, method: Method<'_>) {
     let req = Request {
@@ -91,7 +59,8 @@ fn silent_wrong_password_clients_stay_within_the_cap_and_key_logins_go_through()
     const CAP: usize = 8;
     // sshd drops what is beyond 10 unauthenticated connections (and logs it): the
     // proxy must never get there, whatever 100 clients without credentials do.
-    let (sshd, sshr, keys) = setup(
+    let (sshd, sshr, keys) = one_user::start(
+        SSHR,
         &["PasswordAuthentication yes", "MaxStartups 10:100:10"],
         &format!("[limits]\npreauth_upstream_connections = {CAP}\nauth_timeout_secs = 40\n"),
     );
@@ -109,7 +78,7 @@ fn silent_wrong_password_clients_stay_within_the_cap_and_key_logins_go_through()
     // 100 clients each send one wrong password for a real user, then go silent.
     let attackers: Vec<Conn> = (0..100)
         .map(|_| {
-            let mut c = client(sshr.port());
+            let mut c = Conn::connect(sshr.port());
             send(&mut c, "alice", Method::None);
             assert_eq!(c.next_packet().unwrap()[0], msg::USERAUTH_FAILURE);
             send(&mut c, "alice", password("not-the-password"));
@@ -174,7 +143,7 @@ fn silent_wrong_password_clients_stay_within_the_cap_and_key_logins_go_through()
 
 /// One wrong password; the time from sending it to the refusal.
 fn time_password_refusal(port: u16, user: &str) -> Duration {
-    let mut c = client(port);
+    let mut c = Conn::connect(port);
     send(&mut c, user, Method::None);
     assert_eq!(c.next_packet().unwrap()[0], msg::USERAUTH_FAILURE);
     let started = Instant::now();
@@ -187,7 +156,7 @@ fn time_password_refusal(port: u16, user: &str) -> Duration {
 /// One wrong keyboard-interactive answer: (time to the prompt, time from the answer to
 /// the refusal).
 fn time_keyboard_interactive_refusal(port: u16, user: &str) -> (Duration, Duration) {
-    let mut c = client(port);
+    let mut c = Conn::connect(port);
     let started = Instant::now();
     send(
         &mut c,
@@ -214,7 +183,8 @@ fn time_keyboard_interactive_refusal(port: u16, user: &str) -> (Duration, Durati
 #[test]
 fn an_unknown_name_fails_as_slowly_as_a_real_account_on_a_pam_upstream() {
     // PAM's pam_unix delays every failed password by about 2 s.
-    let (_sshd, sshr, _keys) = setup(
+    let (_sshd, sshr, _keys) = one_user::start(
+        SSHR,
         &[
             "UsePAM yes",
             "PasswordAuthentication yes",
@@ -261,7 +231,7 @@ fn an_unknown_name_fails_as_slowly_as_a_real_account_on_a_pam_upstream() {
 /// Public-key queries (no signature) about `key` until the proxy hangs up; how many
 /// were answered.
 fn queries_until_hang_up(port: u16, key: &PrivateKey) -> (usize, String) {
-    let mut c = client(port);
+    let mut c = Conn::connect(port);
     let blob = key.public().to_blob();
     for answered in 0..1000 {
         send(
@@ -285,7 +255,7 @@ fn queries_until_hang_up(port: u16, key: &PrivateKey) -> (usize, String) {
 
 #[test]
 fn public_key_queries_count_as_attempts() {
-    let (_sshd, sshr, keys) = setup(&[], "[limits]\nmax_auth_tries = 4\n");
+    let (_sshd, sshr, keys) = one_user::start(SSHR, &[], "[limits]\nmax_auth_tries = 4\n");
     let stranger = PrivateKey::generate_ed25519(&mut rand_core::OsRng);
     let (answered, reason) = queries_until_hang_up(sshr.port(), &stranger);
     assert_eq!(
@@ -314,9 +284,9 @@ fn public_key_queries_count_as_attempts() {
 
 #[test]
 fn peer_text_cannot_forge_log_lines_or_flood_them() {
-    let (_sshd, sshr, _keys) = setup(&[], "");
+    let (_sshd, sshr, _keys) = one_user::start(SSHR, &[], "");
     let forged = "FORGED-LINE INFO session: authenticated; relaying user=root";
-    let mut c = client(sshr.port());
+    let mut c = Conn::connect(sshr.port());
     send(&mut c, &format!("mallory\n{forged}"), password("x"));
     assert_eq!(c.next_packet().unwrap()[0], msg::USERAUTH_FAILURE);
     drop(c);
@@ -399,7 +369,8 @@ fn stalled_big_packet(port: u16, sent: usize) -> TcpStream {
 
 #[test]
 fn stalled_big_packets_before_auth_are_bounded_and_timed_out() {
-    let (_sshd, sshr, keys) = setup(
+    let (_sshd, sshr, keys) = one_user::start(
+        SSHR,
         &[],
         "workers = 1\n[limits]\npreauth_buffer_bytes_per_shard = 1048576\npacket_timeout_secs = 3\n",
     );
@@ -472,7 +443,7 @@ fn sshr_metric_eventually(sshr: &Sshr, name: &str) -> f64 {
 
 #[test]
 fn at_the_end_of_the_grace_period_both_sides_learn_why() {
-    let (sshd, sshr, keys) = setup(&[], "[limits]\nshutdown_grace_secs = 1\n");
+    let (sshd, sshr, keys) = one_user::start(SSHR, &[], "[limits]\nshutdown_grace_secs = 1\n");
     let mut cmd = ssh_command("ssh", sshr.port(), Some(&keys.path().join("alice")));
     cmd.args(["-o", "LogLevel=INFO", "alice@127.0.0.1", "sleep 60"]);
     let session = std::thread::spawn(move || run_with_timeout(cmd, Duration::from_secs(60)));
@@ -508,7 +479,8 @@ fn at_the_end_of_the_grace_period_both_sides_learn_why() {
 
 #[test]
 fn repeated_failures_penalise_the_source_and_are_logged() {
-    let (_sshd, sshr, keys) = setup(
+    let (_sshd, sshr, keys) = one_user::start(
+        SSHR,
         &[],
         "[penalties]\nauthfail_secs = 5\nmin_secs = 15\nmax_secs = 60\n",
     );
@@ -564,7 +536,7 @@ fn repeated_failures_penalise_the_source_and_are_logged() {
 
 #[test]
 fn beyond_max_startups_new_connections_are_dropped_with_a_reason() {
-    let (_sshd, sshr, keys) = setup(&[], "[limits]\nmax_startups = \"3\"\n");
+    let (_sshd, sshr, keys) = one_user::start(SSHR, &[], "[limits]\nmax_startups = \"3\"\n");
     // The start-up probe's connections are gone...
     let start = Instant::now();
     while sshr

@@ -11,37 +11,14 @@ use sshr_protocol::msg;
 use sshr_protocol::Error;
 use sshr_testsupport::conn::Conn;
 use sshr_testsupport::{
-    connections_to, keygen, run_with_timeout, ssh_command, Sshd, SshdOptions, SshrSetup,
+    connections_to, keygen, one_user, run_with_timeout, ssh_command, SshrSetup,
 };
 
-/// sshr with one user `alice` routed to a real sshd; returns them with alice's key.
-fn proxy() -> (Sshd, sshr_testsupport::Sshr, tempfile::TempDir) {
-    proxy_with("")
-}
-
-/// [`proxy`] with `extra` configuration before the user table.
-fn proxy_with(extra: &str) -> (Sshd, sshr_testsupport::Sshr, tempfile::TempDir) {
-    let keys = tempfile::tempdir().unwrap();
-    let alice = keys.path().join("alice");
-    keygen(&alice, "ed25519", None);
-    let alice_pub = std::fs::read_to_string(alice.with_extension("pub")).unwrap();
-    let setup = SshrSetup::new();
-    let sshd = Sshd::start(SshdOptions {
-        authorized_keys: vec![setup.upstream_public_key.clone()],
-        ..SshdOptions::default()
-    });
-    let tables = format!(
-        "{extra}\n[[users]]\nname = \"alice\"\nupstream = \"127.0.0.1:{}\"\nupstream_user = \"root\"\nauthorized_keys = [{:?}]\n",
-        sshd.port,
-        alice_pub.trim()
-    );
-    let sshr = setup.start(std::path::Path::new(env!("CARGO_BIN_EXE_sshr")), &tables);
-    (sshd, sshr, keys)
-}
+const SSHR: &str = env!("CARGO_BIN_EXE_sshr");
 
 /// A scripted client through key exchange and the ssh-userauth service.
 fn established(port: u16) -> Conn {
-    let mut c = Conn::client(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    let mut c = Conn::connect(port);
     let none = auth::Request {
         user: "alice",
         service: auth::CONNECTION_SERVICE,
@@ -67,7 +44,7 @@ fn real_session_works(sshr: &sshr_testsupport::Sshr, key: &std::path::Path) {
 
 #[test]
 fn oversized_packet_before_auth_is_refused_with_a_reason() {
-    let (_sshd, sshr, keys) = proxy();
+    let (_sshd, sshr, keys) = one_user::start(SSHR, &[], "");
     let mut c = established(sshr.port());
     // 100 KB before authentication: legal for the transport's cap, refused by the proxy.
     let mut ignore = vec![msg::IGNORE];
@@ -95,7 +72,7 @@ fn oversized_packet_before_auth_is_refused_with_a_reason() {
 
 #[test]
 fn tampered_packet_closes_only_that_connection() {
-    let (_sshd, sshr, keys) = proxy();
+    let (_sshd, sshr, keys) = one_user::start(SSHR, &[], "");
     let mut c = established(sshr.port());
     // A second scripted connection stays open across the first one's failure.
     let mut other = established(sshr.port());
@@ -131,7 +108,7 @@ fn tampered_packet_closes_only_that_connection() {
 fn a_client_over_the_session_limit_is_told_why() {
     let setup = SshrSetup::new();
     let sshr = setup.start(
-        std::path::Path::new(env!("CARGO_BIN_EXE_sshr")),
+        std::path::Path::new(SSHR),
         "workers = 1\n\n[limits]\nmax_sessions_per_shard = 1\n",
     );
     // The start-up probe's session has come and gone...
@@ -172,7 +149,9 @@ fn a_client_over_the_session_limit_is_told_why() {
 
 #[test]
 fn clients_that_never_authenticate_hold_few_upstream_connections() {
-    let (sshd, sshr, keys) = proxy_with(
+    let (sshd, sshr, keys) = one_user::start(
+        SSHR,
+        &[],
         "[limits]\npreauth_upstream_connections = 2\n\n[warm_upstreams]\nper_upstream = 0\n",
     );
     // Five clients name a real user, then say nothing more: the proxy connects upstream

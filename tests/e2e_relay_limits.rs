@@ -5,7 +5,6 @@
 //! A scripted client (our own transport, driven by the test) against a real sshd.
 
 use std::io::Write;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -14,36 +13,22 @@ use sshr_protocol::hostkey::PrivateKey;
 use sshr_protocol::msg;
 use sshr_protocol::wire;
 use sshr_testsupport::conn::Conn;
-use sshr_testsupport::{keygen, Sshd, SshdOptions, SshrSetup};
+use sshr_testsupport::{one_user, Sshd, SshrSetup};
 
-/// sshr (with `extra` config tables) and one user `alice` routed to a real sshd.
+const SSHR: &str = env!("CARGO_BIN_EXE_sshr");
+
+/// sshr (with `extra` config tables) and one user `alice` routed to a real sshd; returns
+/// them with the directory of alice's key and its path.
 fn proxy(extra: &str) -> (Sshd, sshr_testsupport::Sshr, tempfile::TempDir, PathBuf) {
-    let keys = tempfile::tempdir().unwrap();
-    let alice = keys.path().join("alice");
-    keygen(&alice, "ed25519", None);
-    let alice_pub = std::fs::read_to_string(alice.with_extension("pub")).unwrap();
-    let setup = SshrSetup::new();
-    let sshd = Sshd::start(SshdOptions {
-        authorized_keys: vec![setup.upstream_public_key.clone()],
-        ..SshdOptions::default()
-    });
-    let tables = format!(
-        "{extra}\n[[users]]\nname = \"alice\"\nupstream = \"127.0.0.1:{}\"\nupstream_user = \"root\"\nauthorized_keys = [{:?}]\n",
-        sshd.port,
-        alice_pub.trim()
-    );
-    let sshr = setup.start(Path::new(env!("CARGO_BIN_EXE_sshr")), &tables);
+    let (sshd, sshr, keys) = one_user::start(SSHR, &[], extra);
+    let alice = keys.path().join(one_user::USER);
     (sshd, sshr, keys, alice)
-}
-
-fn connect(stream: TcpStream) -> Conn {
-    Conn::client(stream)
 }
 
 /// A scripted client logged in as alice: the relay runs behind it.
 fn logged_in(port: u16, key: &Path) -> Conn {
     let key = PrivateKey::from_openssh(&std::fs::read_to_string(key).unwrap()).unwrap();
-    let mut c = connect(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    let mut c = Conn::connect(port);
     let none = auth::Request {
         user: "alice",
         service: auth::CONNECTION_SERVICE,
@@ -135,16 +120,13 @@ fn transport_messages_do_not_pile_up_during_the_relay() {
 #[test]
 fn a_client_that_stops_reading_cannot_hold_its_session_after_the_auth_timeout() {
     let setup = SshrSetup::new();
-    let sshr = setup.start(
-        Path::new(env!("CARGO_BIN_EXE_sshr")),
-        "[limits]\nauth_timeout_secs = 2\n",
-    );
+    let sshr = setup.start(Path::new(SSHR), "[limits]\nauth_timeout_secs = 2\n");
     // A small receive buffer, and a flood of requests whose answers it never reads:
     // the proxy's replies back up, so the auth-timeout DISCONNECT cannot be written.
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     sock.connect(&sshr.addr().into()).unwrap();
-    let mut c = connect(sock.into());
+    let mut c = Conn::client(sock.into());
     let none = auth::Request {
         user: "nobody",
         service: auth::CONNECTION_SERVICE,

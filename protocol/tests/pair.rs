@@ -2,66 +2,16 @@
 //! of a transfer from either side, strict-kex violations, tampering, oversized packets.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand_core::SeedableRng;
 use sshr_protocol::cipher::{CipherAlg, MacAlg};
 use sshr_protocol::error::PeerMisbehaved;
 use sshr_protocol::hostkey::{PrivateKey, SigAlg};
 use sshr_protocol::packet::Sealer;
-use sshr_protocol::transport::{ClientOptions, Config, Event, HostKeyCheck, Input, Transport};
+use sshr_protocol::transport::{Config, Event, HostKeyCheck};
 use sshr_protocol::{msg, Error};
-
-/// One side of the pair: its transport, the bytes it has received but not yet read, and
-/// what it delivered to the application.
-struct Side {
-    t: Transport,
-    rx: Vec<u8>,
-    got: Vec<Vec<u8>>,
-    events: Vec<Event>,
-    error: Option<Error>,
-}
-
-impl Side {
-    fn new(t: Transport) -> Self {
-        Self {
-            t,
-            rx: Vec::new(),
-            got: Vec::new(),
-            events: Vec::new(),
-            error: None,
-        }
-    }
-
-    /// Read everything readable; returns whether anything happened.
-    fn read_all(&mut self, now: Instant) -> bool {
-        let mut progress = false;
-        while self.error.is_none() && !self.rx.is_empty() {
-            match self.t.read(&mut self.rx, now) {
-                Ok(Input::NeedMore(_)) => break,
-                Ok(Input::Consumed(n)) => {
-                    self.rx.drain(..n);
-                }
-                Ok(Input::Packet { len, payload }) => {
-                    self.got.push(self.rx[payload].to_vec());
-                    self.rx.drain(..len);
-                }
-                Err(e) => self.error = Some(e),
-            }
-            progress = true;
-        }
-        while let Some(e) = self.t.poll_event() {
-            self.events.push(e);
-        }
-        progress
-    }
-}
-
-struct Pair {
-    client: Side,
-    server: Side,
-    now: Instant,
-}
+use sshr_testsupport::pair::Pair;
 
 fn host_key() -> PrivateKey {
     PrivateKey::generate_ed25519(&mut rand_chacha::ChaCha20Rng::from_seed([3; 32]))
@@ -71,70 +21,13 @@ fn keys(k: PrivateKey) -> Arc<[PrivateKey]> {
     Arc::from(vec![k])
 }
 
-impl Pair {
-    fn new(
-        client_config: Config,
-        server_config: Config,
-        host_keys: Arc<[PrivateKey]>,
-        check: HostKeyCheck,
-    ) -> Self {
-        let now = Instant::now();
-        let client = Transport::client(
-            Arc::new(client_config),
-            ClientOptions {
-                host_key_check: check,
-                prefer_cipher: None,
-                prefer_mac: None,
-            },
-            [1; 32],
-            now,
-        );
-        let server = Transport::server(Arc::new(server_config), host_keys, [2; 32], now);
-        Self {
-            client: Side::new(client),
-            server: Side::new(server),
-            now,
-        }
-    }
-
-    fn default_pair() -> Self {
-        Self::new(
-            Config::default(),
-            Config::default(),
-            keys(host_key()),
-            HostKeyCheck::AcceptAny,
-        )
-    }
-
-    /// Move bytes both ways until nothing changes.
-    fn drive(&mut self) {
-        for _ in 0..10_000 {
-            let mut progress = transfer(&mut self.client, &mut self.server);
-            progress |= transfer(&mut self.server, &mut self.client);
-            progress |= self.client.read_all(self.now);
-            progress |= self.server.read_all(self.now);
-            if !progress {
-                return;
-            }
-        }
-        panic!("pair did not settle");
-    }
-
-    fn established(&self) -> bool {
-        self.client.t.is_established() && self.server.t.is_established()
-    }
-}
-
-/// Move what `from` has to send into `to`'s receive buffer.
-fn transfer(from: &mut Side, to: &mut Side) -> bool {
-    let out = from.t.transmit();
-    if out.is_empty() {
-        return false;
-    }
-    to.rx.extend_from_slice(out);
-    let n = out.len();
-    from.t.advance_transmit(n);
-    true
+fn default_pair() -> Pair {
+    Pair::with_configs(
+        Config::default(),
+        Config::default(),
+        keys(host_key()),
+        HostKeyCheck::AcceptAny,
+    )
 }
 
 fn data_payload(i: u32, len: usize) -> Vec<u8> {
@@ -158,7 +51,7 @@ fn handshake_and_data_for_every_cipher_and_mac() {
                 macs: mac.map_or_else(|| MacAlg::ALL.to_vec(), |m| vec![m]),
                 ..Config::default()
             };
-            let mut pair = Pair::new(
+            let mut pair = Pair::with_configs(
                 Config::default(),
                 server_cfg,
                 keys(host_key()),
@@ -227,7 +120,7 @@ fn mixed_ciphers_per_direction() {
         ciphers: vec![CipherAlg::ChaCha20Poly1305, CipherAlg::Aes256Gcm],
         ..Config::default()
     };
-    let mut pair = Pair::new(
+    let mut pair = Pair::with_configs(
         client_cfg,
         server_cfg,
         keys(host_key()),
@@ -243,7 +136,7 @@ fn mixed_ciphers_per_direction() {
 /// A transfer of many packets with a rekey started in the middle by `who`; nothing is
 /// lost or reordered, and both sides count the extra key exchange.
 fn rekey_during_transfer(client_starts: bool) {
-    let mut pair = Pair::default_pair();
+    let mut pair = default_pair();
     pair.drive();
     assert!(pair.established());
     let total = 600u32;
@@ -315,7 +208,7 @@ fn automatic_rekey_after_byte_and_time_limits() {
         rekey_bytes: 256 * 1024,
         ..Config::default()
     };
-    let mut pair = Pair::new(
+    let mut pair = Pair::with_configs(
         small.clone(),
         Config::default(),
         keys(host_key()),
@@ -334,13 +227,13 @@ fn automatic_rekey_after_byte_and_time_limits() {
     );
     assert_eq!(pair.client.t.kex_count(), pair.server.t.kex_count());
 
-    let mut pair = Pair::default_pair();
+    let mut pair = default_pair();
     pair.drive();
     let deadline = pair.server.t.poll_timeout().expect("rekey deadline");
-    assert!(deadline >= pair.now + Duration::from_secs(3599));
+    assert!(deadline >= pair.clock.now() + Duration::from_secs(3599));
     pair.server
         .t
-        .handle_timeout(pair.now + Duration::from_secs(10));
+        .handle_timeout(pair.clock.now() + Duration::from_secs(10));
     pair.drive();
     assert_eq!(pair.server.t.kex_count(), 1);
     pair.server.t.handle_timeout(deadline);
@@ -350,13 +243,12 @@ fn automatic_rekey_after_byte_and_time_limits() {
 
 #[test]
 fn strict_kex_refuses_ignore_before_newkeys() {
-    let mut pair = Pair::default_pair();
+    let mut pair = default_pair();
     // Move the identification lines and KEXINITs, then inject an unauthenticated
     // IGNORE into the client->server stream as a Terrapin-style attacker would.
-    let client_out = pair.client.t.transmit().to_vec();
-    pair.client.t.advance_transmit(client_out.len());
-    pair.server.rx.extend_from_slice(&client_out);
-    pair.server.read_all(pair.now);
+    let client_out = pair.client.take_output();
+    pair.server.deliver(&client_out);
+    pair.server.read_all(pair.clock.now());
     assert!(pair.server.error.is_none());
     let mut ignore = Vec::new();
     Sealer::new().seal_into(
@@ -364,8 +256,8 @@ fn strict_kex_refuses_ignore_before_newkeys() {
         &[msg::IGNORE, 0, 0, 0, 0],
         &mut rand_chacha::ChaCha20Rng::from_seed([0; 32]),
     );
-    pair.server.rx.extend_from_slice(&ignore);
-    pair.server.read_all(pair.now);
+    pair.server.deliver(&ignore);
+    pair.server.read_all(pair.clock.now());
     match &pair.server.error {
         Some(Error::Peer(PeerMisbehaved::StrictKex { msg })) => assert_eq!(*msg, msg::IGNORE),
         other => panic!("expected a strict kex violation, got {other:?}"),
@@ -382,9 +274,8 @@ fn ignore_before_kexinit_without_strict_kex_is_fine_but_not_with_it() {
         strict_kex: false,
         ..Config::default()
     };
-    let mut pair = Pair::new(lax.clone(), lax, keys(host_key()), HostKeyCheck::AcceptAny);
-    let mut out = pair.client.t.transmit().to_vec();
-    pair.client.t.advance_transmit(out.len());
+    let mut pair = Pair::with_configs(lax.clone(), lax, keys(host_key()), HostKeyCheck::AcceptAny);
+    let mut out = pair.client.take_output();
     let line_end = out.iter().position(|&b| b == b'\n').unwrap() + 1;
     let mut ignore = Vec::new();
     Sealer::new().seal_into(
@@ -393,17 +284,16 @@ fn ignore_before_kexinit_without_strict_kex_is_fine_but_not_with_it() {
         &mut rand_chacha::ChaCha20Rng::from_seed([0; 32]),
     );
     out.splice(line_end..line_end, ignore.iter().copied());
-    pair.server.rx.extend_from_slice(&out);
+    pair.server.deliver(&out);
     pair.drive();
     assert!(pair.established(), "{:?}", pair.server.error);
 
     // With strict kex, the same IGNORE before KEXINIT is refused once the KEXINIT shows
     // that the client asked for strict kex.
-    let mut pair = Pair::default_pair();
-    let mut out = pair.client.t.transmit().to_vec();
-    pair.client.t.advance_transmit(out.len());
+    let mut pair = default_pair();
+    let mut out = pair.client.take_output();
     out.splice(line_end..line_end, ignore.iter().copied());
-    pair.server.rx.extend_from_slice(&out);
+    pair.server.deliver(&out);
     pair.drive();
     assert!(
         matches!(
@@ -422,14 +312,14 @@ fn tampered_ciphertext_is_rejected() {
             ciphers: vec![cipher],
             ..Config::default()
         };
-        let mut pair = Pair::new(cfg.clone(), cfg, keys(host_key()), HostKeyCheck::AcceptAny);
+        let mut pair =
+            Pair::with_configs(cfg.clone(), cfg, keys(host_key()), HostKeyCheck::AcceptAny);
         pair.drive();
         pair.client.t.send(&data_payload(7, 100)).unwrap();
-        let mut wire = pair.client.t.transmit().to_vec();
-        pair.client.t.advance_transmit(wire.len());
+        let mut wire = pair.client.take_output();
         wire[20] ^= 0x01;
-        pair.server.rx.extend_from_slice(&wire);
-        pair.server.read_all(pair.now);
+        pair.server.deliver(&wire);
+        pair.server.read_all(pair.clock.now());
         assert_eq!(
             pair.server.error,
             Some(Error::Peer(PeerMisbehaved::BadMac)),
@@ -442,13 +332,13 @@ fn tampered_ciphertext_is_rejected() {
 #[test]
 fn oversized_length_is_rejected_before_buffering() {
     // Before kex (clear text) and after kex with a clear length field (GCM).
-    let mut pair = Pair::default_pair();
+    let mut pair = default_pair();
     let line = pair.client.t.our_version().len() + 2;
     let mut out = pair.client.t.transmit()[..line].to_vec();
     out.extend_from_slice(&(16 * 1024 * 1024u32).to_be_bytes());
     out.extend_from_slice(&[0; 12]);
-    pair.server.rx.extend_from_slice(&out);
-    pair.server.read_all(pair.now);
+    pair.server.deliver(&out);
+    pair.server.read_all(pair.clock.now());
     assert!(
         matches!(
             pair.server.error,
@@ -462,12 +352,12 @@ fn oversized_length_is_rejected_before_buffering() {
         ciphers: vec![CipherAlg::Aes128Gcm],
         ..Config::default()
     };
-    let mut pair = Pair::new(cfg.clone(), cfg, keys(host_key()), HostKeyCheck::AcceptAny);
+    let mut pair = Pair::with_configs(cfg.clone(), cfg, keys(host_key()), HostKeyCheck::AcceptAny);
     pair.drive();
     let mut huge = (1u32 << 30).to_be_bytes().to_vec();
     huge.extend_from_slice(&[0; 16]);
-    pair.server.rx.extend_from_slice(&huge);
-    pair.server.read_all(pair.now);
+    pair.server.deliver(&huge);
+    pair.server.read_all(pair.clock.now());
     assert!(matches!(
         pair.server.error,
         Some(Error::Peer(PeerMisbehaved::PacketLength(_)))
@@ -478,7 +368,7 @@ fn oversized_length_is_rejected_before_buffering() {
 fn pinned_host_key_is_enforced() {
     let key = host_key();
     let other = PrivateKey::generate_ed25519(&mut rand_chacha::ChaCha20Rng::from_seed([4; 32]));
-    let mut pair = Pair::new(
+    let mut pair = Pair::with_configs(
         Config::default(),
         Config::default(),
         keys(host_key()),
@@ -486,7 +376,7 @@ fn pinned_host_key_is_enforced() {
     );
     pair.drive();
     assert!(pair.established());
-    let mut pair = Pair::new(
+    let mut pair = Pair::with_configs(
         Config::default(),
         Config::default(),
         keys(key),
@@ -520,7 +410,7 @@ fn no_common_algorithm_is_reported_with_both_lists() {
         ciphers: vec![CipherAlg::ChaCha20Poly1305],
         ..Config::default()
     };
-    let mut pair = Pair::new(
+    let mut pair = Pair::with_configs(
         client_cfg,
         server_cfg,
         keys(host_key()),
@@ -539,7 +429,7 @@ fn no_common_algorithm_is_reported_with_both_lists() {
 
 #[test]
 fn service_request_is_accepted_after_kex() {
-    let mut pair = Pair::default_pair();
+    let mut pair = default_pair();
     pair.client.t.request_service("ssh-userauth").unwrap();
     pair.drive();
     assert!(pair
@@ -579,7 +469,7 @@ fn host_key_types_from_fixtures() {
         };
         seen += 1;
         let key = PrivateKey::from_openssh(&text).unwrap();
-        let mut pair = Pair::new(
+        let mut pair = Pair::with_configs(
             Config::default(),
             Config::default(),
             keys(key),

@@ -49,6 +49,13 @@ impl Conn {
         c
     }
 
+    /// [`Conn::client`] over a new connection to `port` on loopback.
+    pub fn connect(port: u16) -> Self {
+        let s = TcpStream::connect(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
+        Conn::client(s)
+    }
+
     pub fn flush(&mut self) {
         let out = self.t.transmit();
         if !out.is_empty() {

@@ -1,10 +1,16 @@
-//! Real peers for tests: an OpenSSH `sshd` started on a free loopback port with its own
-//! generated host keys and configuration, and helpers for running the real clients.
+//! What sshr's tests and benches share.
 //!
-//! Tests need root (sshd's privilege separation, logging in as root) and
-//! `/usr/sbin/sshd`; `.ci/run` installs openssh-server and runs as root.
+//! - Real peers: an OpenSSH `sshd` started on a free loopback port with its own generated
+//!   host keys and configuration ([`Sshd`]), the `sshr` daemon in front of it
+//!   ([`SshrSetup`], [`one_user`]), and helpers for running the real clients. These need
+//!   root (sshd's privilege separation, logging in as root) and `/usr/sbin/sshd`;
+//!   `.ci/run` installs openssh-server and runs as root.
+//! - [`conn`]: a scripted SSH client over a blocking socket.
+//! - [`pair`]: transports wired to each other in memory, with virtual time.
 
 pub mod conn;
+pub mod one_user;
+pub mod pair;
 
 use std::fs;
 use std::io::Read;
