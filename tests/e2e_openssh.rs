@@ -894,48 +894,47 @@ fn connect(env: &Env, port: u16) -> TcpStream {
         .unwrap_or_else(|e| env.fail(&format!("connect 127.0.0.1:{port}: {e}")))
 }
 
-#[test]
-fn local_forward() {
-    let env = Env::new();
-    let echo = echo_server();
-    let lport = free_listen_port();
-    let spec = format!("{lport}:127.0.0.1:{echo}");
+/// `ssh -N -o ExitOnForwardFailure=yes <flag> <spec>` as `user`, running in the background
+/// once `port` on loopback accepts connections (its stderr in `ssh_<flag letter>.err`).
+fn forwarding_ssh(env: &Env, user: &str, flag: &str, spec: &str, port: u16) -> Background {
     let cmd = env.ssh(
-        "alice",
-        &["-N", "-o", "ExitOnForwardFailure=yes", "-L", &spec],
+        user,
+        &["-N", "-o", "ExitOnForwardFailure=yes", flag, spec],
         &[],
     );
-    let mut ssh = Background::spawn(cmd, env.path("ssh_L.err"));
-    ssh.wait_for_port(&env, SocketAddr::from(([127, 0, 0, 1], lport)), secs(30));
-    // Several channels at once over the one session.
+    let err = format!("ssh_{}.err", flag.trim_start_matches('-'));
+    let mut ssh = Background::spawn(cmd, env.path(&err));
+    ssh.wait_for_port(env, SocketAddr::from(([127, 0, 0, 1], port)), secs(30));
+    ssh
+}
+
+/// Forward a free port to an echo server with `flag` (`-L` or `-R`) as `user`, then run
+/// `channels` echo round trips through it at once, over the one session; the i-th of
+/// `base_len + i` bytes.
+fn port_forward(user: &str, flag: &str, channels: usize, base_len: usize) {
+    let env = Env::new();
+    let echo = echo_server();
+    let port = free_listen_port();
+    // With -R the upstream sshd listens on `port` (on this machine: the upstream is
+    // loopback).
+    let _ssh = forwarding_ssh(&env, user, flag, &format!("{port}:127.0.0.1:{echo}"), port);
+    let what = format!("{flag} channel");
     thread::scope(|s| {
-        for i in 0..4 {
-            let env = &env;
-            s.spawn(move || echo_roundtrip(env, connect(env, lport), 300_000 + i, "-L channel"));
+        for i in 0..channels {
+            let (env, what) = (&env, &what);
+            s.spawn(move || echo_roundtrip(env, connect(env, port), base_len + i, what));
         }
     });
 }
 
 #[test]
+fn local_forward() {
+    port_forward("alice", "-L", 4, 300_000);
+}
+
+#[test]
 fn remote_forward() {
-    let env = Env::new();
-    let echo = echo_server();
-    let rport = free_listen_port();
-    let spec = format!("{rport}:127.0.0.1:{echo}");
-    let cmd = env.ssh(
-        "bob",
-        &["-N", "-o", "ExitOnForwardFailure=yes", "-R", &spec],
-        &[],
-    );
-    let mut ssh = Background::spawn(cmd, env.path("ssh_R.err"));
-    // The upstream sshd listens on rport (on this machine: the upstream is loopback).
-    ssh.wait_for_port(&env, SocketAddr::from(([127, 0, 0, 1], rport)), secs(30));
-    thread::scope(|s| {
-        for i in 0..3 {
-            let env = &env;
-            s.spawn(move || echo_roundtrip(env, connect(env, rport), 200_000 + i, "-R channel"));
-        }
-    });
+    port_forward("bob", "-R", 3, 200_000);
 }
 
 #[test]
@@ -943,19 +942,7 @@ fn dynamic_socks_forward() {
     let env = Env::new();
     let echo = echo_server();
     let dport = free_listen_port();
-    let cmd = env.ssh(
-        "alice",
-        &[
-            "-N",
-            "-o",
-            "ExitOnForwardFailure=yes",
-            "-D",
-            &format!("127.0.0.1:{dport}"),
-        ],
-        &[],
-    );
-    let mut ssh = Background::spawn(cmd, env.path("ssh_D.err"));
-    ssh.wait_for_port(&env, SocketAddr::from(([127, 0, 0, 1], dport)), secs(30));
+    let ssh = forwarding_ssh(&env, "alice", "-D", &format!("127.0.0.1:{dport}"), dport);
     // SOCKS5, no authentication, CONNECT 127.0.0.1:echo.
     let mut s = connect(&env, dport);
     s.set_read_timeout(Some(secs(20))).unwrap();
