@@ -2,7 +2,7 @@
 //! the same core functions the relay's pumps call (`sshr::core::relay::classify` and
 //! `forward_step`).
 //!
-//! Two in-memory transport pairs are set up back to back (as in protocol/tests/pair.rs):
+//! Two in-memory transport pairs (`sshr_testsupport::pair`) are set up back to back:
 //!
 //! ```text
 //! client (client role) <-> proxy_srv (server role)      client leg, cipher A
@@ -46,6 +46,7 @@ use sshr_protocol::hostkey::PrivateKey;
 use sshr_protocol::msg;
 use sshr_protocol::packet::PAYLOAD_OFFSET;
 use sshr_protocol::transport::{ClientOptions, Config, Input, Transport};
+use sshr_testsupport::pair::{Clock, Pair};
 
 // ---------------------------------------------------------------------------------------
 // Allocation counter.
@@ -79,50 +80,12 @@ fn allocs() -> u64 {
     ALLOCS.load(Ordering::Relaxed)
 }
 
-// ---------------------------------------------------------------------------------------
-// Two transports back to back.
-
-fn drain(from: &mut Transport, to_rx: &mut Vec<u8>) -> bool {
-    let out = from.transmit();
-    if out.is_empty() {
-        return false;
-    }
-    to_rx.extend_from_slice(out);
-    let n = out.len();
-    from.advance_transmit(n);
-    true
-}
-
-fn read_all(t: &mut Transport, rx: &mut Vec<u8>, now: Instant) -> bool {
-    let mut progress = false;
-    while !rx.is_empty() {
-        match t.read(rx, now).expect("handshake read") {
-            Input::NeedMore(_) => break,
-            Input::Consumed(n) | Input::Packet { len: n, .. } => {
-                rx.drain(..n);
-            }
-        }
-        progress = true;
-    }
-    while t.poll_event().is_some() {}
-    progress
-}
-
-/// Run the handshake of a client and a server transport to the end.
-fn establish(client: &mut Transport, server: &mut Transport) {
-    let now = Instant::now();
-    let (mut c_rx, mut s_rx) = (Vec::new(), Vec::new());
-    for _ in 0..1000 {
-        let mut progress = drain(client, &mut s_rx);
-        progress |= drain(server, &mut c_rx);
-        progress |= read_all(client, &mut c_rx, now);
-        progress |= read_all(server, &mut s_rx, now);
-        if !progress {
-            break;
-        }
-    }
-    assert!(client.is_established() && server.is_established());
-    assert!(client.can_seal() && server.can_seal());
+/// The two ends of one leg through their handshake (the test support crate's pair).
+fn establish(client: Transport, server: Transport) -> (Transport, Transport) {
+    let mut pair = Pair::new(client, server, Clock::new());
+    pair.handshake();
+    assert!(pair.client.t.can_seal() && pair.server.t.can_seal());
+    (pair.client.t, pair.server.t)
 }
 
 fn leg_config(cipher: CipherAlg, mac: Option<MacAlg>) -> Arc<Config> {
@@ -215,12 +178,14 @@ impl Rig {
         let now = Instant::now();
         let c1 = leg_config(case.client_leg.0, case.client_leg.1);
         let c2 = leg_config(case.upstream_leg.0, case.upstream_leg.1);
-        let mut client = Transport::client(c1.clone(), ClientOptions::default(), [1; 32], now);
-        let mut proxy_srv = Transport::server(c1, host_keys.clone(), [2; 32], now);
-        let mut proxy_cli = Transport::client(c2.clone(), ClientOptions::default(), [4; 32], now);
-        let mut upstream = Transport::server(c2, host_keys, [5; 32], now);
-        establish(&mut client, &mut proxy_srv);
-        establish(&mut proxy_cli, &mut upstream);
+        let (client, proxy_srv) = establish(
+            Transport::client(c1.clone(), ClientOptions::default(), [1; 32], now),
+            Transport::server(c1, host_keys.clone(), [2; 32], now),
+        );
+        let (proxy_cli, upstream) = establish(
+            Transport::client(c2.clone(), ClientOptions::default(), [4; 32], now),
+            Transport::server(c2, host_keys, [5; 32], now),
+        );
         let k = chunk_packets(payload_len);
         // Room for K packets with maximal framing overhead.
         let buf = vec![0u8; k * (payload_len + PAYLOAD_OFFSET + 255 + 64)];
