@@ -19,6 +19,15 @@
 //! | `sshr_relayed_bytes_total` | counter | `direction` (`client_to_upstream`, `upstream_to_client`) |
 //! | `sshr_buffer_pool_in_use` | gauge | `shard` |
 //! | `sshr_buffer_pool_waiters` | gauge | `shard` |
+//! | `sshr_upstream_warm_total` | counter | `outcome` (`hit`, `miss`) |
+//! | `sshr_upstream_warm_held` | gauge | `shard` |
+//! | `sshr_tunnels_open` | gauge | |
+//! | `sshr_tunnels_total` | counter | `mode` (`point-to-point`, `ethernet`, `other`) |
+//! | `sshr_tunnels_refused_total` | counter | `reason` (`policy`, `limit`, `malformed`, `upstream`) |
+//! | `sshr_tunnel_bytes_total` | counter | `direction` |
+//! | `sshr_tunnel_alerts_total` | counter | `kind` (`duration`, `bytes`) |
+//!
+//! Every label takes a fixed set of values: never a user, an address or a free text.
 
 use std::cell::Cell;
 use std::net::SocketAddr;

@@ -206,6 +206,8 @@ struct Pass {
 struct Failed {
     /// As the client named it (logged escaped).
     method: String,
+    /// A `none` request (the first one is free, as in sshd).
+    none: bool,
     because: FailedBecause,
     partial: bool,
     /// The fingerprint of a public key, when there is one.
@@ -386,12 +388,13 @@ impl Login {
                 .is_ok_and(|(k, _)| account.authorized.contains(&k))
         };
         match req.method {
-            Method::None => self.failed(
-                failure("none", FailedBecause::MethodNotOffered),
-                session_id,
-                now,
-                timings,
-            ),
+            Method::None => {
+                let f = Failed {
+                    none: true,
+                    ..failure("none", FailedBecause::MethodNotOffered)
+                };
+                self.failed(f, session_id, now, timings)
+            }
             Method::Other(name) => self.failed(
                 failure(name, FailedBecause::MethodNotOffered),
                 session_id,
@@ -678,7 +681,7 @@ impl Login {
     /// way sshd does, and answer, or hang up at the attempt limit.
     fn failed(&mut self, f: Failed, session_id: &[u8], now: Instant, timings: &dyn Timings) {
         let user = self.user().unwrap_or_default().to_owned();
-        let none = f.method == "none";
+        let none = f.none;
         let method = f.method.as_str();
         if none {
             debug!(user = %Untrusted(&user), "method none: telling the client the methods");
@@ -725,6 +728,7 @@ impl Pass {
 fn failure(method: &str, because: FailedBecause) -> Failed {
     Failed {
         method: method.to_owned(),
+        none: false,
         because,
         partial: false,
         key: None,
