@@ -14,8 +14,8 @@
 //! ```
 //!
 //! The layers, bottom up (`docs/architecture.md`): [`core`] decides without I/O,
-//! [`rt`] and [`metrics`] are the runtime helpers and the metrics sink, [`io`] moves
-//! bytes, [`config`], [`keys`], [`hooks`] and [`providers`] say what to do, [`proxy`]
+//! `rt` and `metrics` are the runtime helpers and the metrics sink, `io` moves
+//! bytes, [`config`], [`keys`], [`hooks`] and [`providers`] say what to do, `proxy`
 //! runs sessions on a shard, and the server at the top starts one glommio executor per
 //! core. Public are what an embedder needs (the configuration, the hooks, key loading,
 //! [`Server`]) and the sans-IO [`core`], which benchmarks and tests drive directly.

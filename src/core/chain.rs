@@ -811,7 +811,9 @@ mod login_tests {
             seen.borrow_mut()
                 .push(format!("{} {}", req.user, req.method.name()));
             match req.method {
-                Method::Password { password, .. } if password == "secret" => {
+                Method::Password {
+                    password: "secret", ..
+                } => {
                     vec![
                         auth::encode_banner("upstream says hello\n"),
                         auth::encode_success(),
