@@ -40,3 +40,12 @@ pub mod warm;
 pub use config::Config;
 pub use hooks::{HookContext, HookError, Hooks, HooksFactory, HostKeyPolicy, Upstream};
 pub use shard::{run_blocking, RunningServer, Server, ServerError, ServerHandle, ShardContext};
+
+/// The attribute a [`Hooks`] implementation goes under, `#[sshr::async_trait(?Send)]`
+/// (hooks run on one shard's thread, so their futures need not be `Send`). Re-exported so
+/// that `sshr` is the one dependency a hooks implementation needs.
+pub use async_trait::async_trait;
+/// The SSH transport: the key types hooks hand over
+/// ([`protocol::hostkey::PublicKey`], [`protocol::hostkey::PrivateKey`]) and
+/// [`protocol::hostkey::parse_authorized_keys`].
+pub use sshr_protocol as protocol;
