@@ -15,16 +15,20 @@
 //! keys_dir = "/etc/sshr/users"
 //! ```
 //!
-//! Run: `cargo run --example custom_hooks -- sshr.toml`
-//! (without an argument, the built-in configuration and `keys_dir = "users"`).
+//! Run: `cargo run --release --example custom_hooks -- sshr.toml` (without an argument,
+//! the built-in configuration and `keys_dir = "users"`). `docs/hooks.md` walks through
+//! trying it.
+//!
+//! Everything here comes from the one dependency `sshr`: the hooks API, the key types
+//! (`sshr::protocol`), the `async_trait` attribute and the log set-up.
 
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use sshr::hooks::{self, HookContext, HookError, Hooks, Upstream};
+use sshr::protocol::hostkey::{self, PrivateKey, PublicKey};
 use sshr::Config;
-use sshr_protocol::hostkey::{self, PrivateKey, PublicKey};
 
 /// Settings shared by every shard (read-only, so an `Arc` is enough).
 struct Settings {
@@ -83,7 +87,7 @@ fn split_login(login: &str) -> Option<(&str, &str)> {
     (ok(user) && ok(host)).then_some((user, host))
 }
 
-#[async_trait::async_trait(?Send)]
+#[sshr::async_trait(?Send)]
 impl Hooks for UserAtHost {
     async fn find_upstream(&self, ctx: &HookContext) -> Result<Option<Upstream>, HookError> {
         let Some((user, host)) = split_login(&ctx.user) else {
@@ -130,12 +134,9 @@ impl Hooks for UserAtHost {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    // The daemon's own log set-up: stderr, `RUST_LOG` (info by default), colours only on
+    // a terminal, peer text escaped.
+    sshr::logging::init();
 
     let config = match std::env::args_os().nth(1) {
         Some(path) => Config::load(path.as_ref())?,

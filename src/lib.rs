@@ -36,3 +36,12 @@ pub use config::Config;
 pub use hooks::{HookContext, HookError, Hooks, HooksFactory, HostKeyPolicy, Upstream};
 pub use rt::{run_blocking, sleep, timeout, Elapsed};
 pub use server::{RunningServer, Server, ServerError, ServerHandle};
+
+/// The attribute a [`Hooks`] implementation goes under, `#[sshr::async_trait(?Send)]`
+/// (hooks run on one shard's thread, so their futures need not be `Send`). Re-exported so
+/// that `sshr` is the one dependency a hooks implementation needs.
+pub use async_trait::async_trait;
+/// The SSH transport: the key types hooks hand over
+/// ([`protocol::hostkey::PublicKey`], [`protocol::hostkey::PrivateKey`]) and
+/// [`protocol::hostkey::parse_authorized_keys`].
+pub use sshr_protocol as protocol;
