@@ -17,11 +17,11 @@
 //! ```no_run
 //! use std::rc::Rc;
 //! use sshr::hooks::{HookContext, HookError, Hooks, Upstream};
-//! use sshr_protocol::hostkey::{PrivateKey, PublicKey};
+//! use sshr::protocol::hostkey::{PrivateKey, PublicKey};
 //!
 //! struct OneServer { key: Rc<PrivateKey> }
 //!
-//! #[async_trait::async_trait(?Send)]
+//! #[sshr::async_trait(?Send)]
 //! impl Hooks for OneServer {
 //!     async fn find_upstream(&self, ctx: &HookContext) -> Result<Option<Upstream>, HookError> {
 //!         Ok(Some(Upstream::new("10.0.0.5:22", &ctx.user)))

@@ -4,7 +4,7 @@
 //!   host keys and configuration ([`Sshd`]), the `sshr` daemon in front of it
 //!   ([`SshrSetup`], [`one_user`]), and helpers for running the real clients. These need
 //!   root (sshd's privilege separation, logging in as root) and `/usr/sbin/sshd`;
-//!   `.ci/run` installs openssh-server and runs as root.
+//!   `scripts/test` installs openssh-server when it runs as root.
 //! - [`conn`]: a scripted SSH client over a blocking socket.
 //! - [`pair`]: transports wired to each other in memory, with virtual time.
 
