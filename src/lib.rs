@@ -34,6 +34,7 @@ mod server;
 
 pub use config::Config;
 pub use hooks::{HookContext, HookError, Hooks, HooksFactory, HostKeyPolicy, Upstream};
+pub use io::listener::bind_reuseport;
 pub use rt::{run_blocking, sleep, timeout, Elapsed};
 pub use server::{RunningServer, Server, ServerError, ServerHandle};
 

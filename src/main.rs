@@ -1,12 +1,9 @@
 //! The `sshr` daemon: the proxy with the static user table of its configuration file.
 
-use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use socket2::{Domain, Protocol, Socket, Type};
 use sshr::config::Config;
 use sshr::keys::{self, KeyFileError};
 use sshr::providers::StaticTable;
@@ -81,7 +78,7 @@ fn check(config: &Config) -> Result<(), String> {
     // here as they would at start.
     let mut bound = Vec::new();
     for &addr in &config.listen {
-        match bind_like_the_listener(addr) {
+        match sshr::bind_reuseport(addr) {
             Ok(socket) => bound.push(socket),
             Err(e) => problems.push(format!("cannot listen on {addr} (`listen`): {e}")),
         }
@@ -118,19 +115,4 @@ fn report_key(
         Ok(None) => println!("key {}: absent, will be generated at start", path.display()),
         Err(e) => problems.push(e.to_string()),
     }
-}
-
-/// A listening socket with the options the server's listeners have (SO_REUSEADDR,
-/// SO_REUSEPORT, IPv6-only), so that a port held by a running sshr of the same user,
-/// which a restart would share, passes, and a port held by anything else fails.
-fn bind_like_the_listener(addr: SocketAddr) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(1)?;
-    Ok(socket)
 }

@@ -62,8 +62,10 @@ pub(crate) fn bind_all(
 }
 
 /// A listening TCP socket with SO_REUSEADDR and SO_REUSEPORT. IPv6 sockets are IPv6
-/// only, so `[::]:22` and `0.0.0.0:22` can both be listed without conflict.
-pub(crate) fn bind_reuseport(addr: SocketAddr) -> io::Result<Socket> {
+/// only, so `[::]:22` and `0.0.0.0:22` can both be listed without conflict. (Public for
+/// `--check-config`, which binds as the listeners do: a port held by a running sshr of
+/// the same user, which a restart would share, passes; one held by anything else fails.)
+pub fn bind_reuseport(addr: SocketAddr) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
