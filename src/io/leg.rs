@@ -77,8 +77,8 @@ enum Storage {
 /// consumed. Packets are decrypted (and re-sealed by the relay) in place inside it.
 pub struct RxBuf {
     storage: Storage,
-    pub start: usize,
-    pub end: usize,
+    start: usize,
+    end: usize,
     /// Where growth beyond [`INLINE_RX`] is charged before authentication, and how much
     /// is charged now.
     budget: Option<HandshakeBudget>,
@@ -262,6 +262,17 @@ impl RxBuf {
         }
     }
 
+    /// Where the received bytes begin in [`RxBuf::data`].
+    pub fn start(&self) -> usize {
+        self.start
+    }
+
+    /// `n` bytes were read into [`RxBuf::unfilled`].
+    pub fn fill(&mut self, n: usize) {
+        debug_assert!(self.end + n <= self.capacity());
+        self.end += n;
+    }
+
     pub fn unfilled(&mut self) -> &mut [u8] {
         let e = self.end;
         &mut self.data_mut()[e..]
@@ -425,7 +436,8 @@ impl Leg {
                     deadline = None;
                 }
                 Ok(Input::Packet { len, payload }) => {
-                    let p = rx.data()[rx.start + payload.start..rx.start + payload.end].to_vec();
+                    let start = rx.start();
+                    let p = rx.data()[start + payload.start..start + payload.end].to_vec();
                     rx.consume(len);
                     self.flush().await?;
                     return Ok(Received::Packet(p));
@@ -475,7 +487,7 @@ impl Leg {
                         }
                         _ => read.await?,
                     };
-                    rx.end += n;
+                    rx.fill(n);
                 }
                 Err(source) => {
                     // The transport queued a DISCONNECT telling the peer why.

@@ -169,7 +169,7 @@ async fn pump(
         rx.compact(need);
         match from.read_some(rx.unfilled()).await {
             Ok(n) => {
-                rx.end += n;
+                rx.fill(n);
                 last_read = n;
             }
             Err(e) => {
@@ -226,7 +226,7 @@ async fn process(
                 from.changed.notify();
             }
             Ok(Input::Packet { len, payload }) => {
-                let start = rx.start;
+                let start = rx.start();
                 let payload = start + payload.start..start + payload.end;
                 let message = &rx.data()[payload.clone()];
                 let verdict = classify(from.side, message, &mut tunnels.borrow_mut(), Instant::now);
