@@ -51,8 +51,12 @@ use crate::core::values::TunnelPolicy;
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct HookContext {
-    /// The login name the client sent (SSH_MSG_USERAUTH_REQUEST user name).
+    /// The account: the login name the client sent (SSH_MSG_USERAUTH_REQUEST user name),
+    /// without the target (`alice` for `alice+web2`).
     pub user: String,
+    /// The server the client named after `target_separator` (`web2` for `alice+web2`);
+    /// `None`: the account's default server.
+    pub target: Option<String>,
     /// The client's address as the proxy's socket sees it.
     pub client_addr: SocketAddr,
     /// A proxy-assigned id, unique per process, that every log line of the session
@@ -63,6 +67,7 @@ pub struct HookContext {
 }
 
 impl HookContext {
+    /// The context of a login to `user`'s default server; see [`HookContext::target`].
     pub fn new(
         user: impl Into<String>,
         client_addr: SocketAddr,
@@ -71,11 +76,39 @@ impl HookContext {
     ) -> Self {
         HookContext {
             user: user.into(),
+            target: None,
             client_addr,
             session_id,
             client_version: client_version.into(),
         }
     }
+
+    /// The same login, to the server the client named.
+    pub fn target(mut self, target: Option<String>) -> Self {
+        self.target = target;
+        self
+    }
+}
+
+/// The answer to a login's one lookup ([`Hooks::look_up`]).
+#[derive(Clone, Debug)]
+pub enum Lookup {
+    /// No such user (or no such target of it): answered exactly like a wrong key.
+    Unknown,
+    /// The user's server, and the public keys allowed to log in to the proxy as the user
+    /// (empty: public-key login is impossible, password and keyboard-interactive logins
+    /// are passed through).
+    Found {
+        upstream: Upstream,
+        authorized_keys: Vec<PublicKey>,
+    },
+    /// The user has several servers and none is the default: the client must name one
+    /// (`user+target`), or choose from this list once it has proven its key. The keys
+    /// are the user's, as for `Found`.
+    Choose {
+        targets: Vec<String>,
+        authorized_keys: Vec<PublicKey>,
+    },
 }
 
 /// Where a user's session goes.
@@ -156,6 +189,23 @@ pub enum HookError {
 /// shard's event loop, so they must await rather than block.
 #[async_trait::async_trait(?Send)]
 pub trait Hooks {
+    /// Everything a login needs to know about `ctx.user` (and `ctx.target`), in one
+    /// call: the session makes exactly one per login, and fails the login with "the
+    /// account service is unavailable" on an error.
+    ///
+    /// The default asks [`Hooks::find_upstream`], then [`Hooks::fetch_authorized_keys`];
+    /// a hook backed by a remote service should answer both in one round trip instead.
+    async fn look_up(&self, ctx: &HookContext) -> Result<Lookup, HookError> {
+        let Some(upstream) = self.find_upstream(ctx).await? else {
+            return Ok(Lookup::Unknown);
+        };
+        let authorized_keys = self.fetch_authorized_keys(ctx).await?;
+        Ok(Lookup::Found {
+            upstream,
+            authorized_keys,
+        })
+    }
+
     /// The upstream of `ctx.user`, or `None` if there is no such user.
     ///
     /// The session answers an unknown user exactly like a wrong key, with the same

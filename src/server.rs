@@ -26,7 +26,7 @@ use crate::io::leg::DISCONNECT_GRACE;
 use crate::io::listener::{self, BindError};
 use crate::keys::{self, KeyFileError};
 use crate::metrics::{self, MetricsError};
-use crate::providers::static_table::StaticTable;
+use crate::providers;
 use crate::proxy::admission::Admission;
 use crate::proxy::gate;
 use crate::proxy::shard::ShardContext;
@@ -57,6 +57,8 @@ pub enum ServerError {
          (ulimit -l) or run outside a seccomp profile that blocks io_uring"
     )]
     Runtime { reason: String },
+    #[error("{0}")]
+    Providers(String),
     #[error("cannot start worker threads: {0}")]
     Threads(String),
     #[error("shard {index} failed: {reason}")]
@@ -125,10 +127,8 @@ impl Server {
         let custom_hooks = self.hooks.clone();
         let factory = match self.hooks {
             Some(factory) => factory,
-            None => {
-                let table = StaticTable::from_config(&self.config);
-                table.factory(upstream_key.clone())
-            }
+            None => providers::chain::factory(&self.config, upstream_key.clone())
+                .map_err(ServerError::Providers)?,
         };
 
         if let Some(addr) = self.config.metrics_listen {
@@ -504,7 +504,13 @@ impl RunningServer {
         }
         let hooks = match &self.custom_hooks {
             Some(factory) => factory.clone(),
-            None => StaticTable::from_config(&config).factory(self.shared.upstream_key.clone()),
+            None => match providers::chain::factory(&config, self.shared.upstream_key.clone()) {
+                Ok(factory) => factory,
+                Err(e) => {
+                    tracing::error!(error = %e, "reload failed: keeping the running configuration");
+                    return;
+                }
+            },
         };
         let users = config.users.len();
         match self.shared.current.lock() {

@@ -75,6 +75,18 @@ pub enum ConfigProblem {
     BadNetwork { value: String },
     #[error("`limits.packet_timeout_secs` must be below `limits.auth_timeout_secs`")]
     PacketTimeoutTooLong,
+    #[error("user {user:?} has no server: give `upstream`, or a `targets` list")]
+    NoUpstream { user: String },
+    #[error(
+        "user {user:?}: target name {target:?} must be 1 to 64 letters, digits, '-', '_' or '.'"
+    )]
+    BadTargetName { user: String, target: String },
+    #[error("user {user:?}: target {target:?} is listed twice")]
+    DuplicateTarget { user: String, target: String },
+    #[error("provider ({kind}): {reason}")]
+    BadProvider { kind: String, reason: String },
+    #[error("`target_separator` = {0:?} must be one punctuation character other than @ : / \\ ' \" ` $, or \"\" for none")]
+    BadTargetSeparator(String),
 }
 
 impl ConfigError {

@@ -46,8 +46,13 @@ pub struct Config {
     pub host_keys: Vec<PathBuf>,
     /// OpenSSH private key file the proxy logs in to upstreams with.
     pub upstream_key: PathBuf,
-    /// The static user table (`[[users]]`), used by the default hooks.
+    /// The static user table (`[[users]]`), asked first by the default hooks.
     pub users: Vec<UserConfig>,
+    /// `[[providers]]`: user directories asked in order after the static table.
+    pub providers: Vec<ProviderConfig>,
+    /// Separates the account from the server in a login name (`alice+web2`); `None`:
+    /// login names are taken whole (`target_separator = ""`).
+    pub target_separator: Option<char>,
     /// Number of shards; `None` means one per CPU.
     pub workers: Option<usize>,
     /// Address of the Prometheus endpoint, if any.
@@ -73,18 +78,112 @@ pub struct Config {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct UserConfig {
-    /// The login name clients use.
+    /// The login name clients use (before the `target_separator`).
     pub name: String,
-    /// `host:port` of the user's server.
-    pub upstream: String,
-    /// The user name on the upstream (defaults to `name`).
-    pub upstream_user: String,
     pub authorized_keys: AuthorizedKeys,
+    /// The user's servers: the default one (`upstream = ...`, target `""`) first if
+    /// there is one, then the `targets` list. Never empty.
+    pub servers: Vec<ServerConfig>,
+}
+
+/// One server of a user: its default one, or a `targets` entry.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// `""` for the default server; else the name after the separator (`web2`).
+    pub target: String,
+    /// `host:port` of the server.
+    pub upstream: String,
+    /// The user name on the upstream (defaults to the user's `upstream_user`, then its
+    /// name).
+    pub upstream_user: String,
     /// Pinned upstream host keys; empty means unpinned.
     pub upstream_host_keys: Vec<PublicKey>,
-    /// `tunnel = "..."`: which SSH tunnels this user may open; `None` means
-    /// `tunnels.default`.
+    /// `tunnel = "..."`: which SSH tunnels this user may open there (defaults to the
+    /// user's `tunnel`); `None` means `tunnels.default`.
     pub tunnel: Option<TunnelPolicy>,
+}
+
+impl UserConfig {
+    /// The server for `target` (`""`: the default one).
+    pub fn server(&self, target: &str) -> Option<&ServerConfig> {
+        self.servers.iter().find(|s| s.target == target)
+    }
+}
+
+/// One `[[providers]]` entry: a user directory (`src/providers/`).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    /// `timeout_ms`: how long one lookup may take (default: `limits.hook_timeout_secs`).
+    pub timeout: Duration,
+    /// `cache_ttl_secs`: an answer is reused for this long without asking again
+    /// (default 0: every login asks).
+    pub cache_ttl: Duration,
+    /// `stale_if_error_secs`: when the backend fails, the last good answer for the same
+    /// user and target is used if it is at most this old (default 300).
+    pub stale_if_error: Duration,
+}
+
+/// What a provider is and where it is.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum ProviderKind {
+    /// `kind = "sqlite"`: a local database file (created with the schema if missing).
+    Sqlite { path: PathBuf },
+    /// `kind = "postgres"`: a PostgreSQL database shared by many proxies.
+    Postgres {
+        url: PostgresUrl,
+        /// `pool_size`: connections per proxy process (default 8).
+        pool_size: u32,
+    },
+    /// `kind = "http"`: a Web API answering a POST per login (`docs/providers.md`).
+    Http {
+        url: String,
+        /// A file holding the bearer token sent as `Authorization: Bearer ...`.
+        bearer_token_file: Option<PathBuf>,
+        /// PEM certificates to trust for an `https` URL instead of the system's.
+        ca_file: Option<PathBuf>,
+    },
+    /// `kind = "command"`: a program printing the JSON answer, like OpenSSH's
+    /// AuthorizedKeysCommand. `argv[0]` is the program; `%u`, `%t`, `%a` and `%%` in
+    /// the arguments are the user, the target (empty for none), the client's address
+    /// and a `%`.
+    Command {
+        argv: Vec<String>,
+        /// `max_output_bytes`: more output than this is a failure (default 64 KiB).
+        max_output_bytes: usize,
+    },
+}
+
+/// Where the PostgreSQL connection string is: inline, or in a file (so the password
+/// stays out of the configuration). Never printed.
+#[derive(Clone)]
+pub enum PostgresUrl {
+    Inline(String),
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PostgresUrl::Inline(_) => f.write_str("Inline(<redacted>)"),
+            PostgresUrl::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
+}
+
+impl ProviderKind {
+    /// The `kind` word.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProviderKind::Sqlite { .. } => "sqlite",
+            ProviderKind::Postgres { .. } => "postgres",
+            ProviderKind::Http { .. } => "http",
+            ProviderKind::Command { .. } => "command",
+        }
+    }
 }
 
 /// Where a user's authorized keys come from.
@@ -201,6 +300,8 @@ impl Default for Rekey {
 pub const MIN_BUFFER_POOL_BYTES: usize = 2 * RELAY_BUFFER_SIZE;
 /// Largest number of seconds any timeout or interval may be set to (thirty days).
 pub const MAX_SECS: u64 = 30 * 24 * 3600;
+/// The default `target_separator`: `alice+web2` is account `alice`, server `web2`.
+pub const DEFAULT_TARGET_SEPARATOR: char = '+';
 /// Largest `warm_upstreams.idle_secs` (an hour).
 pub const MAX_WARM_IDLE_SECS: u64 = 3600;
 
@@ -265,7 +366,7 @@ mod tests {
         assert_eq!(c.origin, DEFAULT_CONFIG_ORIGIN);
         assert_eq!(c.users.len(), 1);
         let demo = c.user("demo").unwrap();
-        assert_eq!(demo.upstream, "127.0.0.1:22");
+        assert_eq!(demo.servers[0].upstream, "127.0.0.1:22");
         match &demo.authorized_keys {
             AuthorizedKeys::File(p) => assert_eq!(p, Path::new("/root/.ssh/authorized_keys")),
             other => panic!("expected authorized_keys_file, got {other:?}"),
@@ -274,7 +375,7 @@ mod tests {
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.rekey, Rekey::default());
         assert_eq!(c.tunnels, Tunnels::default());
-        assert_eq!(demo.tunnel, None);
+        assert_eq!(demo.servers[0].tunnel, None);
     }
 
     #[test]

@@ -27,6 +27,32 @@ pub(super) struct RawConfig {
     pub(super) hooks: toml::Table,
     #[serde(default)]
     pub(super) users: Vec<RawUser>,
+    #[serde(default)]
+    pub(super) providers: Vec<RawProvider>,
+    pub(super) target_separator: Option<Spanned<String>>,
+}
+
+/// One `[[providers]]` entry: every kind's keys, checked against its kind by
+/// validation (a tagged enum would lose the values' spans).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProvider {
+    pub(super) kind: Spanned<String>,
+    pub(super) timeout_ms: Option<Spanned<u64>>,
+    pub(super) cache_ttl_secs: Option<Spanned<u64>>,
+    pub(super) stale_if_error_secs: Option<Spanned<u64>>,
+    // sqlite
+    pub(super) path: Option<Spanned<String>>,
+    // postgres (and http: `url`)
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) url_file: Option<Spanned<String>>,
+    pub(super) pool_size: Option<Spanned<u32>>,
+    // http
+    pub(super) bearer_token_file: Option<Spanned<String>>,
+    pub(super) ca_file: Option<Spanned<String>>,
+    // command
+    pub(super) command: Option<Spanned<String>>,
+    pub(super) max_output_bytes: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -86,10 +112,22 @@ pub(super) struct RawTunnels {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUser {
     pub(super) name: Spanned<String>,
-    pub(super) upstream: Spanned<String>,
+    pub(super) upstream: Option<Spanned<String>>,
     pub(super) upstream_user: Option<Spanned<String>>,
     pub(super) authorized_keys: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) authorized_keys_file: Option<Spanned<String>>,
+    pub(super) upstream_host_key: Option<Spanned<OneOrMany>>,
+    pub(super) tunnel: Option<Spanned<String>>,
+    pub(super) targets: Option<Spanned<Vec<RawTarget>>>,
+}
+
+/// One entry of a user's `targets` list: a server chosen as `name+target`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTarget {
+    pub(super) name: Spanned<String>,
+    pub(super) upstream: Spanned<String>,
+    pub(super) upstream_user: Option<Spanned<String>>,
     pub(super) upstream_host_key: Option<Spanned<OneOrMany>>,
     pub(super) tunnel: Option<Spanned<String>>,
 }

@@ -13,11 +13,13 @@ use toml::Spanned;
 
 use super::error::{line_col, ConfigError, ConfigProblem};
 use super::raw::{
-    OneOrMany, RawConfig, RawLimits, RawPenalties, RawRekey, RawTunnels, RawUser, RawWarmUpstreams,
+    OneOrMany, RawConfig, RawLimits, RawPenalties, RawProvider, RawRekey, RawTunnels, RawUser,
+    RawWarmUpstreams,
 };
 use super::{
-    AuthorizedKeys, Config, Limits, Rekey, Tunnels, UserConfig, WarmUpstreams, MAX_SECS,
-    MAX_WARM_IDLE_SECS, MIN_BUFFER_POOL_BYTES,
+    AuthorizedKeys, Config, Limits, PostgresUrl, ProviderConfig, ProviderKind, Rekey, Tunnels,
+    UserConfig, WarmUpstreams, DEFAULT_TARGET_SEPARATOR, MAX_SECS, MAX_WARM_IDLE_SECS,
+    MIN_BUFFER_POOL_BYTES,
 };
 use crate::core::host_port::check_host_port;
 use crate::core::penalty::PenaltySettings;
@@ -109,11 +111,20 @@ impl Validator<'_> {
             users.push(self.user(user, base)?);
         }
 
+        let providers = raw
+            .providers
+            .into_iter()
+            .map(|p| self.provider(p, base, limits.hook_timeout))
+            .collect::<Result<Vec<_>, _>>()?;
+        let target_separator = self.target_separator(raw.target_separator)?;
+
         Ok(Config {
             listen,
             host_keys,
             upstream_key,
             users,
+            providers,
+            target_separator,
             workers,
             metrics_listen,
             limits,
@@ -430,27 +441,202 @@ impl Validator<'_> {
         })
     }
 
+    fn target_separator(&self, raw: Option<Spanned<String>>) -> Result<Option<char>, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(Some(DEFAULT_TARGET_SEPARATOR));
+        };
+        let mut chars = raw.get_ref().chars();
+        match (chars.next(), chars.next()) {
+            (None, _) => Ok(None),
+            (Some(c), None) if c.is_ascii_punctuation() && !"@:/\\'\"`$".contains(c) => Ok(Some(c)),
+            _ => self.err(
+                raw.span(),
+                ConfigProblem::BadTargetSeparator(raw.get_ref().clone()),
+            ),
+        }
+    }
+
+    fn provider(
+        &self,
+        raw: RawProvider,
+        base: &Path,
+        hook_timeout: Duration,
+    ) -> Result<ProviderConfig, ConfigError> {
+        let kind_word = raw.kind.get_ref().as_str();
+        let kind_span = raw.kind.span();
+        // Keys of another kind are mistakes (a typo of the kind, or a pasted block).
+        let given: [(&str, bool); 9] = [
+            ("path", raw.path.is_some()),
+            ("url", raw.url.is_some()),
+            ("url_file", raw.url_file.is_some()),
+            ("pool_size", raw.pool_size.is_some()),
+            ("bearer_token_file", raw.bearer_token_file.is_some()),
+            ("ca_file", raw.ca_file.is_some()),
+            ("command", raw.command.is_some()),
+            ("max_output_bytes", raw.max_output_bytes.is_some()),
+            ("timeout_ms", raw.timeout_ms.is_some()),
+        ];
+        let allowed: &[&str] = match kind_word {
+            "sqlite" => &["path", "timeout_ms"],
+            "postgres" => &["url", "url_file", "pool_size", "timeout_ms"],
+            "http" => &["url", "bearer_token_file", "ca_file", "timeout_ms"],
+            "command" => &["command", "max_output_bytes", "timeout_ms"],
+            other => {
+                return self.err(
+                    kind_span,
+                    ConfigProblem::BadProvider {
+                        kind: other.to_string(),
+                        reason: "kind must be \"sqlite\", \"postgres\", \"http\" or \"command\""
+                            .into(),
+                    },
+                )
+            }
+        };
+        let kind = kind_word.to_string();
+        let problem = |reason: String| ConfigProblem::BadProvider {
+            kind: kind.clone(),
+            reason,
+        };
+        if let Some((key, _)) = given.iter().find(|(k, set)| *set && !allowed.contains(k)) {
+            return self.err(
+                kind_span,
+                problem(format!("`{key}` is not a setting of this kind")),
+            );
+        }
+        let required = |value: &Option<Spanned<String>>, key: &str| -> Result<(), ConfigError> {
+            match value {
+                Some(v) if v.get_ref().trim().is_empty() => {
+                    self.err(v.span(), problem(format!("`{key}` is empty")))
+                }
+                Some(_) => Ok(()),
+                None => self.err(kind_span.clone(), problem(format!("`{key}` is required"))),
+            }
+        };
+        let kind = match kind_word {
+            "sqlite" => {
+                required(&raw.path, "path")?;
+                let path = raw.path.expect("checked");
+                ProviderKind::Sqlite {
+                    path: self.path("providers.path", &path, base)?,
+                }
+            }
+            "postgres" => {
+                let url = match (raw.url, raw.url_file) {
+                    (Some(url), None) => {
+                        required(&Some(url.clone()), "url")?;
+                        PostgresUrl::Inline(url.into_inner())
+                    }
+                    (None, Some(file)) => {
+                        PostgresUrl::File(self.path("providers.url_file", &file, base)?)
+                    }
+                    (Some(_), Some(file)) => {
+                        return self.err(
+                            file.span(),
+                            problem("give either `url` or `url_file`, not both".into()),
+                        )
+                    }
+                    (None, None) => {
+                        return self
+                            .err(kind_span, problem("`url` or `url_file` is required".into()))
+                    }
+                };
+                ProviderKind::Postgres {
+                    url,
+                    pool_size: self.nonzero("providers.pool_size", raw.pool_size, 8)?,
+                }
+            }
+            "http" => {
+                required(&raw.url, "url")?;
+                let url = raw.url.expect("checked");
+                let text = url.get_ref().trim();
+                if !(text.starts_with("http://") || text.starts_with("https://")) {
+                    return self.err(
+                        url.span(),
+                        problem(format!("url {text:?} must start with http:// or https://")),
+                    );
+                }
+                ProviderKind::Http {
+                    url: text.to_string(),
+                    bearer_token_file: match &raw.bearer_token_file {
+                        Some(p) => Some(self.path("providers.bearer_token_file", p, base)?),
+                        None => None,
+                    },
+                    ca_file: match &raw.ca_file {
+                        Some(p) => Some(self.path("providers.ca_file", p, base)?),
+                        None => None,
+                    },
+                }
+            }
+            _ => {
+                required(&raw.command, "command")?;
+                let command = raw.command.expect("checked");
+                let argv = match shlex::split(command.get_ref()) {
+                    Some(argv) if !argv.is_empty() => argv,
+                    _ => {
+                        return self.err(
+                            command.span(),
+                            problem("`command` is not a command line (unbalanced quotes?)".into()),
+                        )
+                    }
+                };
+                if !argv[0].starts_with('/') {
+                    return self.err(
+                        command.span(),
+                        problem(
+                            "`command` must start with an absolute path, as AuthorizedKeysCommand"
+                                .into(),
+                        ),
+                    );
+                }
+                ProviderKind::Command {
+                    argv,
+                    max_output_bytes: self.nonzero(
+                        "providers.max_output_bytes",
+                        raw.max_output_bytes,
+                        64 << 10,
+                    )?,
+                }
+            }
+        };
+        self.at_most("providers.cache_ttl_secs", &raw.cache_ttl_secs, MAX_SECS)?;
+        self.at_most(
+            "providers.stale_if_error_secs",
+            &raw.stale_if_error_secs,
+            MAX_SECS,
+        )?;
+        self.at_most("providers.timeout_ms", &raw.timeout_ms, MAX_SECS)?;
+        let timeout = match raw.timeout_ms {
+            Some(ms) if *ms.get_ref() == 0 => {
+                return self.err(ms.span(), ConfigProblem::Zero("providers.timeout_ms"))
+            }
+            Some(ms) => Duration::from_millis(ms.into_inner()),
+            None => hook_timeout,
+        };
+        Ok(ProviderConfig {
+            kind,
+            timeout,
+            cache_ttl: Duration::from_secs(raw.cache_ttl_secs.map_or(0, Spanned::into_inner)),
+            stale_if_error: Duration::from_secs(
+                raw.stale_if_error_secs.map_or(300, Spanned::into_inner),
+            ),
+        })
+    }
+
     fn user(&self, raw: RawUser, base: &Path) -> Result<UserConfig, ConfigError> {
         let name = raw.name.get_ref().clone();
         if let Err(reason) = check_user_name(&name) {
             return self.err(raw.name.span(), ConfigProblem::BadUserName { name, reason });
         }
-        if let Err(reason) = check_host_port(raw.upstream.get_ref()) {
-            return self.err(
-                raw.upstream.span(),
-                ConfigProblem::BadUpstreamAddress {
-                    user: name,
-                    addr: raw.upstream.into_inner(),
-                    reason,
-                },
-            );
-        }
-        let upstream_user = match raw.upstream_user {
+        let user_upstream_user = match raw.upstream_user {
             Some(u) if u.get_ref().trim().is_empty() => {
                 return self.err(u.span(), ConfigProblem::EmptyUpstreamUser { user: name })
             }
             Some(u) => u.into_inner(),
             None => name.clone(),
+        };
+        let user_tunnel = match &raw.tunnel {
+            Some(v) => Some(self.tunnel_policy("tunnel", v)?),
+            None => None,
         };
         let authorized_keys = match (raw.authorized_keys, raw.authorized_keys_file) {
             (Some(_), Some(file)) => {
@@ -483,7 +669,98 @@ impl Validator<'_> {
             }
             (None, None) => AuthorizedKeys::None,
         };
-        let upstream_host_keys = match raw.upstream_host_key {
+        let mut servers = Vec::new();
+        match raw.upstream {
+            Some(upstream) => servers.push(self.server(
+                &name,
+                String::new(),
+                upstream,
+                user_upstream_user.clone(),
+                raw.upstream_host_key,
+                user_tunnel,
+            )?),
+            None => {
+                if let Some(keys) = raw.upstream_host_key {
+                    return self.err(keys.span(), ConfigProblem::NoUpstream { user: name });
+                }
+            }
+        }
+        let targets_span = raw.targets.as_ref().map(Spanned::span);
+        for target in raw.targets.map(Spanned::into_inner).unwrap_or_default() {
+            let target_name = target.name.get_ref().clone();
+            if !crate::providers::answer::is_target_name(&target_name) {
+                return self.err(
+                    target.name.span(),
+                    ConfigProblem::BadTargetName {
+                        user: name,
+                        target: target_name,
+                    },
+                );
+            }
+            if servers
+                .iter()
+                .any(|s: &super::ServerConfig| s.target == target_name)
+            {
+                return self.err(
+                    target.name.span(),
+                    ConfigProblem::DuplicateTarget {
+                        user: name,
+                        target: target_name,
+                    },
+                );
+            }
+            let upstream_user = match target.upstream_user {
+                Some(u) if u.get_ref().trim().is_empty() => {
+                    return self.err(u.span(), ConfigProblem::EmptyUpstreamUser { user: name })
+                }
+                Some(u) => u.into_inner(),
+                None => user_upstream_user.clone(),
+            };
+            let tunnel = match &target.tunnel {
+                Some(v) => Some(self.tunnel_policy("tunnel", v)?),
+                None => user_tunnel,
+            };
+            servers.push(self.server(
+                &name,
+                target_name,
+                target.upstream,
+                upstream_user,
+                target.upstream_host_key,
+                tunnel,
+            )?);
+        }
+        if servers.is_empty() {
+            let span = targets_span.unwrap_or_else(|| raw.name.span());
+            return self.err(span, ConfigProblem::NoUpstream { user: name });
+        }
+        Ok(UserConfig {
+            name,
+            authorized_keys,
+            servers,
+        })
+    }
+
+    /// One server of `user`: its address and host keys checked.
+    fn server(
+        &self,
+        user: &str,
+        target: String,
+        upstream: Spanned<String>,
+        upstream_user: String,
+        host_key: Option<Spanned<OneOrMany>>,
+        tunnel: Option<TunnelPolicy>,
+    ) -> Result<super::ServerConfig, ConfigError> {
+        if let Err(reason) = check_host_port(upstream.get_ref()) {
+            return self.err(
+                upstream.span(),
+                ConfigProblem::BadUpstreamAddress {
+                    user: user.to_string(),
+                    addr: upstream.into_inner(),
+                    reason,
+                },
+            );
+        }
+        let upstream_host_keys = match host_key {
             None => Vec::new(),
             Some(spanned) => {
                 let span = spanned.span();
@@ -499,7 +776,7 @@ impl Validator<'_> {
                             return self.err(
                                 span,
                                 ConfigProblem::BadUpstreamHostKey {
-                                    user: name,
+                                    user: user.to_string(),
                                     reason: e.to_string(),
                                 },
                             )
@@ -509,15 +786,10 @@ impl Validator<'_> {
                 keys
             }
         };
-        let tunnel = match &raw.tunnel {
-            Some(v) => Some(self.tunnel_policy("tunnel", v)?),
-            None => None,
-        };
-        Ok(UserConfig {
-            name,
-            upstream: raw.upstream.into_inner(),
+        Ok(super::ServerConfig {
+            target,
+            upstream: upstream.into_inner(),
             upstream_user,
-            authorized_keys,
             upstream_host_keys,
             tunnel,
         })
@@ -686,8 +958,8 @@ upstream = "[2001:db8::5]:22"
         );
 
         let alice = c.user("alice").unwrap();
-        assert_eq!(alice.upstream, "127.0.0.1:2201");
-        assert_eq!(alice.upstream_user, "root");
+        assert_eq!(alice.servers[0].upstream, "127.0.0.1:2201");
+        assert_eq!(alice.servers[0].upstream_user, "root");
         match &alice.authorized_keys {
             AuthorizedKeys::Inline(keys) => {
                 assert_eq!(keys.len(), 1);
@@ -698,19 +970,22 @@ upstream = "[2001:db8::5]:22"
             }
             other => panic!("expected inline keys, got {other:?}"),
         }
-        assert_eq!(alice.upstream_host_keys.len(), 1);
+        assert_eq!(alice.servers[0].upstream_host_keys.len(), 1);
 
         let bob = c.user("bob").unwrap();
-        assert_eq!(bob.upstream_user, "bob", "upstream_user defaults to name");
+        assert_eq!(
+            bob.servers[0].upstream_user, "bob",
+            "upstream_user defaults to name"
+        );
         match &bob.authorized_keys {
             AuthorizedKeys::File(path) => assert_eq!(path, Path::new("/etc/sshr/bob.keys")),
             other => panic!("expected a file, got {other:?}"),
         }
-        assert_eq!(bob.upstream_host_keys.len(), 2);
+        assert_eq!(bob.servers[0].upstream_host_keys.len(), 2);
 
         let carol = c.user("carol").unwrap();
         assert!(matches!(carol.authorized_keys, AuthorizedKeys::None));
-        assert!(carol.upstream_host_keys.is_empty());
+        assert!(carol.servers[0].upstream_host_keys.is_empty());
         assert!(c.user("dave").is_none());
     }
 
@@ -1008,8 +1283,11 @@ upstream = "[2001:db8::5]:22"
         assert_eq!(c.tunnels.max_duration, Some(Duration::from_secs(3600)));
         assert_eq!(c.tunnels.max_bytes, Some(1_000_000));
         assert_eq!(c.tunnels.report_interval, Duration::from_secs(10));
-        assert_eq!(c.user("a").unwrap().tunnel, Some(TunnelPolicy::Ethernet));
-        assert_eq!(c.user("b").unwrap().tunnel, None);
+        assert_eq!(
+            c.user("a").unwrap().servers[0].tunnel,
+            Some(TunnelPolicy::Ethernet)
+        );
+        assert_eq!(c.user("b").unwrap().servers[0].tunnel, None);
 
         let (p, line, shown) = problem(&format!(
             "{MINIMAL}[[users]]\nname = \"a\"\nupstream = \"h:22\"\ntunnel = \"tun\"\n"
@@ -1053,7 +1331,11 @@ upstream = "[2001:db8::5]:22"
             ))
             .unwrap();
             assert_eq!(c.tunnels.default, policy, "{word}");
-            assert_eq!(c.user("a").unwrap().tunnel, Some(policy), "{word}");
+            assert_eq!(
+                c.user("a").unwrap().servers[0].tunnel,
+                Some(policy),
+                "{word}"
+            );
         }
         // sshd's PermitTunnel words, other spellings and blanks are refused, in both
         // places, with the key, the value and the valid words.

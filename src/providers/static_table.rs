@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 use sshr_protocol::hostkey::{self, PrivateKey, PublicKey};
 
 use crate::config::{AuthorizedKeys, Config};
-use crate::hooks::{HookContext, HookError, Hooks, HooksFactory, HostKeyPolicy, Upstream};
+use crate::hooks::{HookContext, HookError, Hooks, HooksFactory, HostKeyPolicy, Lookup, Upstream};
 
 /// The resolved user table, shared by every shard.
 #[derive(Debug, Default)]
@@ -35,7 +35,8 @@ pub struct StaticTable {
 
 #[derive(Debug)]
 struct Entry {
-    upstream: Upstream,
+    /// Per target (`""`: the default server).
+    servers: HashMap<String, Upstream>,
     authorized_keys: UserKeys,
 }
 
@@ -63,18 +64,26 @@ impl StaticTable {
                 if authorized_keys.last_read().is_empty() {
                     tracing::debug!(user = %user.name, "no authorized keys: public-key login impossible for this user");
                 }
-                let host_key = if user.upstream_host_keys.is_empty() {
-                    HostKeyPolicy::Unpinned
-                } else {
-                    HostKeyPolicy::Pinned(user.upstream_host_keys.clone())
-                };
+                let servers = user
+                    .servers
+                    .iter()
+                    .map(|server| {
+                        let host_key = if server.upstream_host_keys.is_empty() {
+                            HostKeyPolicy::Unpinned
+                        } else {
+                            HostKeyPolicy::Pinned(server.upstream_host_keys.clone())
+                        };
+                        let upstream = Upstream {
+                            addr: server.upstream.clone(),
+                            user: server.upstream_user.clone(),
+                            host_key,
+                            tunnels: server.tunnel,
+                        };
+                        (server.target.clone(), upstream)
+                    })
+                    .collect();
                 let entry = Entry {
-                    upstream: Upstream {
-                        addr: user.upstream.clone(),
-                        user: user.upstream_user.clone(),
-                        host_key,
-                        tunnels: user.tunnel,
-                    },
+                    servers,
                     authorized_keys,
                 };
                 (user.name.clone(), entry)
@@ -92,9 +101,9 @@ impl StaticTable {
         self.users.is_empty()
     }
 
-    /// The upstream of `user`, if the table has that user.
+    /// The default upstream of `user`, if the table has that user and it has one.
     pub fn upstream(&self, user: &str) -> Option<&Upstream> {
-        self.users.get(user).map(|e| &e.upstream)
+        self.users.get(user).and_then(|e| e.servers.get(""))
     }
 
     /// The authorized keys of `user` as last read (empty for an unknown user). A login
@@ -296,8 +305,40 @@ impl StaticTableHooks {
 
 #[async_trait::async_trait(?Send)]
 impl Hooks for StaticTableHooks {
+    async fn look_up(&self, ctx: &HookContext) -> Result<Lookup, HookError> {
+        let Some(entry) = self.table.users.get(&ctx.user) else {
+            return Ok(Lookup::Unknown);
+        };
+        let target = ctx.target.as_deref().unwrap_or("");
+        let upstream = entry.servers.get(target).cloned();
+        if upstream.is_none() && !target.is_empty() {
+            return Ok(Lookup::Unknown);
+        }
+        let authorized_keys = self.fetch_authorized_keys(ctx).await?;
+        Ok(match upstream {
+            Some(upstream) => Lookup::Found {
+                upstream,
+                authorized_keys,
+            },
+            None => {
+                let mut targets: Vec<String> = entry.servers.keys().cloned().collect();
+                targets.sort();
+                Lookup::Choose {
+                    targets,
+                    authorized_keys,
+                }
+            }
+        })
+    }
+
     async fn find_upstream(&self, ctx: &HookContext) -> Result<Option<Upstream>, HookError> {
-        Ok(self.table.upstream(&ctx.user).cloned())
+        let target = ctx.target.as_deref().unwrap_or("");
+        Ok(self
+            .table
+            .users
+            .get(&ctx.user)
+            .and_then(|e| e.servers.get(target))
+            .cloned())
     }
 
     async fn fetch_authorized_keys(&self, ctx: &HookContext) -> Result<Vec<PublicKey>, HookError> {

@@ -1,0 +1,294 @@
+//! The default hooks: the static `[[users]]` table, then each `[[providers]]` entry in
+//! order; the first that knows the user answers.
+//!
+//! Every login asks its provider (a change in the backend takes effect at the next
+//! login), unless the provider has a `cache_ttl_secs`. When a backend fails or times
+//! out, the last good answer for that user and target is used if it is at most
+//! `stale_if_error_secs` old, with a warning: a database restart costs no logins. With
+//! no usable answer the lookup fails, and the client is told that the account service
+//! is unavailable, whether or not the name exists.
+//!
+//! A provider that fails is not skipped for the next one: it might know the user, and
+//! the next one answering instead would send the login somewhere the operator did not
+//! mean.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sshr_protocol::hostkey::{PrivateKey, PublicKey};
+use sshr_protocol::text::Untrusted;
+
+use super::static_table::{StaticTable, StaticTableHooks};
+use super::{command, http, postgres, sqlite, Backend};
+use crate::config::{Config, ProviderConfig, ProviderKind};
+use crate::hooks::{self, HookContext, HookError, Hooks, HooksFactory, Lookup, Upstream};
+
+/// Answers kept per provider, at most; beyond, expired ones are dropped, then all.
+const MAX_CACHED: usize = 100_000;
+
+/// The `[[providers]]` of a configuration, opened. Shared by every shard.
+pub struct Providers {
+    sources: Vec<Source>,
+}
+
+/// One provider and its recent answers.
+struct Source {
+    backend: Arc<dyn Backend>,
+    /// `kind` and where, for the log (no secrets).
+    name: String,
+    timeout: Duration,
+    cache_ttl: Duration,
+    stale_if_error: Duration,
+    /// The last good answer per (user, target), when caching or `stale_if_error` is on.
+    cache: Mutex<HashMap<(String, Option<String>), Cached>>,
+}
+
+#[derive(Clone)]
+struct Cached {
+    at: Instant,
+    lookup: Lookup,
+}
+
+impl Providers {
+    /// Opens every provider of `config`. Fails only on what the operator must fix (a
+    /// file that cannot be created or read, a bad CA file), never because a backend is
+    /// down: that is a lookup's problem, handled with `stale_if_error`.
+    pub fn open(config: &Config) -> Result<Providers, String> {
+        let sources = config
+            .providers
+            .iter()
+            .enumerate()
+            .map(|(index, p)| {
+                Source::open(p)
+                    .map_err(|e| format!("provider {} ({}): {e}", index + 1, p.kind.name()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Providers { sources })
+    }
+
+    /// Providers answering from these backends (tests, and embedding programs).
+    pub fn from_backends(backends: Vec<(Arc<dyn Backend>, ProviderSettings)>) -> Providers {
+        let sources = backends
+            .into_iter()
+            .map(|(backend, s)| Source::new(backend, s))
+            .collect();
+        Providers { sources }
+    }
+
+    pub fn len(&self) -> usize {
+        self.sources.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+
+    /// What the log calls each provider, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.sources.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// Asks the providers in order. Must be called on a shard: backends run on its
+    /// helper threads.
+    pub async fn look_up(&self, ctx: &HookContext) -> Result<Lookup, HookError> {
+        for source in &self.sources {
+            match source.look_up(ctx).await? {
+                Lookup::Unknown => continue,
+                known => return Ok(known),
+            }
+        }
+        Ok(Lookup::Unknown)
+    }
+}
+
+/// The timing settings of one provider (see [`ProviderConfig`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ProviderSettings {
+    pub timeout: Duration,
+    pub cache_ttl: Duration,
+    pub stale_if_error: Duration,
+}
+
+impl From<&ProviderConfig> for ProviderSettings {
+    fn from(p: &ProviderConfig) -> Self {
+        ProviderSettings {
+            timeout: p.timeout,
+            cache_ttl: p.cache_ttl,
+            stale_if_error: p.stale_if_error,
+        }
+    }
+}
+
+impl Source {
+    fn open(p: &ProviderConfig) -> Result<Source, String> {
+        let backend: Arc<dyn Backend> = match &p.kind {
+            ProviderKind::Sqlite { path } => Arc::new(sqlite::Sqlite::open(path)?),
+            ProviderKind::Postgres { url, pool_size } => {
+                Arc::new(postgres::Postgres::open(url, *pool_size, p.timeout)?)
+            }
+            ProviderKind::Http {
+                url,
+                bearer_token_file,
+                ca_file,
+            } => Arc::new(http::Http::open(
+                url,
+                bearer_token_file.as_ref(),
+                ca_file.as_ref(),
+                p.timeout,
+            )?),
+            ProviderKind::Command {
+                argv,
+                max_output_bytes,
+            } => Arc::new(command::Command::new(argv, *max_output_bytes, p.timeout)),
+        };
+        Ok(Source::new(backend, p.into()))
+    }
+
+    fn new(backend: Arc<dyn Backend>, s: ProviderSettings) -> Source {
+        Source {
+            name: backend.describe(),
+            backend,
+            timeout: s.timeout,
+            cache_ttl: s.cache_ttl,
+            stale_if_error: s.stale_if_error,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn keeps_answers(&self) -> bool {
+        !self.cache_ttl.is_zero() || !self.stale_if_error.is_zero()
+    }
+
+    fn cached(&self, key: &(String, Option<String>)) -> Option<Cached> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.get(key).cloned()
+    }
+
+    fn remember(&self, key: (String, Option<String>), lookup: &Lookup, now: Instant) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MAX_CACHED && !cache.contains_key(&key) {
+            let keep = self.cache_ttl.max(self.stale_if_error);
+            cache.retain(|_, c| now.duration_since(c.at) <= keep);
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+        }
+        cache.insert(
+            key,
+            Cached {
+                at: now,
+                lookup: lookup.clone(),
+            },
+        );
+    }
+
+    async fn look_up(&self, ctx: &HookContext) -> Result<Lookup, HookError> {
+        let key = (ctx.user.clone(), ctx.target.clone());
+        if !self.cache_ttl.is_zero() {
+            if let Some(c) = self.cached(&key) {
+                if c.at.elapsed() < self.cache_ttl {
+                    return Ok(c.lookup);
+                }
+            }
+        }
+        let backend = self.backend.clone();
+        let request = ctx.clone();
+        let asked = crate::run_blocking(move || backend.look_up(&request));
+        match hooks::with_timeout(self.timeout, asked).await {
+            Ok(lookup) => {
+                if self.keeps_answers() {
+                    self.remember(key, &lookup, Instant::now());
+                }
+                Ok(lookup)
+            }
+            Err(error) => {
+                let stale = self
+                    .cached(&key)
+                    .filter(|c| c.at.elapsed() <= self.stale_if_error);
+                match stale {
+                    Some(c) => {
+                        tracing::warn!(
+                            provider = %self.name,
+                            user = %Untrusted(&ctx.user),
+                            error = %error,
+                            age_secs = c.at.elapsed().as_secs(),
+                            "provider failed: using its last answer for this user (stale_if_error_secs)"
+                        );
+                        Ok(c.lookup)
+                    }
+                    None => {
+                        tracing::warn!(
+                            provider = %self.name,
+                            user = %Untrusted(&ctx.user),
+                            error = %error,
+                            "provider failed and no recent answer is kept: login refused as \"account service unavailable\""
+                        );
+                        Err(error)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Builds the default hooks of `config`: its `[[users]]` table, then its providers, and
+/// `upstream_key` for every upstream login.
+pub fn factory(config: &Config, upstream_key: Arc<PrivateKey>) -> Result<HooksFactory, String> {
+    let table = Arc::new(StaticTable::from_config(config));
+    let providers = Arc::new(Providers::open(config)?);
+    Ok(Arc::new(move || {
+        // One copy of the key per shard, so sessions can share it as an Rc.
+        let key = Rc::new((*upstream_key).clone());
+        Rc::new(ChainHooks {
+            table: StaticTableHooks::new(table.clone(), key.clone()),
+            providers: providers.clone(),
+            upstream_key: key,
+        }) as Rc<dyn Hooks>
+    }))
+}
+
+/// The per-shard hooks: the static table, then the providers.
+pub struct ChainHooks {
+    table: StaticTableHooks,
+    providers: Arc<Providers>,
+    upstream_key: Rc<PrivateKey>,
+}
+
+#[async_trait::async_trait(?Send)]
+impl Hooks for ChainHooks {
+    async fn look_up(&self, ctx: &HookContext) -> Result<Lookup, HookError> {
+        match self.table.look_up(ctx).await? {
+            Lookup::Unknown => self.providers.look_up(ctx).await,
+            known => Ok(known),
+        }
+    }
+
+    async fn find_upstream(&self, ctx: &HookContext) -> Result<Option<Upstream>, HookError> {
+        Ok(match self.look_up(ctx).await? {
+            Lookup::Found { upstream, .. } => Some(upstream),
+            Lookup::Unknown | Lookup::Choose { .. } => None,
+        })
+    }
+
+    async fn fetch_authorized_keys(&self, ctx: &HookContext) -> Result<Vec<PublicKey>, HookError> {
+        Ok(match self.look_up(ctx).await? {
+            Lookup::Found {
+                authorized_keys, ..
+            }
+            | Lookup::Choose {
+                authorized_keys, ..
+            } => authorized_keys,
+            Lookup::Unknown => Vec::new(),
+        })
+    }
+
+    async fn fetch_private_key(
+        &self,
+        _ctx: &HookContext,
+        _upstream: &Upstream,
+    ) -> Result<Rc<PrivateKey>, HookError> {
+        Ok(self.upstream_key.clone())
+    }
+}
