@@ -688,7 +688,7 @@ impl Validator<'_> {
         let targets_span = raw.targets.as_ref().map(Spanned::span);
         for target in raw.targets.map(Spanned::into_inner).unwrap_or_default() {
             let target_name = target.name.get_ref().clone();
-            if !crate::providers::answer::is_target_name(&target_name) {
+            if !crate::core::values::is_target_name(&target_name) {
                 return self.err(
                     target.name.span(),
                     ConfigProblem::BadTargetName {

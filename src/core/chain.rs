@@ -24,7 +24,7 @@ use sshr_protocol::transport::{ClientOptions, Config, HostKeyCheck, Input, Trans
 use sshr_testsupport::pair::{exchange, until_quiet, Clock, Endpoint};
 
 use crate::core::failure_times::Answer;
-use crate::core::login::{Action, AuthFailure, Login, Reply, Timings};
+use crate::core::login::{Action, AuthFailure, Login, LookedUp, Reply, Timings};
 use crate::core::refusal::Refusal;
 use crate::core::relay::{classify, forward_step, Step, Verdict};
 use crate::core::tunnel::{encode_open_failure, Tunnels};
@@ -472,13 +472,14 @@ impl Chain {
                     }
                 },
                 Action::SendClient(p) => self.proxy_client_leg.send(&p),
-                Action::LookUp(user) => {
-                    let keys = (phase.directory)(&user);
-                    let known = keys.is_some();
-                    let keys = keys.unwrap_or_default();
+                Action::LookUp(name) => {
+                    let answer = match (phase.directory)(&name.user) {
+                        Some(authorized) => LookedUp::Known { authorized },
+                        None => LookedUp::Unknown,
+                    };
                     phase
                         .login
-                        .looked_up(known, keys, &client_session, now, &phase.timings);
+                        .looked_up(answer, &client_session, now, &phase.timings);
                 }
                 Action::LoginWithKey => {
                     let session = self.proxy_upstream_leg.t.session_id().unwrap_or_default();

@@ -18,6 +18,11 @@
 //!   a real server would give, taking as long as real ones take ([`failure_times`]).
 //! - A refused attempt takes at least [`MIN_FAILURE_TIME`].
 //! - Attempts are counted as sshd counts them ([`attempts`]).
+//! - A login name may name the account's server after the separator (`alice+web2`).
+//!   An account with several servers and no default shows a client that proved its
+//!   key a keyboard-interactive menu of them; anyone else gets what an unknown name
+//!   gets, since the list would tell them the account exists.
+//! - When no directory can answer, every name gets the same one-line refusal.
 //!
 //! [`failure_times`]: crate::core::failure_times
 //! [`attempts`]: crate::core::attempts
@@ -36,6 +41,7 @@ use crate::core::attempts::{AuthAttempts, FailedBecause, Next};
 use crate::core::failure_times::{Answer, MIN_FAILURE_TIME};
 use crate::core::penalty::Offence;
 use crate::core::refusal::Refusal;
+use crate::core::values::LoginName;
 
 /// Methods we offer, the same for every user name so that none can be enumerated.
 pub const METHODS: [&str; 3] = ["publickey", "password", "keyboard-interactive"];
@@ -122,9 +128,9 @@ pub enum Action {
     /// Read the client's next user-auth message, then [`Login::client_message`].
     ReadClient,
     SendClient(Vec<u8>),
-    /// Look the user up (the hooks; an upstream connection may start meanwhile), then
-    /// [`Login::looked_up`].
-    LookUp(String),
+    /// Look the user (and the server it named) up in the hooks, then
+    /// [`Login::looked_up`]; an upstream connection may start meanwhile.
+    LookUp(LoginName),
     /// The client proved its key: log in upstream with the proxy's key (forwarding the
     /// upstream's banners), then [`Login::key_login`].
     LoginWithKey,
@@ -150,6 +156,25 @@ pub enum Action {
     Refuse(Refusal, AuthFailure),
 }
 
+/// What the hooks answered about a login name.
+#[derive(Debug)]
+pub enum LookedUp {
+    /// No such user (or no such server of it).
+    Unknown,
+    /// The user's server is known; these keys may log in to the proxy as the user.
+    Known { authorized: Vec<PublicKey> },
+    /// The user has several servers and the login named none.
+    Choose {
+        targets: Vec<String>,
+        authorized: Vec<PublicKey>,
+    },
+    /// No directory could answer.
+    Unavailable,
+}
+
+/// Times a client may answer the server menu with a name that is not on it.
+const MENU_TRIES: u8 = 3;
+
 /// What happened upstream during a passed-through request.
 #[derive(Debug)]
 pub enum Reply {
@@ -174,6 +199,11 @@ enum State {
     /// Waiting for the hooks' answer about the first request's user; the request is
     /// handled once it is in.
     LookingUp(Vec<u8>),
+    /// The server menu went to a client that proved its key; waiting for its choice.
+    /// The number of answers not on the menu so far.
+    Choosing(u8),
+    /// Waiting for the hooks' answer about the server chosen from the menu.
+    LookingUpChoice,
     /// Waiting for the proxy's own upstream login.
     KeyLogin,
     /// A request passed upstream; waiting for its reply.
@@ -221,12 +251,19 @@ struct Account {
     /// The hooks know the name (it has a server).
     known: bool,
     authorized: Vec<PublicKey>,
+    /// The servers to choose from, when the name named none and the account has no
+    /// default.
+    targets: Option<Vec<String>>,
+    /// The client proved one of `authorized` (before a server was chosen).
+    proven: bool,
 }
 
 /// One client's login (see the module documentation).
 pub struct Login {
     attempts: AuthAttempts,
     peer: SocketAddr,
+    /// `target_separator`; `None`: login names are taken whole.
+    separator: Option<char>,
     account: Option<Account>,
     /// A message read while passing a request through that is a new request.
     carried: Option<Vec<u8>>,
@@ -240,12 +277,19 @@ impl Login {
         Login {
             attempts: AuthAttempts::new(max_auth_tries),
             peer,
+            separator: None,
             account: None,
             carried: None,
             banners: Vec::new(),
             state: State::Request,
             actions: VecDeque::from([Action::ReadClient]),
         }
+    }
+
+    /// Login names are split at `separator` into account and server (`alice+web2`).
+    pub fn target_separator(mut self, separator: Option<char>) -> Login {
+        self.separator = separator;
+        self
     }
 
     /// The next thing to do. `None` only once the login is over (after `Succeed` or
@@ -294,6 +338,7 @@ impl Login {
             State::Request => self.request(payload, session_id, now, timings),
             State::Answering(pass) => self.answer(pass, payload, session_id, now, timings),
             State::DecoyAnswering(f) => self.decoy_answer(f, payload, session_id, now, timings),
+            State::Choosing(wrong) => self.choose(wrong, payload),
             other => {
                 self.state = other;
                 debug_assert!(false, "client message in state {:?}", self.state);
@@ -325,15 +370,18 @@ impl Login {
                 let plausible = !req.user.is_empty()
                     && req.user.len() <= MAX_USER_NAME
                     && !req.user.chars().any(char::is_control);
-                if plausible {
+                let name = LoginName::parse(req.user, self.separator).filter(|_| plausible);
+                if let Some(name) = name {
                     self.state = State::LookingUp(payload.to_vec());
-                    self.act(Action::LookUp(req.user.to_owned()));
+                    self.act(Action::LookUp(name));
                     return;
                 }
                 self.account = Some(Account {
                     name: req.user.to_owned(),
                     known: false,
                     authorized: Vec::new(),
+                    targets: None,
+                    proven: false,
                 });
             }
             // As OpenSSH: the user name may not change between attempts.
@@ -345,30 +393,131 @@ impl Login {
         self.method(payload, &req, session_id, now, timings)
     }
 
-    /// The hooks' answer about the first request's user: whether it has a server, and
-    /// its authorized keys.
+    /// The hooks' answer about the user of the first request, or about the server it
+    /// chose from the menu.
     pub fn looked_up(
         &mut self,
-        known: bool,
-        authorized: Vec<PublicKey>,
+        answer: LookedUp,
         session_id: &[u8],
         now: Instant,
         timings: &dyn Timings,
     ) {
-        let State::LookingUp(payload) = std::mem::replace(&mut self.state, State::Request) else {
-            debug_assert!(false, "looked_up in state {:?}", self.state);
-            return;
+        let payload = match std::mem::replace(&mut self.state, State::Request) {
+            State::LookingUp(payload) => payload,
+            State::LookingUpChoice => return self.chosen(answer),
+            other => {
+                self.state = other;
+                debug_assert!(false, "looked_up in state {:?}", self.state);
+                return;
+            }
         };
         // Parsed before the lookup.
         let Ok(req) = Request::parse(&payload) else {
             return self.end(Refusal::Internal, AuthFailure::Aborted);
         };
+        let (known, authorized, targets) = match answer {
+            LookedUp::Unavailable => {
+                return self.end(Refusal::AccountServiceUnavailable, AuthFailure::HookError)
+            }
+            LookedUp::Unknown => (false, Vec::new(), None),
+            LookedUp::Known { authorized } => (true, authorized, None),
+            LookedUp::Choose {
+                targets,
+                authorized,
+            } => (true, authorized, Some(targets)),
+        };
         self.account = Some(Account {
             name: req.user.to_owned(),
             known,
             authorized,
+            targets,
+            proven: false,
         });
         self.method(&payload, &req, session_id, now, timings)
+    }
+
+    /// The server chosen from the menu, looked up: log in there with the proxy's key
+    /// (the client proved its own before the menu).
+    fn chosen(&mut self, answer: LookedUp) {
+        match answer {
+            LookedUp::Known { .. } => {
+                self.state = State::KeyLogin;
+                self.act(Action::LoginWithKey);
+            }
+            LookedUp::Unavailable => {
+                self.end(Refusal::AccountServiceUnavailable, AuthFailure::HookError)
+            }
+            // It went away since the menu was shown.
+            LookedUp::Unknown | LookedUp::Choose { .. } => {
+                self.end(Refusal::ChooseTarget, AuthFailure::UnknownUser)
+            }
+        }
+    }
+
+    /// The server menu: a keyboard-interactive prompt listing the account's servers.
+    fn menu(&mut self, wrong: u8) {
+        let Some(account) = &self.account else {
+            return self.end(Refusal::Internal, AuthFailure::Aborted);
+        };
+        let targets = account.targets.as_deref().unwrap_or_default();
+        let mut instruction = String::new();
+        if wrong > 0 {
+            instruction.push_str("That is not one of the servers.\n");
+        }
+        instruction.push_str("This account has several servers:\n");
+        for (n, t) in targets.iter().enumerate() {
+            instruction.push_str(&format!("  {}) {t}\n", n + 1));
+        }
+        if let Some(sep) = self.separator {
+            instruction.push_str(&format!(
+                "Next time, log in as {}{sep}SERVER to go straight there.",
+                account.name
+            ));
+        }
+        let prompt = auth::InfoRequest {
+            name: "sshr: choose a server",
+            instruction: &instruction,
+            language: "",
+            prompts: vec![auth::Prompt {
+                prompt: "Server (number or name): ",
+                echo: true,
+            }],
+        };
+        self.act(Action::SendClient(prompt.encode()));
+        self.act(Action::ReadClient);
+        self.state = State::Choosing(wrong);
+    }
+
+    /// The client's answer to the server menu.
+    fn choose(&mut self, wrong: u8, payload: &[u8]) {
+        if payload.first() != Some(&msg::USERAUTH_INFO_RESPONSE) {
+            // Anything but an answer: a client that cannot show the menu.
+            return self.end(Refusal::ChooseTarget, AuthFailure::Aborted);
+        }
+        let Ok(response) = InfoResponse::parse(payload) else {
+            return self.end(Refusal::MalformedInfoResponse, AuthFailure::Aborted);
+        };
+        let Some(account) = &self.account else {
+            return self.end(Refusal::Internal, AuthFailure::Aborted);
+        };
+        let targets = account.targets.as_deref().unwrap_or_default();
+        let typed = response.responses.first().map_or("", |r| r.trim());
+        let picked = match typed.parse::<usize>() {
+            Ok(n) if (1..=targets.len()).contains(&n) => Some(targets[n - 1].clone()),
+            _ => targets.iter().find(|t| *t == typed).cloned(),
+        };
+        match picked {
+            Some(target) => {
+                let name = LoginName {
+                    user: account.name.clone(),
+                    target: Some(target),
+                };
+                self.state = State::LookingUpChoice;
+                self.act(Action::LookUp(name));
+            }
+            None if wrong + 1 < MENU_TRIES => self.menu(wrong + 1),
+            None => self.end(Refusal::ChooseTarget, AuthFailure::Aborted),
+        }
     }
 
     fn method(
@@ -383,6 +532,15 @@ impl Login {
             return self.end(Refusal::Internal, AuthFailure::Aborted);
         };
         let known = account.known;
+        let choosing = account.targets.is_some();
+        if account.proven {
+            // Proven, and shown that the account wants a server chosen: only the menu
+            // goes on from here.
+            if matches!(req.method, Method::KeyboardInteractive { .. }) {
+                return self.menu(0);
+            }
+            return self.end(Refusal::ChooseTarget, AuthFailure::Aborted);
+        }
         let authorized = |algorithm, key_blob| {
             auth::check_publickey(algorithm, key_blob)
                 .is_ok_and(|(k, _)| account.authorized.contains(&k))
@@ -433,7 +591,9 @@ impl Login {
                         sig,
                     )
                     .is_ok();
-                if known && verified {
+                if known && verified && choosing {
+                    self.offer_menu(session_id, now, timings);
+                } else if known && verified {
                     self.state = State::KeyLogin;
                     self.act(Action::LoginWithKey);
                 } else {
@@ -448,14 +608,42 @@ impl Login {
                     asked: false,
                     since: now,
                 };
-                if known {
+                if known && !choosing {
                     self.state = State::Passing(pass);
                     self.act(Action::PassThrough(payload.to_vec()));
                 } else {
+                    // With no server named, there is no server to pass it to; and the
+                    // menu is only for a proven client.
                     self.decoy(pass, FailedBecause::UnknownUser, now, timings)
                 }
             }
         }
+    }
+
+    /// The client proved its key for an account with several servers and named none:
+    /// tell it how to name one (a banner, which even a client that cannot show a menu
+    /// prints), and ask for keyboard-interactive, where the menu is.
+    fn offer_menu(&mut self, session_id: &[u8], now: Instant, timings: &dyn Timings) {
+        let Some(account) = self.account.as_mut() else {
+            return self.end(Refusal::Internal, AuthFailure::Aborted);
+        };
+        account.proven = true;
+        let targets = account.targets.as_deref().unwrap_or_default().join(", ");
+        let hint = match self.separator {
+            Some(sep) => format!(
+                "sshr: this account has several servers ({targets}): log in as {}{sep}SERVER to choose one.\r\n",
+                account.name
+            ),
+            None => format!("sshr: this account has several servers ({targets}).\r\n"),
+        };
+        self.act(Action::SendClient(auth::encode_banner(&hint)));
+        // Partial success: not a failed attempt.
+        let _ = self.attempts.failed(false, true);
+        self.act(Action::SendClient(auth::encode_failure(
+            ["keyboard-interactive"],
+            true,
+        )));
+        self.next_request(session_id, now, timings)
     }
 
     /// The proxy's own upstream login for a proven key: `Err` with the refusal and what
@@ -904,8 +1092,17 @@ mod tests {
         }
 
         fn looked_up(&mut self, known: bool, keys: Vec<PublicKey>) -> Vec<Action> {
+            let answer = if known {
+                LookedUp::Known { authorized: keys }
+            } else {
+                LookedUp::Unknown
+            };
+            self.answer(answer)
+        }
+
+        fn answer(&mut self, answer: LookedUp) -> Vec<Action> {
             self.login
-                .looked_up(known, keys, SESSION, self.now, &self.timings);
+                .looked_up(answer, SESSION, self.now, &self.timings);
             self.drain()
         }
 
@@ -924,8 +1121,18 @@ mod tests {
         /// A first request for a user the hooks know (with `keys`) or not.
         fn first(&mut self, payload: &[u8], known: bool, keys: Vec<PublicKey>) -> Vec<Action> {
             let user = Request::parse(payload).unwrap().user.to_owned();
-            assert_eq!(self.client(payload), vec![Action::LookUp(user)]);
+            assert_eq!(
+                self.client(payload),
+                vec![Action::LookUp(name(&user, None))]
+            );
             self.looked_up(known, keys)
+        }
+    }
+
+    fn name(user: &str, target: Option<&str>) -> LoginName {
+        LoginName {
+            user: user.into(),
+            target: target.map(Into::into),
         }
     }
 
@@ -987,6 +1194,159 @@ mod tests {
                 method: "publickey"
             }]
         );
+    }
+
+    #[test]
+    fn a_target_in_the_login_name_is_looked_up_with_it() {
+        let k = key(1);
+        let mut run = Run::with(6, fixed(false));
+        run.login = Login::new(6, "192.0.2.7:50000".parse().unwrap()).target_separator(Some('+'));
+        run.drain();
+        let req = signed("alice+web2", &k, SESSION);
+        assert_eq!(
+            run.client(&req),
+            vec![Action::LookUp(name("alice", Some("web2")))]
+        );
+        let authorized = vec![k.public().clone()];
+        assert_eq!(
+            run.answer(LookedUp::Known { authorized }),
+            vec![Action::LoginWithKey]
+        );
+        // A separator with no usable server name after it is not looked up at all, and
+        // is answered like an unknown name.
+        let mut run = Run::new(6);
+        run.login = Login::new(6, "192.0.2.7:50000".parse().unwrap()).target_separator(Some('+'));
+        run.drain();
+        let actions = run.client(&password("alice+"));
+        assert!(
+            matches!(&actions[..], [Action::WaitUntil(_)]),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
+    fn no_answer_from_the_directory_is_one_line_for_every_name() {
+        for user in ["alice", "no-such-user"] {
+            let mut run = Run::new(6);
+            assert_eq!(
+                run.client(&password(user)),
+                vec![Action::LookUp(name(user, None))]
+            );
+            assert_eq!(
+                run.answer(LookedUp::Unavailable),
+                vec![Action::Refuse(
+                    Refusal::AccountServiceUnavailable,
+                    AuthFailure::HookError
+                )]
+            );
+        }
+    }
+
+    /// A client that proved its key for an account of several servers and no default.
+    fn proven_chooser() -> (Run, Vec<Action>) {
+        let k = key(1);
+        let mut run = Run::new(6);
+        run.login = Login::new(6, "192.0.2.7:50000".parse().unwrap()).target_separator(Some('+'));
+        run.drain();
+        assert_eq!(
+            run.client(&signed("alice", &k, SESSION)),
+            vec![Action::LookUp(name("alice", None))]
+        );
+        let actions = run.answer(LookedUp::Choose {
+            targets: vec!["web1".into(), "web2".into()],
+            authorized: vec![k.public().clone()],
+        });
+        (run, actions)
+    }
+
+    #[test]
+    fn a_proven_client_chooses_its_server_from_a_menu() {
+        let (mut run, actions) = proven_chooser();
+        // A banner naming the syntax (even a client that cannot show a menu prints it),
+        // then partial success asking for keyboard-interactive.
+        let [Action::SendClient(banner), Action::SendClient(failure), Action::ReadClient] =
+            &actions[..]
+        else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(banner[0], msg::USERAUTH_BANNER);
+        let text = String::from_utf8_lossy(banner);
+        assert!(
+            text.contains("web1, web2") && text.contains("alice+SERVER"),
+            "{text}"
+        );
+        assert_eq!(
+            *failure,
+            auth::encode_failure(["keyboard-interactive"], true)
+        );
+        assert_eq!(run.login.failures(), 0, "partial success is not a failure");
+
+        let menu = run.client(&keyboard("alice"));
+        let [Action::SendClient(prompt), Action::ReadClient] = &menu[..] else {
+            panic!("{menu:?}")
+        };
+        assert_eq!(prompt[0], msg::USERAUTH_INFO_REQUEST);
+        assert!(String::from_utf8_lossy(prompt).contains("2) web2"));
+        // A name not on the menu asks again; the number picks.
+        let again = run.client(&answer("web9"));
+        assert!(
+            matches!(&again[..], [Action::SendClient(p), Action::ReadClient] if p[0] == msg::USERAUTH_INFO_REQUEST)
+        );
+        assert_eq!(
+            run.client(&answer(" 2 ")),
+            vec![Action::LookUp(name("alice", Some("web2")))]
+        );
+        assert_eq!(
+            run.answer(LookedUp::Known { authorized: vec![] }),
+            vec![Action::LoginWithKey]
+        );
+    }
+
+    #[test]
+    fn the_menu_ends_after_three_wrong_answers_or_another_request() {
+        let (mut run, _) = proven_chooser();
+        run.client(&keyboard("alice"));
+        run.client(&answer("x"));
+        run.client(&answer("y"));
+        assert_eq!(
+            run.client(&answer("z")),
+            vec![Action::Refuse(Refusal::ChooseTarget, AuthFailure::Aborted)]
+        );
+        // A client that cannot show a menu (it tries something else) is told the syntax.
+        let (mut run, _) = proven_chooser();
+        assert_eq!(
+            run.client(&password("alice")),
+            vec![Action::Refuse(Refusal::ChooseTarget, AuthFailure::Aborted)]
+        );
+        // The chosen server went away meanwhile.
+        let (mut run, _) = proven_chooser();
+        run.client(&keyboard("alice"));
+        run.client(&answer("web1"));
+        assert_eq!(
+            run.answer(LookedUp::Unknown),
+            vec![Action::Refuse(
+                Refusal::ChooseTarget,
+                AuthFailure::UnknownUser
+            )]
+        );
+    }
+
+    #[test]
+    fn an_unproven_client_never_sees_the_menu() {
+        // Password and keyboard-interactive for an account with no server named get what
+        // an unknown name gets: the menu would tell anyone the account exists.
+        for request in [password("alice"), keyboard("alice")] {
+            let mut run = Run::new(6);
+            run.client(&request);
+            let actions = run.answer(LookedUp::Choose {
+                targets: vec!["web1".into(), "web2".into()],
+                authorized: vec![],
+            });
+            let mut unknown = Run::new(6);
+            unknown.now = run.now;
+            unknown.client(&request);
+            assert_eq!(actions, unknown.answer(LookedUp::Unknown));
+        }
     }
 
     #[test]

@@ -52,6 +52,12 @@ pub enum Refusal {
     UserChanged,
     /// A state the login code should never reach.
     Internal,
+    /// No provider could answer for the user, and no recent answer was kept: said to
+    /// every name alike, so it tells nothing about which exist.
+    AccountServiceUnavailable,
+    /// The account has several servers and the client named none (said only to a
+    /// client that proved its key).
+    ChooseTarget,
 
     // The user's server (said only to a client that proved who it is).
     Unreachable,
@@ -85,9 +91,9 @@ impl Refusal {
             | Internal => disconnect::PROTOCOL_ERROR,
             TooManyRequests | TooManyFailures => disconnect::NO_MORE_AUTH_METHODS_AVAILABLE,
             WrongService => disconnect::SERVICE_NOT_AVAILABLE,
-            AuthTimedOut | Unreachable | UnexpectedHostKey | LoginRefused | ShuttingDown | Idle => {
-                disconnect::BY_APPLICATION
-            }
+            AuthTimedOut | Unreachable | UnexpectedHostKey | LoginRefused | ShuttingDown | Idle
+            | ChooseTarget => disconnect::BY_APPLICATION,
+            AccountServiceUnavailable => disconnect::SERVICE_NOT_AVAILABLE,
         }
     }
 
@@ -112,6 +118,12 @@ impl Refusal {
             WrongService => "sshr: only the ssh-connection service is available",
             UserChanged => "sshr: changing the user name during authentication is not allowed",
             Internal => "sshr: internal error",
+            AccountServiceUnavailable => {
+                "sshr: the account service is unavailable, try again later"
+            }
+            ChooseTarget => {
+                "sshr: this account has several servers: name one in the login, as user+server"
+            }
             Unreachable => "sshr: the server for this account is unreachable",
             UnexpectedHostKey => {
                 "sshr: the server for this account presented an unexpected host key"
@@ -190,7 +202,9 @@ impl ChannelRefusal {
 mod tests {
     use super::*;
 
-    const ALL: [Refusal; 20] = [
+    const ALL: [Refusal; 22] = [
+        Refusal::AccountServiceUnavailable,
+        Refusal::ChooseTarget,
         Refusal::SessionLimit,
         Refusal::Penalised,
         Refusal::Startups,

@@ -153,9 +153,72 @@ impl Default for TunnelSettings {
 /// The cipher and MAC an upstream connection was asked for.
 pub type CipherPreference = (Option<CipherAlg>, Option<MacAlg>);
 
+/// A login name split at the `target_separator`: `alice+web2` is the account `alice`
+/// and its server `web2`. The separator must pass through scp, sftp, rsync and git
+/// unchanged, which is why it is `+` by default and never `@` or `:`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoginName {
+    pub user: String,
+    /// `None`: the account's default server.
+    pub target: Option<String>,
+}
+
+impl LoginName {
+    /// Splits `name` at the first `separator`; `None` when what follows it is not a
+    /// [target name](is_target_name) (such a login is answered like an unknown user).
+    pub fn parse(name: &str, separator: Option<char>) -> Option<LoginName> {
+        match separator.and_then(|sep| name.split_once(sep)) {
+            None => Some(LoginName {
+                user: name.to_owned(),
+                target: None,
+            }),
+            Some((user, target)) if !user.is_empty() && is_target_name(target) => Some(LoginName {
+                user: user.to_owned(),
+                target: Some(target.to_owned()),
+            }),
+            Some(_) => None,
+        }
+    }
+}
+
+/// A server name a client can type after the separator: 1 to 64 ASCII letters, digits,
+/// `-`, `_` or `.`.
+pub fn is_target_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn login_names_split_at_the_first_separator() {
+        let split = |name, sep| LoginName::parse(name, sep).map(|n| (n.user, n.target));
+        assert_eq!(split("alice", Some('+')), Some(("alice".into(), None)));
+        assert_eq!(
+            split("alice+web2", Some('+')),
+            Some(("alice".into(), Some("web2".into())))
+        );
+        assert_eq!(split("alice+web2", None), Some(("alice+web2".into(), None)));
+        assert_eq!(
+            split("a.b%db-1", Some('%')),
+            Some(("a.b".into(), Some("db-1".into())))
+        );
+        for bad in [
+            "alice+",
+            "+web2",
+            "alice+web 2",
+            "alice+a+b",
+            "alice+web2;rm",
+        ] {
+            assert_eq!(split(bad, Some('+')), None, "{bad}");
+        }
+        assert!(!is_target_name(&"x".repeat(65)));
+    }
 
     #[test]
     fn tunnel_policy_words() {

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use sshr_protocol::text::Untrusted;
 
 use super::schema::{self, MAX_TARGETS};
+use crate::core::values::is_target_name;
 use crate::hooks::{HookContext, HookError, Lookup};
 
 /// The description of a login sent to the directory.
@@ -111,16 +112,6 @@ pub fn parse(ctx: &HookContext, body: &[u8]) -> Result<Lookup, HookError> {
             Untrusted(user)
         ))),
     }
-}
-
-/// A target name a client could type after the separator: short, printable, no
-/// spaces.
-pub fn is_target_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 #[cfg(test)]

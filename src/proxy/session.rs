@@ -11,18 +11,17 @@ use std::time::Instant;
 use glommio::net::TcpStream;
 use glommio::Task;
 use sshr_protocol::auth::{self, Request};
-use sshr_protocol::hostkey::PublicKey;
 use sshr_protocol::msg::{self};
 use sshr_protocol::text::Untrusted;
 use sshr_protocol::transport::{Config as TransportConfig, Event, Transport};
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::Config;
-use crate::core::login::{offence, Action, AuthFailure, Login, Reply};
+use crate::core::login::{offence, Action, AuthFailure, Login, LookedUp, Reply};
 use crate::core::penalty::Offence;
 use crate::core::refusal::Refusal;
-use crate::core::values::{CipherPreference, Side, TunnelPolicy};
-use crate::hooks::{self, HookContext, Hooks, Upstream};
+use crate::core::values::{CipherPreference, LoginName, Side, TunnelPolicy};
+use crate::hooks::{self, HookContext, Hooks, Lookup, Upstream};
 use crate::io::leg::{Leg, LegError, Received, RxBuf};
 use crate::proxy::preauth::{Claim, PreauthSlot};
 use crate::proxy::relay;
@@ -79,7 +78,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
         client.set_packet_timeout(Some(ctx.config.limits.packet_timeout));
         let mut rx = RxBuf::with_budget(ctx.shard.handshake_budget.clone());
         let started = Instant::now();
-        let mut login = Login::new(ctx.config.limits.max_auth_tries, peer);
+        let mut login = Login::new(ctx.config.limits.max_auth_tries, peer)
+            .target_separator(ctx.config.target_separator);
         // Set while the login waits on the proxy's side (hooks, an upstream slot or
         // connection): a timeout then is not the client's fault.
         let waiting = Cell::new(false);
@@ -253,9 +253,10 @@ impl AuthEnd {
 struct Pending {
     user: String,
     hook_ctx: HookContext,
-    /// `None`: no such user (answered exactly like a wrong key).
+    /// `None`: no such user (answered exactly like a wrong key), or no server chosen.
     upstream: Option<Upstream>,
-    authorized: Vec<PublicKey>,
+    /// What the login core is told.
+    answer: Option<LookedUp>,
     link: Link,
     /// The cipher the upstream connection asks for (the client leg's).
     prefer: CipherPreference,
@@ -286,7 +287,7 @@ impl Pending {
     async fn start(
         ctx: &SessionEnv,
         client: &Leg,
-        user: &str,
+        name: LoginName,
         peer: SocketAddr,
         id: u64,
     ) -> Pending {
@@ -296,18 +297,38 @@ impl Pending {
             .peer_version()
             .unwrap_or_default()
             .to_owned();
-        let hook_ctx = HookContext::new(user, peer, id, client_version);
+        let user = name.user.clone();
+        let hook_ctx = HookContext::new(name.user, peer, id, client_version).target(name.target);
         let hook_timeout = ctx.config.limits.hook_timeout;
-        // (The login core hands the hooks only plausible names.)
-        let upstream =
-            match hooks::with_timeout(hook_timeout, ctx.hooks.find_upstream(&hook_ctx)).await {
-                Ok(u) => u,
-                Err(e) => {
-                    warn!(user = %Untrusted(user), error = %e, "find_upstream hook failed");
-                    ctx.shard.metrics.auth_failure(AuthFailure::HookError);
-                    None
-                }
-            };
+        // (The login core hands the hooks only plausible names.) One lookup per login:
+        // its latency is the login's.
+        let looked_up = hooks::with_timeout(hook_timeout, ctx.hooks.look_up(&hook_ctx)).await;
+        let (upstream, answer) = match looked_up {
+            Ok(Lookup::Found {
+                upstream,
+                authorized_keys,
+            }) => (
+                Some(upstream),
+                LookedUp::Known {
+                    authorized: authorized_keys,
+                },
+            ),
+            Ok(Lookup::Choose {
+                targets,
+                authorized_keys,
+            }) => (
+                None,
+                LookedUp::Choose {
+                    targets,
+                    authorized: authorized_keys,
+                },
+            ),
+            Ok(Lookup::Unknown) => (None, LookedUp::Unknown),
+            Err(e) => {
+                warn!(user = %Untrusted(&user), target = ?hook_ctx.target.as_deref().map(Untrusted), error = %e, "user lookup failed: refusing the login as \"account service unavailable\"");
+                (None, LookedUp::Unavailable)
+            }
+        };
         // Take a warm upstream connection, or start one now if the server has a slot
         // free: its TCP and key exchange overlap the client's authentication. Otherwise
         // it is opened when the login needs it (`Pending::connection`).
@@ -318,28 +339,15 @@ impl Pending {
         };
         if upstream.is_some() && matches!(link, Link::None) {
             debug!(
-                user = %Untrusted(user),
+                user = %Untrusted(&user),
                 "no upstream slot free: connecting when the login needs it"
             );
         }
-        let authorized = match &upstream {
-            Some(_) => {
-                let fetch = ctx.hooks.fetch_authorized_keys(&hook_ctx);
-                match hooks::with_timeout(hook_timeout, fetch).await {
-                    Ok(keys) => keys,
-                    Err(e) => {
-                        warn!(user = %Untrusted(user), error = %e, "fetch_authorized_keys hook failed");
-                        Vec::new()
-                    }
-                }
-            }
-            None => Vec::new(),
-        };
         Pending {
-            user: user.to_owned(),
+            user,
             hook_ctx,
             upstream,
-            authorized,
+            answer: Some(answer),
             link,
             prefer,
         }
@@ -508,15 +516,15 @@ async fn authenticate(
                 login.client_message(&payload, &session_id(client), Instant::now(), timings);
             }
             Action::SendClient(p) => client.send(&p).await?,
-            Action::LookUp(user) => {
-                let p = {
+            Action::LookUp(name) => {
+                let mut p = {
                     let _waiting = Waiting::on(waiting);
-                    Pending::start(ctx, client, &user, peer, id).await
+                    Pending::start(ctx, client, name, peer, id).await
                 };
-                let (known, authorized) = (p.upstream.is_some(), p.authorized.clone());
+                let answer = p.answer.take().unwrap_or(LookedUp::Unavailable);
                 pending = Some(p);
                 let now = Instant::now();
-                login.looked_up(known, authorized, &session_id(client), now, timings);
+                login.looked_up(answer, &session_id(client), now, timings);
             }
             Action::LoginWithKey => {
                 let Some(p) = pending.as_mut() else {
