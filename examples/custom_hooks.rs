@@ -74,10 +74,12 @@ struct UserAtHost {
     upstream_key: Rc<PrivateKey>,
 }
 
-/// Splits `alice+web1` into (`alice`, `web1`). Both parts end up in a host name and a
-/// file path, so only a conservative alphabet is accepted: no `/`, no `..` tricks.
-fn split_login(login: &str) -> Option<(&str, &str)> {
-    let (user, host) = login.split_once('+')?;
+/// The user and host of a login as `alice+web1`: the proxy has split the login name at
+/// its `target_separator` (`+`) into `ctx.user` and `ctx.target`. Both parts end up in a
+/// host name and a file path, so only a conservative alphabet is accepted: no `/`, no
+/// `..` tricks.
+fn split_login(ctx: &HookContext) -> Option<(&str, &str)> {
+    let (user, host) = (ctx.user.as_str(), ctx.target.as_deref()?);
     let ok = |s: &str| {
         !s.is_empty()
             && !s.starts_with(['.', '-'])
@@ -90,7 +92,7 @@ fn split_login(login: &str) -> Option<(&str, &str)> {
 #[sshr::async_trait(?Send)]
 impl Hooks for UserAtHost {
     async fn find_upstream(&self, ctx: &HookContext) -> Result<Option<Upstream>, HookError> {
-        let Some((user, host)) = split_login(&ctx.user) else {
+        let Some((user, host)) = split_login(ctx) else {
             return Ok(None);
         };
         let host = match &self.settings.domain {
@@ -104,7 +106,7 @@ impl Hooks for UserAtHost {
     }
 
     async fn fetch_authorized_keys(&self, ctx: &HookContext) -> Result<Vec<PublicKey>, HookError> {
-        let Some((user, _)) = split_login(&ctx.user) else {
+        let Some((user, _)) = split_login(ctx) else {
             return Ok(Vec::new());
         };
         let path = self.settings.keys_dir.join(format!("{user}.pub"));
@@ -158,12 +160,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 #[cfg(test)]
 mod tests {
     use super::split_login;
+    use sshr::hooks::HookContext;
+
+    fn login(user: &str, target: Option<&str>) -> HookContext {
+        HookContext::new(user, "192.0.2.1:5000".parse().unwrap(), 1, "SSH-2.0-x")
+            .target(target.map(str::to_owned))
+    }
 
     #[test]
     fn logins_split_and_refuse_paths() {
-        assert_eq!(split_login("alice+web1"), Some(("alice", "web1")));
-        assert_eq!(split_login("alice"), None);
-        assert_eq!(split_login("../etc+web1"), None);
-        assert_eq!(split_login("alice+web/1"), None);
+        assert_eq!(
+            split_login(&login("alice", Some("web1"))),
+            Some(("alice", "web1"))
+        );
+        assert_eq!(split_login(&login("alice", None)), None);
+        assert_eq!(split_login(&login("../etc", Some("web1"))), None);
+        assert_eq!(split_login(&login("alice", Some(".."))), None);
     }
 }
