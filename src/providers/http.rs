@@ -27,8 +27,6 @@ pub const MAX_ANSWER_BYTES: u64 = 1 << 20;
 const IDLE_CONNECTIONS: usize = 64;
 /// How much of an error answer's body is read to quote its first line in the log.
 const ERROR_BODY_BYTES: u64 = 4096;
-/// Characters of an error answer's first line quoted in the log.
-const ERROR_LINE_CHARS: usize = 120;
 
 /// The directory at `url`.
 pub struct Http {
@@ -229,8 +227,8 @@ impl Backend for Http {
     }
 }
 
-/// The first line of an error answer's body, short and printable (the directory's
-/// explanation, if it sent one).
+/// The first line of an error answer's body (the directory's explanation, if it sent
+/// one), to be shown as [`Untrusted`].
 fn error_line(response: &mut ureq::http::Response<ureq::Body>) -> String {
     let body = response
         .body_mut()
@@ -240,8 +238,7 @@ fn error_line(response: &mut ureq::http::Response<ureq::Body>) -> String {
         .unwrap_or_default();
     let text = String::from_utf8_lossy(&body);
     let line = text.lines().map(str::trim).find(|l| !l.is_empty());
-    line.map(|l| printable(l, ERROR_LINE_CHARS))
-        .unwrap_or_default()
+    line.unwrap_or_default().to_owned()
 }
 
 #[cfg(test)]
