@@ -579,14 +579,8 @@ impl Validator<'_> {
                         )
                     }
                 };
-                if !argv[0].starts_with('/') {
-                    return self.err(
-                        command.span(),
-                        problem(
-                            "`command` must start with an absolute path, as AuthorizedKeysCommand"
-                                .into(),
-                        ),
-                    );
+                if let Err(reason) = crate::core::values::check_argv(&argv) {
+                    return self.err(command.span(), problem(reason));
                 }
                 ProviderKind::Command {
                     argv,

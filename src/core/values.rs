@@ -191,6 +191,35 @@ pub fn is_target_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
+/// Whether `argv` is a usable `kind = "command"` command line: a program given by its absolute path, and
+/// no `%` sequence other than `%u`, `%t`, `%a` and `%%` (a typo such as `%U` would
+/// otherwise reach the program as it is).
+pub fn check_argv(argv: &[String]) -> Result<(), String> {
+    let Some(program) = argv.first() else {
+        return Err("the command is empty".into());
+    };
+    if !program.starts_with('/') {
+        return Err(format!(
+            "the program {program:?} must be given by its absolute path"
+        ));
+    }
+    for arg in &argv[1..] {
+        let mut chars = arg.chars();
+        while let Some(c) = chars.next() {
+            if c == '%' {
+                match chars.next() {
+                    Some('u' | 't' | 'a' | '%') => {}
+                    Some(other) => {
+                        return Err(format!("unknown %{other} in {arg:?}: use %u, %t, %a or %%"))
+                    }
+                    None => return Err(format!("lone % at the end of {arg:?}: write %%")),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,7 +48,7 @@ pub struct Command {
 
 impl Command {
     /// `argv[0]` is an absolute path (checked by the configuration, see
-    /// [`check_argv`]); its output is at most `max_output_bytes`; a lookup taking
+    /// [`check_argv`](crate::core::values::check_argv)); its output is at most `max_output_bytes`; a lookup taking
     /// longer than `timeout` kills it.
     pub fn new(argv: &[String], max_output_bytes: usize, timeout: Duration) -> Command {
         Command {
@@ -273,7 +273,7 @@ fn poll_millis(deadline: Instant) -> Option<i32> {
 }
 
 /// `arg` with `%u` (the user), `%t` (the target, empty for none), `%a` (the client's
-/// `ip:port`) and `%%` (a `%`) replaced. Any other `%` is kept as it is ([`check_argv`]
+/// `ip:port`) and `%%` (a `%`) replaced. Any other `%` is kept as it is ([`check_argv`](crate::core::values::check_argv)
 /// refuses it in a configuration).
 pub fn expand(arg: &str, user: &str, target: &str, addr: &str) -> String {
     let mut out = String::with_capacity(arg.len());
@@ -296,35 +296,6 @@ pub fn expand(arg: &str, user: &str, target: &str, addr: &str) -> String {
         chars.next();
     }
     out
-}
-
-/// Whether `argv` is a usable command line: a program given by its absolute path, and
-/// no `%` sequence other than `%u`, `%t`, `%a` and `%%` (a typo such as `%U` would
-/// otherwise reach the program as it is).
-pub fn check_argv(argv: &[String]) -> Result<(), String> {
-    let Some(program) = argv.first() else {
-        return Err("the command is empty".into());
-    };
-    if !program.starts_with('/') {
-        return Err(format!(
-            "the program {program:?} must be given by its absolute path"
-        ));
-    }
-    for arg in &argv[1..] {
-        let mut chars = arg.chars();
-        while let Some(c) = chars.next() {
-            if c == '%' {
-                match chars.next() {
-                    Some('u' | 't' | 'a' | '%') => {}
-                    Some(other) => {
-                        return Err(format!("unknown %{other} in {arg:?}: use %u, %t, %a or %%"))
-                    }
-                    None => return Err(format!("lone % at the end of {arg:?}: write %%")),
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// How the program ended, for an error: its status and the first line of its
@@ -391,6 +362,7 @@ mod tests {
     #[test]
     fn argv_check() {
         let v = |args: &[&str]| args.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        use crate::core::values::check_argv;
         assert!(check_argv(&v(&["/usr/bin/dir", "%u", "%t", "%a", "100%%"])).is_ok());
         assert!(check_argv(&v(&[])).is_err());
         assert!(check_argv(&v(&["dir", "%u"])).is_err());
