@@ -12,7 +12,10 @@
 //!   indexed reads instead of opening the file and parsing its schema. The file's
 //!   identity (device and inode) is checked at every lookup, so a database replaced by
 //!   `mv` is read from the new file, and a deleted one fails instead of being read from
-//!   a file that is gone.
+//!   a file that is gone. Replacing a file in WAL mode that way is not safe whatever
+//!   the reader does (SQLite pairs a database with its `-wal` file by name, and does
+//!   not end the WAL of a moved file): copy into it with
+//!   `sqlite3 users.db ".restore new.db"` instead.
 //! - **Bounded**: rows and keys are read with `LIMIT`s, one text value is copied up to
 //!   [`schema::MAX_FIELD`] (a longer one stays too long for [`schema::from_rows`]),
 //!   SQLite refuses values over [`MAX_VALUE_BYTES`], and a lookup is interrupted at its
