@@ -55,7 +55,7 @@ pub struct NewUser {
     pub host_keys: Vec<String>,
     /// Tunnel policy word; `None`: the configuration's `tunnels.default`.
     pub tunnel: Option<String>,
-    /// authorized_keys lines to add with the user.
+    /// authorized_keys lines to add with the user (as for [`Admin::add_keys`]).
     pub keys: Vec<String>,
 }
 
@@ -225,9 +225,9 @@ impl Admin {
         Ok(added)
     }
 
-    /// `sshr db add-key`: authorized_keys lines (one key each, no options) for a user
-    /// that exists. All are checked before any is written; keys the user already has
-    /// are left as they are.
+    /// `sshr db add-key`: authorized_keys lines (one key each, no options; blank lines
+    /// and `#` comments skipped) for a user that exists. All are checked before any is
+    /// written; keys the user already has are left as they are.
     pub fn add_keys(&mut self, name: &str, lines: &[String]) -> Result<KeysAdded, AdminError> {
         let keys = parse_key_lines(lines)?;
         if keys.is_empty() {
@@ -589,10 +589,15 @@ fn joined_keys(keys: &[String]) -> Option<String> {
     (!lines.is_empty()).then(|| lines.join("\n"))
 }
 
-/// Each usable line with its key, or the first that is not usable (with its number).
+/// The keys of authorized_keys lines (blank lines and `#` comments skipped), or the
+/// first line that is not usable, with its number when there are several.
 fn parse_key_lines(lines: &[String]) -> Result<Vec<(String, AuthorizedKey)>, AdminError> {
     let mut keys = Vec::with_capacity(lines.len());
     for (index, line) in lines.iter().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
         let entry = parse_key_line(line).map_err(|why| {
             if lines.len() == 1 {
                 AdminError::Invalid(why)
@@ -600,7 +605,7 @@ fn parse_key_lines(lines: &[String]) -> Result<Vec<(String, AuthorizedKey)>, Adm
                 AdminError::Invalid(format!("key line {}: {why}", index + 1))
             }
         })?;
-        keys.push((line.trim().to_owned(), entry));
+        keys.push((line.to_owned(), entry));
     }
     Ok(keys)
 }
