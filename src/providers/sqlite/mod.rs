@@ -8,7 +8,7 @@
 //!   altered: the operator owns it, and its journal mode with it.
 //! - **No caching here**: every lookup reads the file, so a change is seen by the next
 //!   login. The chain ([`super::chain`]) caches when the operator asks for it.
-//! - **Idle connections are kept for reuse** ([`pool`]): a lookup then costs two
+//! - **Idle connections are kept for reuse** (`pool.rs`): a lookup then costs two
 //!   indexed reads instead of opening the file and parsing its schema. The file's
 //!   identity (device and inode) is checked at every lookup, so a database replaced by
 //!   `mv` is read from the new file, and a deleted one fails instead of being read from

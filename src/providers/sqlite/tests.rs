@@ -472,7 +472,9 @@ mod admin {
         let (_dir, _path, mut admin) = new_admin();
         let (a, line_a) = key_line("a@laptop");
         let (b, line_b) = key_line("b@desk");
-        let e = admin.add_keys("alice", &[line_a.clone()]).unwrap_err();
+        let e = admin
+            .add_keys("alice", std::slice::from_ref(&line_a))
+            .unwrap_err();
         assert!(matches!(e, AdminError::NotFound(_)), "{e}");
         admin.add_user(&user("alice", "", "10.0.0.1:22")).unwrap();
         let e = admin
