@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use postgres::config::{Host, SslMode};
 use postgres::error::SqlState;
 use postgres::{Client, NoTls, Row, Statement};
-use sshr_protocol::text::Untrusted;
+use sshr_protocol::text::{printable, Untrusted};
 
 use super::schema::{self, UserRow, MAX_FIELD, MAX_KEYS, MAX_TARGETS};
 use super::Backend;
@@ -142,7 +142,7 @@ impl Postgres {
     /// What a failed statement means for the login.
     fn failure(&self, error: &postgres::Error) -> HookError {
         let Some(db) = error.as_db_error() else {
-            return HookError::Unavailable(format!("postgres {}: {error}", self.place));
+            return HookError::Unavailable(format!("postgres {}: {}", self.place, explain(error)));
         };
         let code = db.code();
         let message = Untrusted(db.message());
@@ -191,7 +191,7 @@ impl Backend for Postgres {
             }
         }
         Err(match lost {
-            Some(e) => HookError::Unavailable(format!("postgres {}: {e}", self.place)),
+            Some(e) => HookError::Unavailable(format!("postgres {}: {}", self.place, explain(&e))),
             None => HookError::Timeout,
         })
     }
@@ -227,7 +227,7 @@ impl r2d2::ManageConnection for Manager {
             }
             Err(e) => {
                 // tokio-postgres's connect errors name the failure, never the password.
-                *last = Some(e.to_string());
+                *last = Some(explain(&e));
                 Err(e)
             }
         }
@@ -409,13 +409,29 @@ fn place(config: &postgres::Config) -> Result<String, String> {
     Ok(format!("{}/{dbname}", servers.join(",")))
 }
 
+/// `error` and its causes, `error connecting to server: Connection refused (os error
+/// 111)`, escaped and cut: a server's message is text from outside.
+fn explain(error: &postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    printable(&text, 400)
+}
+
 /// A connection string's parse error without the one thing in it that quotes the
 /// string: "unexpected character ... but got `c`", where `c` may be of the password.
 fn redacted(error: &postgres::Error) -> String {
-    let text = error.to_string();
+    let text = explain(error);
+    let text = text
+        .strip_prefix("invalid connection string: ")
+        .unwrap_or(&text);
     match text.find(" but got") {
         Some(end) => text[..end].to_owned(),
-        None => text,
+        None => text.to_owned(),
     }
 }
 
