@@ -7,10 +7,13 @@
 //!   `scripts/test` installs openssh-server when it runs as root.
 //! - [`conn`]: a scripted SSH client over a blocking socket.
 //! - [`pair`]: transports wired to each other in memory, with virtual time.
+//! - [`postgres`]: a throwaway PostgreSQL server on loopback, for the `postgres`
+//!   provider (Debian's `postgresql` package; as root it runs as the `postgres` account).
 
 pub mod conn;
 pub mod one_user;
 pub mod pair;
+pub mod postgres;
 
 use std::fs;
 use std::io::Read;
