@@ -124,7 +124,9 @@ impl From<&ProviderConfig> for ProviderSettings {
 impl Source {
     fn open(p: &ProviderConfig) -> Result<Source, String> {
         let backend: Arc<dyn Backend> = match &p.kind {
-            ProviderKind::Sqlite { path } => Arc::new(sqlite::Sqlite::open(path)?),
+            ProviderKind::Sqlite { path } => {
+                Arc::new(sqlite::Sqlite::open(path)?.timeout(p.timeout))
+            }
             ProviderKind::Postgres { url, pool_size } => {
                 Arc::new(postgres::Postgres::open(url, *pool_size, p.timeout)?)
             }
