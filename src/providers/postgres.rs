@@ -17,7 +17,8 @@
 //!   it fails and the lookup tries another one, so a restart costs no login once the
 //!   server is back.
 //! - Plain TCP or a Unix socket only (`NoTls`): a connection string asking for TLS
-//!   (`sslmode=require`) is refused at start. TLS could follow with `postgres-rustls`.
+//!   (`sslmode=require`) is refused at start. TLS could follow, through a
+//!   `MakeTlsConnect` such as the `postgres-openssl` or `postgres-native-tls` crates.
 //!
 //! The connection string may hold a password: it is never logged nor put in an error;
 //! the log names the database by [`Backend::describe`], `postgres host:port/dbname`.
