@@ -275,13 +275,18 @@ impl Directory for CommandDir {
 struct PostgresDir {
     pg: sshr_testsupport::postgres::Postgres,
     locker: Option<Child>,
+    stopped: bool,
 }
 
 impl PostgresDir {
     fn new() -> Option<PostgresDir> {
         let pg = sshr_testsupport::postgres::Postgres::start()?;
         pg.execute(SCHEMA);
-        Some(PostgresDir { pg, locker: None })
+        Some(PostgresDir {
+            pg,
+            locker: None,
+            stopped: false,
+        })
     }
 
     fn end_locker(&mut self) {
@@ -330,10 +335,13 @@ impl Directory for PostgresDir {
     }
     fn stop(&mut self) {
         self.pg.stop();
+        self.stopped = true;
     }
     fn restore(&mut self) {
         self.end_locker();
-        self.pg.start_again();
+        if std::mem::take(&mut self.stopped) {
+            self.pg.start_again();
+        }
     }
 }
 
@@ -637,7 +645,8 @@ ch.exec_command("echo port=${SSH_CONNECTION##* }")
 print(ch.makefile().read().decode().strip())
 t.close()
 "#;
-    let mut cmd = Command::new("python3");
+    // Debian's python3, which has python3-paramiko (`scripts/test` installs it).
+    let mut cmd = Command::new("/usr/bin/python3");
     cmd.arg("-c")
         .arg(script)
         .arg(sshr.port().to_string())
@@ -652,8 +661,13 @@ t.close()
     );
 
     // Batch mode: no menu, but the banner says how to name a server.
-    let mut cmd = ssh_command("ssh", sshr.port(), Some(&key));
-    cmd.args(["-o", "LogLevel=INFO", "alice@127.0.0.1", "true"]);
+    // (ssh keeps an option's first value: LogLevel INFO, ssh's default where banners
+    // show, must come before the test's usual options.)
+    let mut cmd = Command::new("ssh");
+    cmd.args(["-o", "LogLevel=INFO"]);
+    let usual = ssh_command("ssh", sshr.port(), Some(&key));
+    cmd.args(usual.get_args());
+    cmd.args(["alice@127.0.0.1", "true"]);
     let out = run_with_timeout(cmd, Duration::from_secs(30));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());

@@ -113,15 +113,14 @@ pub fn upstream(
     if addr.len() > MAX_FIELD {
         return Err(bad("upstream address too long".into()));
     }
-    check_host_port(addr)
-        .map_err(|why| bad(format!("upstream {:?}: {why}", Untrusted(addr).to_string())))?;
+    check_host_port(addr).map_err(|why| bad(format!("upstream {}: {why}", Untrusted(addr))))?;
     if upstream_user.is_empty()
         || upstream_user.len() > MAX_FIELD
         || upstream_user.chars().any(char::is_control)
     {
         return Err(bad(format!(
-            "upstream_user {:?} is not a user name",
-            Untrusted(upstream_user).to_string()
+            "upstream_user {} is not a user name",
+            Untrusted(upstream_user)
         )));
     }
     let tunnels = match tunnel {
