@@ -22,7 +22,12 @@
 //! * `SSHR_OVERHEAD_DOWNLOAD=1` copies from the server instead of to it;
 //! * `SSHR_OVERHEAD_WARM=0` turns sshr's warm upstream connections off
 //!   (`[warm_upstreams] per_upstream = 0`): every login then waits for sshd's
-//!   connection set-up, as the first login to a server does.
+//!   connection set-up, as the first login to a server does;
+//! * `SSHR_OVERHEAD_PROVIDERS=1` measures instead `ssh host uname` with the user in each
+//!   kind of user directory, one sshr per kind in front of the same sshd: the static
+//!   `[[users]]` table, `sqlite`, `postgres` (a throwaway PostgreSQL cluster, as the
+//!   tests start it) and `http` (`examples/providers/http_directory.py` over the same
+//!   rows in SQLite). Every login asks its directory (`cache_ttl_secs = 0`).
 //!
 //! Needs root, `/usr/sbin/sshd`, `ssh`, `scp`, `ssh-keygen`. Under `cargo test --benches`
 //! (no `--bench` argument) it does nothing.
@@ -269,6 +274,10 @@ fn main() {
     }
 
     let rig = Rig::start();
+    if env_or("SSHR_OVERHEAD_PROVIDERS", "0") == "1" {
+        providers(&rig, runs);
+        return;
+    }
     let files: Vec<(u64, PathBuf)> = sizes
         .iter()
         .map(|&mb| (mb, make_file(rig.dir.path(), mb)))
@@ -385,4 +394,157 @@ fn main() {
         "Each scp time includes the whole `scp` run (its own SSH set-up); the added time of \
          a transfer is therefore the set-up overhead plus the relay's."
     );
+}
+
+/// `SSHR_OVERHEAD_PROVIDERS=1`: the set-up latency each kind of directory adds, as
+/// `ssh host uname` straight to sshd and through one sshr per kind, alternated.
+fn providers(rig: &Rig, runs: usize) {
+    use sshr::providers::schema::SCHEMA;
+    let user_sql = format!(
+        "INSERT INTO users (name, upstream, upstream_user, upstream_host_key) \
+         VALUES ('bench', '127.0.0.1:{}', 'root', '{}');\n\
+         INSERT INTO user_keys (name, key) VALUES ('bench', '{}');",
+        rig.sshd.port,
+        rig.sshd.host_public_keys[0],
+        public_key(&rig.key)
+    );
+    // SQLite, written as an operator's script would.
+    let db = rig.dir.path().join("users.db");
+    let status = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()",
+        ])
+        .arg(&db)
+        .arg(format!("{SCHEMA}\n{user_sql}"))
+        .status()
+        .expect("python3");
+    assert!(status.success(), "cannot write {}", db.display());
+    // PostgreSQL, if installed.
+    let pg = sshr_testsupport::postgres::Postgres::start();
+    if let Some(pg) = &pg {
+        pg.execute(&format!("{SCHEMA}\n{user_sql}"));
+    }
+    // The example HTTP directory over the SQLite file.
+    let http_port = sshr_testsupport::free_listen_port();
+    let mut http = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/providers/http_directory.py"
+        ))
+        .arg(&db)
+        .arg(http_port.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("python3");
+    assert!(sshr_testsupport::wait_for_port(
+        ([127, 0, 0, 1], http_port).into(),
+        Duration::from_secs(10)
+    ));
+
+    let binary = PathBuf::from(
+        std::env::var("SSHR_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_sshr").to_owned()),
+    );
+    let mut kinds: Vec<(&str, String)> = vec![
+        (
+            "sqlite",
+            format!(
+                "kind = \"sqlite\"\npath = {}\n",
+                toml_str(&db.display().to_string())
+            ),
+        ),
+        (
+            "http",
+            format!("kind = \"http\"\nurl = \"http://127.0.0.1:{http_port}/\"\n"),
+        ),
+    ];
+    if let Some(pg) = &pg {
+        kinds.insert(
+            1,
+            (
+                "postgres",
+                format!("kind = \"postgres\"\nurl = {}\n", toml_str(&pg.url())),
+            ),
+        );
+    }
+    let mut proxies = Vec::new();
+    for (name, provider) in &kinds {
+        let setup = SshrSetup::new();
+        // This proxy may log in upstream too.
+        let mut keys = fs::OpenOptions::new()
+            .append(true)
+            .open(rig.sshd.path("authorized_keys"))
+            .unwrap();
+        writeln!(keys, "{}", setup.upstream_public_key).unwrap();
+        let sshr = setup.start(&binary, &format!("[[providers]]\n{provider}"));
+        proxies.push((*name, sshr));
+    }
+    let mut ports: Vec<(&str, u16, &str)> = vec![
+        ("direct", rig.sshd.port, "root@127.0.0.1"),
+        ("static", rig.sshr.port(), "bench@127.0.0.1"),
+    ];
+    ports.extend(
+        proxies
+            .iter()
+            .map(|(n, s)| (*n, s.port(), "bench@127.0.0.1")),
+    );
+    let uname = |name: &str, port: u16, login: &str| -> Duration {
+        let mut cmd = ssh_command("ssh", port, Some(&rig.key));
+        cmd.args(["-o", &format!("KexAlgorithms={}", rig.kex)])
+            .args(["-o", &format!("Ciphers={}", rig.cipher)])
+            .arg(login)
+            .arg("uname");
+        let t = Instant::now();
+        let out = run_bounded(&mut cmd, Stdio::null(), Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            out.status.success(),
+            "{name}: ssh uname failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        t.elapsed()
+    };
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); ports.len()];
+    for round in 0..=runs {
+        let mut order: Vec<usize> = (0..ports.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let (name, port, login) = ports[i];
+            let t = uname(name, port, login);
+            // Round 0 warms up (and fills the warm upstream pools) unrecorded.
+            if round > 0 {
+                samples[i].push(t);
+            }
+        }
+        eprintln!("overhead: providers round {round}/{runs} done");
+    }
+    let _ = http.kill();
+    let _ = http.wait();
+    let medians: Vec<f64> = samples.iter_mut().map(|v| ms(median(v))).collect();
+    println!();
+    println!(
+        "## ssh host uname by user directory (median of {runs}; client KexAlgorithms={} Ciphers={})",
+        rig.kex, rig.cipher
+    );
+    println!();
+    println!("| path | ms | added vs direct ms | / direct | added vs static ms |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for (i, (name, _, _)) in ports.iter().enumerate() {
+        println!(
+            "| {name} | {:.1} | {:+.1} | {:.3} | {} |",
+            medians[i],
+            medians[i] - medians[0],
+            medians[i] / medians[0],
+            if i == 0 {
+                String::new()
+            } else {
+                format!("{:+.2}", medians[i] - medians[1])
+            }
+        );
+    }
+    if pg.is_none() {
+        println!("\n(PostgreSQL is not installed: no postgres row.)");
+    }
 }

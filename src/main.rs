@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use sshr::config::{Config, ProviderKind};
+use sshr::config::{Config, PostgresUrl, ProviderKind};
 use sshr::keys::{self, KeyFileError};
 use sshr::providers::sqlite::{Admin, KeysAdded, Listing, NewUser, UpstreamChange};
 use sshr::providers::StaticTable;
@@ -23,7 +23,8 @@ const MAX_KEY_INPUT: u64 = 4 * 1024 * 1024;
 #[command(version, about)]
 struct Cli {
     /// Configuration file (TOML). Without it, the built-in configuration is used:
-    /// listen on 127.0.0.1:2222, keys under ./keys, one example user.
+    /// listen on 127.0.0.1:2222, keys under ./keys, one example user, and the users of
+    /// ./sshr.db (see `sshr db`).
     #[arg(long, short = 'c', value_name = "FILE", global = true)]
     config: Option<PathBuf>,
 
@@ -233,11 +234,30 @@ fn check(config: &Config) -> Result<(), String> {
     if !problems.is_empty() {
         return Err(format!("{}: {}", config.origin, problems.join("; ")));
     }
+    // Providers are listed, not opened: opening one would create its SQLite file.
+    for (index, p) in config.providers.iter().enumerate() {
+        let place = match &p.kind {
+            ProviderKind::Sqlite { path } => match path.exists() {
+                true => format!("{}", path.display()),
+                false => format!("{} (absent, created at start)", path.display()),
+            },
+            ProviderKind::Postgres {
+                url: PostgresUrl::File(path),
+                ..
+            } => format!("url from {}", path.display()),
+            ProviderKind::Postgres { .. } => "url in the configuration".to_string(),
+            ProviderKind::Http { url, .. } => url.clone(),
+            ProviderKind::Command { argv, .. } => argv[0].clone(),
+            _ => String::new(),
+        };
+        println!("provider {}: {} {place}", index + 1, p.kind.name());
+    }
     println!(
-        "{}: OK ({} listen address(es), {} user(s), {} worker(s))",
+        "{}: OK ({} listen address(es), {} user(s) in the table, {} provider(s), {} worker(s))",
         config.origin,
         config.listen.len(),
         table.len(),
+        config.providers.len(),
         config.worker_count()
     );
     Ok(())
