@@ -483,6 +483,23 @@ fn scenario<D: Directory>(dir: D) {
     assert!(refused.contains("Permission denied"), "{refused}");
     rig.add_key();
 
+    // A malformed answer (here a row without a port): a clear log line, and the login
+    // refused as when the directory cannot answer; the proxy goes on.
+    rig.dir.sql(
+        "INSERT INTO users (name, target, upstream, upstream_user) VALUES ('mallory', '', 'no-port', 'root');",
+    );
+    let refused = rig.must_fail("mallory", "malformed row");
+    assert!(
+        refused.contains("sshr: the account service is unavailable"),
+        "mallory: {refused}"
+    );
+    let log = rig.sshr.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("invalid data") && l.contains("mallory") && l.contains("no-port")),
+        "no clear log line for the malformed row; sshr log:\n{log}"
+    );
+
     // A slow backend does not stall a live session on the same (only) shard.
     no_stall_while_slow(&mut rig);
 

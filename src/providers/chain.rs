@@ -294,3 +294,187 @@ impl Hooks for ChainHooks {
         Ok(self.upstream_key.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A backend answering from a script the test changes: `Ok(Some(addr))` a user on
+    /// `addr`, `Ok(None)` unknown, `Err` an outage. Counts its calls.
+    struct Scripted {
+        answer: Mutex<Result<Option<String>, HookError>>,
+        calls: AtomicUsize,
+    }
+
+    impl Scripted {
+        fn new(answer: Result<Option<&str>, HookError>) -> Arc<Scripted> {
+            Arc::new(Scripted {
+                answer: Mutex::new(answer.map(|a| a.map(str::to_owned))),
+                calls: AtomicUsize::new(0),
+            })
+        }
+        fn set(&self, answer: Result<Option<&str>, HookError>) {
+            *self.answer.lock().unwrap() = answer.map(|a| a.map(str::to_owned));
+        }
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Backend for Scripted {
+        fn describe(&self) -> String {
+            "scripted".into()
+        }
+        fn look_up(&self, ctx: &HookContext) -> Result<Lookup, HookError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Ok(match self.answer.lock().unwrap().clone()? {
+                Some(addr) => Lookup::Found {
+                    upstream: Upstream::new(addr, &ctx.user),
+                    authorized_keys: Vec::new(),
+                },
+                None => Lookup::Unknown,
+            })
+        }
+    }
+
+    fn settings(cache_ttl: u64, stale: u64) -> ProviderSettings {
+        ProviderSettings {
+            timeout: Duration::from_secs(5),
+            cache_ttl: Duration::from_millis(cache_ttl),
+            stale_if_error: Duration::from_millis(stale),
+        }
+    }
+
+    fn ctx(user: &str) -> HookContext {
+        HookContext::new(user, "192.0.2.1:4000".parse().unwrap(), 1, "SSH-2.0-x")
+    }
+
+    fn addr(lookup: Result<Lookup, HookError>) -> Result<Option<String>, HookError> {
+        lookup.map(|l| match l {
+            Lookup::Found { upstream, .. } => Some(upstream.addr),
+            _ => None,
+        })
+    }
+
+    fn on_shard<F: std::future::Future<Output = ()>>(test: impl FnOnce() -> F) {
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .unwrap()
+            .run(test());
+    }
+
+    #[test]
+    fn every_login_asks_unless_a_ttl_is_set() {
+        on_shard(|| async {
+            let backend = Scripted::new(Ok(Some("a:22")));
+            let chain = Providers::from_backends(vec![(backend.clone(), settings(0, 0))]);
+            for _ in 0..3 {
+                assert_eq!(
+                    addr(chain.look_up(&ctx("alice")).await),
+                    Ok(Some("a:22".into()))
+                );
+            }
+            assert_eq!(backend.calls(), 3);
+            backend.set(Ok(Some("b:22")));
+            assert_eq!(
+                addr(chain.look_up(&ctx("alice")).await),
+                Ok(Some("b:22".into()))
+            );
+
+            let cached = Scripted::new(Ok(Some("a:22")));
+            let chain = Providers::from_backends(vec![(cached.clone(), settings(60_000, 0))]);
+            chain.look_up(&ctx("alice")).await.unwrap();
+            cached.set(Ok(Some("b:22")));
+            assert_eq!(
+                addr(chain.look_up(&ctx("alice")).await),
+                Ok(Some("a:22".into()))
+            );
+            assert_eq!(cached.calls(), 1, "answered from the cache");
+            // Another user (or target) is its own entry.
+            assert_eq!(
+                addr(chain.look_up(&ctx("bob")).await),
+                Ok(Some("b:22".into()))
+            );
+        });
+    }
+
+    #[test]
+    fn an_outage_uses_the_last_answer_within_stale_if_error() {
+        on_shard(|| async {
+            let backend = Scripted::new(Ok(Some("a:22")));
+            let chain = Providers::from_backends(vec![(backend.clone(), settings(0, 300))]);
+            chain.look_up(&ctx("alice")).await.unwrap();
+            backend.set(Err(HookError::Unavailable("down".into())));
+            assert_eq!(
+                addr(chain.look_up(&ctx("alice")).await),
+                Ok(Some("a:22".into()))
+            );
+            // No earlier answer: the error.
+            assert!(chain.look_up(&ctx("bob")).await.is_err());
+            // Too old.
+            crate::rt::sleep(Duration::from_millis(350)).await;
+            assert_eq!(
+                addr(chain.look_up(&ctx("alice")).await),
+                Err(HookError::Unavailable("down".into()))
+            );
+            // Off (0): never stale.
+            let off = Scripted::new(Ok(Some("a:22")));
+            let chain = Providers::from_backends(vec![(off.clone(), settings(0, 0))]);
+            chain.look_up(&ctx("alice")).await.unwrap();
+            off.set(Err(HookError::Timeout));
+            assert!(chain.look_up(&ctx("alice")).await.is_err());
+        });
+    }
+
+    #[test]
+    fn the_first_that_knows_answers_and_a_failing_one_is_not_skipped() {
+        on_shard(|| async {
+            let first = Scripted::new(Ok(None));
+            let second = Scripted::new(Ok(Some("second:22")));
+            let chain = Providers::from_backends(vec![
+                (first.clone(), settings(0, 0)),
+                (second.clone(), settings(0, 0)),
+            ]);
+            assert_eq!(
+                addr(chain.look_up(&ctx("alice")).await),
+                Ok(Some("second:22".into()))
+            );
+            first.set(Ok(Some("first:22")));
+            assert_eq!(
+                addr(chain.look_up(&ctx("alice")).await),
+                Ok(Some("first:22".into()))
+            );
+            let calls = second.calls();
+            first.set(Err(HookError::Unavailable("down".into())));
+            assert!(chain.look_up(&ctx("alice")).await.is_err());
+            assert_eq!(second.calls(), calls, "the second was not asked instead");
+        });
+    }
+
+    #[test]
+    fn a_hung_backend_times_out() {
+        struct Hung;
+        impl Backend for Hung {
+            fn describe(&self) -> String {
+                "hung".into()
+            }
+            fn look_up(&self, _: &HookContext) -> Result<Lookup, HookError> {
+                std::thread::sleep(Duration::from_millis(500));
+                Ok(Lookup::Unknown)
+            }
+        }
+        on_shard(|| async {
+            let mut s = settings(0, 0);
+            s.timeout = Duration::from_millis(50);
+            let chain = Providers::from_backends(vec![(Arc::new(Hung) as Arc<dyn Backend>, s)]);
+            let started = Instant::now();
+            assert!(matches!(
+                chain.look_up(&ctx("alice")).await,
+                Err(HookError::Timeout)
+            ));
+            assert!(started.elapsed() < Duration::from_millis(400));
+        });
+    }
+}
