@@ -310,6 +310,16 @@ fn run_db(config: Option<&Path>, db: DbCommand) -> Result<(), String> {
             tunnel,
             key_file,
         } => {
+            // A name holding the separator could never be logged in to: `a+b` is read
+            // as account `a`, server `b`.
+            let separator = load_config(config).ok().and_then(|c| c.target_separator);
+            if let Some(sep) = separator.filter(|sep| name.contains(*sep)) {
+                return Err(format!(
+                    "user name {name:?} contains the target separator {sep:?}: a login as it would name server {:?} of user {:?}",
+                    name.split_once(sep).map_or("", |(_, t)| t),
+                    name.split_once(sep).map_or("", |(u, _)| u),
+                ));
+            }
             let keys = match &key_file {
                 Some(file) => key_lines(file)?,
                 None => Vec::new(),
