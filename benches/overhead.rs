@@ -523,17 +523,37 @@ fn providers(rig: &Rig, runs: usize) {
     let _ = http.kill();
     let _ = http.wait();
     let medians: Vec<f64> = samples.iter_mut().map(|v| ms(median(v))).collect();
+    // The proxy's own measure of each lookup (`lookup_us` of its "authenticated" log
+    // lines): the directory's share of the set-up, free of the client's noise.
+    let lookup_us = |log: String| -> Option<u64> {
+        let mut v: Vec<u64> = log
+            .lines()
+            .filter(|l| l.contains("authenticated; relaying"))
+            .filter_map(|l| {
+                l.split("lookup_us=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied()
+    };
+    let mut lookups = vec![None, lookup_us(rig.sshr.log())];
+    lookups.extend(proxies.iter().map(|(_, s)| lookup_us(s.log())));
     println!();
     println!(
         "## ssh host uname by user directory (median of {runs}; client KexAlgorithms={} Ciphers={})",
         rig.kex, rig.cipher
     );
     println!();
-    println!("| path | ms | added vs direct ms | / direct | added vs static ms |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!("| path | ms | added vs direct ms | / direct | added vs static ms | lookup µs (median, proxy log) |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     for (i, (name, _, _)) in ports.iter().enumerate() {
         println!(
-            "| {name} | {:.1} | {:+.1} | {:.3} | {} |",
+            "| {name} | {:.1} | {:+.1} | {:.3} | {} | {} |",
             medians[i],
             medians[i] - medians[0],
             medians[i] / medians[0],
@@ -541,7 +561,8 @@ fn providers(rig: &Rig, runs: usize) {
                 String::new()
             } else {
                 format!("{:+.2}", medians[i] - medians[1])
-            }
+            },
+            lookups[i].map_or(String::new(), |us| us.to_string())
         );
     }
     if pg.is_none() {

@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use glommio::net::TcpStream;
 use glommio::Task;
@@ -138,6 +138,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
             method = login.method,
             warm_upstream = login.warm,
             setup_ms = started.elapsed().as_millis() as u64,
+            lookup_us = login.lookup_time.as_micros() as u64,
             "authenticated; relaying"
         );
         let policy = login.tunnels.unwrap_or(ctx.config.tunnels.default);
@@ -206,6 +207,8 @@ struct Authenticated {
     warm: bool,
     /// The hook's tunnel policy for this user (`None`: the configured default).
     tunnels: Option<TunnelPolicy>,
+    /// How long the lookup of the user took.
+    lookup_time: Duration,
 }
 
 /// How authentication ended without a login.
@@ -257,6 +260,8 @@ struct Pending {
     upstream: Option<Upstream>,
     /// What the login core is told.
     answer: Option<LookedUp>,
+    /// How long the lookup took (the directory's share of the set-up time).
+    lookup_time: Duration,
     link: Link,
     /// The cipher the upstream connection asks for (the client leg's).
     prefer: CipherPreference,
@@ -302,7 +307,9 @@ impl Pending {
         let hook_timeout = ctx.config.limits.hook_timeout;
         // (The login core hands the hooks only plausible names.) One lookup per login:
         // its latency is the login's.
+        let asked = Instant::now();
         let looked_up = hooks::with_timeout(hook_timeout, ctx.hooks.look_up(&hook_ctx)).await;
+        let lookup_time = asked.elapsed();
         let (upstream, answer) = match looked_up {
             Ok(Lookup::Found {
                 upstream,
@@ -348,6 +355,7 @@ impl Pending {
             hook_ctx,
             upstream,
             answer: Some(answer),
+            lookup_time,
             link,
             prefer,
         }
@@ -715,6 +723,7 @@ async fn finish(
         user: p.user,
         tunnels: p.upstream.as_ref().and_then(|u| u.tunnels),
         upstream_addr: p.upstream.map(|u| u.addr).unwrap_or_default(),
+        lookup_time: p.lookup_time,
         method,
         conn,
         warm,
