@@ -124,6 +124,15 @@ impl Notify {
     }
 }
 
+/// Runs `test` on a fresh glommio executor, as code runs on a shard (tests only).
+#[cfg(test)]
+pub(crate) fn on_shard<F: Future<Output = ()>>(test: impl FnOnce() -> F) {
+    glommio::LocalExecutorBuilder::default()
+        .make()
+        .expect("a glommio executor")
+        .run(test());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

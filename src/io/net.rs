@@ -150,13 +150,7 @@ pub async fn resolve(addr: &str, timeout: Duration) -> Result<Vec<SocketAddr>, C
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn on_shard<F: std::future::Future<Output = ()>>(f: impl FnOnce() -> F) {
-        glommio::LocalExecutorBuilder::default()
-            .make()
-            .unwrap()
-            .run(f());
-    }
+    use crate::rt::on_shard;
 
     #[test]
     fn connects_to_literals_and_names() {

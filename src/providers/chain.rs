@@ -297,6 +297,7 @@ impl Hooks for ChainHooks {
 
 #[cfg(test)]
 mod tests {
+    use crate::rt::on_shard;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
@@ -356,13 +357,6 @@ mod tests {
             Lookup::Found { upstream, .. } => Some(upstream.addr),
             _ => None,
         })
-    }
-
-    fn on_shard<F: std::future::Future<Output = ()>>(test: impl FnOnce() -> F) {
-        glommio::LocalExecutorBuilder::default()
-            .make()
-            .unwrap()
-            .run(test());
     }
 
     #[test]

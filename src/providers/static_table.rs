@@ -362,16 +362,8 @@ impl Hooks for StaticTableHooks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rt::on_shard;
     use std::io::Write;
-
-    /// Runs `test` on a glommio executor, as the hooks run on a shard (the file is read
-    /// with `run_blocking`).
-    fn on_shard<F: std::future::Future<Output = ()>>(test: impl FnOnce() -> F) {
-        glommio::LocalExecutorBuilder::default()
-            .make()
-            .unwrap()
-            .run(test());
-    }
 
     fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
         futures_lite::future::block_on(future)
