@@ -75,7 +75,8 @@ enum DbAction {
     /// existing one lacks. Its directory must exist.
     Init,
 
-    /// Add a user's server: its default one, or with --target a named one.
+    /// Add a user's server: its default one, or with --target a named one. The first
+    /// one creates the database if it does not exist yet.
     ///
     /// Example: `sshr db add-user alice 10.0.0.5:22 --key-file alice.pub`
     AddUser {
@@ -298,7 +299,16 @@ fn run_db(config: Option<&Path>, db: DbCommand) -> Result<(), String> {
         }
         return Ok(());
     }
-    let mut admin = Admin::open(&path).map_err(|e| e.to_string())?;
+    // The first user of a new proxy creates its database, as the daemon's first start
+    // would; every other change needs the file to exist (a typo in --db must not create
+    // an empty one).
+    let mut admin = if matches!(db.action, DbAction::AddUser { .. }) && !path.exists() {
+        let (admin, _) = Admin::init(&path).map_err(|e| e.to_string())?;
+        println!("created {}", admin.path().display());
+        admin
+    } else {
+        Admin::open(&path).map_err(|e| e.to_string())?
+    };
     match db.action {
         DbAction::Init => unreachable!("handled above"),
         DbAction::AddUser {

@@ -205,6 +205,10 @@ fn mistakes_are_refused_in_one_line() {
     assert!(!missing.exists());
     let e = db_fails(&dir.path().join("no/such/dir.db"), &["init"]);
     assert!(e.contains("does not exist"), "{e}");
+    // The first user of a new proxy creates the database.
+    let fresh = dir.path().join("fresh.db");
+    assert!(db_ok(&fresh, &["add-user", "carol", "10.0.0.9:22"], None).starts_with("created "));
+    assert_eq!(upstream_addr(look_up(&fresh, "carol", None)), "10.0.0.9:22");
 }
 
 #[test]
