@@ -26,6 +26,7 @@
 //! | `sshr_tunnels_refused_total` | counter | `reason` (`policy`, `limit`, `malformed`, `upstream`) |
 //! | `sshr_tunnel_bytes_total` | counter | `direction` |
 //! | `sshr_tunnel_alerts_total` | counter | `kind` (`duration`, `bytes`) |
+//! | `sshr_provider_lookups_total` | counter | `kind` (`sqlite`, `postgres`, `http`, `command`, `custom`), `result` (`found`, `unknown`, `choose`, `cached`, `stale`, `error`) |
 //!
 //! Every label takes a fixed set of values: never a user, an address or a free text.
 
@@ -330,6 +331,11 @@ fn describe() {
     describe_gauge!(
         "sshr_buffer_pool_waiters",
         "Sessions waiting for a relay buffer, per shard"
+    );
+    // User directories, recorded by `providers::chain`.
+    describe_counter!(
+        "sshr_provider_lookups_total",
+        "Lookups asked of each [[providers]] kind, by result (cached and stale: answered without the backend)"
     );
     // SSH tunnels (`ssh -w`), recorded by `proxy::tunnel`.
     describe_gauge!("sshr_tunnels_open", "SSH tunnels (ssh -w) open now");

@@ -32,6 +32,12 @@ const STALE: Duration = Duration::from_secs(5);
 trait Directory {
     /// Its `[[providers]]` entry, without the timing keys.
     fn provider(&self) -> String;
+    /// Its `kind`.
+    fn kind(&self) -> String {
+        let provider = self.provider();
+        let kind = provider.split('"').nth(1).unwrap_or_default();
+        kind.to_owned()
+    }
     /// Runs SQL on its data (the schema of `src/providers/schema.rs`).
     fn sql(&mut self, sql: &str);
     /// Lookups hang from now on (past the provider's timeout).
@@ -541,6 +547,19 @@ fn scenario<D: Directory>(dir: D) {
     // Back: logins work again, with the same provider (its connections recover).
     rig.dir.restore();
     rig.must_reach("alice", &rig.a, "after the outage");
+
+    // The outcomes are counted per kind and result.
+    let metrics = rig.sshr.metrics().expect("metrics endpoint");
+    for result in ["found", "unknown", "stale", "error"] {
+        let series = format!(
+            "sshr_provider_lookups_total{{kind=\"{}\",result=\"{result}\"}}",
+            rig.dir.kind()
+        );
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&series)),
+            "no {series} in:\n{metrics}"
+        );
+    }
 }
 
 /// A session prints a line every 100 ms while another login waits on the slow backend:

@@ -38,6 +38,8 @@ struct Source {
     backend: Arc<dyn Backend>,
     /// `kind` and where, for the log (no secrets).
     name: String,
+    /// The `kind` word, the metric label.
+    kind: &'static str,
     timeout: Duration,
     cache_ttl: Duration,
     stale_if_error: Duration,
@@ -145,11 +147,15 @@ impl Source {
                 max_output_bytes,
             } => Arc::new(command::Command::new(argv, *max_output_bytes, p.timeout)),
         };
-        Ok(Source::new(backend, p.into()))
+        Ok(Source {
+            kind: p.kind.name(),
+            ..Source::new(backend, p.into())
+        })
     }
 
     fn new(backend: Arc<dyn Backend>, s: ProviderSettings) -> Source {
         Source {
+            kind: "custom",
             name: backend.describe(),
             backend,
             timeout: s.timeout,
@@ -186,11 +192,19 @@ impl Source {
         );
     }
 
+    /// One lookup's outcome, in `sshr_provider_lookups_total` (both labels from fixed
+    /// sets).
+    fn count(&self, result: &'static str) {
+        metrics::counter!("sshr_provider_lookups_total", "kind" => self.kind, "result" => result)
+            .increment(1);
+    }
+
     async fn look_up(&self, ctx: &HookContext) -> Result<Lookup, HookError> {
         let key = (ctx.user.clone(), ctx.target.clone());
         if !self.cache_ttl.is_zero() {
             if let Some(c) = self.cached(&key) {
                 if c.at.elapsed() < self.cache_ttl {
+                    self.count("cached");
                     return Ok(c.lookup);
                 }
             }
@@ -200,6 +214,11 @@ impl Source {
         let asked = crate::run_blocking(move || backend.look_up(&request));
         match hooks::with_timeout(self.timeout, asked).await {
             Ok(lookup) => {
+                self.count(match lookup {
+                    Lookup::Found { .. } => "found",
+                    Lookup::Unknown => "unknown",
+                    Lookup::Choose { .. } => "choose",
+                });
                 if self.keeps_answers() {
                     self.remember(key, &lookup, Instant::now());
                 }
@@ -211,6 +230,7 @@ impl Source {
                     .filter(|c| c.at.elapsed() <= self.stale_if_error);
                 match stale {
                     Some(c) => {
+                        self.count("stale");
                         tracing::warn!(
                             provider = %self.name,
                             user = %Untrusted(&ctx.user),
@@ -221,6 +241,7 @@ impl Source {
                         Ok(c.lookup)
                     }
                     None => {
+                        self.count("error");
                         tracing::warn!(
                             provider = %self.name,
                             user = %Untrusted(&ctx.user),
