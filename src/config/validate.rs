@@ -621,17 +621,8 @@ impl Validator<'_> {
         if let Err(reason) = check_user_name(&name) {
             return self.err(raw.name.span(), ConfigProblem::BadUserName { name, reason });
         }
-        let user_upstream_user = match raw.upstream_user {
-            Some(u) if u.get_ref().trim().is_empty() => {
-                return self.err(u.span(), ConfigProblem::EmptyUpstreamUser { user: name })
-            }
-            Some(u) => u.into_inner(),
-            None => name.clone(),
-        };
-        let user_tunnel = match &raw.tunnel {
-            Some(v) => Some(self.tunnel_policy("tunnel", v)?),
-            None => None,
-        };
+        let user_upstream_user = self.upstream_user(raw.upstream_user, &name, &name)?;
+        let user_tunnel = self.tunnel_or(&raw.tunnel, None)?;
         let authorized_keys = match (raw.authorized_keys, raw.authorized_keys_file) {
             (Some(_), Some(file)) => {
                 return self.err(
@@ -703,17 +694,9 @@ impl Validator<'_> {
                     },
                 );
             }
-            let upstream_user = match target.upstream_user {
-                Some(u) if u.get_ref().trim().is_empty() => {
-                    return self.err(u.span(), ConfigProblem::EmptyUpstreamUser { user: name })
-                }
-                Some(u) => u.into_inner(),
-                None => user_upstream_user.clone(),
-            };
-            let tunnel = match &target.tunnel {
-                Some(v) => Some(self.tunnel_policy("tunnel", v)?),
-                None => user_tunnel,
-            };
+            let upstream_user =
+                self.upstream_user(target.upstream_user, &name, &user_upstream_user)?;
+            let tunnel = self.tunnel_or(&target.tunnel, user_tunnel)?;
             servers.push(self.server(
                 &name,
                 target_name,
@@ -732,6 +715,38 @@ impl Validator<'_> {
             authorized_keys,
             servers,
         })
+    }
+
+    /// `upstream_user` of `user` (or of one of its targets): not empty; `default` when
+    /// absent.
+    fn upstream_user(
+        &self,
+        raw: Option<Spanned<String>>,
+        user: &str,
+        default: &str,
+    ) -> Result<String, ConfigError> {
+        match raw {
+            Some(u) if u.get_ref().trim().is_empty() => self.err(
+                u.span(),
+                ConfigProblem::EmptyUpstreamUser {
+                    user: user.to_string(),
+                },
+            ),
+            Some(u) => Ok(u.into_inner()),
+            None => Ok(default.to_string()),
+        }
+    }
+
+    /// A `tunnel` policy word, or `default` when absent.
+    fn tunnel_or(
+        &self,
+        raw: &Option<Spanned<String>>,
+        default: Option<TunnelPolicy>,
+    ) -> Result<Option<TunnelPolicy>, ConfigError> {
+        match raw {
+            Some(v) => Ok(Some(self.tunnel_policy("tunnel", v)?)),
+            None => Ok(default),
+        }
     }
 
     /// One server of `user`: its address and host keys checked.
@@ -1256,6 +1271,46 @@ upstream = "[2001:db8::5]:22"
         }
         let c = parse(&format!("{MINIMAL}[warm_upstreams]\nidle_secs = 3600\n")).unwrap();
         assert_eq!(c.warm_upstreams.idle, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn targets_inherit_the_users_settings_and_are_checked() {
+        let c = parse(&format!(
+            "{MINIMAL}[[users]]\nname = \"alice\"\nupstream_user = \"root\"\ntunnel = \"any\"\n\
+             targets = [\n  {{ name = \"web1\", upstream = \"10.0.0.1:22\" }},\n  \
+             {{ name = \"db-2\", upstream = \"10.0.0.2:22\", upstream_user = \"pg\", tunnel = \"deny\" }},\n]\n"
+        ))
+        .unwrap();
+        let alice = c.user("alice").unwrap();
+        assert!(alice.server("").is_none(), "no default server");
+        let web1 = alice.server("web1").unwrap();
+        assert_eq!(
+            (web1.upstream.as_str(), web1.upstream_user.as_str()),
+            ("10.0.0.1:22", "root")
+        );
+        assert_eq!(web1.tunnel, Some(TunnelPolicy::Any));
+        let db = alice.server("db-2").unwrap();
+        assert_eq!(db.upstream_user, "pg");
+        assert_eq!(db.tunnel, Some(TunnelPolicy::Deny));
+
+        let bad = |users: &str| problem(&format!("{MINIMAL}[[users]]\nname = \"a\"\n{users}")).0;
+        assert!(matches!(bad(""), ConfigProblem::NoUpstream { .. }));
+        assert!(matches!(
+            bad("targets = [{ name = \"web 1\", upstream = \"h:22\" }]\n"),
+            ConfigProblem::BadTargetName { .. }
+        ));
+        assert!(matches!(
+            bad("upstream = \"h:22\"\ntargets = [{ name = \"w\", upstream = \"h:22\" }, { name = \"w\", upstream = \"i:22\" }]\n"),
+            ConfigProblem::DuplicateTarget { .. }
+        ));
+        assert!(matches!(
+            bad("targets = [{ name = \"w\", upstream = \"h:22\", upstream_user = \"\" }]\n"),
+            ConfigProblem::EmptyUpstreamUser { .. }
+        ));
+        assert!(matches!(
+            bad("targets = [{ name = \"w\", upstream = \"no-port\" }]\n"),
+            ConfigProblem::BadUpstreamAddress { .. }
+        ));
     }
 
     #[test]
