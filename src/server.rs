@@ -136,7 +136,7 @@ impl Server {
             tracing::info!(%addr, "metrics endpoint listening");
         }
 
-        let (local_addrs, sockets) = listener::bind_all(&self.config.listen, workers)?;
+        let (local_addrs, sockets) = listener::bind_all(&self.config.listeners(), workers)?;
         let metrics_enabled = self.config.metrics_listen.is_some();
         let shared = Arc::new(Shared {
             host_keys,
@@ -228,7 +228,7 @@ impl Shared {
 /// What the main thread hands one shard.
 struct ShardSetup {
     index: usize,
-    listeners: Vec<socket2::Socket>,
+    listeners: Vec<(socket2::Socket, listener::ListenerKind)>,
     control: UnixStream,
     shared: Arc<Shared>,
     events: mpsc::Sender<Event>,
@@ -292,7 +292,9 @@ async fn shard_main(setup: ShardSetup) {
 
     let accept_tasks: Vec<_> = listeners
         .into_iter()
-        .map(|socket| glommio::spawn_local(gate::run(listener::into_glommio(socket), ctx.clone())))
+        .map(|(socket, kind)| {
+            glommio::spawn_local(gate::run(listener::into_glommio(socket), kind, ctx.clone()))
+        })
         .collect();
     let publisher = shared
         .metrics_enabled
@@ -409,7 +411,7 @@ async fn publish_metrics(ctx: Rc<ShardContext>) {
 /// A started server. Dropping it without [`wait`](RunningServer::wait) stops the shards
 /// at once.
 pub struct RunningServer {
-    local_addrs: Vec<SocketAddr>,
+    local_addrs: Vec<(SocketAddr, listener::ListenerKind)>,
     controls: Vec<UnixStream>,
     handles: Option<PoolThreadHandles<()>>,
     events: (mpsc::Sender<Event>, mpsc::Receiver<Event>),
@@ -444,10 +446,22 @@ impl ServerHandle {
 }
 
 impl RunningServer {
-    /// The addresses accepting connections (with the actual port where the configuration
-    /// said port 0).
-    pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.local_addrs
+    /// The `listen` addresses accepting connections (with the actual port where the
+    /// configuration said port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs_of(listener::ListenerKind::Ssh)
+    }
+
+    /// The `proxy_protocol.listen` addresses accepting connections.
+    pub fn proxy_protocol_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs_of(listener::ListenerKind::ProxyProtocol)
+    }
+
+    fn addrs_of(&self, kind: listener::ListenerKind) -> Vec<SocketAddr> {
+        (self.local_addrs.iter())
+            .filter(|(_, k)| *k == kind)
+            .map(|(a, _)| *a)
+            .collect()
     }
 
     pub fn handle(&self) -> ServerHandle {

@@ -73,6 +73,15 @@ pub enum ConfigProblem {
         "`penalties.exempt` entry {value:?} is not an address or network (e.g. \"10.0.0.0/8\")"
     )]
     BadNetwork { value: String },
+    #[error(
+        "`proxy_protocol.trusted` must list the load balancers' networks when \
+         `proxy_protocol.listen` is given (anyone else could forge client addresses)"
+    )]
+    NoTrustedProxies,
+    #[error("{0:?} is not a user name to run as")]
+    BadRunAsUser(String),
+    #[error("`audit_log` must be a file path or \"-\" (standard error)")]
+    BadAuditLog,
     #[error("`limits.packet_timeout_secs` must be below `limits.auth_timeout_secs`")]
     PacketTimeoutTooLong,
     #[error("user {user:?} has no server: give `upstream`, or a `targets` list")]

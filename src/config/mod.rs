@@ -24,7 +24,7 @@ use std::time::Duration;
 use sshr_protocol::hostkey::PublicKey;
 
 use crate::core::penalty::{PenaltySettings, StartupLimit};
-use crate::core::values::TunnelPolicy;
+use crate::core::values::{ListenerKind, TunnelPolicy};
 use crate::io::pool::RELAY_BUFFER_SIZE;
 
 pub use error::{ConfigError, ConfigProblem};
@@ -53,6 +53,12 @@ pub struct Config {
     /// Separates the account from the server in a login name (`alice+web2`); `None`:
     /// login names are taken whole (`target_separator = ""`).
     pub target_separator: Option<char>,
+    /// `[proxy_protocol]`: listeners behind a load balancer that sends PROXY headers.
+    pub proxy_protocol: ProxyProtocol,
+    /// `audit_log`: where the JSON-lines audit log goes, if anywhere.
+    pub audit_log: Option<AuditLog>,
+    /// `user`: started as root, the account to drop to after binding and reading keys.
+    pub run_as: Option<String>,
     /// Number of shards; `None` means one per CPU.
     pub workers: Option<usize>,
     /// Address of the Prometheus endpoint, if any.
@@ -227,9 +233,62 @@ pub struct Limits {
     /// Receive buffer memory beyond each connection's small inline buffer that
     /// unauthenticated connections of one shard may hold together.
     pub preauth_buffer_bytes_per_shard: usize,
-    /// Before authentication, the rest of a packet must arrive within this long of its
-    /// first bytes.
+    /// The rest of a packet must arrive within this long of its first bytes (before
+    /// authentication, and on both legs of a relayed session).
     pub packet_timeout: Duration,
+    /// `keepalive_interval_secs`: after this long without a packet from a peer, the
+    /// proxy asks it for an answer (sshd's ClientAliveInterval), on both legs; `None`
+    /// (0): never.
+    pub keepalive_interval: Option<Duration>,
+    /// `keepalive_count_max`: unanswered keepalives after which the peer counts as gone
+    /// and both legs are closed (sshd's ClientAliveCountMax).
+    pub keepalive_count_max: u32,
+    /// `idle_timeout_secs`: a session with no channel data either way for this long is
+    /// closed; `None` (0, the default): never.
+    pub idle_timeout: Option<Duration>,
+    /// `max_sessions_per_user`: relayed sessions one account may have at once, whole
+    /// proxy; `None` (0, the default): no cap.
+    pub max_sessions_per_user: Option<usize>,
+}
+
+/// `[proxy_protocol]`: listeners whose every connection starts with a PROXY protocol
+/// header (v1 or v2) from a trusted load balancer, naming the real client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProxyProtocol {
+    /// Addresses accepting PROXY-protocol connections (each shard listens on each).
+    pub listen: Vec<SocketAddr>,
+    /// Only connections from these networks may connect to those listeners.
+    pub trusted: Vec<ipnet::IpNet>,
+    /// How long the header may take to arrive after the connection is accepted.
+    pub header_timeout: Duration,
+}
+
+impl Default for ProxyProtocol {
+    fn default() -> Self {
+        ProxyProtocol {
+            listen: Vec::new(),
+            trusted: Vec::new(),
+            header_timeout: Duration::from_millis(3000),
+        }
+    }
+}
+
+impl ProxyProtocol {
+    /// Whether a connection from `ip` may send a PROXY header.
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        let ip = crate::core::values::canonical_ip(ip);
+        self.trusted.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// `audit_log`: where audit records go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuditLog {
+    /// `"-"`: standard error, one JSON object per line.
+    Stderr,
+    /// A file, appended to and reopened on SIGUSR1 (for logrotate).
+    File(PathBuf),
 }
 
 /// `[rekey]`: when the proxy starts a new key exchange on each leg, whichever comes first.
@@ -283,6 +342,10 @@ impl Default for Limits {
             max_startups: StartupLimit::default(),
             preauth_buffer_bytes_per_shard: 16 << 20,
             packet_timeout: Duration::from_secs(10),
+            keepalive_interval: Some(Duration::from_secs(15)),
+            keepalive_count_max: 3,
+            idle_timeout: None,
+            max_sessions_per_user: None,
         }
     }
 }
@@ -339,6 +402,15 @@ impl Config {
     /// Number of shards to run: `workers`, or one per CPU.
     pub fn worker_count(&self) -> usize {
         self.workers.unwrap_or_else(num_cpus::get).max(1)
+    }
+
+    /// Every listening address with what its connections start with: `listen`, then
+    /// `proxy_protocol.listen`.
+    pub fn listeners(&self) -> Vec<(SocketAddr, ListenerKind)> {
+        let plain = self.listen.iter().map(|&a| (a, ListenerKind::Ssh));
+        let proxied =
+            (self.proxy_protocol.listen.iter()).map(|&a| (a, ListenerKind::ProxyProtocol));
+        plain.chain(proxied).collect()
     }
 
     /// The user entry named `name`, if any.

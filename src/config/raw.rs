@@ -30,6 +30,18 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) providers: Vec<RawProvider>,
     pub(super) target_separator: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) proxy_protocol: RawProxyProtocol,
+    pub(super) audit_log: Option<Spanned<String>>,
+    pub(super) user: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProxyProtocol {
+    pub(super) listen: Option<Vec<Spanned<String>>>,
+    pub(super) trusted: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) header_timeout_ms: Option<Spanned<u64>>,
 }
 
 /// One `[[providers]]` entry: every kind's keys, checked against its kind by
@@ -69,6 +81,10 @@ pub(super) struct RawLimits {
     pub(super) max_startups: Option<Spanned<String>>,
     pub(super) preauth_buffer_bytes_per_shard: Option<Spanned<usize>>,
     pub(super) packet_timeout_secs: Option<Spanned<u64>>,
+    pub(super) keepalive_interval_secs: Option<Spanned<u64>>,
+    pub(super) keepalive_count_max: Option<Spanned<u32>>,
+    pub(super) idle_timeout_secs: Option<Spanned<u64>>,
+    pub(super) max_sessions_per_user: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -13,13 +13,13 @@ use toml::Spanned;
 
 use super::error::{line_col, ConfigError, ConfigProblem};
 use super::raw::{
-    OneOrMany, RawConfig, RawLimits, RawPenalties, RawProvider, RawRekey, RawTunnels, RawUser,
-    RawWarmUpstreams,
+    OneOrMany, RawConfig, RawLimits, RawPenalties, RawProvider, RawProxyProtocol, RawRekey,
+    RawTunnels, RawUser, RawWarmUpstreams,
 };
 use super::{
-    AuthorizedKeys, Config, Limits, PostgresUrl, ProviderConfig, ProviderKind, Rekey, Tunnels,
-    UserConfig, WarmUpstreams, DEFAULT_TARGET_SEPARATOR, MAX_SECS, MAX_WARM_IDLE_SECS,
-    MIN_BUFFER_POOL_BYTES,
+    AuditLog, AuthorizedKeys, Config, Limits, PostgresUrl, ProviderConfig, ProviderKind,
+    ProxyProtocol, Rekey, Tunnels, UserConfig, WarmUpstreams, DEFAULT_TARGET_SEPARATOR, MAX_SECS,
+    MAX_WARM_IDLE_SECS, MIN_BUFFER_POOL_BYTES,
 };
 use crate::core::host_port::check_host_port;
 use crate::core::penalty::PenaltySettings;
@@ -62,6 +62,7 @@ impl Validator<'_> {
             }
             listen.push(parsed);
         }
+        let proxy_protocol = self.proxy_protocol(raw.proxy_protocol, &listen)?;
         let metrics_listen = match &raw.metrics_listen {
             Some(addr) => Some(self.socket_addr("metrics_listen", addr)?),
             None => None,
@@ -117,6 +118,30 @@ impl Validator<'_> {
             .map(|p| self.provider(p, base, limits.hook_timeout))
             .collect::<Result<Vec<_>, _>>()?;
         let target_separator = self.target_separator(raw.target_separator)?;
+        let audit_log = match &raw.audit_log {
+            None => None,
+            Some(v) if v.get_ref().trim() == "-" => Some(AuditLog::Stderr),
+            Some(v) if v.get_ref().trim().is_empty() => {
+                return self.err(v.span(), ConfigProblem::BadAuditLog)
+            }
+            Some(v) => Some(AuditLog::File(base.join(v.get_ref()))),
+        };
+        let run_as = match raw.user {
+            None => None,
+            Some(v) => {
+                let name = v.get_ref();
+                let ok = !name.is_empty()
+                    && name.len() <= 32
+                    && !name.starts_with('-')
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+                if !ok {
+                    return self.err(v.span(), ConfigProblem::BadRunAsUser(name.clone()));
+                }
+                Some(v.into_inner())
+            }
+        };
 
         Ok(Config {
             listen,
@@ -125,6 +150,9 @@ impl Validator<'_> {
             users,
             providers,
             target_separator,
+            proxy_protocol,
+            audit_log,
+            run_as,
             workers,
             metrics_listen,
             limits,
@@ -136,6 +164,65 @@ impl Validator<'_> {
             origin: self.origin.to_string(),
             path: None,
         })
+    }
+
+    /// `[proxy_protocol]`. Its addresses may not also be plain `listen` addresses
+    /// (`listen` is passed to check that).
+    fn proxy_protocol(
+        &self,
+        raw: RawProxyProtocol,
+        plain: &[SocketAddr],
+    ) -> Result<ProxyProtocol, ConfigError> {
+        let d = ProxyProtocol::default();
+        let mut listen = Vec::new();
+        let mut listen_span = None;
+        for addr in raw.listen.unwrap_or_default() {
+            listen_span.get_or_insert(addr.span());
+            let parsed = self.socket_addr("proxy_protocol.listen", &addr)?;
+            if listen.contains(&parsed) || plain.contains(&parsed) {
+                return self.err(addr.span(), ConfigProblem::DuplicateListenAddress(parsed));
+            }
+            listen.push(parsed);
+        }
+        let mut trusted = Vec::new();
+        let trusted_span = raw.trusted.as_ref().map(|t| t.span());
+        for net in raw.trusted.map(Spanned::into_inner).unwrap_or_default() {
+            trusted.push(self.network(&net)?);
+        }
+        if !listen.is_empty() && trusted.is_empty() {
+            let span = trusted_span.or(listen_span).unwrap_or(0..0);
+            return self.err(span, ConfigProblem::NoTrustedProxies);
+        }
+        self.at_most(
+            "proxy_protocol.header_timeout_ms",
+            &raw.header_timeout_ms,
+            MAX_SECS,
+        )?;
+        let header_timeout = Duration::from_millis(self.nonzero(
+            "proxy_protocol.header_timeout_ms",
+            raw.header_timeout_ms,
+            d.header_timeout.as_millis() as u64,
+        )?);
+        Ok(ProxyProtocol {
+            listen,
+            trusted,
+            header_timeout,
+        })
+    }
+
+    /// A network (`10.0.0.0/8`) or a single address.
+    fn network(&self, net: &Spanned<String>) -> Result<ipnet::IpNet, ConfigError> {
+        let text = net.get_ref().trim();
+        text.parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .or_else(|_| {
+                self.err(
+                    net.span(),
+                    ConfigProblem::BadNetwork {
+                        value: net.get_ref().clone(),
+                    },
+                )
+            })
     }
 
     fn socket_addr(
@@ -214,6 +301,18 @@ impl Validator<'_> {
             &raw.packet_timeout_secs,
             MAX_SECS,
         )?;
+        self.at_most(
+            "limits.keepalive_interval_secs",
+            &raw.keepalive_interval_secs,
+            MAX_SECS,
+        )?;
+        self.at_most("limits.idle_timeout_secs", &raw.idle_timeout_secs, MAX_SECS)?;
+        // Zero turns these off.
+        let off_if_zero = |v: Option<Spanned<u64>>, default: Option<Duration>| match v {
+            Some(v) if *v.get_ref() == 0 => None,
+            Some(v) => Some(Duration::from_secs(v.into_inner())),
+            None => default,
+        };
         let secs = |key, v, default: Duration| {
             self.nonzero(key, v, default.as_secs())
                 .map(Duration::from_secs)
@@ -280,6 +379,18 @@ impl Validator<'_> {
                     raw.packet_timeout_secs.clone(),
                     d.packet_timeout,
                 )?,
+                keepalive_interval: off_if_zero(raw.keepalive_interval_secs, d.keepalive_interval),
+                keepalive_count_max: self.nonzero(
+                    "limits.keepalive_count_max",
+                    raw.keepalive_count_max,
+                    d.keepalive_count_max,
+                )?,
+                idle_timeout: off_if_zero(raw.idle_timeout_secs, d.idle_timeout),
+                max_sessions_per_user: match raw.max_sessions_per_user {
+                    Some(v) if *v.get_ref() == 0 => None,
+                    Some(v) => Some(v.into_inner()),
+                    None => d.max_sessions_per_user,
+                },
             };
         match &raw.packet_timeout_secs {
             Some(v) if limits.packet_timeout >= limits.auth_timeout => {
@@ -369,21 +480,7 @@ impl Validator<'_> {
         };
         let mut exempt = Vec::new();
         for net in raw.exempt.unwrap_or_default() {
-            let text = net.get_ref().trim();
-            let parsed = text
-                .parse::<ipnet::IpNet>()
-                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
-            match parsed {
-                Ok(n) => exempt.push(n),
-                Err(_) => {
-                    return self.err(
-                        net.span(),
-                        ConfigProblem::BadNetwork {
-                            value: net.get_ref().clone(),
-                        },
-                    )
-                }
-            }
+            exempt.push(self.network(&net)?);
         }
         Ok(PenaltySettings {
             enabled: raw.enabled.unwrap_or(d.enabled),
@@ -1055,6 +1152,55 @@ upstream = "[2001:db8::5]:22"
         // Unset, the packet timeout stays below a short auth timeout.
         let c = parse(&format!("{MINIMAL}[limits]\nauth_timeout_secs = 4\n")).unwrap();
         assert_eq!(c.limits.packet_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn fleet_settings() {
+        let c = parse(MINIMAL).unwrap();
+        assert!(c.proxy_protocol.listen.is_empty());
+        assert_eq!(c.audit_log, None);
+        assert_eq!(c.run_as, None);
+        assert_eq!(c.limits.keepalive_interval, Some(Duration::from_secs(15)));
+        let c = parse(&format!(
+            "audit_log = \"-\"\nuser = \"sshr\"\n{MINIMAL}[proxy_protocol]\n\
+             listen = [\"127.0.0.1:2223\"]\ntrusted = [\"10.0.0.0/8\", \"127.0.0.1\"]\n\
+             header_timeout_ms = 500\n[limits]\nkeepalive_interval_secs = 0\n\
+             keepalive_count_max = 5\nidle_timeout_secs = 600\nmax_sessions_per_user = 4\n"
+        ))
+        .unwrap();
+        assert_eq!(c.audit_log, Some(AuditLog::Stderr));
+        assert_eq!(c.run_as.as_deref(), Some("sshr"));
+        assert_eq!(c.proxy_protocol.header_timeout, Duration::from_millis(500));
+        assert!(c.proxy_protocol.trusts("10.1.2.3".parse().unwrap()));
+        assert!(c.proxy_protocol.trusts("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!c.proxy_protocol.trusts("127.0.0.3".parse().unwrap()));
+        assert_eq!(c.listeners().len(), 2);
+        assert_eq!(c.limits.keepalive_interval, None);
+        assert_eq!(c.limits.keepalive_count_max, 5);
+        assert_eq!(c.limits.idle_timeout, Some(Duration::from_secs(600)));
+        assert_eq!(c.limits.max_sessions_per_user, Some(4));
+
+        let (p, line, _) = problem(&format!(
+            "{MINIMAL}[proxy_protocol]\nlisten = [\"127.0.0.1:2223\"]\n"
+        ));
+        assert!(matches!(p, ConfigProblem::NoTrustedProxies), "{p:?}");
+        assert_eq!(line, Some(6), "the listen line");
+        let (p, _, _) = problem(&format!(
+            "{MINIMAL}[proxy_protocol]\nlisten = [\"127.0.0.1:2222\"]\ntrusted = [\"10.0.0.1\"]\n"
+        ));
+        assert!(
+            matches!(p, ConfigProblem::DuplicateListenAddress(_)),
+            "{p:?}"
+        );
+        let (p, line, _) = problem(&format!(
+            "{MINIMAL}[proxy_protocol]\ntrusted = [\"10.0.0.300\"]\n"
+        ));
+        assert!(matches!(p, ConfigProblem::BadNetwork { .. }), "{p:?}");
+        assert_eq!(line, Some(6));
+        let (p, _, _) = problem(&format!("user = \"root; rm\"\n{MINIMAL}"));
+        assert!(matches!(p, ConfigProblem::BadRunAsUser(_)), "{p:?}");
+        let (p, _, _) = problem(&format!("audit_log = \"\"\n{MINIMAL}"));
+        assert!(matches!(p, ConfigProblem::BadAuditLog), "{p:?}");
     }
 
     #[test]

@@ -101,13 +101,7 @@ pub struct Penalties {
 /// How often [`Penalties::penalise`] forgets penalties that ran out.
 const EXPIRE_EVERY: Duration = Duration::from_secs(10);
 
-/// An IPv4-mapped IPv6 address is its IPv4 address.
-fn canonical(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    }
-}
+use crate::core::values::canonical_ip as canonical;
 
 /// The key of a source: the IPv4 address, or the /64 of an IPv6 address (one host
 /// usually holds a whole /64).

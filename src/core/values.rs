@@ -293,3 +293,24 @@ mod tests {
         assert_eq!(TunnelMode::from_wire(9).label(), "other");
     }
 }
+
+/// An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`) is its IPv4 address: what an address
+/// is matched against networks as.
+pub fn canonical_ip(addr: std::net::IpAddr) -> std::net::IpAddr {
+    match addr {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// What a listening socket expects first from each connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ListenerKind {
+    /// `listen`: the client's SSH identification line.
+    Ssh,
+    /// `proxy_protocol.listen`: a PROXY protocol header from a trusted load balancer,
+    /// then the client's SSH stream.
+    ProxyProtocol,
+}

@@ -16,6 +16,8 @@ use std::time::Duration;
 use glommio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Protocol, Socket, Type};
 
+pub(crate) use crate::core::values::ListenerKind;
+
 /// Pending connections the kernel queues per listening socket before the shard accepts
 /// them (capped by net.core.somaxconn).
 const BACKLOG: i32 = 4096;
@@ -29,16 +31,22 @@ pub struct BindError {
     pub source: io::Error,
 }
 
+/// What [`bind_all`] returns: the bound addresses, and each shard's sockets.
+type Bound = (
+    Vec<(SocketAddr, ListenerKind)>,
+    Vec<Vec<(Socket, ListenerKind)>>,
+);
+
 /// Binds `per_address` SO_REUSEPORT sockets to each address. Returns the addresses
 /// actually bound (port 0 replaced by the port the kernel chose) and, for each of the
 /// `per_address` shards, its socket for every address.
 pub(crate) fn bind_all(
-    listen: &[SocketAddr],
+    listen: &[(SocketAddr, ListenerKind)],
     per_address: usize,
-) -> Result<(Vec<SocketAddr>, Vec<Vec<Socket>>), BindError> {
+) -> Result<Bound, BindError> {
     let mut bound = Vec::with_capacity(listen.len());
-    let mut per_shard: Vec<Vec<Socket>> = (0..per_address).map(|_| Vec::new()).collect();
-    for &requested in listen {
+    let mut per_shard: Vec<Vec<_>> = (0..per_address).map(|_| Vec::new()).collect();
+    for &(requested, kind) in listen {
         let first = bind_reuseport(requested).map_err(|source| BindError {
             addr: requested,
             source,
@@ -48,14 +56,14 @@ pub(crate) fn bind_all(
             .ok()
             .and_then(|a| a.as_socket())
             .unwrap_or(requested);
-        bound.push(actual);
-        per_shard[0].push(first);
+        bound.push((actual, kind));
+        per_shard[0].push((first, kind));
         for sockets in per_shard.iter_mut().skip(1) {
             let socket = bind_reuseport(actual).map_err(|source| BindError {
                 addr: actual,
                 source,
             })?;
-            sockets.push(socket);
+            sockets.push((socket, kind));
         }
     }
     Ok((bound, per_shard))
@@ -155,28 +163,31 @@ mod tests {
 
     #[test]
     fn every_shard_gets_a_socket_on_the_same_port() {
-        let listen: Vec<SocketAddr> =
-            vec!["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()];
+        let listen = vec![
+            ("127.0.0.1:0".parse().unwrap(), ListenerKind::Ssh),
+            ("[::1]:0".parse().unwrap(), ListenerKind::ProxyProtocol),
+        ];
         let (bound, per_shard) = bind_all(&listen, 3).unwrap();
         assert_eq!(bound.len(), 2);
-        assert_ne!(bound[0].port(), 0, "port 0 resolved");
+        assert_ne!(bound[0].0.port(), 0, "port 0 resolved");
         assert_eq!(per_shard.len(), 3);
         for sockets in &per_shard {
             assert_eq!(sockets.len(), 2);
-            for (socket, want) in sockets.iter().zip(&bound) {
+            for ((socket, kind), (want, want_kind)) in sockets.iter().zip(&bound) {
+                assert_eq!(kind, want_kind);
                 assert_eq!(socket.local_addr().unwrap().as_socket(), Some(*want));
                 assert!(socket.reuse_port().unwrap());
             }
         }
         // A plain (non-REUSEPORT) socket cannot take the port from under us.
-        assert!(std::net::TcpListener::bind(bound[0]).is_err());
+        assert!(std::net::TcpListener::bind(bound[0].0).is_err());
     }
 
     #[test]
     fn bind_errors_name_the_address() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap();
-        let err = bind_all(&[addr], 1).unwrap_err();
+        let err = bind_all(&[(addr, ListenerKind::Ssh)], 1).unwrap_err();
         assert_eq!(err.addr, addr);
         assert!(err.to_string().contains(&addr.to_string()));
     }

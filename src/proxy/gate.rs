@@ -16,13 +16,15 @@ use futures_lite::FutureExt;
 use glommio::net::{TcpListener, TcpStream};
 
 use crate::core::refusal::Refusal;
-use crate::io::listener::{self, Refusing};
+use crate::io::listener::{self, ListenerKind, Refusing};
 use crate::proxy::session;
 use crate::proxy::shard::{SessionGuard, ShardContext};
 
 /// Accepts on `listener` until the task is dropped, starting one session task per
 /// admitted connection.
-pub async fn run(listener: TcpListener, ctx: Rc<ShardContext>) {
+pub async fn run(listener: TcpListener, kind: ListenerKind, ctx: Rc<ShardContext>) {
+    // TODO(issue 13): PROXY protocol listeners.
+    let _ = kind;
     let mut refusals = RefusalLog::default();
     let refusing = Refusing::default();
     let mut dice = EarlyDropDice::new();
