@@ -22,6 +22,7 @@
 
 pub mod config;
 pub mod core;
+pub(crate) mod health;
 pub mod hooks;
 pub(crate) mod io;
 pub mod keys;

@@ -21,6 +21,7 @@ use glommio::{LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
 use sshr_protocol::hostkey::PrivateKey;
 
 use crate::config::Config;
+use crate::health::Health;
 use crate::hooks::HooksFactory;
 use crate::io::leg::DISCONNECT_GRACE;
 use crate::io::listener::{self, BindError};
@@ -139,6 +140,7 @@ impl Server {
         let (local_addrs, sockets) = listener::bind_all(&self.config.listeners(), workers)?;
         let metrics_enabled = self.config.metrics_listen.is_some();
         let shared = Arc::new(Shared {
+            health: Health::new(),
             host_keys,
             upstream_key,
             admission: Admission::new(),
@@ -190,6 +192,7 @@ impl Server {
             stopping: false,
         };
         server.wait_until_ready(workers)?;
+        server.shared.health.set_listening(true);
         generated.keep();
         tracing::info!(
             listen = ?server.local_addrs,
@@ -203,6 +206,7 @@ impl Server {
 
 /// What every shard reads at start and on reload.
 struct Shared {
+    health: Arc<Health>,
     host_keys: Arc<[PrivateKey]>,
     upstream_key: Arc<PrivateKey>,
     admission: Arc<Admission>,
@@ -475,6 +479,7 @@ impl RunningServer {
     pub fn shutdown(&mut self) {
         if !self.stopping {
             self.stopping = true;
+            self.shared.health.set_draining();
             self.broadcast(CTRL_SHUTDOWN);
         }
     }
@@ -634,6 +639,7 @@ impl RunningServer {
 
     fn stop_now(&mut self) {
         self.stopping = true;
+        self.shared.health.set_draining();
         self.broadcast(CTRL_STOP_NOW);
     }
 
