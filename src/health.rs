@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// The process's readiness, written by the server and the providers.
-#[allow(dead_code)] // TODO(issue 13): read by /readyz, being written
 #[derive(Debug, Default)]
 pub struct Health {
     listening: AtomicBool,
     draining: AtomicBool,
 }
 
+#[allow(dead_code)] // TODO(issue 13): read by /readyz, being written
 impl Health {
     pub fn new() -> Arc<Self> {
         Arc::new(Health::default())
