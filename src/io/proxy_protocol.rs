@@ -49,6 +49,8 @@ pub enum ProxyHeader {
 pub enum HeaderError {
     #[error("no complete PROXY header within {0:?}")]
     TimedOut(Duration),
+    /// Closed (or reset) after this many bytes of header; after none, by a health check
+    /// that only connects (see [`HeaderError::is_health_check`]).
     #[error("connection closed after {0} bytes of PROXY header")]
     Closed(usize),
     #[error("an SSH identification line instead of a PROXY header (a client bypassing the load balancer?)")]
@@ -83,6 +85,13 @@ impl HeaderError {
         }
     }
 
+    /// Whether this is how a balancer's TCP health check ends: it connects and closes
+    /// without a byte (AWS NLB, HAProxy without `check-send-proxy`). Not worth a
+    /// warning.
+    pub fn is_health_check(&self) -> bool {
+        matches!(self, HeaderError::Closed(0))
+    }
+
     fn malformed(e: impl fmt::Display) -> Self {
         // ppp's messages are fixed text and numbers, but some hold a literal CRLF.
         HeaderError::Malformed(printable(&e.to_string(), 160))
@@ -105,10 +114,12 @@ async fn read_header_unbounded(stream: &mut TcpStream) -> Result<ProxyHeader, He
     let mut buf = vec![0u8; MAX_HEADER];
     let mut have = 0;
     loop {
-        let peeked = stream
-            .peek(&mut buf[have..])
-            .await
-            .map_err(|e| HeaderError::Io(io::Error::from(e).kind()))?;
+        let peeked = match stream.peek(&mut buf[have..]).await.map_err(io::Error::from) {
+            Ok(n) => n,
+            // Reset before a byte: a balancer's plain TCP health check, as a close is.
+            Err(e) if have == 0 && e.kind() == io::ErrorKind::ConnectionReset => 0,
+            Err(e) => return Err(HeaderError::Io(e.kind())),
+        };
         if peeked == 0 {
             return Err(HeaderError::Closed(have));
         }
@@ -185,7 +196,7 @@ fn parse_v1(header: &[u8]) -> Result<ProxyHeader, HeaderError> {
         // own connection, as a health check.
         Addresses::Unknown => return Ok(ProxyHeader::Local),
     };
-    Ok(ProxyHeader::Proxied(client))
+    Ok(proxied(client))
 }
 
 fn parse_v2(header: &[u8]) -> Result<ProxyHeader, HeaderError> {
@@ -216,7 +227,14 @@ fn parse_v2(header: &[u8]) -> Result<ProxyHeader, HeaderError> {
         }
         Addresses::Unix(_) => return Err(HeaderError::Unsupported("unix socket addresses")),
     };
-    Ok(ProxyHeader::Proxied(client))
+    Ok(proxied(client))
+}
+
+/// A balancer listening on IPv6 may name an IPv4 client as `::ffff:192.0.2.7`: it is
+/// the IPv4 client, for penalties, hooks and logs alike.
+fn proxied(client: SocketAddr) -> ProxyHeader {
+    let ip = crate::core::values::canonical_ip(client.ip());
+    ProxyHeader::Proxied(SocketAddr::new(ip, client.port()))
 }
 
 #[cfg(test)]
@@ -264,7 +282,7 @@ mod tests {
         }
     }
 
-    fn proxied(addr: &str) -> ProxyHeader {
+    fn client(addr: &str) -> ProxyHeader {
         ProxyHeader::Proxied(addr.parse().unwrap())
     }
 
@@ -272,9 +290,11 @@ mod tests {
     fn v1_headers() {
         let tcp4 = b"PROXY TCP4 192.0.2.7 10.0.0.1 51234 22\r\nSSH-2.0-OpenSSH_9.6\r\n";
         assert_eq!(frame(tcp4).unwrap(), Some(40));
-        assert_eq!(whole(tcp4).unwrap(), proxied("192.0.2.7:51234"));
+        assert_eq!(whole(tcp4).unwrap(), client("192.0.2.7:51234"));
         let tcp6 = b"PROXY TCP6 2001:db8::7 2001:db8::1 4000 22\r\n";
-        assert_eq!(whole(tcp6).unwrap(), proxied("[2001:db8::7]:4000"));
+        assert_eq!(whole(tcp6).unwrap(), client("[2001:db8::7]:4000"));
+        let mapped = b"PROXY TCP6 ::ffff:192.0.2.7 ::ffff:10.0.0.1 4000 22\r\n";
+        assert_eq!(whole(mapped).unwrap(), client("192.0.2.7:4000"));
         assert_eq!(whole(b"PROXY UNKNOWN\r\n").unwrap(), ProxyHeader::Local);
         assert_eq!(
             whole(b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n").unwrap(),
@@ -301,7 +321,7 @@ mod tests {
         let len = h.len();
         h.extend_from_slice(b"SSH-2.0-x\r\n");
         assert_eq!(frame(&h).unwrap(), Some(len));
-        assert_eq!(whole(&h).unwrap(), proxied("192.0.2.9:40000"));
+        assert_eq!(whole(&h).unwrap(), client("192.0.2.9:40000"));
 
         let mut body = Vec::new();
         body.extend_from_slice(&Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 5).octets());
@@ -310,7 +330,7 @@ mod tests {
         body.extend(tlv(0x01, b"h2"));
         assert_eq!(
             whole(&v2(0x1, 0x21, &body)).unwrap(),
-            proxied("[2001:db8::5]:8080")
+            client("[2001:db8::5]:8080")
         );
     }
 
@@ -418,7 +438,7 @@ mod tests {
             &tlv(0x04, &vec![0; MAX_HEADER - 16 - 12 - 3]),
         );
         assert_eq!(at_cap.len(), MAX_HEADER);
-        assert_eq!(whole(&at_cap).unwrap(), proxied("1.2.3.4:1"));
+        assert_eq!(whole(&at_cap).unwrap(), client("1.2.3.4:1"));
     }
 
     // Over real sockets: what is read, what is left for the session, and time.
@@ -467,7 +487,7 @@ mod tests {
                 },
                 |mut s| async move {
                     let got = read_header(&mut s, Duration::from_secs(10)).await;
-                    assert_eq!(got.unwrap(), proxied("192.0.2.7:51234"));
+                    assert_eq!(got.unwrap(), client("192.0.2.7:51234"));
                     assert_eq!(rest_of(s).await, b"SSH-2.0-OpenSSH_9.6\r\n");
                 },
             );
@@ -488,7 +508,7 @@ mod tests {
             },
             |mut s| async move {
                 let got = read_header(&mut s, Duration::from_secs(10)).await;
-                assert_eq!(got.unwrap(), proxied("192.0.2.8:7"));
+                assert_eq!(got.unwrap(), client("192.0.2.8:7"));
                 assert_eq!(rest_of(s).await, b"SSH-2.0-x\r\n");
             },
         );
@@ -542,11 +562,35 @@ mod tests {
                 assert!(matches!(got, Err(HeaderError::V1TooLong)), "{got:?}");
             },
         );
+        // Health checks that only connect: closed, or reset, before a byte.
         over_socket(
             |_| {},
             |mut s| async move {
                 let got = read_header(&mut s, Duration::from_secs(10)).await;
                 assert!(matches!(got, Err(HeaderError::Closed(0))), "{got:?}");
+                assert!(got.unwrap_err().is_health_check());
+            },
+        );
+        over_socket(
+            |c| {
+                socket2::SockRef::from(&c)
+                    .set_linger(Some(Duration::ZERO))
+                    .unwrap()
+            },
+            |mut s| async move {
+                // Peek after the reset arrived.
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                let got = read_header(&mut s, Duration::from_secs(10)).await;
+                assert!(matches!(got, Err(HeaderError::Closed(0))), "{got:?}");
+            },
+        );
+        // Not once a byte of header came.
+        over_socket(
+            |mut c| c.write_all(b"PROXY ").unwrap(),
+            |mut s| async move {
+                let got = read_header(&mut s, Duration::from_secs(10)).await;
+                assert!(matches!(got, Err(HeaderError::Closed(6))), "{got:?}");
+                assert!(!got.unwrap_err().is_health_check());
             },
         );
     }

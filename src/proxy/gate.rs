@@ -14,7 +14,9 @@
 //! and a header from it would let it claim any address. Otherwise the header is read in
 //! the connection's own task, and the client it names is what admission, penalties,
 //! hooks, logs and metrics see from then on; the balancer's address is only in the
-//! session's log span (`proxied{via=...}`).
+//! session's log span (`proxied{via=...}`). A bad header is logged with the balancer's
+//! address and counted in `sshr_proxy_protocol_errors_total{reason}`; health checks
+//! (a `LOCAL` header, or a connection closed before its first byte) only at debug level.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -160,6 +162,10 @@ async fn proxied_connection(
         Ok(ProxyHeader::Proxied(client)) => client,
         Ok(ProxyHeader::Local) => {
             tracing::debug!(shard = index, peer = %via, "PROXY LOCAL (health check): closing");
+            return;
+        }
+        Err(e) if e.is_health_check() => {
+            tracing::debug!(shard = index, peer = %via, "closed before a byte (health check)");
             return;
         }
         Err(e) => {
