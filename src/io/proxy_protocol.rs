@@ -441,6 +441,43 @@ mod tests {
         assert_eq!(whole(&at_cap).unwrap(), client("1.2.3.4:1"));
     }
 
+    #[test]
+    fn mangled_headers_never_panic_and_stay_in_bounds() {
+        use rand_chacha::rand_core::{RngCore, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
+        let seeds: Vec<Vec<u8>> = vec![
+            b"PROXY TCP4 192.0.2.7 10.0.0.1 51234 22\r\n".to_vec(),
+            b"PROXY TCP6 2001:db8::7 2001:db8::1 4000 22\r\n".to_vec(),
+            b"PROXY UNKNOWN\r\n".to_vec(),
+            v2_tcp4([192, 0, 2, 9], 40000, &tlv(0x05, b"unique-id")),
+            v2(0x0, 0x00, &[]),
+            v2(0x1, 0x21, &[7; 36]),
+        ];
+        for round in 0..20_000u32 {
+            let mut bytes = seeds[round as usize % seeds.len()].clone();
+            for _ in 0..1 + rng.next_u32() % 4 {
+                let at = rng.next_u32() as usize % bytes.len().max(1);
+                match rng.next_u32() % 4 {
+                    0 if !bytes.is_empty() => bytes[at] = rng.next_u32() as u8,
+                    1 => bytes.truncate(at),
+                    2 => bytes.insert(at.min(bytes.len()), rng.next_u32() as u8),
+                    _ => bytes.extend_from_slice(&[rng.next_u32() as u8; 3]),
+                }
+            }
+            match frame(&bytes) {
+                Ok(Some(len)) => {
+                    assert!(len <= bytes.len() && len <= MAX_HEADER, "{bytes:?}");
+                    if let Err(e) = parse(&bytes[..len]) {
+                        let text = e.to_string();
+                        assert!(!text.chars().any(char::is_control), "{text:?}");
+                    }
+                }
+                Ok(None) => assert!(bytes.len() < MAX_HEADER, "{bytes:?}"),
+                Err(e) => assert!(!e.to_string().chars().any(char::is_control)),
+            }
+        }
+    }
+
     // Over real sockets: what is read, what is left for the session, and time.
 
     /// Runs `check` on the accepted side of a loopback connection whose other side
