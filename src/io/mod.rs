@@ -6,8 +6,10 @@
 //! - [`pool`]: the shard's relay buffers and the handshake memory budget.
 //! - [`leg`]: one TCP stream with the SSH transport that runs over it.
 //! - [`listener`]: SO_REUSEPORT listening sockets and the accept loop.
+//! - [`proxy_protocol`]: the PROXY header a load balancer sends before the client's bytes.
 
 pub mod leg;
 pub mod listener;
 pub mod net;
 pub mod pool;
+pub(crate) mod proxy_protocol;

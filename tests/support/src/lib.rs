@@ -6,11 +6,13 @@
 //!   root (sshd's privilege separation, logging in as root) and `/usr/sbin/sshd`;
 //!   `scripts/test` installs openssh-server when it runs as root.
 //! - [`conn`]: a scripted SSH client over a blocking socket.
+//! - [`haproxy`]: a real HAProxy in front of sshr processes, sending PROXY v2 headers.
 //! - [`pair`]: transports wired to each other in memory, with virtual time.
 //! - [`postgres`]: a throwaway PostgreSQL server on loopback, for the `postgres`
 //!   provider (Debian's `postgresql` package; as root it runs as the `postgres` account).
 
 pub mod conn;
+pub mod haproxy;
 pub mod one_user;
 pub mod pair;
 pub mod postgres;
