@@ -150,3 +150,45 @@ fn readyz_follows_the_providers_and_draining() {
     };
     assert!(status.success(), "{status}; log:\n{}", sshr.log());
 }
+
+#[test]
+fn a_reload_reports_on_its_own_providers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fine, hung) = (dir.path().join("fine.sh"), dir.path().join("hung.sh"));
+    set_script(&fine, "exit 0\n");
+    set_script(&hung, "sleep 30\n");
+    let tables = format!(
+        "[[providers]]\nkind = \"command\"\ncommand = \"/bin/sh {} %u\"\ntimeout_ms = 1000\n",
+        fine.display()
+    );
+    let (_sshd, sshr, _keys) = one_user::start(SSHR, &[], &tables);
+    wait_for(&sshr, "/readyz", 200, "ready");
+
+    // The new configuration's provider hangs: it is killed at its timeout, and the
+    // proxy is unready because of it.
+    let config = std::fs::read_to_string(&sshr.config_path).unwrap();
+    let reloaded = config.replace(&fine.display().to_string(), &hung.display().to_string());
+    assert_ne!(config, reloaded);
+    std::fs::write(&sshr.config_path, reloaded).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &sshr.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let body = wait_for(&sshr, "/readyz", 503, "slow: no answer within 1 s timeout");
+    assert!(body.starts_with("provider command#1 (/bin/sh) "), "{body}");
+    assert!(
+        sshr.log().contains("configuration reloaded"),
+        "{}",
+        sshr.log()
+    );
+
+    // Back to the first: ready again, the old probe no longer counts.
+    std::fs::write(&sshr.config_path, config).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &sshr.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    wait_for(&sshr, "/readyz", 200, "ready");
+}

@@ -59,14 +59,14 @@ pub enum Outcome {
 impl Outcome {
     /// The outcome of one backend call that took `took`, given its `timeout`.
     pub fn of(result: &Result<Lookup, HookError>, took: Duration, timeout: Duration) -> Outcome {
-        if took > timeout {
-            return Outcome::Slow(took);
-        }
         match result {
+            // The backend gave up at its own deadline (a killed command, a statement
+            // timeout), maybe a little after it.
+            Err(HookError::Timeout) => Outcome::TimedOut,
+            _ if took > timeout => Outcome::Slow(took),
             // A bad row of one user (or a refusal) says nothing about the backend: one
             // broken account must not take every proxy out of the balancer.
             Ok(_) | Err(HookError::InvalidData(_)) | Err(HookError::Denied(_)) => Outcome::Answered,
-            Err(HookError::Timeout) => Outcome::TimedOut,
             Err(HookError::Unavailable(why)) => Outcome::Failed(why.clone()),
         }
     }
@@ -403,6 +403,11 @@ mod tests {
         assert_eq!(
             Outcome::of(&Err(HookError::Timeout), fast, limit),
             Outcome::TimedOut
+        );
+        assert_eq!(
+            Outcome::of(&Err(HookError::Timeout), slow, limit),
+            Outcome::TimedOut,
+            "the backend's own timeout, a little late"
         );
     }
 
