@@ -249,6 +249,39 @@ mod tests {
     }
 
     #[test]
+    fn idle_clients_neither_block_others_nor_stay() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .build_recorder()
+            .handle();
+        serve(listener, handle, Arc::new(Fixed(Mutex::new(Ok(()))))).unwrap();
+        // Fewer idle clients than workers: the others still answer at once.
+        let idle: Vec<TcpStream> = (0..WORKERS - 1)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        let mut client = TcpStream::connect(addr).unwrap();
+        client
+            .set_read_timeout(Some(CONNECTION_TIMEOUT / 2))
+            .unwrap();
+        client.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+        let mut out = String::new();
+        client.read_to_string(&mut out).unwrap();
+        assert!(out.ends_with("\r\n\r\nok\n"), "{out}");
+        // An idle client is dropped after CONNECTION_TIMEOUT.
+        for mut c in idle {
+            c.set_read_timeout(Some(CONNECTION_TIMEOUT * 4)).unwrap();
+            let started = Instant::now();
+            assert_eq!(
+                c.read(&mut [0u8; 16]).unwrap(),
+                0,
+                "closed without an answer"
+            );
+            assert!(started.elapsed() < CONNECTION_TIMEOUT * 4);
+        }
+    }
+
+    #[test]
     fn answers_over_a_socket() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let readiness = Fixed(Mutex::new(Ok(())));
