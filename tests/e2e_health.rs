@@ -111,10 +111,26 @@ fn readyz_follows_the_providers_and_draining() {
     // It recovers: ready again.
     set_script(&script, "exit 0\n");
     wait_for(&sshr, "/readyz", 200, "ready");
+    // Logged right after the probe's answer counts: allow a moment.
+    let start = Instant::now();
+    while !sshr.log().contains("provider answers its probe again") {
+        assert!(
+            start.elapsed() < WITHIN,
+            "recovery not logged: {}",
+            sshr.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let probe_log = sshr.log();
     assert!(
         !probe_log.contains("login refused"),
         "a probe was taken for a login: {probe_log}"
+    );
+    // The outage is logged once, not at every probe.
+    assert_eq!(
+        probe_log.matches("provider probe failed").count(),
+        1,
+        "{probe_log}"
     );
 
     // A live session, then SIGTERM: draining, but alive until the session ends.

@@ -13,6 +13,7 @@
 //! [`probe_user`], a name no login can carry: a quiet proxy learns about an outage
 //! before its next login, and learns that it is over.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -81,7 +82,7 @@ pub struct ProviderHealth {
     timeout: Duration,
     state: Mutex<State>,
     /// Whether the last probe answered (starts `true`: a first failure is logged).
-    probe_answered: std::sync::atomic::AtomicBool,
+    probe_answered: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -97,7 +98,7 @@ impl ProviderHealth {
             label,
             timeout,
             state: Mutex::new(State::default()),
-            probe_answered: std::sync::atomic::AtomicBool::new(true),
+            probe_answered: AtomicBool::new(true),
         })
     }
 
@@ -165,26 +166,26 @@ impl ProviderHealth {
         true
     }
 
-    /// Ends the running probe with its outcome; logs when it differs from the last
-    /// probe's (failing, or answering again), so the log shows an outage once.
+    /// Ends the running probe with its outcome; logs when the probes start failing or
+    /// answer again, so the log shows an outage once, not every probe.
     fn end_probe(&self, at: Instant, outcome: Option<Outcome>) {
-        let mut state = self.state();
-        state.probing_since = None;
-        drop(state);
+        self.state().probing_since = None;
         let Some(outcome) = outcome else { return };
-        let was_answering = self.probe_answered.swap(
-            outcome == Outcome::Answered,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        if let Err(why) = {
-            self.record(at, outcome);
-            self.check(at)
-        } {
-            if was_answering {
-                tracing::warn!(reason = %why, "provider probe failed: /readyz answers 503");
+        let answered = outcome == Outcome::Answered;
+        self.record(at, outcome);
+        match (
+            self.probe_answered.swap(answered, Ordering::Relaxed),
+            answered,
+        ) {
+            (true, false) => {
+                if let Err(why) = self.check(at) {
+                    tracing::warn!(reason = %why, "provider probe failed: /readyz answers 503");
+                }
             }
-        } else if !was_answering {
-            tracing::info!(provider = %self.label, "provider probe answered: /readyz counts it ready");
+            (false, true) => {
+                tracing::info!(provider = %self.label, "provider answers its probe again")
+            }
+            _ => {}
         }
     }
 }
@@ -283,7 +284,7 @@ fn probe_loop(
             }
             let (backend, health2, ctx) = (backend.clone(), health.clone(), ctx.clone());
             let spawned = std::thread::Builder::new()
-                .name("sshr-probe-1".into())
+                .name("sshr-probe-call".into())
                 .spawn(move || {
                     let started = Instant::now();
                     let result = backend.look_up(&ctx);
