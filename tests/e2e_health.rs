@@ -2,7 +2,7 @@
 //! src/health.rs, src/providers/health.rs) with the real binary: ready once listening;
 //! unready while a `kind = "command"` provider fails (found by the probe, no login
 //! needed) and ready again once it recovers; unready but alive while draining a live
-//! session after SIGTERM.
+//! session after SIGTERM. And `sshr --version`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -207,4 +207,34 @@ fn a_reload_reports_on_its_own_providers() {
         .unwrap();
     assert!(hup.success());
     wait_for(&sshr, "/readyz", 200, "ready");
+}
+
+#[test]
+fn version_tells_what_the_binary_was_built_with() {
+    let out = Command::new(SSHR).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some(concat!("sshr ", env!("CARGO_PKG_VERSION")))
+    );
+    for fact in [
+        "features: ",
+        "providers: sqlite",
+        "kex: ",
+        "ciphers: ",
+        "build: ",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(fact)),
+            "no {fact:?} line in:\n{text}"
+        );
+    }
+    // -V: the version alone.
+    let out = Command::new(SSHR).arg("-V").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        concat!("sshr ", env!("CARGO_PKG_VERSION"))
+    );
 }
