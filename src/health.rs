@@ -54,6 +54,11 @@ impl Health {
         &self.providers
     }
 
+    /// `Ok` when new connections are welcome; else why not, in one line.
+    pub fn ready(&self) -> Result<(), String> {
+        self.ready_at(Instant::now())
+    }
+
     /// `Ok` when new connections are welcome at `now`; else why not, in one line.
     pub fn ready_at(&self, now: Instant) -> Result<(), String> {
         if self.is_draining() {
@@ -68,7 +73,7 @@ impl Health {
 
 impl Readiness for Health {
     fn ready(&self) -> Result<(), String> {
-        self.ready_at(Instant::now())
+        Health::ready(self)
     }
 }
 
