@@ -20,6 +20,7 @@
 //! core. Public are what an embedder needs (the configuration, the hooks, key loading,
 //! [`Server`]) and the sans-IO [`core`], which benchmarks and tests drive directly.
 
+mod build_info;
 pub mod config;
 pub mod core;
 pub(crate) mod health;
@@ -33,6 +34,7 @@ pub(crate) mod proxy;
 pub(crate) mod rt;
 mod server;
 
+pub use build_info::build_info;
 pub use config::Config;
 pub use hooks::{HookContext, HookError, Hooks, HooksFactory, HostKeyPolicy, Upstream};
 pub use io::listener::bind_reuseport;

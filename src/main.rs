@@ -12,6 +12,12 @@ use sshr::providers::sqlite::{Admin, KeysAdded, Listing, NewUser, UpstreamChange
 use sshr::providers::StaticTable;
 use sshr_protocol::hostkey::PublicKey;
 
+/// `--version`: the version and what this binary was built with (`-V`: the version).
+fn long_version() -> &'static str {
+    static INFO: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INFO.get_or_init(sshr::build_info)
+}
+
 /// Largest key file or standard input `sshr db` reads (an authorized_keys file of a
 /// thousand RSA keys is under 1 MiB).
 const MAX_KEY_INPUT: u64 = 4 * 1024 * 1024;
@@ -20,7 +26,7 @@ const MAX_KEY_INPUT: u64 = 4 * 1024 * 1024;
 ///
 /// Without a subcommand, runs the proxy.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, long_version = long_version(), about)]
 struct Cli {
     /// Configuration file (TOML). Without it, the built-in configuration is used:
     /// listen on 127.0.0.1:2222, keys under ./keys, one example user, and the users of

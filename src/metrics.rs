@@ -30,8 +30,11 @@
 //!
 //! Every label takes a fixed set of values: never a user, an address or a free text.
 
+pub mod endpoint;
+
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::core::login::AuthFailure;
 use crate::core::refusal::Refusal;
@@ -272,16 +275,26 @@ pub struct MetricsError {
     reason: String,
 }
 
-/// Installs the process-wide Prometheus recorder with an HTTP listener on `addr` (on its
-/// own thread, outside the shards). Call once, before the shards start.
-pub fn install_prometheus(addr: SocketAddr) -> Result<(), MetricsError> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .map_err(|e| MetricsError {
-            addr,
-            reason: e.to_string(),
-        })?;
+/// What `/readyz` asks: `Ok` when the process wants new connections, else why not in
+/// one line (`draining`, `provider sqlite#1 (/var/lib/sshr/sshr.db) failed: ...`).
+pub trait Readiness: Send + Sync {
+    fn ready(&self) -> Result<(), String>;
+}
+
+/// Installs the process-wide Prometheus recorder and serves `addr` on threads of its
+/// own, outside the shards: `/metrics` (and `/`), `/healthz` and `/readyz` from
+/// `readiness` (see [`endpoint`]). Call once, before the shards start; the endpoint
+/// lives as long as the process.
+pub fn install_prometheus(
+    addr: SocketAddr,
+    readiness: Arc<dyn Readiness>,
+) -> Result<(), MetricsError> {
+    let failed = |reason: String| MetricsError { addr, reason };
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| failed(e.to_string()))?;
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| failed(e.to_string()))?;
+    endpoint::serve(listener, handle, readiness).map_err(|e| failed(e.to_string()))?;
     describe();
     Ok(())
 }

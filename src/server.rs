@@ -125,22 +125,27 @@ impl Server {
         let upstream_key = Arc::new(keys.upstream_key);
         let generated = keys.generated;
 
+        // Health: one per process; the providers of every configuration report to it,
+        // and /readyz on the metrics endpoint reads it.
+        let health = Health::new();
         let custom_hooks = self.hooks.clone();
         let factory = match self.hooks {
             Some(factory) => factory,
-            None => providers::chain::factory(&self.config, upstream_key.clone())
-                .map_err(ServerError::Providers)?,
+            None => {
+                providers::chain::factory(&self.config, upstream_key.clone(), health.providers())
+                    .map_err(ServerError::Providers)?
+            }
         };
 
         if let Some(addr) = self.config.metrics_listen {
-            metrics::install_prometheus(addr)?;
-            tracing::info!(%addr, "metrics endpoint listening");
+            metrics::install_prometheus(addr, health.clone())?;
+            tracing::info!(%addr, "metrics endpoint listening (/metrics, /healthz, /readyz)");
         }
 
         let (local_addrs, sockets) = listener::bind_all(&self.config.listeners(), workers)?;
         let metrics_enabled = self.config.metrics_listen.is_some();
         let shared = Arc::new(Shared {
-            health: Health::new(),
+            health,
             host_keys,
             upstream_key,
             admission: Admission::new(),
@@ -523,7 +528,11 @@ impl RunningServer {
         }
         let hooks = match &self.custom_hooks {
             Some(factory) => factory.clone(),
-            None => match providers::chain::factory(&config, self.shared.upstream_key.clone()) {
+            None => match providers::chain::factory(
+                &config,
+                self.shared.upstream_key.clone(),
+                self.shared.health.providers(),
+            ) {
                 Ok(factory) => factory,
                 Err(e) => {
                     tracing::error!(error = %e, "reload failed: keeping the running configuration");

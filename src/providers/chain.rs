@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use sshr_protocol::hostkey::{PrivateKey, PublicKey};
 use sshr_protocol::text::Untrusted;
 
+use super::health::{self, Outcome, ProviderHealth, ProviderWatch};
 use super::static_table::{StaticTable, StaticTableHooks};
 use super::{command, http, postgres, sqlite, Backend};
 use crate::config::{Config, ProviderConfig, ProviderKind};
@@ -45,6 +46,8 @@ struct Source {
     stale_if_error: Duration,
     /// The last good answer per (user, target), when caching or `stale_if_error` is on.
     cache: Mutex<HashMap<(String, Option<String>), Cached>>,
+    /// How its lookups went, for `/readyz`.
+    health: Arc<ProviderHealth>,
 }
 
 #[derive(Clone)]
@@ -63,7 +66,7 @@ impl Providers {
             .iter()
             .enumerate()
             .map(|(index, p)| {
-                Source::open(p)
+                Source::open(p, index)
                     .map_err(|e| format!("provider {} ({}): {e}", index + 1, p.kind.name()))
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -90,6 +93,19 @@ impl Providers {
     /// What the log calls each provider, in order.
     pub fn names(&self) -> Vec<String> {
         self.sources.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// Makes these the providers `watch` reports on (for `/readyz`), from now on; with
+    /// `probe`, also asks each of them every [`health::PROBE_INTERVAL`] for
+    /// [`health::probe_user`] until another configuration replaces them.
+    pub fn report_to(&self, watch: &Arc<ProviderWatch>, probe: bool) {
+        let generation = watch.replace(self.sources.iter().map(|s| s.health.clone()).collect());
+        if probe && !self.sources.is_empty() {
+            let probed = (self.sources.iter())
+                .map(|s| (s.backend.clone(), s.health.clone()))
+                .collect();
+            health::start_probes(watch, generation, probed);
+        }
     }
 
     /// Asks the providers in order. Must be called on a shard: backends run on its
@@ -124,7 +140,8 @@ impl From<&ProviderConfig> for ProviderSettings {
 }
 
 impl Source {
-    fn open(p: &ProviderConfig) -> Result<Source, String> {
+    /// The `index`th (from 0) provider of the configuration.
+    fn open(p: &ProviderConfig, index: usize) -> Result<Source, String> {
         let backend: Arc<dyn Backend> = match &p.kind {
             ProviderKind::Sqlite { path } => {
                 Arc::new(sqlite::Sqlite::open(path)?.timeout(p.timeout))
@@ -147,8 +164,14 @@ impl Source {
                 max_output_bytes,
             } => Arc::new(command::Command::new(argv, *max_output_bytes, p.timeout)),
         };
+        let kind = p.kind.name();
+        let name = backend.describe();
+        // `sqlite#1 (/var/lib/sshr/sshr.db)`: describe() starts with the kind.
+        let place = name.strip_prefix(kind).unwrap_or(&name).trim();
+        let health = ProviderHealth::new(format!("{kind}#{} ({place})", index + 1), p.timeout);
         Ok(Source {
-            kind: p.kind.name(),
+            kind,
+            health,
             ..Source::new(backend, p.into())
         })
     }
@@ -157,6 +180,7 @@ impl Source {
         Source {
             kind: "custom",
             name: backend.describe(),
+            health: ProviderHealth::new(backend.describe(), s.timeout),
             backend,
             timeout: s.timeout,
             cache_ttl: s.cache_ttl,
@@ -211,8 +235,22 @@ impl Source {
         }
         let backend = self.backend.clone();
         let request = ctx.clone();
-        let asked = crate::run_blocking(move || backend.look_up(&request));
-        match hooks::with_timeout(self.timeout, asked).await {
+        let (health, timeout) = (self.health.clone(), self.timeout);
+        let asked = crate::run_blocking(move || {
+            let started = Instant::now();
+            let result = backend.look_up(&request);
+            // Also when the login stopped waiting: a late answer says how slow it was.
+            health.record(
+                Instant::now(),
+                Outcome::of(&result, started.elapsed(), timeout),
+            );
+            result
+        });
+        let answer = hooks::with_timeout(self.timeout, asked).await;
+        if let Err(HookError::Timeout) = answer {
+            self.health.record(Instant::now(), Outcome::TimedOut);
+        }
+        match answer {
             Ok(lookup) => {
                 self.count(match lookup {
                     Lookup::Found { .. } => "found",
@@ -257,10 +295,16 @@ impl Source {
 }
 
 /// Builds the default hooks of `config`: its `[[users]]` table, then its providers, and
-/// `upstream_key` for every upstream login.
-pub fn factory(config: &Config, upstream_key: Arc<PrivateKey>) -> Result<HooksFactory, String> {
+/// `upstream_key` for every upstream login. Its providers report to `watch` from now on
+/// (one per process, kept across reloads), and are probed if `metrics_listen` is set.
+pub fn factory(
+    config: &Config,
+    upstream_key: Arc<PrivateKey>,
+    watch: &Arc<ProviderWatch>,
+) -> Result<HooksFactory, String> {
     let table = Arc::new(StaticTable::from_config(config));
     let providers = Arc::new(Providers::open(config)?);
+    providers.report_to(watch, config.metrics_listen.is_some());
     Ok(Arc::new(move || {
         // One copy of the key per shard, so sessions can share it as an Rc.
         let key = Rc::new((*upstream_key).clone());
@@ -466,6 +510,44 @@ mod tests {
             assert!(chain.look_up(&ctx("alice")).await.is_err());
             assert_eq!(second.calls(), calls, "the second was not asked instead");
         });
+    }
+
+    #[test]
+    fn lookups_and_probes_report_to_the_watch() {
+        on_shard(|| async {
+            let backend = Scripted::new(Ok(None));
+            let chain = Providers::from_backends(vec![(backend.clone(), settings(0, 0))]);
+            let watch = ProviderWatch::new();
+            chain.report_to(&watch, false);
+            assert!(watch.check(Instant::now()).is_err(), "not asked yet");
+            chain.look_up(&ctx("alice")).await.unwrap();
+            assert_eq!(watch.check(Instant::now()), Ok(()));
+            backend.set(Err(HookError::Unavailable("connection refused".into())));
+            assert!(chain.look_up(&ctx("alice")).await.is_err());
+            assert_eq!(
+                watch.check(Instant::now()),
+                Err("provider scripted failed: connection refused".into())
+            );
+            // One user's unusable row is not an outage.
+            backend.set(Err(HookError::InvalidData("bad key".into())));
+            assert!(chain.look_up(&ctx("alice")).await.is_err());
+            assert_eq!(watch.check(Instant::now()), Ok(()));
+        });
+
+        // The probe finds a failure without any login, and asks for the reserved name.
+        let backend = Scripted::new(Err(HookError::Unavailable("down".into())));
+        let chain = Providers::from_backends(vec![(backend.clone(), settings(0, 0))]);
+        let watch = ProviderWatch::new();
+        chain.report_to(&watch, true);
+        let start = Instant::now();
+        while watch.check(Instant::now()) != Err("provider scripted failed: down".into()) {
+            assert!(start.elapsed() < Duration::from_secs(20), "no probe");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(backend.calls() >= 1);
+        // A new configuration ends the old one's probes.
+        watch.replace(Vec::new());
+        assert_eq!(watch.check(Instant::now()), Ok(()));
     }
 
     #[test]

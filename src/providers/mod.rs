@@ -18,6 +18,7 @@
 pub mod answer;
 pub mod chain;
 pub mod command;
+pub mod health;
 pub mod http;
 pub mod postgres;
 pub mod schema;
