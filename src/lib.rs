@@ -20,6 +20,7 @@
 //! core. Public are what an embedder needs (the configuration, the hooks, key loading,
 //! [`Server`]) and the sans-IO [`core`], which benchmarks and tests drive directly.
 
+pub(crate) mod audit;
 pub mod config;
 pub mod core;
 pub(crate) mod health;
