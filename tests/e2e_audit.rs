@@ -219,15 +219,18 @@ fn every_event_of_real_sessions_is_recorded_with_its_fields() {
     );
     wait_for(&env.log, "the shell session's close", |r| closes(r) >= 1);
 
-    // 2. A local forward, used: bytes go through it to an echo server.
+    // 2. A local and a remote forward, used: bytes go through each to an echo server
+    // (with -R the upstream sshd listens, on this machine).
     let echo = echo_server();
-    let lport = free_listen_port();
-    let spec = format!("{lport}:127.0.0.1:{echo}");
+    let (lport, rport) = (free_listen_port(), free_listen_port());
+    let local_spec = format!("{lport}:127.0.0.1:{echo}");
+    let remote_spec = format!("127.0.0.1:{rport}:127.0.0.1:{echo}");
     let mut forward = env.ssh(
         Some(&env.key()),
-        &["-N", "-o", "ExitOnForwardFailure=yes", "-L", &spec],
+        &["-N", "-o", "ExitOnForwardFailure=yes"],
         &[],
     );
+    forward.args(["-L", &local_spec, "-R", &remote_spec]);
     let forward = Background(
         forward
             .stdin(Stdio::null())
@@ -237,19 +240,22 @@ fn every_event_of_real_sessions_is_recorded_with_its_fields() {
             .unwrap(),
     );
     let laddr = SocketAddr::from(([127, 0, 0, 1], lport));
-    assert!(
-        sshr_testsupport::wait_for_port(laddr, secs(30)),
-        "ssh -L did not listen; {}",
-        env.context()
-    );
-    {
-        let mut s = TcpStream::connect(laddr).unwrap();
+    let raddr = SocketAddr::from(([127, 0, 0, 1], rport));
+    for addr in [laddr, raddr] {
+        assert!(
+            sshr_testsupport::wait_for_port(addr, secs(30)),
+            "ssh -L/-R did not listen on {addr}; {}",
+            env.context()
+        );
+    }
+    for addr in [laddr, raddr] {
+        let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(secs(20))).unwrap();
         let sent = vec![0x5au8; 100_000];
         s.write_all(&sent).unwrap();
         let mut got = vec![0u8; sent.len()];
         s.read_exact(&mut got).unwrap();
-        assert_eq!(got, sent, "echoed through -L");
+        assert_eq!(got, sent, "echoed through {addr}");
     }
     drop(forward);
     wait_for(&env.log, "the forwarding session's close", |r| {
@@ -352,6 +358,12 @@ fn every_event_of_real_sessions_is_recorded_with_its_fields() {
         .find(|r| r["channel_type"] == "direct-tcpip")
         .unwrap();
     assert_eq!(tcpip["address"], direct.as_str());
+    let remote = forward
+        .0
+        .iter()
+        .find(|r| r["channel_type"] == "tcpip-forward")
+        .unwrap_or_else(|| panic!("no tcpip-forward record; {}", env.context()));
+    assert_eq!(remote["address"], format!("127.0.0.1:{rport}").as_str());
     assert!(
         forward.1 >= 100_000 && forward.2 >= 100_000,
         "the forwarded bytes went both ways: {forward:?}"
