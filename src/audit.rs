@@ -166,6 +166,10 @@ impl Audit {
             "sshr_audit_records_dropped_total",
             "Audit log records lost: its queue was full (queue_full) or a write failed (write_error)"
         );
+        // Shown at 0 from the start, so that an alert on it has a series to watch.
+        for reason in ["queue_full", "write_error"] {
+            metrics::counter!("sshr_audit_records_dropped_total", "reason" => reason).absolute(0);
+        }
         let (queue, lines) = mpsc::sync_channel(records);
         let (done_tx, done) = mpsc::channel();
         let reopen = Arc::new(AtomicBool::new(false));
@@ -503,7 +507,9 @@ impl SessionAudit {
     }
 
     /// The upstream leg logged in: the `upstream` record (`upstream_addr`,
-    /// `upstream_user`, `host_key_fingerprint`, `warm`, `setup_ms`).
+    /// `upstream_user`, `host_key_fingerprint` of the upstream's host key, `warm`: the
+    /// connection was made ready before the login, `setup_ms`: from the client's
+    /// connection to the end of the login on both legs).
     pub fn upstream(
         &self,
         addr: &str,
