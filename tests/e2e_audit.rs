@@ -551,3 +551,34 @@ fn sigusr1_after_a_rename_starts_a_new_file() {
     let mode = fs::metadata(&env.log).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode & !0o640, 0, "created 0640 at most: {mode:o}");
 }
+
+#[test]
+fn an_audit_log_that_cannot_be_opened_stops_the_start_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir").join("audit.log");
+    let config = dir.path().join("sshr.toml");
+    fs::write(
+        &config,
+        format!(
+            "listen = [\"127.0.0.1:{}\"]\nhost_keys = [\"k\"]\nupstream_key = \"u\"\n\
+             workers = 1\naudit_log = {:?}\n",
+            free_listen_port(),
+            missing.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(SSHR);
+    cmd.arg("--config").arg(&config).env("RUST_LOG", "off");
+    let out = run_bounded(&mut cmd, Stdio::null(), secs(60)).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr:?}");
+    assert!(
+        stderr.contains(&format!("cannot open the audit log {}", missing.display())),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("k").exists(),
+        "no generated key left behind"
+    );
+}
