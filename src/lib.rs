@@ -21,6 +21,7 @@
 //! [`Server`]) and the sans-IO [`core`], which benchmarks and tests drive directly.
 
 mod build_info;
+pub(crate) mod audit;
 pub mod config;
 pub mod core;
 pub(crate) mod health;

@@ -20,7 +20,8 @@ use futures_lite::AsyncReadExt;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement, PoolThreadHandles};
 use sshr_protocol::hostkey::PrivateKey;
 
-use crate::config::Config;
+use crate::audit::{self, Audit};
+use crate::config::{AuditLog, Config};
 use crate::health::Health;
 use crate::hooks::HooksFactory;
 use crate::io::leg::DISCONNECT_GRACE;
@@ -64,6 +65,8 @@ pub enum ServerError {
     Threads(String),
     #[error("shard {index} failed: {reason}")]
     ShardFailed { index: usize, reason: String },
+    #[error(transparent)]
+    Audit(#[from] audit::OpenError),
 }
 
 /// The proxy daemon: configuration plus hooks, run on one shard per worker.
@@ -103,7 +106,7 @@ impl Server {
 
     /// Runs until SIGINT or SIGTERM (graceful: stop accepting, give sessions
     /// `limits.shutdown_grace` to end; a second signal exits at once). SIGHUP reloads
-    /// the configuration file. Blocks the calling thread.
+    /// the configuration file; SIGUSR1 reopens the audit log. Blocks the calling thread.
     pub fn run(self) -> Result<(), ServerError> {
         let running = self.start()?;
         let signals = SignalForwarder::install(running.events.0.clone())
@@ -142,6 +145,13 @@ impl Server {
             tracing::info!(%addr, "metrics endpoint listening (/metrics, /healthz, /readyz)");
         }
 
+        // The audit log: one writer for all shards (`src/audit.rs`).
+        let audit = match &self.config.audit_log {
+            Some(AuditLog::File(path)) => Some(Audit::open(Some(path))?),
+            Some(AuditLog::Stderr) => Some(Audit::open(None)?),
+            None => None,
+        };
+
         let (local_addrs, sockets) = listener::bind_all(&self.config.listeners(), workers)?;
         let metrics_enabled = self.config.metrics_listen.is_some();
         let shared = Arc::new(Shared {
@@ -149,6 +159,7 @@ impl Server {
             host_keys,
             upstream_key,
             admission: Admission::new(),
+            audit,
             current: Mutex::new(Generation {
                 config: Arc::new(self.config),
                 hooks: factory,
@@ -215,6 +226,7 @@ struct Shared {
     host_keys: Arc<[PrivateKey]>,
     upstream_key: Arc<PrivateKey>,
     admission: Arc<Admission>,
+    audit: Option<Arc<Audit>>,
     current: Mutex<Generation>,
     metrics_enabled: bool,
 }
@@ -291,13 +303,16 @@ async fn shard_main(setup: ShardSetup) {
     };
 
     let generation = shared.generation();
-    let ctx = Rc::new(ShardContext::new(
-        index,
-        generation.config.clone(),
-        (generation.hooks)(),
-        shared.host_keys.clone(),
-        shared.admission.clone(),
-    ));
+    let ctx = Rc::new(
+        ShardContext::new(
+            index,
+            generation.config.clone(),
+            (generation.hooks)(),
+            shared.host_keys.clone(),
+            shared.admission.clone(),
+        )
+        .with_audit(shared.audit.clone()),
+    );
 
     let accept_tasks: Vec<_> = listeners
         .into_iter()
@@ -492,8 +507,8 @@ impl RunningServer {
     /// Applies a new configuration to new sessions: limits, rekey, users (with the
     /// default hooks, whose `authorized_keys_file`s are read again) and `[hooks]`
     /// settings; custom hooks are rebuilt by their factory. Settings bound at start
-    /// (listen addresses, keys, workers, metrics endpoint, buffer pool and handshake
-    /// budget sizes) keep their running values, with a warning.
+    /// (listen addresses, keys, workers, metrics endpoint, audit log path, buffer pool
+    /// and handshake budget sizes) keep their running values, with a warning.
     pub fn reload(&mut self, mut config: Config) {
         let running = self.shared.generation().config;
         let mut restart_only = Vec::new();
@@ -511,6 +526,10 @@ impl RunningServer {
         }
         if config.metrics_listen != running.metrics_listen {
             restart_only.push("metrics_listen");
+        }
+        if config.audit_log != running.audit_log {
+            restart_only.push("audit_log");
+            config.audit_log = running.audit_log.clone();
         }
         if config.limits.buffer_pool_bytes_per_shard != running.limits.buffer_pool_bytes_per_shard {
             restart_only.push("limits.buffer_pool_bytes_per_shard");
@@ -620,6 +639,11 @@ impl RunningServer {
 
     fn on_signal(&mut self, signal: i32) {
         match signal {
+            // logrotate renamed the audit log: open the path again.
+            signal_hook::consts::SIGUSR1 => match &self.shared.audit {
+                Some(audit) => audit.reopen(),
+                None => tracing::debug!("SIGUSR1: no audit log to reopen"),
+            },
             signal_hook::consts::SIGHUP => match self.shared.generation().config.path.clone() {
                 Some(path) => match Config::load(&path) {
                     Ok(config) => self.reload(config),
@@ -726,7 +750,7 @@ impl Drop for RunningServer {
     }
 }
 
-/// Forwards SIGINT, SIGTERM and SIGHUP to the main thread's event loop.
+/// Forwards SIGINT, SIGTERM, SIGHUP and SIGUSR1 to the main thread's event loop.
 struct SignalForwarder {
     handle: signal_hook::iterator::Handle,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -734,8 +758,8 @@ struct SignalForwarder {
 
 impl SignalForwarder {
     fn install(events: mpsc::Sender<Event>) -> io::Result<Self> {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
         let handle = signals.handle();
         let thread = std::thread::Builder::new()
             .name("sshr-signals".into())

@@ -109,6 +109,42 @@ pub fn offence(clients_doing: bool, failures: u32) -> Option<Offence> {
     }
 }
 
+/// How an authentication attempt ended, as the audit log says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptResult {
+    Success,
+    Failure,
+    /// Accepted as one step of several (the server asks for another method).
+    Partial,
+}
+
+impl AttemptResult {
+    pub fn label(self) -> &'static str {
+        match self {
+            AttemptResult::Success => "success",
+            AttemptResult::Failure => "failure",
+            AttemptResult::Partial => "partial",
+        }
+    }
+}
+
+/// One authentication attempt that reached a decision, for the audit log (see
+/// [`Login::take_attempts`]). It holds no secret: never a password or a prompt's answer,
+/// and a public key only as its fingerprint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    /// As the client named it (`publickey`, `password`, `keyboard-interactive`, `none`,
+    /// or whatever else it asked for; unbounded here).
+    pub method: String,
+    pub result: AttemptResult,
+    /// The SHA-256 fingerprint of the public key, for `publickey`.
+    pub key_fingerprint: Option<String>,
+    /// The login name's account part (the whole name when it does not split).
+    pub user: String,
+    /// The server named after the separator, or chosen from the menu.
+    pub target: Option<String>,
+}
+
 /// What the process knows about how long real refusals take (`core::failure_times`,
 /// shared by every session), and a source of random picks.
 pub trait Timings {
@@ -270,6 +306,12 @@ pub struct Login {
     banners: Vec<Vec<u8>>,
     state: State,
     actions: VecDeque<Action>,
+    /// Attempts decided and not yet taken (see [`Login::take_attempts`]).
+    decided: Vec<Attempt>,
+    /// The fingerprint of the key the client proved (its signature verified).
+    proven_key: Option<String>,
+    /// The server the client chose from the menu.
+    chosen_target: Option<String>,
 }
 
 impl Login {
@@ -283,6 +325,9 @@ impl Login {
             banners: Vec::new(),
             state: State::Request,
             actions: VecDeque::from([Action::ReadClient]),
+            decided: Vec::new(),
+            proven_key: None,
+            chosen_target: None,
         }
     }
 
@@ -306,6 +351,42 @@ impl Login {
     /// The user name of the first request, once there was one.
     pub fn user(&self) -> Option<&str> {
         self.account.as_ref().map(|a| a.name.as_str())
+    }
+
+    /// The attempts decided since the last call, in order, for the audit log. (At most
+    /// one per client message, and the attempts are bounded by `max_auth_tries`.)
+    pub fn take_attempts(&mut self) -> Vec<Attempt> {
+        std::mem::take(&mut self.decided)
+    }
+
+    /// Records an attempt of the login name `name` (the account's, once there is one).
+    fn decide(&mut self, name: Option<&str>, method: &str, result: AttemptResult) {
+        let key_fingerprint = match method {
+            "publickey" => self.proven_key.clone(),
+            _ => None,
+        };
+        self.decide_with_key(name, method, result, key_fingerprint)
+    }
+
+    fn decide_with_key(
+        &mut self,
+        name: Option<&str>,
+        method: &str,
+        result: AttemptResult,
+        key_fingerprint: Option<String>,
+    ) {
+        let name = name.or(self.user()).unwrap_or_default();
+        let (user, target) = match LoginName::parse(name, self.separator) {
+            Some(n) => (n.user, n.target),
+            None => (name.to_owned(), None),
+        };
+        self.decided.push(Attempt {
+            method: method.to_owned(),
+            result,
+            key_fingerprint,
+            user,
+            target: self.chosen_target.clone().or(target),
+        });
     }
 
     fn act(&mut self, action: Action) {
@@ -417,7 +498,8 @@ impl Login {
         };
         let (known, authorized, targets) = match answer {
             LookedUp::Unavailable => {
-                return self.end(Refusal::AccountServiceUnavailable, AuthFailure::HookError)
+                self.decide(Some(req.user), req.method.name(), AttemptResult::Failure);
+                return self.end(Refusal::AccountServiceUnavailable, AuthFailure::HookError);
             }
             LookedUp::Unknown => (false, Vec::new(), None),
             LookedUp::Known { authorized } => (true, authorized, None),
@@ -445,10 +527,12 @@ impl Login {
                 self.act(Action::LoginWithKey);
             }
             LookedUp::Unavailable => {
+                self.decide(None, "publickey", AttemptResult::Failure);
                 self.end(Refusal::AccountServiceUnavailable, AuthFailure::HookError)
             }
             // It went away since the menu was shown.
             LookedUp::Unknown | LookedUp::Choose { .. } => {
+                self.decide(None, "publickey", AttemptResult::Failure);
                 self.end(Refusal::ChooseTarget, AuthFailure::UnknownUser)
             }
         }
@@ -508,6 +592,7 @@ impl Login {
         };
         match picked {
             Some(target) => {
+                self.chosen_target = Some(target.clone());
                 let name = LoginName {
                     user: account.name.clone(),
                     target: Some(target),
@@ -591,6 +676,11 @@ impl Login {
                         sig,
                     )
                     .is_ok();
+                if known && verified {
+                    self.proven_key = auth::check_publickey(algorithm, key_blob)
+                        .ok()
+                        .map(|(k, _)| k.fingerprint());
+                }
                 if known && verified && choosing {
                     self.offer_menu(session_id, now, timings);
                 } else if known && verified {
@@ -636,6 +726,7 @@ impl Login {
             ),
             None => format!("sshr: this account has several servers ({targets}).\r\n"),
         };
+        self.decide(None, "publickey", AttemptResult::Partial);
         self.act(Action::SendClient(auth::encode_banner(&hint)));
         // Partial success: not a failed attempt.
         let _ = self.attempts.failed(false, true);
@@ -655,12 +746,16 @@ impl Login {
         }
         match result {
             Ok(()) => {
+                self.decide(None, "publickey", AttemptResult::Success);
                 self.state = State::Done;
                 self.act(Action::Succeed {
                     method: "publickey",
                 });
             }
-            Err((refusal, failure)) => self.end(refusal, failure),
+            Err((refusal, failure)) => {
+                self.decide(None, "publickey", AttemptResult::Failure);
+                self.end(refusal, failure)
+            }
         }
     }
 
@@ -689,6 +784,7 @@ impl Login {
         };
         match reply {
             Reply::Success => {
+                self.decide(None, pass.method(), AttemptResult::Success);
                 for b in std::mem::take(&mut self.banners) {
                     self.act(Action::SendClient(b));
                 }
@@ -868,6 +964,11 @@ impl Login {
     /// One failed attempt: log it (the client sees only USERAUTH_FAILURE), count it the
     /// way sshd does, and answer, or hang up at the attempt limit.
     fn failed(&mut self, f: Failed, session_id: &[u8], now: Instant, timings: &dyn Timings) {
+        let result = match f.partial {
+            true => AttemptResult::Partial,
+            false => AttemptResult::Failure,
+        };
+        self.decide_with_key(None, &f.method, result, f.key.clone());
         let user = self.user().unwrap_or_default().to_owned();
         let none = f.none;
         let method = f.method.as_str();
@@ -1194,6 +1295,79 @@ mod tests {
                 method: "publickey"
             }]
         );
+    }
+
+    #[test]
+    fn every_decided_attempt_is_told_once_without_its_secret() {
+        let (good, wrong) = (key(1), key(2));
+        let mut run = Run::new(6);
+        run.login = Login::new(6, "192.0.2.7:50000".parse().unwrap()).target_separator(Some('+'));
+        run.drain();
+        let attempt = |method: &str, result, key: Option<&PrivateKey>| Attempt {
+            method: method.into(),
+            result,
+            key_fingerprint: key.map(|k| k.public().fingerprint()),
+            user: "alice".into(),
+            target: Some("web2".into()),
+        };
+        // `none` and an unauthorized key: failures, the key by its fingerprint.
+        run.client(&request("alice+web2", Method::None));
+        run.looked_up(true, vec![good.public().clone()]);
+        run.client(&query("alice+web2", &wrong));
+        assert_eq!(
+            run.login.take_attempts(),
+            vec![
+                attempt("none", AttemptResult::Failure, None),
+                attempt("publickey", AttemptResult::Failure, Some(&wrong)),
+            ]
+        );
+        // A key query answered PK_OK decides nothing yet.
+        run.client(&query("alice+web2", &good));
+        assert_eq!(run.login.take_attempts(), vec![]);
+        // A password refused upstream: the password is nowhere in the record.
+        run.client(&password("alice+web2"));
+        let at = wait_of(&run.upstream(Reply::Failure { partial: false }));
+        run.timer(at);
+        let taken = run.login.take_attempts();
+        assert_eq!(
+            taken,
+            vec![attempt("password", AttemptResult::Failure, None)]
+        );
+        assert!(!format!("{taken:?}").contains("secret"));
+        // The proven key, then the proxy's own upstream login.
+        run.client(&signed("alice+web2", &good, SESSION));
+        assert_eq!(run.login.take_attempts(), vec![], "decided by the upstream");
+        run.login.key_login(Ok(()));
+        assert_eq!(
+            run.login.take_attempts(),
+            vec![attempt("publickey", AttemptResult::Success, Some(&good))]
+        );
+        assert_eq!(run.login.take_attempts(), vec![], "told once");
+    }
+
+    #[test]
+    fn partial_success_upstream_and_a_failed_upstream_key_login_are_told() {
+        let k = key(1);
+        let mut run = Run::new(6);
+        run.first(&keyboard("bob"), true, vec![k.public().clone()]);
+        let at = wait_of(&run.upstream(Reply::Failure { partial: true }));
+        run.timer(at);
+        let taken = run.login.take_attempts();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(
+            (
+                taken[0].method.as_str(),
+                taken[0].result,
+                taken[0].target.as_deref()
+            ),
+            ("keyboard-interactive", AttemptResult::Partial, None)
+        );
+        run.client(&signed("bob", &k, SESSION));
+        run.login
+            .key_login(Err((Refusal::LoginRefused, AuthFailure::UpstreamRejected)));
+        let taken = run.login.take_attempts();
+        assert_eq!(taken[0].result, AttemptResult::Failure);
+        assert_eq!(taken[0].key_fingerprint, Some(k.public().fingerprint()));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod chain;
 pub mod failure_times;
 pub mod host_port;
 pub mod login;
+pub mod opens;
 pub mod penalty;
 pub mod refusal;
 pub mod relay;

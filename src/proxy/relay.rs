@@ -28,6 +28,7 @@ use sshr_protocol::packet::PAYLOAD_OFFSET;
 use sshr_protocol::transport::Input;
 use tracing::{debug, info};
 
+use crate::audit::{CloseReason, SessionAudit};
 use crate::core::refusal::Refusal;
 use crate::core::relay::{classify, forward_step, Step, Verdict};
 use crate::core::tunnel::encode_open_failure;
@@ -40,6 +41,9 @@ use crate::rt::StopSignal;
 /// Run the relay until either side goes away, then tell the other side why; or, once
 /// `stop` fires (the shutdown grace period is over), tell both sides.
 /// `tunnels` holds the session's tunnel policy; its audit records end with the relay.
+/// `audit` gets the client's channel opens and forwardings, the bytes relayed each way
+/// and why the relay ended (for the audit log's `close` record).
+#[allow(clippy::too_many_arguments)] // each is one thing of the session's own
 pub async fn run(
     ctx: &ShardContext,
     client: Rc<Leg>,
@@ -48,10 +52,11 @@ pub async fn run(
     upstream_rx: RxBuf,
     tunnels: SessionTunnels,
     stop: &StopSignal,
+    audit: &SessionAudit,
 ) {
     let started = Instant::now();
-    let up = pump(ctx, &client, client_rx, &upstream, &tunnels);
-    let down = pump(ctx, &upstream, upstream_rx, &client, &tunnels);
+    let up = pump(ctx, &client, client_rx, &upstream, &tunnels, audit);
+    let down = pump(ctx, &upstream, upstream_rx, &client, &tunnels, audit);
     let watch = async { match tunnels.watch().await {} };
     let relayed =
         async { Some(futures_lite::future::or(futures_lite::future::or(up, down), watch).await) };
@@ -62,6 +67,7 @@ pub async fn run(
     let Some(end) = futures_lite::future::or(relayed, stopped).await else {
         // The shutdown grace period is over: both peers learn why (each write bounded
         // by DISCONNECT_GRACE), then both connections close.
+        audit.ending(CloseReason::Shutdown, None);
         info!(
             duration_ms = started.elapsed().as_millis() as u64,
             "session closed: the proxy is shutting down"
@@ -74,6 +80,8 @@ pub async fn run(
         futures_lite::future::zip(client.shutdown(), upstream.shutdown()).await;
         return;
     };
+    let (reason, error) = close_reason(&end);
+    audit.ending(reason, error);
     let (ended, other) = match end.side() {
         Side::Client => (&client, &upstream),
         Side::Upstream => (&upstream, &client),
@@ -124,6 +132,24 @@ pub async fn run(
     ended.shutdown().await;
 }
 
+/// How a session that ended with `end` is told in its audit `close` record, and the
+/// error text when it was not a plain close.
+pub fn close_reason(end: &LegError) -> (CloseReason, Option<&dyn std::fmt::Display>) {
+    let closed = match end.side() {
+        Side::Client => CloseReason::ClientClosed,
+        Side::Upstream => CloseReason::UpstreamClosed,
+    };
+    match end {
+        LegError::Closed { .. } => (closed, None),
+        LegError::Protocol {
+            source: sshr_protocol::Error::PeerDisconnected { .. },
+            ..
+        } => (closed, Some(end)),
+        LegError::Stalled { .. } => (CloseReason::Timeout, Some(end)),
+        _ => (CloseReason::Error, Some(end)),
+    }
+}
+
 /// Read `from`, relay to `to`, until something ends the leg.
 ///
 /// The receive buffer starts small. A packet larger than it, or a read that fills it
@@ -137,6 +163,7 @@ async fn pump(
     mut rx: RxBuf,
     to: &Leg,
     tunnels: &SessionTunnels,
+    audit: &SessionAudit,
 ) -> LegError {
     let mut last_read = 0usize;
     // The handshake may have grown the inline buffer; idle sessions keep a small one,
@@ -144,7 +171,7 @@ async fn pump(
     rx.end_handshake();
     loop {
         from.transport.borrow_mut().handle_timeout(Instant::now());
-        let need = match process(ctx, from, &mut rx, to, tunnels).await {
+        let need = match process(ctx, from, &mut rx, to, tunnels, audit).await {
             Ok(need) => need,
             Err(e) => {
                 // Wake a pump waiting on this leg, so that it sees the end too.
@@ -189,6 +216,7 @@ async fn process(
     rx: &mut RxBuf,
     to: &Leg,
     tunnels: &SessionTunnels,
+    audit: &SessionAudit,
 ) -> Result<usize, LegError> {
     // `to`'s rekey timer too: a leg that only receives (its own pump never wakes) still
     // gets new keys on time, before more is sealed for it.
@@ -233,6 +261,12 @@ async fn process(
                 if message[0] == msg::CHANNEL_OPEN_CONFIRMATION {
                     tunnels.notice_opened();
                 }
+                // The audit log's `channel` records (opens and forwardings only).
+                if from.side == Side::Client
+                    && matches!(message[0], msg::CHANNEL_OPEN | msg::GLOBAL_REQUEST)
+                {
+                    audit.client_request(message);
+                }
                 match verdict {
                     Verdict::Forward => {
                         let bytes = payload.len();
@@ -240,8 +274,14 @@ async fn process(
                             break Err(e);
                         }
                         match from.side {
-                            Side::Client => ctx.metrics.relayed_client_to_upstream(bytes),
-                            Side::Upstream => ctx.metrics.relayed_upstream_to_client(bytes),
+                            Side::Client => {
+                                ctx.metrics.relayed_client_to_upstream(bytes);
+                                audit.relayed_from_client(bytes);
+                            }
+                            Side::Upstream => {
+                                ctx.metrics.relayed_upstream_to_client(bytes);
+                                audit.relayed_to_client(bytes);
+                            }
                         }
                     }
                     Verdict::Drop => {

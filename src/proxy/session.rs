@@ -16,6 +16,7 @@ use sshr_protocol::text::Untrusted;
 use sshr_protocol::transport::{Config as TransportConfig, Event, Transport};
 use tracing::{debug, info, warn, Instrument};
 
+use crate::audit::{CloseReason, SessionAudit};
 use crate::config::Config;
 use crate::core::login::{offence, Action, AuthFailure, Login, LookedUp, Reply};
 use crate::core::penalty::Offence;
@@ -45,6 +46,8 @@ pub struct SessionEnv {
     pub config: Arc<Config>,
     pub hooks: Rc<dyn Hooks>,
     pub transport: Arc<TransportConfig>,
+    /// The session's audit records; its `close` record goes when the session ends.
+    pub audit: SessionAudit,
 }
 
 /// Serve one accepted client connection to the end.
@@ -55,6 +58,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
         hooks: shard.hooks(),
         transport: transport_config(&config),
         config,
+        audit: SessionAudit::new(shard.audit.clone(), id, peer),
         shard,
     };
     let span = tracing::info_span!("session", id = format_args!("{id:x}"), %peer);
@@ -107,9 +111,12 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
             ),
         )
         .await;
+        note_version(&ctx, &client);
         let login = match outcome {
             AuthOutcome::Login(done) => done,
             AuthOutcome::TimedOut => {
+                ctx.audit
+                    .ending(CloseReason::Timeout, Some(&"authentication timed out"));
                 ctx.shard.metrics.auth_failure(AuthFailure::Timeout);
                 info!(client = %peer, "authentication timed out");
                 if !waiting.get() {
@@ -119,6 +126,15 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
                 return;
             }
             AuthOutcome::Ended(end) => {
+                match &end {
+                    AuthEnd::Leg(e) => {
+                        let (reason, error) = relay::close_reason(e);
+                        ctx.audit.ending(reason, error);
+                    }
+                    AuthEnd::Refuse(refusal, _) => ctx
+                        .audit
+                        .ending(CloseReason::AuthFailed, Some(&refusal.message())),
+                }
                 if let Some(offence) = offence(end.is_the_clients_doing(), login.failures()) {
                     penalise(&ctx, peer, offence);
                 }
@@ -126,6 +142,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
                 return;
             }
             AuthOutcome::Stopped => {
+                ctx.audit.ending(CloseReason::Shutdown, None);
                 client.refuse(Refusal::ShuttingDown).await;
                 return;
             }
@@ -141,6 +158,20 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
             lookup_us = login.lookup_time.as_micros() as u64,
             "authenticated; relaying"
         );
+        let host_key = login
+            .conn
+            .leg
+            .transport
+            .borrow()
+            .host_key()
+            .map(|k| k.fingerprint());
+        ctx.audit.upstream(
+            &login.upstream_addr,
+            &login.upstream_user,
+            host_key.as_deref(),
+            login.warm,
+            started.elapsed(),
+        );
         let policy = login.tunnels.unwrap_or(ctx.config.tunnels.default);
         let tunnels = SessionTunnels::new(login.user, policy, &ctx.config.tunnels);
         relay::run(
@@ -151,6 +182,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
             login.conn.rx,
             tunnels,
             &stop,
+            &ctx.audit,
         )
         .await;
     }
@@ -201,6 +233,7 @@ fn penalise(ctx: &SessionEnv, peer: SocketAddr, offence: Offence) {
 struct Authenticated {
     user: String,
     upstream_addr: String,
+    upstream_user: String,
     method: &'static str,
     conn: UpstreamConn,
     /// The upstream connection was ready before the login (`src/proxy/warm.rs`).
@@ -515,12 +548,17 @@ async fn authenticate(
     };
     let mut pending: Option<Pending> = None;
     loop {
+        for attempt in login.take_attempts() {
+            ctx.audit.auth(&attempt);
+        }
         let Some(action) = login.poll() else {
             return Err(AuthEnd::Refuse(Refusal::Internal, AuthFailure::Aborted));
         };
         match action {
             Action::ReadClient => {
-                let payload = next_message(client, rx).await?;
+                let payload = next_message(client, rx).await;
+                note_version(ctx, client);
+                let payload = payload?;
                 login.client_message(&payload, &session_id(client), Instant::now(), timings);
             }
             Action::SendClient(p) => client.send(&p).await?,
@@ -576,6 +614,15 @@ async fn authenticate(
             Action::Count(failure) => ctx.shard.metrics.auth_failure(failure),
             Action::Succeed { method } => return finish(ctx, client, pending, method).await,
             Action::Refuse(refusal, failure) => return Err(AuthEnd::Refuse(refusal, failure)),
+        }
+    }
+}
+
+/// The audit log's `connect` record, once the client's version line is in.
+fn note_version(ctx: &SessionEnv, client: &Leg) {
+    if !ctx.audit.is_connected() {
+        if let Some(version) = client.transport.borrow().peer_version() {
+            ctx.audit.connect(version);
         }
     }
 }
@@ -722,6 +769,11 @@ async fn finish(
     Ok(Authenticated {
         user: p.user,
         tunnels: p.upstream.as_ref().and_then(|u| u.tunnels),
+        upstream_user: p
+            .upstream
+            .as_ref()
+            .map(|u| u.user.clone())
+            .unwrap_or_default(),
         upstream_addr: p.upstream.map(|u| u.addr).unwrap_or_default(),
         lookup_time: p.lookup_time,
         method,

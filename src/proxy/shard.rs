@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use sshr_protocol::hostkey::PrivateKey;
 
+use crate::audit::Audit;
 use crate::config::Config;
 use crate::hooks::Hooks;
 use crate::io::pool::{BufferPool, HandshakeBudget, RELAY_BUFFER_SIZE};
@@ -34,6 +35,8 @@ pub struct ShardContext {
     pub handshake_budget: HandshakeBudget,
     /// What the whole proxy knows about unauthenticated connections (all shards).
     pub admission: Arc<Admission>,
+    /// The audit log (`audit_log`), shared by all shards; `None` when it is off.
+    pub audit: Option<Arc<Audit>>,
     /// One stop signal per running session (see [`ShardContext::stop_sessions`]).
     stop_signals: RefCell<Vec<Weak<StopSignal>>>,
     config: RefCell<Arc<Config>>,
@@ -67,6 +70,7 @@ impl ShardContext {
             warm: WarmPool::new(),
             handshake_budget,
             admission,
+            audit: None,
             stop_signals: RefCell::new(Vec::new()),
             config: RefCell::new(config),
             hooks: RefCell::new(hooks),
@@ -74,6 +78,12 @@ impl ShardContext {
             next_session: Cell::new(0),
             sessions_stopped: Cell::new(false),
         }
+    }
+
+    /// Sessions of this shard write to `audit` (the server opens it once for all shards).
+    pub fn with_audit(mut self, audit: Option<Arc<Audit>>) -> Self {
+        self.audit = audit;
+        self
     }
 
     /// The current configuration. A session should take it once at its start and keep
