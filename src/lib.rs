@@ -20,8 +20,8 @@
 //! core. Public are what an embedder needs (the configuration, the hooks, key loading,
 //! [`Server`]) and the sans-IO [`core`], which benchmarks and tests drive directly.
 
-mod build_info;
 pub(crate) mod audit;
+mod build_info;
 pub mod config;
 pub mod core;
 pub(crate) mod health;

@@ -5,8 +5,10 @@
 //! - the client address sshr sees (and logs) is the client's, not HAProxy's;
 //! - a PROXY header from a source outside `proxy_protocol.trusted` is never believed,
 //!   a malformed one is refused, a `LOCAL` one is closed quietly;
-//! - one sshr stopped with SIGTERM drains, HAProxy's checks mark it down, and logins go
-//!   on through the other.
+//! - one sshr stopped with SIGTERM drains: its `/readyz` turns 503, HAProxy's checks
+//!   mark it down while its live session runs to the end, and logins go on through the
+//!   other;
+//! - the audit log records the client's address, not HAProxy's.
 //!
 //! Needs root (sshd), the OpenSSH client and server, and `/usr/sbin/haproxy`.
 
@@ -15,7 +17,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use sshr_testsupport::haproxy::Haproxy;
+use sshr_testsupport::haproxy::{Haproxy, HealthCheck};
 use sshr_testsupport::{
     free_listen_port, keygen, run_with_timeout, ssh_command, Sshd, SshdOptions, Sshr, SshrSetup,
     TempDir,
@@ -56,12 +58,9 @@ impl Fleet {
         let mut proxy_ports = Vec::new();
         for setup in setups {
             let proxy_port = free_listen_port();
-            // TODO(audit): once the audit log is merged, add here
-            //     audit_log = "<setup.dir>/audit.log"
-            // and check its records' client_addr in
-            // `the_client_address_behind_haproxy_is_the_clients` (see the TODO there).
+            let audit_log = setup.dir.path().join("audit.log");
             let tables = format!(
-                "{top}\n\
+                "{top}\naudit_log = {:?}\n\
                  [proxy_protocol]\n\
                  listen = [\"127.0.0.1:{proxy_port}\"]\n\
                  trusted = [\"127.0.0.1/32\"]\n\
@@ -71,6 +70,7 @@ impl Fleet {
                  upstream = \"127.0.0.1:{}\"\n\
                  upstream_user = \"root\"\n\
                  authorized_keys = [{:?}]\n",
+                audit_log.display().to_string(),
                 sshd.port,
                 alice_pub.trim(),
             );
@@ -149,6 +149,15 @@ fn wait_for_line(sshr: &Sshr, parts: &[&str]) -> String {
     }
 }
 
+/// The audit records `sshr` wrote so far (its `audit_log` is `audit.log` in its
+/// directory).
+fn audit_records(sshr: &Sshr) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(sshr.setup.dir.path().join("audit.log")).unwrap_or_default();
+    (text.lines())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
 /// Lines that say a connection to a PROXY listener was closed for a bad header.
 const HEADER_REFUSED: &str = "closing PROXY protocol connection";
 
@@ -173,9 +182,30 @@ fn the_client_address_behind_haproxy_is_the_clients() {
     assert!(line.contains("peer=127.0.0.2:"), "{line}");
     // The balancer it came through is in the session's span.
     assert!(line.contains("proxied{via=127.0.0.1:"), "{line}");
-    // TODO(audit): with `audit_log` in the fleet's configuration (see `Fleet::start`),
-    // read the audit records of the sshr whose log has the line above and check that
-    // the login's record has "client_addr" starting with "127.0.0.2:".
+    // The audit log has the client's address too, on every record of the session.
+    let records = (fleet.sshrs.iter())
+        .map(audit_records)
+        .find(|r| r.iter().any(|r| r["event"] == "auth"))
+        .expect("an sshr with auth records");
+    let auth = (records.iter())
+        .find(|r| r["event"] == "auth" && r["result"] == "success")
+        .unwrap_or_else(|| panic!("no successful auth record in {records:?}"));
+    let client = auth["client_addr"].as_str().unwrap();
+    assert!(client.starts_with("127.0.0.2:"), "{auth}");
+    let session = auth["session_id"].clone();
+    let of_session: Vec<_> = (records.iter())
+        .filter(|r| r["session_id"] == session)
+        .collect();
+    for event in ["connect", "auth", "upstream", "channel"] {
+        assert!(
+            of_session.iter().any(|r| r["event"] == event),
+            "no {event} record in {of_session:?}"
+        );
+    }
+    assert!(
+        of_session.iter().all(|r| r["client_addr"] == client),
+        "{of_session:?}"
+    );
 
     // HAProxy's health checks (PROXY LOCAL, every 200 ms) are closed quietly.
     std::thread::sleep(Duration::from_secs(1));
@@ -303,7 +333,17 @@ fn forged_malformed_and_local_headers_are_closed() {
 #[test]
 fn logins_go_on_through_haproxy_when_one_sshr_stops() {
     let mut fleet = Fleet::start(2, "");
-    let haproxy = haproxy_for(&fleet);
+    // Checked as docs/deploy.md recommends: /readyz on each sshr's metrics port.
+    let metrics_ports = fleet.sshrs.iter().map(|s| s.setup.metrics_port).collect();
+    let haproxy = Haproxy::start_checked(&fleet.proxy_addrs(), &HealthCheck::Readyz(metrics_ports));
+    for i in 0..fleet.sshrs.len() {
+        haproxy
+            .wait_for_field(i, "check_status", "L7OK", Duration::from_secs(20))
+            .unwrap();
+        haproxy
+            .wait_for_field(i, "status", "UP", Duration::from_secs(20))
+            .unwrap();
+    }
     // Round robin: two logins, one on each.
     for i in 0..2 {
         fleet
@@ -314,12 +354,47 @@ fn logins_go_on_through_haproxy_when_one_sshr_stops() {
         assert_eq!(logins(&sshr.log()).len(), 1, "{}", sshr.log());
     }
 
-    // SIGTERM: the first one stops accepting, drains (no session is left) and exits.
+    // A live session on the first one (straight to its plain listener), which its
+    // drain must let finish.
+    let mut live = ssh_command("ssh", fleet.sshrs[0].port(), Some(&fleet.key));
+    live.args([&format!("{USER}@127.0.0.1"), "sleep 4; echo live-done"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let live = live.spawn().unwrap();
+    wait_for_line(
+        &fleet.sshrs[0],
+        &["authenticated; relaying", "peer=127.0.0.1:"],
+    );
+
+    // SIGTERM: the first one stops accepting and drains; its /readyz says so, and
+    // HAProxy marks it down while the live session still runs.
     let stopped = &mut fleet.sshrs[0];
     assert_eq!(
         unsafe { libc::kill(stopped.pid() as i32, libc::SIGTERM) },
         0
     );
+    haproxy
+        .wait_for_field(0, "status", "DOWN", Duration::from_secs(20))
+        .unwrap();
+    assert!(
+        stopped.exited().is_none(),
+        "sshr exited before its live session ended; log:\n{}",
+        stopped.log()
+    );
+
+    for i in 0..10 {
+        fleet
+            .login(haproxy.port, "127.0.0.2", &format!("after-{i}"))
+            .unwrap_or_else(|e| panic!("login {i} after the stop: {e}"));
+    }
+    let out = live.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("live-done"),
+        "the draining sshr's session: {}, {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stopped = &mut fleet.sshrs[0];
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = stopped.exited() {
@@ -327,20 +402,12 @@ fn logins_go_on_through_haproxy_when_one_sshr_stops() {
         }
         assert!(
             Instant::now() < deadline,
-            "sshr did not exit within 30 s of SIGTERM"
+            "sshr did not exit within 30 s of its last session"
         );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}; log:\n{}", stopped.log());
-    haproxy
-        .wait_for_field(0, "status", "DOWN", Duration::from_secs(20))
-        .unwrap();
 
-    for i in 0..10 {
-        fleet
-            .login(haproxy.port, "127.0.0.2", &format!("after-{i}"))
-            .unwrap_or_else(|e| panic!("login {i} after the stop: {e}"));
-    }
     let survivor = fleet.sshrs[1].log();
     assert_eq!(logins(&survivor).len(), 11, "{survivor}");
     assert!(

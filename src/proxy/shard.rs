@@ -75,7 +75,9 @@ impl ShardContext {
             config: RefCell::new(config),
             hooks: RefCell::new(hooks),
             live_sessions: Cell::new(0),
-            next_session: Cell::new(0),
+            // A random start: ids of different processes (a fleet's audit logs, a restart)
+            // rarely meet.
+            next_session: Cell::new(rand_core::RngCore::next_u32(&mut rand_core::OsRng) as u64),
             sessions_stopped: Cell::new(false),
         }
     }

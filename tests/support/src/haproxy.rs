@@ -35,7 +35,13 @@ pub struct Haproxy {
 impl Haproxy {
     /// Starts HAProxy listening on a free 127.0.0.1 port, balancing over `backends`
     /// (named `s0`, `s1`, ... in that order), and waits until its admin socket answers.
+    /// HAProxy in front of `backends`, health-checking them with PROXY `LOCAL` headers.
     pub fn start(backends: &[SocketAddr]) -> Haproxy {
+        Haproxy::start_checked(backends, &HealthCheck::ProxyLocal)
+    }
+
+    /// HAProxy in front of `backends`, health-checking them as `check` says.
+    pub fn start_checked(backends: &[SocketAddr], check: &HealthCheck) -> Haproxy {
         let dir = tempfile::Builder::new()
             .prefix("sshr-haproxy")
             .tempdir()
@@ -50,7 +56,7 @@ impl Haproxy {
         for attempt in 1..=3 {
             let port = free_listen_port();
             let config_path = dir.path().join("haproxy.cfg");
-            fs::write(&config_path, config(port, &admin, backends)).unwrap();
+            fs::write(&config_path, config(port, &admin, backends, check)).unwrap();
             let log = fs::File::create(&log_path).unwrap();
             let mut child = Command::new(HAPROXY)
                 .arg("-db")
@@ -166,7 +172,16 @@ fn show_stat(path: &Path) -> Result<String, String> {
 }
 
 /// The configuration: one TCP `listen` section balancing over `backends`.
-fn config(port: u16, admin: &Path, backends: &[SocketAddr]) -> String {
+/// How HAProxy checks its backends.
+pub enum HealthCheck {
+    /// TCP connects that send a PROXY v2 `LOCAL` header (`check-send-proxy`).
+    ProxyLocal,
+    /// `GET /readyz` on each backend's metrics port (in the order of the backends),
+    /// expecting 200: what `docs/deploy.md` recommends.
+    Readyz(Vec<u16>),
+}
+
+fn config(port: u16, admin: &Path, backends: &[SocketAddr], check: &HealthCheck) -> String {
     let mut c = format!(
         "global\n\
          \x20   log stderr format raw local0 info\n\
@@ -190,9 +205,16 @@ fn config(port: u16, admin: &Path, backends: &[SocketAddr]) -> String {
          \x20   balance roundrobin\n",
         admin = admin.display(),
     );
+    if let HealthCheck::Readyz(_) = check {
+        c.push_str("    option httpchk GET /readyz\n    http-check expect status 200\n");
+    }
     for (i, addr) in backends.iter().enumerate() {
+        let how = match check {
+            HealthCheck::ProxyLocal => "check check-send-proxy".to_owned(),
+            HealthCheck::Readyz(ports) => format!("check port {}", ports[i]),
+        };
         c.push_str(&format!(
-            "    server s{i} {addr} send-proxy-v2 check check-send-proxy inter 200ms fall 2 rise 1\n"
+            "    server s{i} {addr} send-proxy-v2 {how} inter 200ms fall 2 rise 1\n"
         ));
     }
     c
