@@ -2,8 +2,9 @@
 //! the real sshr: a frozen client (SIGSTOP) or a frozen upstream is noticed by the
 //! proxy's keepalives and both legs are closed with a reason; an idle session is closed,
 //! a busy one is not; a packet that stalls half-way ends the session and gives its relay
-//! buffer back; an account at `max_sessions_per_user` is refused until one of its
-//! sessions ends.
+//! buffer back; the upstream's answers to the proxy's keepalives never reach the client,
+//! while its answers to the client's requests do; an account at `max_sessions_per_user`
+//! is refused until one of its sessions ends.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -46,8 +47,10 @@ fn ssh(sshr: &Sshr, key: &Path, remote: &str) -> Command {
     cmd
 }
 
-/// A process run in the background, its stderr in a file; continued and killed on
-/// drop, so that nothing is left running (or stopped) whatever the test did to it.
+/// A process run in the background, its stderr in a file, its stdin a pipe held open
+/// (so that a remote `cat` waits, silent, until its session ends, and then exits with
+/// it: nothing is left on the upstream); continued and killed on drop, so that nothing
+/// is left running (or stopped) whatever the test did to it.
 struct Background {
     child: Child,
     stderr: tempfile::NamedTempFile,
@@ -57,7 +60,7 @@ impl Background {
     fn spawn(mut cmd: Command) -> Background {
         let stderr = tempfile::NamedTempFile::new().unwrap();
         let child = cmd
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(stderr.reopen().unwrap())
             .spawn()
@@ -144,7 +147,7 @@ fn diagnostics(sshr: &Sshr, sshd: &Sshd, client: &Background) -> String {
 fn a_frozen_client_is_dropped_after_its_keepalives_and_the_upstream_sees_the_end() {
     let (sshd, sshr, _keys, alice) =
         proxy("[limits]\nkeepalive_interval_secs = 1\nkeepalive_count_max = 2\n");
-    let mut client = Background::spawn(ssh(&sshr, &alice, "sleep 60"));
+    let mut client = Background::spawn(ssh(&sshr, &alice, "cat"));
     wait_relaying(&sshr, &sshd, 1, &client);
     // Past the first keepalives, a live client answers them: the session goes on.
     std::thread::sleep(secs(4));
@@ -229,7 +232,7 @@ impl Drop for Stopped {
 fn a_frozen_upstream_makes_the_proxy_close_the_client_with_a_reason() {
     let (sshd, sshr, _keys, alice) =
         proxy("[limits]\nkeepalive_interval_secs = 1\nkeepalive_count_max = 2\n");
-    let mut client = Background::spawn(ssh(&sshr, &alice, "sleep 60"));
+    let mut client = Background::spawn(ssh(&sshr, &alice, "cat"));
     wait_relaying(&sshr, &sshd, 1, &client);
     let pids = sshd_session_pids(&sshd);
     assert!(
@@ -291,7 +294,8 @@ fn an_idle_session_is_closed_and_a_busy_one_is_not() {
     );
 
     let started = Instant::now();
-    let idle = run_bounded(&mut ssh(&sshr, &alice, "sleep 30"), Stdio::null(), secs(25))
+    // A remote `cat` on an open stdin: silent, and gone with its session.
+    let idle = run_bounded(&mut ssh(&sshr, &alice, "cat"), Stdio::piped(), secs(25))
         .unwrap_or_else(|e| panic!("the idle session was not closed: {e}\n{}", sshr.log()));
     let stderr = String::from_utf8_lossy(&idle.stderr);
     assert!(!idle.status.success());
@@ -307,7 +311,7 @@ fn an_idle_session_is_closed_and_a_busy_one_is_not() {
 #[test]
 fn an_account_at_its_session_cap_is_refused_until_a_session_ends() {
     let (sshd, sshr, _keys, alice) = proxy("workers = 2\n[limits]\nmax_sessions_per_user = 1\n");
-    let mut first = Background::spawn(ssh(&sshr, &alice, "sleep 60"));
+    let mut first = Background::spawn(ssh(&sshr, &alice, "cat"));
     wait_relaying(&sshr, &sshd, 1, &first);
 
     // The same account again, whichever worker takes it.
@@ -413,4 +417,47 @@ fn a_packet_that_stalls_during_the_relay_ends_the_session_and_frees_its_buffer()
         "the upstream was not told\n{}",
         tail(&sshd.log(), 10)
     );
+}
+
+#[test]
+fn the_reply_to_a_forwarded_request_is_not_taken_for_the_answer_to_a_keepalive() {
+    let (sshd, sshr, _keys, alice) =
+        proxy("[limits]\nkeepalive_interval_secs = 1\nkeepalive_count_max = 30\n");
+    let mut c = logged_in(sshr.port(), &alice);
+    let pids = sshd_session_pids(&sshd);
+    assert!(!pids.is_empty(), "no sshd process found for the session");
+    // The upstream freezes: the proxy's keepalives to it go unanswered for a while.
+    let stopped = Stopped(pids);
+    for &pid in &stopped.0 {
+        signal(pid, libc::SIGSTOP);
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    // A request whose reply carries data, sealed for the upstream after the proxy's own.
+    let mut forward = vec![msg::GLOBAL_REQUEST];
+    sshr_protocol::wire::put_string(&mut forward, b"tcpip-forward");
+    forward.push(1);
+    sshr_protocol::wire::put_string(&mut forward, b"127.0.0.1");
+    sshr_protocol::wire::put_u32(&mut forward, 0);
+    c.t.send(&forward).unwrap();
+    c.flush();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(stopped);
+    // The upstream answers the keepalives (REQUEST_FAILURE) and then the forward
+    // (REQUEST_SUCCESS with the port): only the latter reaches the client.
+    let reply = (0..100)
+        .map(|_| c.next_packet().expect("a reply"))
+        .find(|p| p[0] == msg::REQUEST_SUCCESS || p[0] == msg::REQUEST_FAILURE)
+        .expect("a reply within 100 packets");
+    assert_eq!(
+        reply[0],
+        msg::REQUEST_SUCCESS,
+        "the client got the answer to the proxy's keepalive\n{}",
+        tail(&sshd.log(), 20)
+    );
+    assert_eq!(reply.len(), 5, "a port follows");
+    let port = u32::from_be_bytes(reply[1..5].try_into().unwrap());
+    assert!(port > 0 && port < 65536);
+    assert!(sshd
+        .log()
+        .contains("rtype keepalive@openssh.com want_reply 1"));
 }
