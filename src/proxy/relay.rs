@@ -344,8 +344,11 @@ async fn pump(
     // The handshake may have grown the inline buffer; idle sessions keep a small one,
     // and from now on large packets borrow from the pool, not the handshake budget.
     rx.end_handshake();
+    // The time the last read returned (read once per read, for the watchdog and the
+    // transport's timers alike).
+    let mut now = Instant::now();
     loop {
-        from.transport.borrow_mut().handle_timeout(Instant::now());
+        from.transport.borrow_mut().handle_timeout(now);
         let buffered = rx.len();
         let need = match process(ctx, from, &mut rx, to, tunnels, live).await {
             Ok(need) => need,
@@ -381,7 +384,7 @@ async fn pump(
             now
         });
         let read = from.read_some(rx.unfilled()).await;
-        let now = Instant::now();
+        now = Instant::now();
         watch.heard.set(now);
         if let Some(since) = reading_since {
             waited += now - since;
