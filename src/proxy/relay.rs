@@ -129,18 +129,27 @@ pub async fn run(
     stop: &StopSignal,
 ) {
     let started = Instant::now();
-    let live = Liveness::new(started, settings.packet_timeout);
+    let live = Rc::new(Liveness::new(started, settings.packet_timeout));
     let up = async { End::Leg(pump(ctx, &client, client_rx, &upstream, &tunnels, &live).await) };
     let down =
         async { End::Leg(pump(ctx, &upstream, upstream_rx, &client, &tunnels, &live).await) };
     let watch = async { match tunnels.watch().await {} };
-    let dog = async { End::Expired(watchdog(settings, [&client, &upstream], &live).await) };
-    let flushers = async {
-        End::Leg(futures_lite::future::or(flusher(&client, &live), flusher(&upstream, &live)).await)
-    };
+    // The watchdog and the keepalive writers run as a task of their own (cancelled when
+    // the relay ends), so that the pumps' wake-ups do not poll its timer and its timer
+    // does not poll the pumps.
+    let watchdog = glommio::spawn_local({
+        let (client, upstream, live) = (client.clone(), upstream.clone(), live.clone());
+        async move {
+            use futures_lite::future::or;
+            let dog = async { End::Expired(watchdog(settings, [&client, &upstream], &live).await) };
+            let flushers =
+                async { End::Leg(or(flusher(&client, &live), flusher(&upstream, &live)).await) };
+            or(dog, flushers).await
+        }
+    });
     let relayed = async {
         use futures_lite::future::or;
-        Some(or(or(or(up, down), or(dog, flushers)), watch).await)
+        Some(or(or(up, down), or(watchdog, watch)).await)
     };
     let stopped = async {
         stop.stopped().await;
