@@ -68,16 +68,19 @@ pub enum AuthFailure {
     Timeout,
     /// The client gave up or broke the protocol during authentication.
     Aborted,
+    /// The account has `limits.max_sessions_per_user` relayed sessions already.
+    SessionsPerUser,
 }
 
 impl AuthFailure {
-    pub const ALL: [AuthFailure; 6] = [
+    pub const ALL: [AuthFailure; 7] = [
         AuthFailure::UnknownUser,
         AuthFailure::WrongKey,
         AuthFailure::UpstreamRejected,
         AuthFailure::HookError,
         AuthFailure::Timeout,
         AuthFailure::Aborted,
+        AuthFailure::SessionsPerUser,
     ];
 
     pub fn label(self) -> &'static str {
@@ -88,6 +91,7 @@ impl AuthFailure {
             AuthFailure::HookError => "hook_error",
             AuthFailure::Timeout => "timeout",
             AuthFailure::Aborted => "aborted",
+            AuthFailure::SessionsPerUser => "sessions_per_user",
         }
     }
 
@@ -95,7 +99,10 @@ impl AuthFailure {
     /// server's, a hook's or the proxy's own limits (only then does its source earn a
     /// penalty).
     pub fn is_the_clients_doing(self) -> bool {
-        !matches!(self, AuthFailure::UpstreamRejected | AuthFailure::HookError)
+        !matches!(
+            self,
+            AuthFailure::UpstreamRejected | AuthFailure::HookError | AuthFailure::SessionsPerUser
+        )
     }
 }
 

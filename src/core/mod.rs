@@ -7,16 +7,20 @@
 //!   does not know fails as slowly as a real one.
 //! - [`penalty`]: per-source penalties and early drop of unauthenticated connections
 //!   (sshd's PerSourcePenalties and MaxStartups).
+//! - [`liveness`]: keepalives, idle and stall timeouts of a relayed session.
+//! - [`sessions_per_user`]: relayed sessions per account (`limits.max_sessions_per_user`).
 
 pub mod attempts;
 #[cfg(test)]
 pub mod chain;
 pub mod failure_times;
 pub mod host_port;
+pub mod liveness;
 pub mod login;
 pub mod opens;
 pub mod penalty;
 pub mod refusal;
 pub mod relay;
+pub mod sessions_per_user;
 pub mod tunnel;
 pub mod values;

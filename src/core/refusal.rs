@@ -64,6 +64,18 @@ pub enum Refusal {
     UnexpectedHostKey,
     /// The server refused the proxy's own login, or the hooks gave no key for it.
     LoginRefused,
+    /// The account has `limits.max_sessions_per_user` relayed sessions already (said
+    /// only to a client that proved who it is).
+    TooManyUserSessions,
+
+    // The relay.
+    /// To the upstream: the client left `limits.keepalive_count_max` keepalives
+    /// unanswered.
+    ClientGone,
+    /// To the client: the upstream left them unanswered.
+    UpstreamGone,
+    /// To both: no channel data either way for `limits.idle_timeout_secs`.
+    IdleTimeout,
 
     // Any time.
     /// The shutdown grace period is over.
@@ -81,7 +93,10 @@ impl Refusal {
     pub fn code(self) -> u32 {
         use Refusal::*;
         match self {
-            SessionLimit | Penalised | Startups | Busy => disconnect::TOO_MANY_CONNECTIONS,
+            SessionLimit | Penalised | Startups | Busy | TooManyUserSessions => {
+                disconnect::TOO_MANY_CONNECTIONS
+            }
+            ClientGone | UpstreamGone => disconnect::CONNECTION_LOST,
             PacketTooLarge
             | PacketStalled
             | ExpectedUserauth
@@ -92,7 +107,7 @@ impl Refusal {
             TooManyRequests | TooManyFailures => disconnect::NO_MORE_AUTH_METHODS_AVAILABLE,
             WrongService => disconnect::SERVICE_NOT_AVAILABLE,
             AuthTimedOut | Unreachable | UnexpectedHostKey | LoginRefused | ShuttingDown | Idle
-            | ChooseTarget => disconnect::BY_APPLICATION,
+            | ChooseTarget | IdleTimeout => disconnect::BY_APPLICATION,
             AccountServiceUnavailable => disconnect::SERVICE_NOT_AVAILABLE,
         }
     }
@@ -129,6 +144,10 @@ impl Refusal {
                 "sshr: the server for this account presented an unexpected host key"
             }
             LoginRefused => "sshr: the server for this account refused the proxy's login",
+            TooManyUserSessions => "sshr: too many sessions for this account, try again later",
+            ClientGone => "sshr: the client stopped answering",
+            UpstreamGone => "sshr: the server stopped answering",
+            IdleTimeout => "sshr: idle timeout, no data either way for too long",
             ShuttingDown => "sshr: the proxy is shutting down",
             Idle => "sshr: idle",
         }
@@ -202,7 +221,11 @@ impl ChannelRefusal {
 mod tests {
     use super::*;
 
-    const ALL: [Refusal; 22] = [
+    const ALL: [Refusal; 26] = [
+        Refusal::TooManyUserSessions,
+        Refusal::ClientGone,
+        Refusal::UpstreamGone,
+        Refusal::IdleTimeout,
         Refusal::AccountServiceUnavailable,
         Refusal::ChooseTarget,
         Refusal::SessionLimit,

@@ -8,6 +8,7 @@
 //! is dropped (the client would store the upstream's keys under the proxy's name) and
 //! the client's `hostkeys-prove-00@openssh.com` is refused.
 
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::time::Instant;
 
@@ -96,6 +97,100 @@ pub fn classify(
         }
         _ => Verdict::Forward,
     }
+}
+
+/// The proxy's own keepalive: `SSH_MSG_GLOBAL_REQUEST "keepalive@openssh.com"` with
+/// want-reply set, what sshd and ssh send. Any answer will do (OpenSSH peers answer
+/// REQUEST_FAILURE).
+pub const KEEPALIVE_REQUEST: [u8; 27] = keepalive_request();
+
+const fn keepalive_request() -> [u8; 27] {
+    const NAME: &[u8; 21] = b"keepalive@openssh.com";
+    let mut p = [0u8; 27];
+    p[0] = msg::GLOBAL_REQUEST;
+    p[4] = NAME.len() as u8;
+    let mut i = 0;
+    while i < NAME.len() {
+        p[5 + i] = NAME[i];
+        i += 1;
+    }
+    p[26] = 1;
+    p
+}
+
+/// Global requests with want-reply set that may await their replies on one leg at once;
+/// a peer that sends more before the other side answers ends the session.
+pub const MAX_PENDING_REPLIES: usize = 1024;
+
+/// Who sent a global request on a leg, and so where its reply goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The other leg's peer: its reply is forwarded back.
+    Forwarded,
+    /// The proxy's own keepalive: its reply is swallowed.
+    Own,
+}
+
+/// Too many global requests await replies on a leg (see [`MAX_PENDING_REPLIES`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("too many global requests awaiting replies")]
+pub struct TooManyPending;
+
+/// The global requests sent on one leg that await the peer's reply, oldest first.
+///
+/// The peer answers want-reply global requests in the order they were sent (RFC 4254
+/// 4), and the proxy sends its own keepalives on the same leg as the requests it
+/// forwards: each REQUEST_SUCCESS or REQUEST_FAILURE answers the oldest one, and goes
+/// back to the other leg only if that one was forwarded. Record each request when it is
+/// sealed for the leg (its place in the leg's order), not when it is read.
+#[derive(Debug, Default)]
+pub struct PendingReplies {
+    queue: VecDeque<Origin>,
+}
+
+impl PendingReplies {
+    /// A want-reply global request from `origin` was sealed for the leg.
+    pub fn sent(&mut self, origin: Origin) -> Result<(), TooManyPending> {
+        if self.queue.len() >= MAX_PENDING_REPLIES {
+            return Err(TooManyPending);
+        }
+        self.queue.push_back(origin);
+        Ok(())
+    }
+
+    /// Whether the proxy may send a keepalive now without exceeding the bound.
+    pub fn has_room(&self) -> bool {
+        self.queue.len() < MAX_PENDING_REPLIES
+    }
+
+    /// A reply arrived from the leg's peer: forward it, or drop it (the answer to our
+    /// own keepalive). A reply nothing awaits is forwarded, as it would pass without
+    /// the proxy; the other peer judges it.
+    pub fn reply(&mut self) -> Verdict {
+        match self.queue.pop_front() {
+            Some(Origin::Own) => Verdict::Drop,
+            Some(Origin::Forwarded) | None => Verdict::Forward,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
+/// Whether a forwarded message is a global request that wants a reply (its reply is
+/// then routed back by [`PendingReplies`]). A malformed one is the receiving peer's to
+/// judge; it is not counted.
+pub fn wants_reply(payload: &[u8]) -> bool {
+    if payload.first() != Some(&msg::GLOBAL_REQUEST) {
+        return false;
+    }
+    let mut r = Reader::new(&payload[1..]);
+    r.string("request name").is_ok() && r.bool("want reply").unwrap_or(false)
 }
 
 /// Whether one more message may be queued for a leg in a key exchange.
@@ -313,6 +408,51 @@ mod tests {
         let never = || -> Instant { panic!("the clock was read for a plain data packet") };
         classify(Side::Client, &data(0, 10), &mut t, never);
         let _ = Duration::ZERO;
+    }
+
+    #[test]
+    fn the_keepalive_request_is_a_want_reply_global_request() {
+        assert_eq!(
+            KEEPALIVE_REQUEST.as_slice(),
+            global_request("keepalive@openssh.com", true)
+        );
+        assert!(wants_reply(&KEEPALIVE_REQUEST));
+        assert!(!wants_reply(&global_request(
+            "keepalive@openssh.com",
+            false
+        )));
+        assert!(!wants_reply(&[msg::GLOBAL_REQUEST, 0, 0]));
+        assert!(!wants_reply(&data(0, 10)));
+    }
+
+    #[test]
+    fn replies_to_our_keepalives_are_swallowed_in_order() {
+        let mut p = PendingReplies::default();
+        // Sent on the leg, in this order: a forwarded request (tcpip-forward), our
+        // keepalive, another forwarded request.
+        p.sent(Origin::Forwarded).unwrap();
+        p.sent(Origin::Own).unwrap();
+        p.sent(Origin::Forwarded).unwrap();
+        assert_eq!(p.reply(), Verdict::Forward);
+        assert_eq!(p.reply(), Verdict::Drop);
+        assert_eq!(p.reply(), Verdict::Forward);
+        assert!(p.is_empty());
+        // An unsolicited reply passes, as it would without the proxy.
+        assert_eq!(p.reply(), Verdict::Forward);
+    }
+
+    #[test]
+    fn pending_replies_are_bounded() {
+        let mut p = PendingReplies::default();
+        for _ in 0..MAX_PENDING_REPLIES {
+            p.sent(Origin::Forwarded).unwrap();
+        }
+        assert!(!p.has_room());
+        assert_eq!(p.sent(Origin::Forwarded), Err(TooManyPending));
+        assert_eq!(p.sent(Origin::Own), Err(TooManyPending));
+        p.reply();
+        assert!(p.has_room());
+        assert_eq!(p.len(), MAX_PENDING_REPLIES - 1);
     }
 
     #[test]

@@ -37,10 +37,14 @@ pub enum LegError {
         side: Side,
         source: sshr_protocol::Error,
     },
-    /// Before authentication, a packet's first bytes came and the rest did not within
-    /// `limits.packet_timeout_secs`.
-    #[error("{side}: a packet stalled before authentication")]
+    /// A packet's first bytes came and the rest did not within
+    /// `limits.packet_timeout_secs` (before authentication, or during the relay).
+    #[error("{side}: a packet stalled")]
     Stalled { side: Side },
+    /// During the relay, the peer on this side sent more want-reply global requests
+    /// than may await the other side's replies (`core::relay::PendingReplies`).
+    #[error("{side}: too many global requests awaiting replies")]
+    Requests { side: Side },
     /// During the relay, the peer on this side sent more than may be queued for the
     /// other leg while both legs were in key exchanges (`core::relay::KexRoom`).
     #[error("{side}: too much sent while the other leg was in a key exchange")]
@@ -58,6 +62,7 @@ impl LegError {
             | LegError::Io { side, .. }
             | LegError::Protocol { side, .. }
             | LegError::Stalled { side }
+            | LegError::Requests { side }
             | LegError::Overflow { side }
             | LegError::Busy { side, .. } => *side,
         }
@@ -318,7 +323,9 @@ pub struct Leg {
 }
 
 impl Leg {
+    /// A leg over `stream`, with TCP keepalive turned on (see [`crate::io::net::keepalive`]).
     pub fn new(side: Side, stream: TcpStream, transport: Transport) -> Self {
+        crate::io::net::keepalive(&stream);
         Self {
             side,
             stream: RefCell::new(stream),

@@ -60,6 +60,29 @@ pub fn quickack(stream: &TcpStream) {
     }
 }
 
+/// TCP keepalive: the first probe after this long without traffic.
+pub const TCP_KEEPALIVE_TIME: Duration = Duration::from_secs(60);
+/// TCP keepalive: between probes.
+pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// TCP keepalive: unanswered probes before the kernel drops the connection.
+pub const TCP_KEEPALIVE_RETRIES: u32 = 6;
+
+/// Turns TCP keepalive on (`SO_KEEPALIVE`, with [`TCP_KEEPALIVE_TIME`] and friends): a
+/// peer whose host vanished, or a NAT or firewall that forgot the connection, ends the
+/// session within about two minutes even with SSH keepalives off, and the probes keep
+/// such middleboxes from forgetting an idle session in the first place.
+pub fn keepalive(stream: &TcpStream) {
+    let params = socket2::TcpKeepalive::new()
+        .with_time(TCP_KEEPALIVE_TIME)
+        .with_interval(TCP_KEEPALIVE_INTERVAL)
+        .with_retries(TCP_KEEPALIVE_RETRIES);
+    // SAFETY: the stream owns this descriptor and outlives the borrow, which ends here.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    if let Err(e) = SockRef::from(&fd).set_tcp_keepalive(&params) {
+        tracing::debug!(error = %e, "cannot set TCP keepalive");
+    }
+}
+
 /// True when nothing has arrived on the socket and the peer has not closed it: a
 /// non-blocking peek (`MSG_PEEK | MSG_DONTWAIT`) finds no byte and no end-of-file.
 pub fn idle_and_open(stream: &TcpStream) -> bool {
@@ -161,6 +184,14 @@ mod tests {
                 .await
                 .unwrap();
             assert!(stream.nodelay().unwrap());
+            keepalive(&stream);
+            // SAFETY: as in `keepalive`.
+            let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+            let sock = SockRef::from(&fd);
+            assert!(sock.keepalive().unwrap());
+            assert_eq!(sock.keepalive_time().unwrap(), TCP_KEEPALIVE_TIME);
+            assert_eq!(sock.keepalive_interval().unwrap(), TCP_KEEPALIVE_INTERVAL);
+            assert_eq!(sock.keepalive_retries().unwrap(), TCP_KEEPALIVE_RETRIES);
             assert_eq!(stream.peer_addr().unwrap().port(), port);
             // A name goes through the resolver on the blocking pool. "localhost" may
             // resolve to ::1 first, where nothing listens: the next address is tried.

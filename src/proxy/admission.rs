@@ -2,7 +2,8 @@
 //! by every shard: how many there are (early drop, `limits.max_startups`), which sources
 //! are penalised (`[penalties]`), the upstream connections held for them
 //! ([`crate::proxy::preauth`]) and how long real password refusals take
-//! ([`crate::core::failure_times`]).
+//! ([`crate::core::failure_times`]); and the relayed sessions of each account
+//! ([`crate::core::sessions_per_user`]).
 //!
 //! Each of these is touched a few times per login, never per relayed packet, so short
 //! mutexes and one atomic counter are cheap enough.
@@ -19,6 +20,7 @@ use crate::core::failure_times::{Answer, FailureTimes};
 use crate::core::login::Timings;
 use crate::core::penalty::{Offence, Penalties};
 use crate::core::refusal::Refusal;
+use crate::core::sessions_per_user::SessionsPerUser;
 use crate::proxy::preauth::PreauthCounts;
 
 /// Process-wide state about unauthenticated connections.
@@ -29,6 +31,7 @@ pub struct Admission {
     failure_times: Mutex<FailureTimes>,
     penalties: Mutex<Penalties>,
     unauthenticated: AtomicUsize,
+    sessions_per_user: Mutex<SessionsPerUser>,
 }
 
 /// Why a new connection is refused before anything else happens.
@@ -105,6 +108,39 @@ impl Admission {
     }
 }
 
+impl Admission {
+    /// Counts one relayed session of `user` (an account name, without a target) until
+    /// the guard is dropped, unless it has `cap` already (`None`: no cap).
+    pub fn user_session(self: &Arc<Self>, user: &str, cap: Option<usize>) -> Option<UserSession> {
+        if !lock(&self.sessions_per_user).try_add(user, cap) {
+            return None;
+        }
+        Some(UserSession {
+            admission: self.clone(),
+            user: user.to_owned(),
+        })
+    }
+
+    /// Relayed sessions of `user` now.
+    #[cfg(test)]
+    pub fn user_sessions(&self, user: &str) -> usize {
+        lock(&self.sessions_per_user).count(user)
+    }
+}
+
+/// One relayed session of an account, counted while it lives (dropped on every way out
+/// of the session, unwinding included).
+pub struct UserSession {
+    admission: Arc<Admission>,
+    user: String,
+}
+
+impl Drop for UserSession {
+    fn drop(&mut self) {
+        lock(&self.admission.sessions_per_user).remove(&self.user);
+    }
+}
+
 /// The process-wide failure times, as the login state machine asks for them.
 impl Timings for Admission {
     fn decoy_time(&self, answer: Answer) -> Duration {
@@ -168,6 +204,30 @@ mod tests {
         assert_eq!(admission.admit(addr, &config, now, 0), Ok(()));
         drop((a, b));
         assert_eq!(admission.unauthenticated_count(), 0);
+    }
+
+    #[test]
+    fn sessions_per_user_are_counted_across_shards_until_dropped() {
+        let admission = Admission::new();
+        let a = admission.user_session("alice", Some(1)).expect("first");
+        // Another shard, the same process-wide count.
+        let other_shard = admission.clone();
+        let t = std::thread::spawn(move || other_shard.user_session("alice", Some(1)).is_none());
+        assert!(t.join().unwrap(), "refused on another thread");
+        assert!(admission.user_session("bob", Some(1)).is_some());
+        drop(a);
+        assert_eq!(admission.user_sessions("alice"), 0);
+        let b = admission.user_session("alice", Some(1));
+        assert!(b.is_some());
+        // A panic on the session's way out still gives the slot back.
+        let held = admission.clone();
+        let r = std::thread::spawn(move || {
+            let _s = held.user_session("carol", Some(1)).unwrap();
+            panic!("the session panicked");
+        })
+        .join();
+        assert!(r.is_err());
+        assert_eq!(admission.user_sessions("carol"), 0);
     }
 
     #[test]

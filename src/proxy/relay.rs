@@ -16,8 +16,16 @@
 //! client would store the upstream's keys under the proxy's name) and the client's
 //! `hostkeys-prove-00@openssh.com` is refused. Each leg rekeys on its own schedule.
 //!
+//! A watchdog beside the pumps keeps the session honest in time (`core::liveness`): it
+//! sends each leg's peer a keepalive after `limits.keepalive_interval_secs` of silence
+//! and closes both legs, saying why, when a peer stops answering, when no channel data
+//! passed for `limits.idle_timeout_secs`, or when a packet stalls half-way for
+//! `limits.packet_timeout_secs`. The replies to its keepalives are swallowed: each leg
+//! keeps the order of the global requests sent on it (`core::relay::PendingReplies`).
+//!
 //! [`Sealer::padding_to_fit`]: sshr_protocol::packet::Sealer::padding_to_fit
 
+use std::cell::{Cell, RefCell};
 use std::ops::Range;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -29,23 +37,93 @@ use sshr_protocol::transport::Input;
 use tracing::{debug, info};
 
 use crate::audit::{CloseReason, SessionAudit};
+use crate::config::Limits;
+use crate::core::liveness::{index, Check, Expired, Seen, Watch, WatchSettings};
 use crate::core::refusal::Refusal;
-use crate::core::relay::{classify, forward_step, Step, Verdict};
+use crate::core::relay::{
+    classify, forward_step, wants_reply, Origin, PendingReplies, Step, Verdict, KEEPALIVE_REQUEST,
+};
 use crate::core::tunnel::encode_open_failure;
 use crate::core::values::Side;
 use crate::io::leg::{Leg, LegError, RxBuf, INLINE_RX};
 use crate::proxy::shard::ShardContext;
 use crate::proxy::tunnel::SessionTunnels;
-use crate::rt::StopSignal;
+use crate::rt::{Notify, StopSignal};
+
+/// What the pumps tell the watchdog about one leg, and the global requests sent on the
+/// leg that await its peer's replies.
+struct LegWatch {
+    /// When the last read from the leg returned.
+    heard: Cell<Instant>,
+    /// While the pump waits in a read for the rest of a packet: when that wait must end.
+    stall_deadline: Cell<Option<Instant>>,
+    replies: RefCell<PendingReplies>,
+    /// Signalled when the watchdog queued a keepalive for the leg.
+    queued: Notify,
+}
+
+/// The session's timekeeping, shared by its pumps and its watchdog.
+struct Liveness {
+    legs: [LegWatch; 2],
+    /// When channel data last passed, either way.
+    last_data: Cell<Instant>,
+    packet_timeout: Duration,
+}
+
+impl Liveness {
+    fn new(now: Instant, packet_timeout: Duration) -> Self {
+        let leg = || LegWatch {
+            heard: Cell::new(now),
+            stall_deadline: Cell::new(None),
+            replies: RefCell::default(),
+            queued: Notify::default(),
+        };
+        Liveness {
+            legs: [leg(), leg()],
+            last_data: Cell::new(now),
+            packet_timeout,
+        }
+    }
+
+    fn of(&self, side: Side) -> &LegWatch {
+        &self.legs[index(side)]
+    }
+
+    fn seen(&self) -> Seen {
+        Seen {
+            heard: self.legs.each_ref().map(|l| l.heard.get()),
+            last_data: self.last_data.get(),
+            stall_deadline: self.legs.each_ref().map(|l| l.stall_deadline.get()),
+        }
+    }
+}
+
+/// The watchdog's settings from `[limits]`.
+pub fn watch_settings(limits: &Limits) -> WatchSettings {
+    WatchSettings {
+        keepalive_interval: limits.keepalive_interval,
+        keepalive_count_max: limits.keepalive_count_max,
+        idle_timeout: limits.idle_timeout,
+        packet_timeout: limits.packet_timeout,
+    }
+}
+
+/// How the relay ended, short of a shutdown.
+enum End {
+    Leg(LegError),
+    Expired(Expired),
+}
 
 /// Run the relay until either side goes away, then tell the other side why; or, once
-/// `stop` fires (the shutdown grace period is over), tell both sides.
+/// `stop` fires (the shutdown grace period is over), tell both sides; or until the
+/// watchdog (`settings`) finds a peer gone, the session idle or a packet stalled.
 /// `tunnels` holds the session's tunnel policy; its audit records end with the relay.
 /// `audit` gets the client's channel opens and forwardings, the bytes relayed each way
 /// and why the relay ended (for the audit log's `close` record).
 #[allow(clippy::too_many_arguments)] // each is one thing of the session's own
 pub async fn run(
     ctx: &ShardContext,
+    settings: WatchSettings,
     client: Rc<Leg>,
     client_rx: RxBuf,
     upstream: Rc<Leg>,
@@ -55,11 +133,30 @@ pub async fn run(
     audit: &SessionAudit,
 ) {
     let started = Instant::now();
-    let up = pump(ctx, &client, client_rx, &upstream, &tunnels, audit);
-    let down = pump(ctx, &upstream, upstream_rx, &client, &tunnels, audit);
+    let live = Rc::new(Liveness::new(started, settings.packet_timeout));
+    let up =
+        async { End::Leg(pump(ctx, &client, client_rx, &upstream, &tunnels, &live, audit).await) };
+    let down = async {
+        End::Leg(pump(ctx, &upstream, upstream_rx, &client, &tunnels, &live, audit).await)
+    };
     let watch = async { match tunnels.watch().await {} };
-    let relayed =
-        async { Some(futures_lite::future::or(futures_lite::future::or(up, down), watch).await) };
+    // The watchdog and the keepalive writers run as a task of their own (cancelled when
+    // the relay ends), so that the pumps' wake-ups do not poll its timer and its timer
+    // does not poll the pumps.
+    let watchdog = glommio::spawn_local({
+        let (client, upstream, live) = (client.clone(), upstream.clone(), live.clone());
+        async move {
+            use futures_lite::future::or;
+            let dog = async { End::Expired(watchdog(settings, [&client, &upstream], &live).await) };
+            let flushers =
+                async { End::Leg(or(flusher(&client, &live), flusher(&upstream, &live)).await) };
+            or(dog, flushers).await
+        }
+    });
+    let relayed = async {
+        use futures_lite::future::or;
+        Some(or(or(up, down), or(watchdog, watch)).await)
+    };
     let stopped = async {
         stop.stopped().await;
         None
@@ -79,6 +176,13 @@ pub async fn run(
         .await;
         futures_lite::future::zip(client.shutdown(), upstream.shutdown()).await;
         return;
+    };
+    let end = match end {
+        End::Leg(e) => e,
+        End::Expired(expired) => {
+            audit.ending(CloseReason::Timeout, Some(&expired));
+            return expire(expired, &client, &upstream, started).await;
+        }
     };
     let (reason, error) = close_reason(&end);
     audit.ending(reason, error);
@@ -109,6 +213,10 @@ pub async fn run(
         LegError::Overflow { side } => (
             disconnect::PROTOCOL_ERROR,
             format!("sshr: the {side} sent too much while the other leg was in a key exchange"),
+        ),
+        LegError::Requests { side } => (
+            disconnect::PROTOCOL_ERROR,
+            format!("sshr: the {side} sent too many global requests awaiting replies"),
         ),
     };
     match &end {
@@ -150,6 +258,105 @@ pub fn close_reason(end: &LegError) -> (CloseReason, Option<&dyn std::fmt::Displ
     }
 }
 
+/// The watchdog ended the session: log why, tell both peers (each write bounded by
+/// DISCONNECT_GRACE: a peer that is gone may not read), and close both connections.
+async fn expire(expired: Expired, client: &Leg, upstream: &Leg, started: Instant) {
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let (to_client, to_upstream) = match expired {
+        Expired::Gone(side) => {
+            let (text, refusal) = match side {
+                Side::Client => (
+                    "session closed: the client stopped answering keepalives",
+                    Refusal::ClientGone,
+                ),
+                Side::Upstream => (
+                    "session closed: the upstream stopped answering keepalives",
+                    Refusal::UpstreamGone,
+                ),
+            };
+            info!(peer = %side, duration_ms, "{text}");
+            metrics::counter!("sshr_sessions_expired_total", "reason" => match side {
+                Side::Client => "client_gone",
+                Side::Upstream => "upstream_gone",
+            })
+            .increment(1);
+            (refusal, refusal)
+        }
+        Expired::Idle => {
+            info!(
+                duration_ms,
+                "session closed: idle timeout (no channel data either way)"
+            );
+            metrics::counter!("sshr_sessions_expired_total", "reason" => "idle").increment(1);
+            (Refusal::IdleTimeout, Refusal::IdleTimeout)
+        }
+        Expired::Stalled(side) => {
+            info!(peer = %side, duration_ms, "session closed: a packet stalled half-way");
+            metrics::counter!("sshr_sessions_expired_total", "reason" => match side {
+                Side::Client => "client_stalled",
+                Side::Upstream => "upstream_stalled",
+            })
+            .increment(1);
+            // The stalled peer learns why; the other one that its peer is gone.
+            match side {
+                Side::Client => (Refusal::PacketStalled, Refusal::ClientGone),
+                Side::Upstream => (Refusal::UpstreamGone, Refusal::PacketStalled),
+            }
+        }
+    };
+    futures_lite::future::zip(client.refuse(to_client), upstream.refuse(to_upstream)).await;
+    futures_lite::future::zip(client.shutdown(), upstream.shutdown()).await;
+}
+
+/// Keeps time for the session (see `core::liveness`) and sends the keepalives it asks
+/// for; returns why the session must end.
+async fn watchdog(settings: WatchSettings, legs: [&Leg; 2], live: &Liveness) -> Expired {
+    let mut watch = Watch::new(settings, Instant::now());
+    loop {
+        match watch.check(Instant::now(), &live.seen()) {
+            Check::End(expired) => return expired,
+            Check::Wait { probe, next } => {
+                for leg in legs {
+                    if probe[index(leg.side)] {
+                        send_keepalive(leg, live.of(leg.side));
+                    }
+                }
+                glommio::timer::sleep(next.saturating_duration_since(Instant::now())).await;
+            }
+        }
+    }
+}
+
+/// Seals a keepalive for `leg` (queued behind a key exchange if one runs) and has its
+/// flusher write it: never waits, so that a peer that does not read cannot stall the
+/// watchdog. Packets the pumps sealed before it are written first, as for any message
+/// a transport queues (see `Batch::forward`).
+fn send_keepalive(leg: &Leg, watch: &LegWatch) {
+    let mut replies = watch.replies.borrow_mut();
+    if !replies.has_room() {
+        return;
+    }
+    if leg.transport.borrow_mut().send(&KEEPALIVE_REQUEST).is_ok() {
+        // Sealed now: its reply comes in this place among the leg's replies.
+        let _ = replies.sent(Origin::Own);
+        debug!(peer = %leg.side, "keepalive sent");
+        watch.queued.notify();
+    }
+}
+
+/// Writes what the watchdog queued for `leg`, until writing fails.
+async fn flusher(leg: &Leg, live: &Liveness) -> LegError {
+    let queued = &live.of(leg.side).queued;
+    loop {
+        let seen = queued.generation();
+        if let Err(e) = leg.flush().await {
+            leg.changed.notify();
+            return e;
+        }
+        queued.changed_since(seen).await;
+    }
+}
+
 /// Read `from`, relay to `to`, until something ends the leg.
 ///
 /// The receive buffer starts small. A packet larger than it, or a read that fills it
@@ -157,21 +364,33 @@ pub fn close_reason(end: &LegError) -> (CloseReason, Option<&dyn std::fmt::Displ
 /// pool's cap is reached, which is backpressure, never unbounded memory. The pooled
 /// buffer goes back once traffic is light again, so idle sessions hold only the small
 /// buffers.
+///
+/// While it waits in a read for the rest of a packet, it publishes when that wait must
+/// end (`limits.packet_timeout_secs`, counting only time spent waiting in reads for that
+/// packet) for the watchdog, which ends a stalled session and with it the pooled buffer.
 async fn pump(
     ctx: &ShardContext,
     from: &Leg,
     mut rx: RxBuf,
     to: &Leg,
     tunnels: &SessionTunnels,
+    live: &Liveness,
     audit: &SessionAudit,
 ) -> LegError {
     let mut last_read = 0usize;
+    let watch = live.of(from.side);
+    // Time spent waiting in reads for the rest of the packet now partly in `rx`.
+    let mut waited = Duration::ZERO;
     // The handshake may have grown the inline buffer; idle sessions keep a small one,
     // and from now on large packets borrow from the pool, not the handshake budget.
     rx.end_handshake();
+    // The time the last read returned (read once per read, for the watchdog and the
+    // transport's timers alike).
+    let mut now = Instant::now();
     loop {
-        from.transport.borrow_mut().handle_timeout(Instant::now());
-        let need = match process(ctx, from, &mut rx, to, tunnels, audit).await {
+        from.transport.borrow_mut().handle_timeout(now);
+        let buffered = rx.len();
+        let need = match process(ctx, from, &mut rx, to, tunnels, live, audit).await {
             Ok(need) => need,
             Err(e) => {
                 // Wake a pump waiting on this leg, so that it sees the end too.
@@ -193,8 +412,25 @@ async fn pump(
             let buf = ctx.pool.acquire().await;
             rx.use_pooled(buf);
         }
+        if rx.len() < buffered || rx.is_empty() {
+            // A packet completed (or none is started): the next one gets a fresh clock.
+            waited = Duration::ZERO;
+        }
         rx.compact(need);
-        match from.read_some(rx.unfilled()).await {
+        let reading_since = (!rx.is_empty()).then(|| {
+            let now = Instant::now();
+            let left = live.packet_timeout.saturating_sub(waited);
+            watch.stall_deadline.set(Some(now + left));
+            now
+        });
+        let read = from.read_some(rx.unfilled()).await;
+        now = Instant::now();
+        watch.heard.set(now);
+        if let Some(since) = reading_since {
+            waited += now - since;
+            watch.stall_deadline.set(None);
+        }
+        match read {
             Ok(n) => {
                 rx.fill(n);
                 last_read = n;
@@ -216,6 +452,7 @@ async fn process(
     rx: &mut RxBuf,
     to: &Leg,
     tunnels: &SessionTunnels,
+    live: &Liveness,
     audit: &SessionAudit,
 ) -> Result<usize, LegError> {
     // `to`'s rekey timer too: a leg that only receives (its own pump never wakes) still
@@ -226,6 +463,8 @@ async fn process(
         segment: None,
     };
     let mut from_dirty = false;
+    // Channel data passed in this batch (the idle timeout).
+    let mut data = false;
     let result = loop {
         let read = from
             .transport
@@ -258,7 +497,8 @@ async fn process(
                 let payload = start + payload.start..start + payload.end;
                 let message = &rx.data()[payload.clone()];
                 let verdict = classify(from.side, message, &mut tunnels.borrow_mut(), Instant::now);
-                if message[0] == msg::CHANNEL_OPEN_CONFIRMATION {
+                let kind = message[0];
+                if kind == msg::CHANNEL_OPEN_CONFIRMATION {
                     tunnels.notice_opened();
                 }
                 // The audit log's `channel` records (opens and forwardings only).
@@ -267,10 +507,23 @@ async fn process(
                 {
                     audit.client_request(message);
                 }
+                data |= kind == msg::CHANNEL_DATA || kind == msg::CHANNEL_EXTENDED_DATA;
+                let (verdict, track) = match kind {
+                    // The reply to our own keepalive is ours; others go back.
+                    msg::REQUEST_SUCCESS | msg::REQUEST_FAILURE => {
+                        (live.of(from.side).replies.borrow_mut().reply(), None)
+                    }
+                    // Its reply will come on `to`, in the order sealed there.
+                    msg::GLOBAL_REQUEST if wants_reply(message) => {
+                        (verdict, Some(&live.of(to.side).replies))
+                    }
+                    _ => (verdict, None),
+                };
                 match verdict {
                     Verdict::Forward => {
                         let bytes = payload.len();
-                        if let Err(e) = batch.forward(from, to, rx, start, len, payload).await {
+                        let forwarded = batch.forward(from, to, rx, start, len, payload, track);
+                        if let Err(e) = forwarded.await {
                             break Err(e);
                         }
                         match from.side {
@@ -307,6 +560,9 @@ async fn process(
     // The relay has no use for transport events (KexDone, EXT_INFO, SERVICE_*): drop
     // them, or a peer could make them pile up.
     while from.transport.borrow_mut().poll_event().is_some() {}
+    if data {
+        live.last_data.set(live.of(from.side).heard.get());
+    }
     if from_dirty || from.has_transmit() {
         from.flush().await?;
         from.changed.notify();
@@ -332,6 +588,9 @@ impl<'a> Batch<'a> {
         Ok(())
     }
 
+    /// `track`: the packet is a want-reply global request, recorded there once it is
+    /// sealed for `to` (its reply's place among `to`'s replies).
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &mut self,
         from: &Leg,
@@ -340,7 +599,15 @@ impl<'a> Batch<'a> {
         start: usize,
         len: usize,
         payload: Range<usize>,
+        track: Option<&RefCell<PendingReplies>>,
     ) -> Result<(), LegError> {
+        let record = || match track {
+            Some(replies) => replies
+                .borrow_mut()
+                .sent(Origin::Forwarded)
+                .map_err(|_| LegError::Requests { side: from.side }),
+            None => Ok(()),
+        };
         debug_assert_eq!(payload.start, start + PAYLOAD_OFFSET);
         loop {
             if self.permit.is_none() {
@@ -365,6 +632,11 @@ impl<'a> Batch<'a> {
                 side: to.side,
                 source,
             };
+            if matches!(&step, Step::Sealed(Ok(_)) | Step::Queued(Ok(()))) {
+                // Sealed (or queued in order) before any await: nothing else was sealed
+                // for `to` in between.
+                record()?;
+            }
             match step {
                 Step::Closed => return Err(LegError::Closed { side: to.side }),
                 Step::Sealed(sealed) => {
@@ -382,6 +654,7 @@ impl<'a> Batch<'a> {
                     self.write_segment(to, rx).await?;
                     let sent = to.transport.borrow_mut().send(&rx.data()[payload]);
                     sent.map_err(protocol)?;
+                    record()?;
                     return to.flush_locked().await;
                 }
                 Step::Queued(sent) => return sent.map_err(protocol),

@@ -24,6 +24,7 @@ use crate::core::refusal::Refusal;
 use crate::core::values::{CipherPreference, LoginName, Side, TunnelPolicy};
 use crate::hooks::{self, HookContext, Hooks, Lookup, Upstream};
 use crate::io::leg::{Leg, LegError, Received, RxBuf};
+use crate::proxy::admission::UserSession;
 use crate::proxy::preauth::{Claim, PreauthSlot};
 use crate::proxy::relay;
 use crate::proxy::shard::ShardContext;
@@ -176,6 +177,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
         let tunnels = SessionTunnels::new(login.user, policy, &ctx.config.tunnels);
         relay::run(
             &ctx.shard,
+            relay::watch_settings(&ctx.config.limits),
             client,
             rx,
             login.conn.leg,
@@ -242,6 +244,8 @@ struct Authenticated {
     tunnels: Option<TunnelPolicy>,
     /// How long the lookup of the user took.
     lookup_time: Duration,
+    /// Counts the session against its account while the relay runs.
+    _user_session: UserSession,
 }
 
 /// How authentication ended without a login.
@@ -298,6 +302,8 @@ struct Pending {
     link: Link,
     /// The cipher the upstream connection asks for (the client leg's).
     prefer: CipherPreference,
+    /// Taken once the client has proven who it is (`limits.max_sessions_per_user`).
+    user_session: Option<UserSession>,
 }
 
 /// The upstream connection of a login in progress. Each one holds a slot of the
@@ -391,6 +397,30 @@ impl Pending {
             lookup_time,
             link,
             prefer,
+            user_session: None,
+        }
+    }
+
+    /// Counts the session against its account (`limits.max_sessions_per_user`, whole
+    /// proxy), once the client has proven who it is: refused when the account has as
+    /// many as it may.
+    fn claim_user_session(&mut self, ctx: &SessionEnv) -> Result<(), (Refusal, AuthFailure)> {
+        if self.user_session.is_some() {
+            return Ok(());
+        }
+        let cap = ctx.config.limits.max_sessions_per_user;
+        match ctx.shard.admission.user_session(&self.user, cap) {
+            Some(s) => {
+                self.user_session = Some(s);
+                Ok(())
+            }
+            None => {
+                info!(
+                    user = %Untrusted(&self.user),
+                    "login refused: the account has max_sessions_per_user sessions"
+                );
+                Err((Refusal::TooManyUserSessions, AuthFailure::SessionsPerUser))
+            }
         }
     }
 
@@ -653,6 +683,10 @@ async fn login_with_key(
     let Some(upstream) = p.upstream.clone() else {
         return Ok(Err((Refusal::Internal, AuthFailure::Aborted)));
     };
+    // Proven: refused now if the account is at its cap, before the upstream login.
+    if let Err(refused) = p.claim_user_session(ctx) {
+        return Ok(Err(refused));
+    }
     let key = match hooks::with_timeout(
         ctx.config.limits.hook_timeout,
         ctx.hooks.fetch_private_key(&p.hook_ctx, &upstream),
@@ -747,6 +781,13 @@ async fn finish(
     let Some(mut p) = pending else {
         return Err(internal());
     };
+    // (A password or keyboard-interactive login is proven only now.)
+    if let Err((refusal, failure)) = p.claim_user_session(ctx) {
+        return Err(AuthEnd::Refuse(refusal, failure));
+    }
+    let Some(user_session) = p.user_session.take() else {
+        return Err(internal());
+    };
     // The upstream login is done: the connection is no longer an unauthenticated one,
     // and its slot is freed here.
     let (conn, warm) = match std::mem::replace(&mut p.link, Link::None) {
@@ -779,6 +820,7 @@ async fn finish(
         method,
         conn,
         warm,
+        _user_session: user_session,
     })
 }
 
