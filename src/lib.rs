@@ -28,6 +28,7 @@ pub(crate) mod io;
 pub mod keys;
 pub mod logging;
 pub(crate) mod metrics;
+mod notify;
 pub mod privileges;
 pub mod providers;
 pub(crate) mod proxy;

@@ -56,6 +56,7 @@ use crate::io::leg::DISCONNECT_GRACE;
 use crate::io::listener::{self, BindError, BoundAddress, ListenFds, ListenerKind};
 use crate::keys::{self, KeyFileError};
 use crate::metrics::{self, MetricsError};
+use crate::notify;
 use crate::privileges::{self, Dropped, PrivilegeError};
 use crate::providers;
 use crate::proxy::admission::Admission;
@@ -267,6 +268,7 @@ impl Server {
             exe: std::env::current_exe().ok(),
             args: std::env::args_os().skip(1).collect(),
             upgrading: false,
+            handed_over: false,
             controls,
             handles: Some(handles),
             events: (events_tx, events_rx),
@@ -277,7 +279,12 @@ impl Server {
         server.wait_until_ready(workers)?;
         server.shared.health.set_listening(true);
         generated.keep();
-        listen_fds.report_ready();
+        if listen_fds.is_upgrade() {
+            // The process we replace tells systemd about us (MAINPID), once we are ready.
+            listen_fds.report_ready();
+        } else {
+            notify::notify("READY=1");
+        }
         tracing::info!(
             listen = ?server.listeners.addrs(),
             workers,
@@ -670,6 +677,8 @@ pub struct RunningServer {
     args: Vec<OsString>,
     /// A new process was started by SIGUSR2 and has not reported yet.
     upgrading: bool,
+    /// A new process took over: it is the service now, this one only drains.
+    handed_over: bool,
     controls: Vec<UnixStream>,
     handles: Option<PoolThreadHandles<()>>,
     events: (mpsc::Sender<Event>, mpsc::Receiver<Event>),
@@ -734,6 +743,9 @@ impl RunningServer {
         if !self.stopping {
             self.stopping = true;
             self.shared.health.set_draining();
+            if !self.handed_over {
+                notify::notify("STOPPING=1");
+            }
             self.broadcast(CTRL_SHUTDOWN);
             self.listeners.close();
         }
@@ -900,6 +912,9 @@ impl RunningServer {
                 tracing::info!(
                     "upgrade: new process {pid} ready; this process stops accepting and drains"
                 );
+                // systemd follows the new process from here on (Type=notify units).
+                notify::notify(&format!("MAINPID={pid}\nREADY=1"));
+                self.handed_over = true;
                 self.shutdown();
             }
             Err(e) => tracing::error!("upgrade failed: {e}; this process keeps serving"),
