@@ -150,10 +150,14 @@ impl Server {
     /// the configuration file, listeners included; SIGUSR2 upgrades in place (see
     /// [`crate::upgrade`]). Blocks the calling thread.
     pub fn run(self) -> Result<(), ServerError> {
-        let running = self.start()?;
-        let signals = SignalForwarder::install(running.events.0.clone())
+        // Handlers first: the listeners accept (into the kernel's queue) from the bind
+        // on, and a SIGHUP or SIGUSR2 sent then must not kill the process (their
+        // default action); signals received during the start are handled once it is
+        // done.
+        let events = mpsc::channel();
+        let signals = SignalForwarder::install(events.0.clone())
             .map_err(|e| ServerError::Threads(format!("cannot install signal handlers: {e}")))?;
-        let result = running.wait();
+        let result = self.start_with(events).and_then(RunningServer::wait);
         signals.close();
         result
     }
@@ -161,6 +165,13 @@ impl Server {
     /// Starts the shards and returns once every one of them accepts connections. No
     /// signal handling: stop it with [`RunningServer::shutdown`] or a [`ServerHandle`].
     pub fn start(self) -> Result<RunningServer, ServerError> {
+        self.start_with(mpsc::channel())
+    }
+
+    fn start_with(
+        self,
+        (events_tx, events_rx): (mpsc::Sender<Event>, mpsc::Receiver<Event>),
+    ) -> Result<RunningServer, ServerError> {
         // Before a privilege drop: only root may raise the hard limit.
         raise_memlock_limit();
         let workers = self.workers.unwrap_or_else(|| self.config.worker_count());
@@ -232,7 +243,6 @@ impl Server {
             listener_changes: Mutex::new(changes),
         });
 
-        let (events_tx, events_rx) = mpsc::channel();
         let mut controls = Vec::with_capacity(workers);
         let mut setups = Vec::with_capacity(workers);
         for index in 0..workers {
@@ -1030,15 +1040,21 @@ impl RunningServer {
         let mut ready = 0;
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let mut timed_out = false;
+        // Signals that came during the start: handled by `wait`, after it.
+        let mut deferred = Vec::new();
         // `Exited` comes only from shards whose executor ran our code; a shard whose
         // io_uring rings could not be created just ends its thread.
         let mut exited = loop {
             if ready == workers {
+                for signal in deferred {
+                    let _ = self.events.0.send(Event::Signal(signal));
+                }
                 return Ok(());
             }
             match self.events.1.recv_timeout(Duration::from_millis(50)) {
                 Ok(Event::Ready) => ready += 1,
                 Ok(Event::Exited(index)) => break Some(index),
+                Ok(Event::Signal(signal)) => deferred.push(signal),
                 Ok(_) => {}
                 Err(_) => {
                     // An executor that could not be created never runs our code, so it

@@ -5,7 +5,9 @@
 //!   before the upgrade completes intact, the new process serves, the old one exits
 //!   once its session ended.
 //! - SIGHUP opens a new listen address and closes a removed one; a live session goes on.
-//! - `user = "nobody"`: started as root, the process runs as nobody and still serves.
+//! - A new process that fails to start leaves the old one serving.
+//! - `user = "nobody"`: started as root, the process runs as nobody and still serves;
+//!   an upgrade, whose new process cannot read the root-only files, fails cleanly.
 //! - systemd socket activation: a socket handed as fd 3 with `LISTEN_FDS` is served.
 //!
 //! Needs root (sshd; the privilege drop), `/usr/sbin/sshd`, the OpenSSH client, `sh`,
@@ -84,6 +86,22 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Waits until the daemon's shards accept: its port accepts into the kernel's queue
+/// from the bind on, before the privilege drop and the signal handlers.
+fn wait_ready(proxy: &sshr_testsupport::Sshr) {
+    assert!(
+        wait_until(Duration::from_secs(60), || proxy
+            .log()
+            .contains("accepting connections")),
+        "sshr did not start; log:\n{}",
+        tail(&proxy.log(), 20)
+    );
+}
+
+/// sshd lets this many unauthenticated connections in before it drops some
+/// (`MaxStartups`): during an upgrade both processes' warm pools connect ahead.
+const SSHD_STARTUPS: &[&str] = &["MaxStartups 200"];
+
 /// Waits until `cond` holds, at most `limit`; false if it never did.
 fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
@@ -122,9 +140,10 @@ fn sigusr2_upgrade_refuses_no_login_and_keeps_transfers() {
     const SIZE_MB: usize = 200;
     let (sshd, mut proxy, keys) = one_user::start(
         SSHR,
-        &[],
+        SSHD_STARTUPS,
         "workers = 2\n[limits]\nshutdown_grace_secs = 300\n",
     );
+    wait_ready(&proxy);
     let key = keys.path().join(one_user::USER);
     let port = proxy.port();
     let old_pid = proxy.pid();
@@ -144,7 +163,7 @@ fn sigusr2_upgrade_refuses_no_login_and_keeps_transfers() {
     assert!(made.success());
     let want = sha256sum(&data);
 
-    // The transfer: `sha256sum` upstream reads what we feed, half of it before the
+    // The transfer: `sha256sum` upstream reads what we feed, the first part before the
     // upgrade and the rest once the new process accepts, so the session spans it.
     let mut transfer = ssh(port, &key, "sha256sum")
         .stdin(Stdio::piped())
@@ -154,22 +173,21 @@ fn sigusr2_upgrade_refuses_no_login_and_keeps_transfers() {
         .unwrap();
     let mut stdin = transfer.stdin.take().unwrap();
     let (upgraded_tx, upgraded_rx) = mpsc::channel::<()>();
-    let (half_tx, half_rx) = mpsc::channel::<()>();
+    let (started_tx, started_rx) = mpsc::channel::<()>();
     let feeder = {
         let data = data.clone();
         thread::spawn(move || -> Result<(), String> {
             let bytes = fs::read(&data).map_err(|e| e.to_string())?;
-            let half = bytes.len() / 2;
-            stdin.write_all(&bytes[..half]).map_err(|e| e.to_string())?;
-            let _ = half_tx.send(());
+            let first = 10 << 20;
+            stdin
+                .write_all(&bytes[..first])
+                .map_err(|e| e.to_string())?;
+            let _ = started_tx.send(());
             // Bounded: the test fails below if the upgrade never happens.
-            let _ = upgraded_rx.recv_timeout(Duration::from_secs(120));
-            stdin.write_all(&bytes[half..]).map_err(|e| e.to_string())
+            let _ = upgraded_rx.recv_timeout(Duration::from_secs(900));
+            stdin.write_all(&bytes[first..]).map_err(|e| e.to_string())
         })
     };
-    half_rx
-        .recv_timeout(Duration::from_secs(300))
-        .expect("half of the transfer written");
 
     // The logins, a few at a time; SIGUSR2 once a fifth of them are done.
     let done = Arc::new(AtomicUsize::new(0));
@@ -189,8 +207,11 @@ fn sigusr2_upgrade_refuses_no_login_and_keeps_transfers() {
             })
         })
         .collect();
+    started_rx
+        .recv_timeout(Duration::from_secs(600))
+        .expect("the first part of the transfer was written");
     assert!(
-        wait_until(Duration::from_secs(300), || done.load(Ordering::SeqCst)
+        wait_until(Duration::from_secs(600), || done.load(Ordering::SeqCst)
             >= LOGINS / 5),
         "logins stalled before the upgrade"
     );
@@ -228,7 +249,8 @@ fn sigusr2_upgrade_refuses_no_login_and_keeps_transfers() {
         .join()
         .unwrap()
         .expect("the transfer's data was written");
-    let deadline = Instant::now() + Duration::from_secs(600);
+    // Generous: a debug build on a busy machine relays a few MB/s.
+    let deadline = Instant::now() + Duration::from_secs(1800);
     let status = loop {
         if let Some(status) = transfer.try_wait().unwrap() {
             break status;
@@ -269,7 +291,8 @@ fn sigusr2_upgrade_refuses_no_login_and_keeps_transfers() {
 
 #[test]
 fn sighup_opens_and_closes_listen_addresses_and_sessions_go_on() {
-    let (sshd, proxy, keys) = one_user::start(SSHR, &[], "workers = 2\n");
+    let (sshd, proxy, keys) = one_user::start(SSHR, SSHD_STARTUPS, "workers = 2\n");
+    wait_ready(&proxy);
     let key = keys.path().join(one_user::USER);
     let old_port = proxy.port();
     let new_port = free_listen_port();
@@ -363,13 +386,51 @@ fn started_as_root_it_drops_to_the_configured_user() {
     }
     let (uid, gid) = ids_of("nobody");
     assert_ne!(uid, 0);
-    let (sshd, proxy, keys) = one_user::start(SSHR, &[], "user = \"nobody\"\nworkers = 2\n");
+    let (sshd, proxy, keys) =
+        one_user::start(SSHR, SSHD_STARTUPS, "user = \"nobody\"\nworkers = 2\n");
+    wait_ready(&proxy);
     let key = keys.path().join(one_user::USER);
     assert_eq!(status_ids(proxy.pid(), "Uid:"), vec![uid; 4]);
     assert_eq!(status_ids(proxy.pid(), "Gid:"), vec![gid; 4]);
     // The key files are root's and private: they were read before the drop.
     login(proxy.port(), &key).unwrap();
     assert!(proxy.log().contains("dropped root privileges"));
+
+    // An upgrade now starts the new process as nobody, which cannot read the private
+    // files (configuration, keys): it fails, and the running process keeps serving.
+    signal(proxy.pid(), libc::SIGUSR2);
+    assert!(
+        wait_until(Duration::from_secs(60), || proxy
+            .log()
+            .contains("upgrade failed")),
+        "no upgrade failure logged; log:\n{}",
+        tail(&proxy.log(), 20)
+    );
+    assert!(alive(proxy.pid()));
+    login(proxy.port(), &key).unwrap();
+    drop(sshd);
+}
+
+#[test]
+fn a_failed_upgrade_keeps_the_old_process_serving() {
+    let (sshd, proxy, keys) = one_user::start(SSHR, SSHD_STARTUPS, "workers = 2\n");
+    wait_ready(&proxy);
+    let key = keys.path().join(one_user::USER);
+    // The new process reads the configuration again: broken, it exits at start.
+    fs::write(&proxy.config_path, "listen = [").unwrap();
+    signal(proxy.pid(), libc::SIGUSR2);
+    assert!(
+        wait_until(Duration::from_secs(60), || proxy
+            .log()
+            .contains("upgrade failed")),
+        "no upgrade failure logged; log:\n{}",
+        tail(&proxy.log(), 20)
+    );
+    assert!(alive(proxy.pid()));
+    assert!(upgraded_pid(&proxy.log()).is_none());
+    for _ in 0..3 {
+        login(proxy.port(), &key).unwrap();
+    }
     drop(sshd);
 }
 
