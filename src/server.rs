@@ -27,17 +27,17 @@
 //!   new process fails, this one keeps serving. A second SIGUSR2 meanwhile is ignored.
 //! - SIGINT/SIGTERM: stop accepting (the sockets close), drain, exit.
 //!
-//! One race remains that only glommio could close: a shard that stops accepting cancels
-//! its pending io_uring accept, and a connection the kernel hands to that accept in the
-//! same instant is never served (glommio drops the completion); its client sees the
-//! connection closed when the old process exits. The window is microseconds per socket
-//! and upgrade.
+//! An upgrade stops accepting without cancelling pending accepts (a cancelled io_uring
+//! accept that the kernel completes in the same instant loses its connection, see
+//! [`detach_listeners`]). What remains: an accept still pending on a real socket when
+//! the old process ends (its sessions are over) could take a connection in that very
+//! instant; closing it at exit resets it. Only glommio could close that one.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -503,6 +503,9 @@ const CTRL_STOP_NOW: u8 = b'X';
 const CTRL_RELOAD: u8 = b'R';
 /// Take this shard's [`ListenerChange`]s from [`Shared`].
 const CTRL_LISTENERS: u8 = b'L';
+/// Graceful shutdown after an upgrade: stop accepting without cancelling an accept
+/// ([`detach_listeners`]).
+const CTRL_HANDOFF: u8 = b'U';
 
 /// Sends `Exited` when dropped, whether the shard returned or panicked.
 struct ExitNotice {
@@ -568,7 +571,17 @@ async fn shard_main(setup: ShardSetup) {
         match commands.recv().await.unwrap_or(CTRL_STOP_NOW) {
             CTRL_RELOAD => reload_shard(&ctx, &shared),
             CTRL_LISTENERS => change_listeners(&ctx, &shared, &mut accept_tasks).await,
-            CTRL_SHUTDOWN => break,
+            CTRL_SHUTDOWN => {
+                stop_accepting(std::mem::take(&mut accept_tasks)).await;
+                break;
+            }
+            CTRL_HANDOFF => {
+                if let Err(e) = detach_listeners(&accept_tasks) {
+                    tracing::warn!(shard = index, error = %e, "cannot detach the listeners: cancelling their accepts");
+                    stop_accepting(std::mem::take(&mut accept_tasks)).await;
+                }
+                break;
+            }
             _ => {
                 stop_accepting(accept_tasks).await;
                 return;
@@ -577,7 +590,6 @@ async fn shard_main(setup: ShardSetup) {
     }
 
     // Graceful shutdown: no new connections, running sessions get the grace period.
-    stop_accepting(accept_tasks).await;
     ctx.warm.close();
     let grace = ctx.config().limits.shutdown_grace;
     let deadline = Instant::now() + grace;
@@ -601,10 +613,13 @@ async fn shard_main(setup: ShardSetup) {
         match timeout(remaining.min(Duration::from_millis(100)), commands.recv()).await {
             Err(Elapsed) => {}
             Ok(Some(CTRL_RELOAD)) => reload_shard(&ctx, &shared),
-            Ok(Some(CTRL_SHUTDOWN | CTRL_LISTENERS)) => {}
+            Ok(Some(CTRL_SHUTDOWN | CTRL_LISTENERS | CTRL_HANDOFF)) => {}
             Ok(_) => break,
         }
     }
+    // Detached accept loops wait on a socket nobody connects to: ending them now loses
+    // nothing.
+    stop_accepting(accept_tasks).await;
     if let Some(publisher) = publisher {
         publisher.cancel().await;
         ctx.metrics.publish(gauges(&ctx));
@@ -612,30 +627,58 @@ async fn shard_main(setup: ShardSetup) {
     tracing::debug!(shard = index, "shard stopped");
 }
 
-async fn stop_accepting(tasks: HashMap<u64, glommio::Task<()>>) {
+/// A shard's accept loops by listener id, with the fd each one accepts on.
+type AcceptTasks = HashMap<u64, (glommio::Task<()>, RawFd)>;
+
+async fn stop_accepting(tasks: AcceptTasks) {
     // Cancelling the accept loops drops their listeners, which closes the shard's fds
     // (the sockets close when the main thread drops its duplicates too).
-    for task in tasks.into_values() {
+    for (task, _) in tasks.into_values() {
         task.cancel().await;
     }
 }
 
+/// After an upgrade: stops this shard taking connections from the sockets the new
+/// process now serves, without cancelling an accept.
+///
+/// Cancelling a pending io_uring accept races with the kernel completing it, and
+/// glommio drops such a completion: that connection would never be served. Instead,
+/// each accept loop's fd is pointed (dup2) at a private listening socket nobody
+/// connects to. An accept already pending on the real socket stays there and may still
+/// get one connection, which this process serves as any other; every later accept
+/// waits on the private socket, and cancelling those at the end loses nothing.
+fn detach_listeners(tasks: &AcceptTasks) -> io::Result<()> {
+    let nowhere = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    nowhere.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    nowhere.listen(1)?;
+    nowhere.set_nonblocking(true)?;
+    for (_, fd) in tasks.values() {
+        // SAFETY: `fd` is the open listening fd of an accept loop of this shard; dup2
+        // replaces it atomically, and the loop's listener closes it when it ends.
+        unsafe {
+            if libc::dup2(nowhere.as_raw_fd(), *fd) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // dup2 clears close-on-exec: no hook or provider process may inherit it.
+            libc::fcntl(*fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+    Ok(())
+}
+
 /// Starts and stops accept loops as the main thread asked (at start, and on a reload
 /// that changed the listen addresses). Sessions are not touched.
-async fn change_listeners(
-    ctx: &Rc<ShardContext>,
-    shared: &Shared,
-    tasks: &mut HashMap<u64, glommio::Task<()>>,
-) {
+async fn change_listeners(ctx: &Rc<ShardContext>, shared: &Shared, tasks: &mut AcceptTasks) {
     for change in shared.take_listener_changes(ctx.index) {
         match change {
             ListenerChange::Add { id, socket, kind } => {
+                let fd = socket.as_raw_fd();
                 let listener = listener::into_glommio(socket);
                 let task = glommio::spawn_local(gate::run(listener, kind, ctx.clone()));
-                tasks.insert(id, task);
+                tasks.insert(id, (task, fd));
             }
             ListenerChange::Remove(id) => {
-                if let Some(task) = tasks.remove(&id) {
+                if let Some((task, _)) = tasks.remove(&id) {
                     task.cancel().await;
                 }
             }
@@ -753,10 +796,12 @@ impl RunningServer {
         if !self.stopping {
             self.stopping = true;
             self.shared.health.set_draining();
-            if !self.handed_over {
+            if self.handed_over {
+                self.broadcast(CTRL_HANDOFF);
+            } else {
                 notify::notify("STOPPING=1");
+                self.broadcast(CTRL_SHUTDOWN);
             }
-            self.broadcast(CTRL_SHUTDOWN);
             self.listeners.close();
         }
     }

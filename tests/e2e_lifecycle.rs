@@ -124,6 +124,14 @@ fn sha256sum(path: &Path) -> String {
         .to_owned()
 }
 
+/// The log lines that tell of trouble (the unpinned host key warnings left out).
+fn warnings(log: &str) -> String {
+    let lines: Vec<&str> = (log.lines())
+        .filter(|l| (l.contains(" WARN ") || l.contains(" ERROR ")) && !l.contains("not pinned"))
+        .collect();
+    tail(&lines.join("\n"), 30)
+}
+
 /// The pid in the old process's log line "upgrade: new process <pid> ready".
 fn upgraded_pid(log: &str) -> Option<u32> {
     log.lines().find_map(|l| {
@@ -234,10 +242,14 @@ fn sigusr2_upgrade_refuses_no_login_and_keeps_transfers() {
         .collect();
     assert!(
         failures.is_empty(),
-        "{} of {LOGINS} logins failed across the upgrade, e.g. {:?}; log:\n{}",
+        "{} of {LOGINS} logins failed across the upgrade, e.g. {:?}; warnings:\n{}\nsshd:\n{}",
         failures.len(),
         &failures[..failures.len().min(3)],
-        tail(&proxy.log(), 30)
+        warnings(&proxy.log()),
+        tail(
+            &fs::read_to_string(sshd.path("sshd.log")).unwrap_or_default(),
+            15
+        )
     );
     assert!(
         done_at_upgrade < LOGINS,
@@ -279,6 +291,17 @@ fn sigusr2_upgrade_refuses_no_login_and_keeps_transfers() {
     assert!(proxy.exited().unwrap().success());
     assert!(alive(new_pid), "the new process runs");
     login(port, &key).expect("the new process serves logins");
+    // It takes the metrics endpoint over once the old process let go of it.
+    assert!(
+        wait_until(Duration::from_secs(30), || proxy
+            .log()
+            .matches("metrics endpoint listening")
+            .count()
+            >= 2),
+        "the new process did not take the metrics endpoint; log:\n{}",
+        tail(&proxy.log(), 20)
+    );
+    proxy.metrics().expect("metrics served by the new process");
 
     // SIGTERM stops the new process as any other.
     signal(new_pid, libc::SIGTERM);
