@@ -149,7 +149,9 @@ fn sigusr2_upgrade_refuses_no_login_and_keeps_transfers() {
     let (sshd, mut proxy, keys) = one_user::start(
         SSHR,
         SSHD_STARTUPS,
-        "workers = 2\n[limits]\nshutdown_grace_secs = 300\n",
+        // The transfer keeps a busy machine busier: the upstream handshake of a login
+        // may take longer than the default 10 s, which is not what this test is about.
+        "workers = 2\n[limits]\nshutdown_grace_secs = 300\nconnect_timeout_secs = 120\n",
     );
     wait_ready(&proxy);
     let key = keys.path().join(one_user::USER);
