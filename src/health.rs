@@ -25,6 +25,8 @@ use crate::providers::health::ProviderWatch;
 pub struct Health {
     listening: AtomicBool,
     draining: AtomicBool,
+    /// An upgrade handed the listeners to a new process, which accepts on them now.
+    handed_over: AtomicBool,
     providers: Arc<ProviderWatch>,
 }
 
@@ -44,6 +46,15 @@ impl Health {
         self.draining.store(true, Ordering::Release);
     }
 
+    /// An upgrade handed the listeners to a new process that accepts on them: this
+    /// process drains, but the host's listeners are served. The metrics endpoint stays
+    /// this process's until it exits (the new one binds it then), and answers ready
+    /// meanwhile, so that a balancer does not take the host out for every upgrade.
+    pub fn set_handed_over(&self) {
+        self.handed_over.store(true, Ordering::Release);
+        self.set_draining();
+    }
+
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
     }
@@ -61,6 +72,9 @@ impl Health {
 
     /// `Ok` when new connections are welcome at `now`; else why not, in one line.
     pub fn ready_at(&self, now: Instant) -> Result<(), String> {
+        if self.handed_over.load(Ordering::Acquire) {
+            return Ok(());
+        }
         if self.is_draining() {
             return Err("draining".into());
         }
@@ -103,5 +117,8 @@ mod tests {
         health.set_draining();
         assert_eq!(health.ready_at(t), Err("draining".into()));
         assert!(health.is_draining());
+        // After an upgrade the successor serves the listeners: the host is ready.
+        health.set_handed_over();
+        assert_eq!(health.ready_at(t), Ok(()));
     }
 }

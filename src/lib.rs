@@ -30,15 +30,18 @@ pub(crate) mod io;
 pub mod keys;
 pub mod logging;
 pub(crate) mod metrics;
+mod notify;
+pub mod privileges;
 pub mod providers;
 pub(crate) mod proxy;
 pub(crate) mod rt;
 mod server;
+mod upgrade;
 
 pub use build_info::build_info;
 pub use config::Config;
 pub use hooks::{HookContext, HookError, Hooks, HooksFactory, HostKeyPolicy, Upstream};
-pub use io::listener::bind_reuseport;
+pub use io::listener::{bind_reuseport, ListenFds};
 pub use rt::{run_blocking, sleep, timeout, Elapsed};
 pub use server::{RunningServer, Server, ServerError, ServerHandle};
 

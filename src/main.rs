@@ -174,12 +174,20 @@ enum DbAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     sshr::logging::init();
+    // Taken (and the variables removed) before any thread starts, whatever the command.
+    let listen_fds = match sshr::ListenFds::from_env() {
+        Ok(fds) => fds,
+        Err(message) => {
+            eprintln!("sshr: {message}");
+            return ExitCode::from(1);
+        }
+    };
     let result = match cli.command {
         Some(Command::Db(_)) if cli.workers.is_some() || cli.check_config => {
             Err("--workers and --check-config are options of the proxy, not of `sshr db`".into())
         }
         Some(Command::Db(db)) => run_db(cli.config.as_deref(), db),
-        None => run(cli),
+        None => run(cli, listen_fds),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -191,14 +199,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), String> {
+fn run(cli: Cli, listen_fds: sshr::ListenFds) -> Result<(), String> {
     let config = load_config(cli.config.as_deref())?;
 
     if cli.check_config {
         return check(&config);
     }
 
-    let mut server = sshr::Server::new(config);
+    let mut server = sshr::Server::new(config).listen_fds(listen_fds);
     if let Some(workers) = cli.workers {
         server = server.workers(workers.into());
     }

@@ -6,11 +6,40 @@
 //! shared between threads. The main thread only starts the shards, forwards signals and
 //! configuration reloads to them over a control socket, and waits for them to finish.
 //! Signals, CPU placement and the memlock limit are handled here too.
+//!
+//! The process's lifecycle:
+//!
+//! - Start: bind the listeners (or take those handed by systemd or an upgrading sshr,
+//!   see [`ListenFds`]), read the keys, open the providers and the metrics endpoint,
+//!   then drop root if `user` is set ([`crate::privileges`]), then start the shards.
+//! - The main thread keeps a duplicate of every listening socket ([`ListenerSet`]):
+//!   a shard that stops accepting does not close a socket that another process or a
+//!   later command still needs, and the main thread has them all to hand over.
+//! - SIGHUP: reload the configuration. New listen addresses are bound on the main
+//!   thread (an error is logged; the running listeners stay) and given to the shards,
+//!   removed ones are taken from them ([`ListenerChange`] through [`Shared`], then
+//!   [`CTRL_LISTENERS`]). Live sessions are not touched. Connections queued on a removed
+//!   address's sockets are reset when they close: that address is going away.
+//! - SIGUSR2: in-place upgrade ([`crate::upgrade`]). The new process gets every socket;
+//!   once it accepts, this one stops accepting (as at SIGTERM: health draining, sessions
+//!   get `limits.shutdown_grace`) and exits when its sessions are over. The sockets stay
+//!   open in the new process, so connections queued on them are accepted there. If the
+//!   new process fails, this one keeps serving. A second SIGUSR2 meanwhile is ignored.
+//! - SIGINT/SIGTERM: stop accepting (the sockets close), drain, exit.
+//!
+//! An upgrade stops accepting without cancelling pending accepts (a cancelled io_uring
+//! accept that the kernel completes in the same instant loses its connection, see
+//! [`detach_listeners`]). What remains: an accept still pending on a real socket when
+//! the old process ends (its sessions are over) could take a connection in that very
+//! instant; closing it at exit resets it. Only glommio could close that one.
 
+use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -25,14 +54,17 @@ use crate::config::{AuditLog, Config};
 use crate::health::Health;
 use crate::hooks::HooksFactory;
 use crate::io::leg::DISCONNECT_GRACE;
-use crate::io::listener::{self, BindError};
+use crate::io::listener::{self, BindError, BoundAddress, ListenFds, ListenerKind};
 use crate::keys::{self, KeyFileError};
 use crate::metrics::{self, MetricsError};
+use crate::notify;
+use crate::privileges::{self, Dropped, PrivilegeError};
 use crate::providers;
 use crate::proxy::admission::Admission;
 use crate::proxy::gate;
 use crate::proxy::shard::ShardContext;
 use crate::rt::{sleep, timeout, Elapsed};
+use crate::upgrade;
 
 /// Helper threads per shard for [`run_blocking`]: a slow DNS answer or hook backend must
 /// not hold up every other lookup of the shard.
@@ -54,6 +86,8 @@ pub enum ServerError {
     Bind(#[from] BindError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
     #[error(
         "glommio could not create io_uring rings ({reason}): raise the memlock limit \
          (ulimit -l) or run outside a seccomp profile that blocks io_uring"
@@ -80,6 +114,7 @@ pub struct Server {
     config: Config,
     hooks: Option<HooksFactory>,
     workers: Option<usize>,
+    listen_fds: ListenFds,
 }
 
 impl Server {
@@ -89,7 +124,16 @@ impl Server {
             config,
             hooks: None,
             workers: None,
+            listen_fds: ListenFds::default(),
         }
+    }
+
+    /// Listening sockets handed to the process (systemd socket activation, or the sshr
+    /// this one replaces; see [`ListenFds::from_env`]): used for the configured
+    /// addresses they are bound to instead of binding again.
+    pub fn listen_fds(mut self, fds: ListenFds) -> Self {
+        self.listen_fds = fds;
+        self
     }
 
     /// Uses these hooks instead of the static user table.
@@ -106,12 +150,17 @@ impl Server {
 
     /// Runs until SIGINT or SIGTERM (graceful: stop accepting, give sessions
     /// `limits.shutdown_grace` to end; a second signal exits at once). SIGHUP reloads
-    /// the configuration file; SIGUSR1 reopens the audit log. Blocks the calling thread.
+    /// the configuration file, listeners included; SIGUSR2 upgrades in place (see
+    /// [`crate::upgrade`]); SIGUSR1 reopens the audit log. Blocks the calling thread.
     pub fn run(self) -> Result<(), ServerError> {
-        let running = self.start()?;
-        let signals = SignalForwarder::install(running.events.0.clone())
+        // Handlers first: the listeners accept (into the kernel's queue) from the bind
+        // on, and a SIGHUP or SIGUSR2 sent then must not kill the process (their
+        // default action); signals received during the start are handled once it is
+        // done.
+        let events = mpsc::channel();
+        let signals = SignalForwarder::install(events.0.clone())
             .map_err(|e| ServerError::Threads(format!("cannot install signal handlers: {e}")))?;
-        let result = running.wait();
+        let result = self.start_with(events).and_then(RunningServer::wait);
         signals.close();
         result
     }
@@ -119,6 +168,14 @@ impl Server {
     /// Starts the shards and returns once every one of them accepts connections. No
     /// signal handling: stop it with [`RunningServer::shutdown`] or a [`ServerHandle`].
     pub fn start(self) -> Result<RunningServer, ServerError> {
+        self.start_with(mpsc::channel())
+    }
+
+    fn start_with(
+        self,
+        (events_tx, events_rx): (mpsc::Sender<Event>, mpsc::Receiver<Event>),
+    ) -> Result<RunningServer, ServerError> {
+        // Before a privilege drop: only root may raise the hard limit.
         raise_memlock_limit();
         let workers = self.workers.unwrap_or_else(|| self.config.worker_count());
 
@@ -140,19 +197,56 @@ impl Server {
             }
         };
 
+        let mut listen_fds = self.listen_fds;
         if let Some(addr) = self.config.metrics_listen {
-            metrics::install_prometheus(addr, health.clone())?;
-            tracing::info!(%addr, "metrics endpoint listening (/metrics, /healthz, /readyz)");
+            match metrics::install_prometheus(addr, health.clone()) {
+                Ok(()) => {
+                    tracing::info!(%addr, "metrics endpoint listening (/metrics, /healthz, /readyz)")
+                }
+                // The process we replace holds the port until it has drained.
+                Err(e) if listen_fds.is_upgrade() => {
+                    tracing::warn!(error = %e, "metrics endpoint busy: retrying until the previous process exits");
+                    retry_metrics_endpoint(addr, health.clone());
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
 
-        // The audit log: one writer for all shards (`src/audit.rs`).
+        // The audit log: one writer for all shards (`src/audit.rs`), opened before the
+        // privilege drop.
         let audit = match &self.config.audit_log {
             Some(AuditLog::File(path)) => Some(Audit::open(Some(path))?),
             Some(AuditLog::Stderr) => Some(Audit::open(None)?),
             None => None,
         };
 
-        let (local_addrs, sockets) = listener::bind_all(&self.config.listeners(), workers)?;
+        let bound = listener::bind_all(&self.config.listeners(), workers, &mut listen_fds)?;
+        listen_fds.close_unclaimed();
+
+        // Everything root may be needed for is done: listeners bound, keys read,
+        // providers, the metrics endpoint and the audit log open, memlock raised.
+        if let Some(user) = &self.config.run_as {
+            match privileges::drop_to(user)? {
+                Dropped::Dropped(account) => tracing::info!(
+                    user = %account.name,
+                    uid = account.uid,
+                    gid = account.gid,
+                    "dropped root privileges"
+                ),
+                Dropped::AlreadyThatUser => tracing::warn!(
+                    user = %user,
+                    "not started as root: already running as `user`, nothing to drop"
+                ),
+            }
+        }
+
+        let mut listeners = ListenerSet::new(workers);
+        let mut changes = ListenerSet::no_changes(workers);
+        for address in bound {
+            listeners
+                .add(address, &mut changes)
+                .map_err(|e| ServerError::Threads(format!("cannot duplicate a socket: {e}")))?;
+        }
         let metrics_enabled = self.config.metrics_listen.is_some();
         let shared = Arc::new(Shared {
             health,
@@ -165,23 +259,23 @@ impl Server {
                 hooks: factory,
             }),
             metrics_enabled,
+            listener_changes: Mutex::new(changes),
         });
 
-        let (events_tx, events_rx) = mpsc::channel();
         let mut controls = Vec::with_capacity(workers);
         let mut setups = Vec::with_capacity(workers);
-        for (index, listeners) in sockets.into_iter().enumerate() {
+        for index in 0..workers {
             let (ours, theirs) = UnixStream::pair()
                 .map_err(|e| ServerError::Threads(format!("cannot create control socket: {e}")))?;
             controls.push(ours);
             setups.push(ShardSetup {
                 index,
-                listeners,
                 control: theirs,
                 shared: shared.clone(),
                 events: events_tx.clone(),
             });
         }
+
         let setups = Arc::new(Mutex::new(setups));
 
         let placement = placement(workers);
@@ -199,7 +293,11 @@ impl Server {
             .map_err(|e| ServerError::Threads(e.to_string()))?;
 
         let mut server = RunningServer {
-            local_addrs,
+            listeners,
+            exe: std::env::current_exe().ok(),
+            args: std::env::args_os().skip(1).collect(),
+            upgrading: false,
+            handed_over: false,
             controls,
             handles: Some(handles),
             events: (events_tx, events_rx),
@@ -210,8 +308,14 @@ impl Server {
         server.wait_until_ready(workers)?;
         server.shared.health.set_listening(true);
         generated.keep();
+        if listen_fds.is_upgrade() {
+            // The process we replace tells systemd about us (MAINPID), once we are ready.
+            listen_fds.report_ready();
+        } else {
+            notify::notify("READY=1");
+        }
         tracing::info!(
-            listen = ?server.local_addrs,
+            listen = ?server.listeners.addrs(),
             workers,
             "sshr {} accepting connections",
             env!("CARGO_PKG_VERSION")
@@ -229,6 +333,21 @@ struct Shared {
     audit: Option<Arc<Audit>>,
     current: Mutex<Generation>,
     metrics_enabled: bool,
+    /// Per shard, the listening sockets it should start or stop accepting on, taken by
+    /// the shard at start and on [`CTRL_LISTENERS`].
+    listener_changes: Mutex<Vec<Vec<ListenerChange>>>,
+}
+
+/// A change to the listening sockets of one shard.
+enum ListenerChange {
+    /// Accept on this socket (the main thread keeps a duplicate, under the same id).
+    Add {
+        id: u64,
+        socket: socket2::Socket,
+        kind: ListenerKind,
+    },
+    /// Stop accepting on socket `id` (its address was removed).
+    Remove(u64),
 }
 
 #[derive(Clone)]
@@ -244,12 +363,136 @@ impl Shared {
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
+
+    fn take_listener_changes(&self, shard: usize) -> Vec<ListenerChange> {
+        let mut all = match self.listener_changes.lock() {
+            Ok(all) => all,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        all.get_mut(shard).map(std::mem::take).unwrap_or_default()
+    }
+
+    fn push_listener_changes(&self, changes: Vec<Vec<ListenerChange>>) {
+        let mut all = match self.listener_changes.lock() {
+            Ok(all) => all,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for (pending, new) in all.iter_mut().zip(changes) {
+            pending.extend(new);
+        }
+    }
+}
+
+/// The main thread's duplicate of every listening socket, by address: what a SIGHUP
+/// compares with the new configuration and what a SIGUSR2 hands to the new process.
+///
+/// Holding a duplicate also means that a shard that stops accepting on a socket does
+/// not close it: a socket is closed only when the main thread drops it too, so that the
+/// connections queued on it are reset only when nobody will accept them (an address
+/// removed by a reload, or a shutdown).
+struct ListenerSet {
+    addresses: Vec<ListenerAddress>,
+    shards: usize,
+    next_id: u64,
+    /// The shard that gets the first socket of the next address: with fewer sockets
+    /// than shards (handed by systemd), addresses are spread over the shards.
+    next_shard: usize,
+}
+
+struct ListenerAddress {
+    requested: SocketAddr,
+    actual: SocketAddr,
+    kind: ListenerKind,
+    sockets: Vec<(u64, socket2::Socket)>,
+}
+
+impl ListenerSet {
+    fn new(shards: usize) -> Self {
+        ListenerSet {
+            addresses: Vec::new(),
+            shards,
+            next_id: 0,
+            next_shard: 0,
+        }
+    }
+
+    fn no_changes(shards: usize) -> Vec<Vec<ListenerChange>> {
+        (0..shards).map(|_| Vec::new()).collect()
+    }
+
+    /// Gives `address`'s sockets to the shards, one each in turn (a shard may get
+    /// several when there are more sockets than shards), keeping a duplicate of each.
+    fn add(
+        &mut self,
+        address: BoundAddress,
+        changes: &mut [Vec<ListenerChange>],
+    ) -> io::Result<()> {
+        let dups = (address.sockets.iter())
+            .map(|s| s.try_clone())
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut kept = Vec::with_capacity(dups.len());
+        for (socket, dup) in address.sockets.into_iter().zip(dups) {
+            let id = self.next_id;
+            self.next_id += 1;
+            changes[self.next_shard % self.shards].push(ListenerChange::Add {
+                id,
+                socket,
+                kind: address.kind,
+            });
+            self.next_shard += 1;
+            kept.push((id, dup));
+        }
+        self.addresses.push(ListenerAddress {
+            requested: address.requested,
+            actual: address.actual,
+            kind: address.kind,
+            sockets: kept,
+        });
+        Ok(())
+    }
+
+    /// Stops every shard accepting on address `index` and drops our duplicates: the
+    /// sockets close once the shards have let go of theirs.
+    fn remove(&mut self, index: usize, changes: &mut [Vec<ListenerChange>]) {
+        let address = self.addresses.remove(index);
+        for (id, _) in &address.sockets {
+            for shard in changes.iter_mut() {
+                shard.push(ListenerChange::Remove(*id));
+            }
+        }
+    }
+
+    fn contains(&self, requested: SocketAddr, kind: ListenerKind) -> bool {
+        (self.addresses.iter()).any(|a| a.requested == requested && a.kind == kind)
+    }
+
+    fn addrs(&self) -> Vec<(SocketAddr, ListenerKind)> {
+        self.addresses.iter().map(|a| (a.actual, a.kind)).collect()
+    }
+
+    /// Every socket, with its `LISTEN_FDNAMES` name, for a new process.
+    fn handoff(&self) -> Vec<(std::os::fd::RawFd, String)> {
+        let mut all = Vec::new();
+        for a in &self.addresses {
+            let name = listener::handoff_name(a.requested, a.kind);
+            for (_, socket) in &a.sockets {
+                all.push((socket.as_raw_fd(), name.clone()));
+            }
+        }
+        all
+    }
+
+    /// Drops our duplicates (at shutdown): the sockets close with the shards' copies.
+    fn close(&mut self) {
+        for a in &mut self.addresses {
+            a.sockets.clear();
+        }
+    }
 }
 
 /// What the main thread hands one shard.
 struct ShardSetup {
     index: usize,
-    listeners: Vec<(socket2::Socket, listener::ListenerKind)>,
     control: UnixStream,
     shared: Arc<Shared>,
     events: mpsc::Sender<Event>,
@@ -263,6 +506,8 @@ enum Event {
     Exited(usize),
     Signal(i32),
     Request(Request),
+    /// The new process of an upgrade accepts (its pid), or failed.
+    Upgraded(Result<u32, String>),
 }
 
 enum Request {
@@ -276,6 +521,11 @@ enum Request {
 const CTRL_SHUTDOWN: u8 = b'S';
 const CTRL_STOP_NOW: u8 = b'X';
 const CTRL_RELOAD: u8 = b'R';
+/// Take this shard's [`ListenerChange`]s from [`Shared`].
+const CTRL_LISTENERS: u8 = b'L';
+/// Graceful shutdown after an upgrade: stop accepting without cancelling an accept
+/// ([`detach_listeners`]).
+const CTRL_HANDOFF: u8 = b'U';
 
 /// Sends `Exited` when dropped, whether the shard returned or panicked.
 struct ExitNotice {
@@ -292,7 +542,6 @@ impl Drop for ExitNotice {
 async fn shard_main(setup: ShardSetup) {
     let ShardSetup {
         index,
-        listeners,
         control,
         shared,
         events,
@@ -314,12 +563,8 @@ async fn shard_main(setup: ShardSetup) {
         .with_audit(shared.audit.clone()),
     );
 
-    let accept_tasks: Vec<_> = listeners
-        .into_iter()
-        .map(|(socket, kind)| {
-            glommio::spawn_local(gate::run(listener::into_glommio(socket), kind, ctx.clone()))
-        })
-        .collect();
+    let mut accept_tasks = HashMap::new();
+    change_listeners(&ctx, &shared, &mut accept_tasks).await;
     let publisher = shared
         .metrics_enabled
         .then(|| glommio::spawn_local(publish_metrics(ctx.clone())));
@@ -348,7 +593,18 @@ async fn shard_main(setup: ShardSetup) {
     loop {
         match commands.recv().await.unwrap_or(CTRL_STOP_NOW) {
             CTRL_RELOAD => reload_shard(&ctx, &shared),
-            CTRL_SHUTDOWN => break,
+            CTRL_LISTENERS => change_listeners(&ctx, &shared, &mut accept_tasks).await,
+            CTRL_SHUTDOWN => {
+                stop_accepting(std::mem::take(&mut accept_tasks)).await;
+                break;
+            }
+            CTRL_HANDOFF => {
+                if let Err(e) = detach_listeners(&accept_tasks) {
+                    tracing::warn!(shard = index, error = %e, "cannot detach the listeners: cancelling their accepts");
+                    stop_accepting(std::mem::take(&mut accept_tasks)).await;
+                }
+                break;
+            }
             _ => {
                 stop_accepting(accept_tasks).await;
                 return;
@@ -357,7 +613,6 @@ async fn shard_main(setup: ShardSetup) {
     }
 
     // Graceful shutdown: no new connections, running sessions get the grace period.
-    stop_accepting(accept_tasks).await;
     ctx.warm.close();
     let grace = ctx.config().limits.shutdown_grace;
     let deadline = Instant::now() + grace;
@@ -381,10 +636,13 @@ async fn shard_main(setup: ShardSetup) {
         match timeout(remaining.min(Duration::from_millis(100)), commands.recv()).await {
             Err(Elapsed) => {}
             Ok(Some(CTRL_RELOAD)) => reload_shard(&ctx, &shared),
-            Ok(Some(CTRL_SHUTDOWN)) => {}
+            Ok(Some(CTRL_SHUTDOWN | CTRL_LISTENERS | CTRL_HANDOFF)) => {}
             Ok(_) => break,
         }
     }
+    // Detached accept loops wait on a socket nobody connects to: ending them now loses
+    // nothing.
+    stop_accepting(accept_tasks).await;
     if let Some(publisher) = publisher {
         publisher.cancel().await;
         ctx.metrics.publish(gauges(&ctx));
@@ -392,10 +650,62 @@ async fn shard_main(setup: ShardSetup) {
     tracing::debug!(shard = index, "shard stopped");
 }
 
-async fn stop_accepting(tasks: Vec<glommio::Task<()>>) {
-    // Cancelling the accept loops drops their listeners, which closes the sockets.
-    for task in tasks {
+/// A shard's accept loops by listener id, with the fd each one accepts on.
+type AcceptTasks = HashMap<u64, (glommio::Task<()>, RawFd)>;
+
+async fn stop_accepting(tasks: AcceptTasks) {
+    // Cancelling the accept loops drops their listeners, which closes the shard's fds
+    // (the sockets close when the main thread drops its duplicates too).
+    for (task, _) in tasks.into_values() {
         task.cancel().await;
+    }
+}
+
+/// After an upgrade: stops this shard taking connections from the sockets the new
+/// process now serves, without cancelling an accept.
+///
+/// Cancelling a pending io_uring accept races with the kernel completing it, and
+/// glommio drops such a completion: that connection would never be served. Instead,
+/// each accept loop's fd is pointed (dup2) at a private listening socket nobody
+/// connects to. An accept already pending on the real socket stays there and may still
+/// get one connection, which this process serves as any other; every later accept
+/// waits on the private socket, and cancelling those at the end loses nothing.
+fn detach_listeners(tasks: &AcceptTasks) -> io::Result<()> {
+    let nowhere = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    nowhere.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    nowhere.listen(1)?;
+    nowhere.set_nonblocking(true)?;
+    for (_, fd) in tasks.values() {
+        // SAFETY: `fd` is the open listening fd of an accept loop of this shard; dup2
+        // replaces it atomically, and the loop's listener closes it when it ends.
+        unsafe {
+            if libc::dup2(nowhere.as_raw_fd(), *fd) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // dup2 clears close-on-exec: no hook or provider process may inherit it.
+            libc::fcntl(*fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+    Ok(())
+}
+
+/// Starts and stops accept loops as the main thread asked (at start, and on a reload
+/// that changed the listen addresses). Sessions are not touched.
+async fn change_listeners(ctx: &Rc<ShardContext>, shared: &Shared, tasks: &mut AcceptTasks) {
+    for change in shared.take_listener_changes(ctx.index) {
+        match change {
+            ListenerChange::Add { id, socket, kind } => {
+                let fd = socket.as_raw_fd();
+                let listener = listener::into_glommio(socket);
+                let task = glommio::spawn_local(gate::run(listener, kind, ctx.clone()));
+                tasks.insert(id, (task, fd));
+            }
+            ListenerChange::Remove(id) => {
+                if let Some((task, _)) = tasks.remove(&id) {
+                    task.cancel().await;
+                }
+            }
+        }
     }
 }
 
@@ -435,7 +745,16 @@ async fn publish_metrics(ctx: Rc<ShardContext>) {
 /// A started server. Dropping it without [`wait`](RunningServer::wait) stops the shards
 /// at once.
 pub struct RunningServer {
-    local_addrs: Vec<(SocketAddr, listener::ListenerKind)>,
+    listeners: ListenerSet,
+    /// The executable and arguments of this process, as recorded at start, for an
+    /// upgrade: after the binary was replaced on disk, `/proc/self/exe` names the
+    /// deleted file while this path names the new one.
+    exe: Option<PathBuf>,
+    args: Vec<OsString>,
+    /// A new process was started by SIGUSR2 and has not reported yet.
+    upgrading: bool,
+    /// A new process took over: it is the service now, this one only drains.
+    handed_over: bool,
     controls: Vec<UnixStream>,
     handles: Option<PoolThreadHandles<()>>,
     events: (mpsc::Sender<Event>, mpsc::Receiver<Event>),
@@ -473,16 +792,16 @@ impl RunningServer {
     /// The `listen` addresses accepting connections (with the actual port where the
     /// configuration said port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.addrs_of(listener::ListenerKind::Ssh)
+        self.addrs_of(ListenerKind::Ssh)
     }
 
     /// The `proxy_protocol.listen` addresses accepting connections.
     pub fn proxy_protocol_addrs(&self) -> Vec<SocketAddr> {
-        self.addrs_of(listener::ListenerKind::ProxyProtocol)
+        self.addrs_of(ListenerKind::ProxyProtocol)
     }
 
-    fn addrs_of(&self, kind: listener::ListenerKind) -> Vec<SocketAddr> {
-        (self.local_addrs.iter())
+    fn addrs_of(&self, kind: ListenerKind) -> Vec<SocketAddr> {
+        (self.listeners.addrs().iter())
             .filter(|(_, k)| *k == kind)
             .map(|(a, _)| *a)
             .collect()
@@ -499,22 +818,31 @@ impl RunningServer {
     pub fn shutdown(&mut self) {
         if !self.stopping {
             self.stopping = true;
-            self.shared.health.set_draining();
-            self.broadcast(CTRL_SHUTDOWN);
+            if self.handed_over {
+                self.shared.health.set_handed_over();
+            } else {
+                self.shared.health.set_draining();
+            }
+            if self.handed_over {
+                self.broadcast(CTRL_HANDOFF);
+            } else {
+                notify::notify("STOPPING=1");
+                self.broadcast(CTRL_SHUTDOWN);
+            }
+            self.listeners.close();
         }
     }
 
     /// Applies a new configuration to new sessions: limits, rekey, users (with the
     /// default hooks, whose `authorized_keys_file`s are read again) and `[hooks]`
-    /// settings; custom hooks are rebuilt by their factory. Settings bound at start
-    /// (listen addresses, keys, workers, metrics endpoint, audit log path, buffer pool
-    /// and handshake budget sizes) keep their running values, with a warning.
+    /// settings; custom hooks are rebuilt by their factory. Listen addresses (`listen`,
+    /// `proxy_protocol.listen`) are opened and closed (one that cannot be bound is
+    /// logged and the others kept; live sessions are not touched). Settings bound at
+    /// start (keys, workers, metrics endpoint, audit log path, buffer pool and handshake
+    /// budget sizes) keep their running values, with a warning.
     pub fn reload(&mut self, mut config: Config) {
         let running = self.shared.generation().config;
         let mut restart_only = Vec::new();
-        if config.listen != running.listen {
-            restart_only.push("listen");
-        }
         if config.host_keys != running.host_keys {
             restart_only.push("host_keys");
         }
@@ -575,7 +903,112 @@ impl RunningServer {
             }
         }
         self.broadcast(CTRL_RELOAD);
+        let listeners = self.shared.generation().config.listeners();
+        self.reload_listeners(&listeners);
         tracing::info!(users, "configuration reloaded");
+    }
+
+    /// Binds the addresses of `wanted` not listened on yet and stops listening on
+    /// those no longer in it.
+    fn reload_listeners(&mut self, wanted: &[(SocketAddr, ListenerKind)]) {
+        if self.stopping {
+            return;
+        }
+        let mut changes = ListenerSet::no_changes(self.controls.len());
+        let mut index = 0;
+        while index < self.listeners.addresses.len() {
+            let address = &self.listeners.addresses[index];
+            if wanted.contains(&(address.requested, address.kind)) {
+                index += 1;
+                continue;
+            }
+            tracing::info!(addr = %address.actual, kind = ?address.kind, "no longer listening (removed by the reload)");
+            self.listeners.remove(index, &mut changes);
+        }
+        for &(requested, kind) in wanted {
+            if self.listeners.contains(requested, kind) {
+                continue;
+            }
+            let shards = self.controls.len();
+            let bound =
+                match listener::bind_address(requested, kind, shards, &mut ListenFds::default()) {
+                    Ok(bound) => bound,
+                    Err(e) => {
+                        tracing::error!(error = %e, "reload: keeping the other listeners");
+                        continue;
+                    }
+                };
+            let actual = bound.actual;
+            match self.listeners.add(bound, &mut changes) {
+                Ok(()) => tracing::info!(addr = %actual, ?kind, "listening (added by the reload)"),
+                Err(e) => {
+                    tracing::error!(addr = %actual, error = %e, "reload: cannot duplicate a listening socket")
+                }
+            }
+        }
+        if changes.iter().any(|c| !c.is_empty()) {
+            self.shared.push_listener_changes(changes);
+            self.broadcast(CTRL_LISTENERS);
+        }
+    }
+
+    /// SIGUSR2: starts the binary on disk with our listening sockets; once it accepts,
+    /// this process stops accepting and drains (see [`crate::upgrade`]). If it fails,
+    /// this process keeps serving.
+    fn upgrade(&mut self) {
+        if self.upgrading {
+            tracing::warn!("SIGUSR2: an upgrade is already under way, ignored");
+            return;
+        }
+        if self.stopping {
+            tracing::warn!("SIGUSR2: stopping, no upgrade");
+            return;
+        }
+        let Some(exe) = self.exe.clone() else {
+            tracing::error!("upgrade failed: the path of the running executable is unknown");
+            return;
+        };
+        let pending = match upgrade::spawn(&exe, &self.args, &self.listeners.handoff()) {
+            Ok(pending) => pending,
+            Err(e) => {
+                tracing::error!(exe = %exe.display(), error = %e, "upgrade failed: cannot start the new process; still serving");
+                return;
+            }
+        };
+        tracing::info!(
+            pid = pending.pid(),
+            exe = %exe.display(),
+            "upgrade: new process started, waiting until it accepts"
+        );
+        self.upgrading = true;
+        let events = self.events.0.clone();
+        let waiter = std::thread::Builder::new()
+            .name("sshr-upgrade".into())
+            .spawn(move || {
+                let _ = events.send(Event::Upgraded(pending.wait_ready(STARTUP_TIMEOUT)));
+            });
+        if let Err(e) = waiter {
+            // The pending process was moved into the closure and is dropped with it;
+            // without the waiter, nobody would tell us it is ready: carry on serving.
+            tracing::error!(error = %e, "upgrade failed: cannot start a thread; still serving");
+            self.upgrading = false;
+        }
+    }
+
+    fn on_upgraded(&mut self, result: Result<u32, String>) {
+        self.upgrading = false;
+        match result {
+            Ok(pid) => {
+                tracing::info!(
+                    "upgrade: new process {pid} ready; this process stops accepting and drains"
+                );
+                // systemd follows the new process from here on (Type=notify units).
+                notify::notify(&format!("MAINPID={pid}\nREADY=1"));
+                self.handed_over = true;
+                self.shutdown();
+            }
+            Err(e) => tracing::error!("upgrade failed: {e}; this process keeps serving"),
+        }
     }
 
     /// Blocks until every shard has stopped (after [`shutdown`](Self::shutdown), a
@@ -591,6 +1024,7 @@ impl RunningServer {
                 Ok(Event::Request(Request::Shutdown)) => self.shutdown(),
                 Ok(Event::Request(Request::StopNow)) => self.stop_now(),
                 Ok(Event::Request(Request::Reload(config))) => self.reload(*config),
+                Ok(Event::Upgraded(result)) => self.on_upgraded(result),
                 Ok(Event::Exited(index)) => {
                     exited[index] = true;
                     if !self.stopping {
@@ -655,6 +1089,7 @@ impl RunningServer {
                     tracing::warn!("SIGHUP: running the built-in configuration, nothing to reload")
                 }
             },
+            signal_hook::consts::SIGUSR2 => self.upgrade(),
             _ if self.stopping => {
                 tracing::info!("second stop signal: closing every session now");
                 self.stop_now();
@@ -674,6 +1109,7 @@ impl RunningServer {
         self.stopping = true;
         self.shared.health.set_draining();
         self.broadcast(CTRL_STOP_NOW);
+        self.listeners.close();
     }
 
     fn broadcast(&self, command: u8) {
@@ -689,15 +1125,21 @@ impl RunningServer {
         let mut ready = 0;
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let mut timed_out = false;
+        // Signals that came during the start: handled by `wait`, after it.
+        let mut deferred = Vec::new();
         // `Exited` comes only from shards whose executor ran our code; a shard whose
         // io_uring rings could not be created just ends its thread.
         let mut exited = loop {
             if ready == workers {
+                for signal in deferred {
+                    let _ = self.events.0.send(Event::Signal(signal));
+                }
                 return Ok(());
             }
             match self.events.1.recv_timeout(Duration::from_millis(50)) {
                 Ok(Event::Ready) => ready += 1,
                 Ok(Event::Exited(index)) => break Some(index),
+                Ok(Event::Signal(signal)) => deferred.push(signal),
                 Ok(_) => {}
                 Err(_) => {
                     // An executor that could not be created never runs our code, so it
@@ -750,7 +1192,7 @@ impl Drop for RunningServer {
     }
 }
 
-/// Forwards SIGINT, SIGTERM, SIGHUP and SIGUSR1 to the main thread's event loop.
+/// Forwards SIGINT, SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 to the main thread's event loop.
 struct SignalForwarder {
     handle: signal_hook::iterator::Handle,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -758,8 +1200,9 @@ struct SignalForwarder {
 
 impl SignalForwarder {
     fn install(events: mpsc::Sender<Event>) -> io::Result<Self> {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
-        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+        let mut signals =
+            signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2])?;
         let handle = signals.handle();
         let thread = std::thread::Builder::new()
             .name("sshr-signals".into())
@@ -781,6 +1224,29 @@ impl SignalForwarder {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// Binds the metrics endpoint in the background, every half second, until the
+/// process that held it (the one this upgrade replaces) has exited, or gives up after
+/// a while with an error log.
+fn retry_metrics_endpoint(addr: SocketAddr, health: Arc<Health>) {
+    const GIVE_UP_AFTER: Duration = Duration::from_secs(3600);
+    let spawned = std::thread::Builder::new()
+        .name("sshr-metrics-bind".into())
+        .spawn(move || {
+            let start = Instant::now();
+            while start.elapsed() < GIVE_UP_AFTER {
+                std::thread::sleep(Duration::from_millis(500));
+                if metrics::install_prometheus(addr, health.clone()).is_ok() {
+                    tracing::info!(%addr, "metrics endpoint listening");
+                    return;
+                }
+            }
+            tracing::error!(%addr, "metrics endpoint still busy: running without it");
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start a thread: running without the metrics endpoint");
     }
 }
 
