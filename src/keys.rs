@@ -100,6 +100,19 @@ pub fn load_host_keys(paths: &[PathBuf]) -> Result<Vec<PrivateKey>, KeyFileError
     Ok(keys)
 }
 
+/// Reads the host keys for a reload: every file must exist and parse (nothing is
+/// generated: a missing file on a running proxy is a mistake, not a first start).
+pub fn read_host_keys(paths: &[PathBuf]) -> Result<Vec<PrivateKey>, KeyFileError> {
+    paths
+        .iter()
+        .map(|path| {
+            let key = read_private_key(path)?;
+            log_key("host key", path, &key.public(), KeySource::Loaded);
+            Ok(key)
+        })
+        .collect()
+}
+
 fn load_host_key(path: &Path, generated: &mut GeneratedFiles) -> Result<PrivateKey, KeyFileError> {
     let (key, source) = load_or_generate_into(path, generated)?;
     log_key("host key", path, &key.public(), source);

@@ -250,13 +250,13 @@ impl Server {
         let metrics_enabled = self.config.metrics_listen.is_some();
         let shared = Arc::new(Shared {
             health,
-            host_keys,
             upstream_key,
             admission: Admission::new(),
             audit,
             current: Mutex::new(Generation {
                 config: Arc::new(self.config),
                 hooks: factory,
+                host_keys,
             }),
             metrics_enabled,
             listener_changes: Mutex::new(changes),
@@ -327,7 +327,6 @@ impl Server {
 /// What every shard reads at start and on reload.
 struct Shared {
     health: Arc<Health>,
-    host_keys: Arc<[PrivateKey]>,
     upstream_key: Arc<PrivateKey>,
     admission: Arc<Admission>,
     audit: Option<Arc<Audit>>,
@@ -354,6 +353,8 @@ enum ListenerChange {
 struct Generation {
     config: Arc<Config>,
     hooks: HooksFactory,
+    /// The proxy's host keys, read again on every reload.
+    host_keys: Arc<[PrivateKey]>,
 }
 
 impl Shared {
@@ -557,7 +558,7 @@ async fn shard_main(setup: ShardSetup) {
             index,
             generation.config.clone(),
             (generation.hooks)(),
-            shared.host_keys.clone(),
+            generation.host_keys.clone(),
             shared.admission.clone(),
         )
         .with_audit(shared.audit.clone()),
@@ -711,7 +712,11 @@ async fn change_listeners(ctx: &Rc<ShardContext>, shared: &Shared, tasks: &mut A
 
 fn reload_shard(ctx: &ShardContext, shared: &Shared) {
     let generation = shared.generation();
-    ctx.reload(generation.config, (generation.hooks)());
+    ctx.reload(
+        generation.config,
+        (generation.hooks)(),
+        generation.host_keys,
+    );
     // Held connections were made under the old settings (upstreams, keys, limits).
     ctx.warm.clear();
     tracing::debug!(shard = ctx.index, "configuration reloaded");
@@ -843,9 +848,6 @@ impl RunningServer {
     pub fn reload(&mut self, mut config: Config) {
         let running = self.shared.generation().config;
         let mut restart_only = Vec::new();
-        if config.host_keys != running.host_keys {
-            restart_only.push("host_keys");
-        }
         if config.upstream_key != running.upstream_key {
             restart_only.push("upstream_key");
         }
@@ -887,20 +889,25 @@ impl RunningServer {
                 }
             },
         };
+        // Host keys are read again (a key may have been rotated in place); reading never
+        // generates one here. A key that cannot be read keeps the running ones.
+        let host_keys = match keys::read_host_keys(&config.host_keys) {
+            Ok(keys) => keys.into(),
+            Err(e) => {
+                tracing::error!(error = %e, "reload: keeping the running host keys");
+                config.host_keys = running.host_keys.clone();
+                self.shared.generation().host_keys
+            }
+        };
         let users = config.users.len();
+        let next = Generation {
+            config: Arc::new(config),
+            hooks,
+            host_keys,
+        };
         match self.shared.current.lock() {
-            Ok(mut g) => {
-                *g = Generation {
-                    config: Arc::new(config),
-                    hooks,
-                }
-            }
-            Err(poisoned) => {
-                *poisoned.into_inner() = Generation {
-                    config: Arc::new(config),
-                    hooks,
-                }
-            }
+            Ok(mut g) => *g = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
         }
         self.broadcast(CTRL_RELOAD);
         let listeners = self.shared.generation().config.listeners();

@@ -556,3 +556,90 @@ fn systemd_socket_activation_serves_the_handed_socket() {
     drop(socket);
     drop(sshd);
 }
+
+/// The host key `ssh-keyscan` gets from `port` (type and base64).
+fn scanned_host_key(port: u16) -> String {
+    let out = run_bounded(
+        Command::new("ssh-keyscan").args([
+            "-T",
+            "10",
+            "-t",
+            "ed25519",
+            "-p",
+            &port.to_string(),
+            "127.0.0.1",
+        ]),
+        Stdio::null(),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| !l.starts_with('#') && l.contains("ssh-ed25519"))
+        .unwrap_or_else(|| panic!("no host key from ssh-keyscan: {text:?}"));
+    line.split_whitespace()
+        .skip(1)
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `type base64` of an OpenSSH public key file.
+fn public_key_of(private: &Path) -> String {
+    let line = fs::read_to_string(private.with_extension("pub")).unwrap();
+    line.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn sighup_reads_the_host_keys_again_and_keeps_them_when_unreadable() {
+    let (_sshd, proxy, keys) = one_user::start(SSHR, SSHD_STARTUPS, "workers = 2\n");
+    wait_ready(&proxy);
+    let key = keys.path().join(one_user::USER);
+    let host_key = proxy.setup.host_key.clone();
+    let old = public_key_of(&host_key);
+    assert_eq!(scanned_host_key(proxy.port()), old);
+
+    // The key rotated in place: new connections get the new one.
+    let rotated = keys.path().join("rotated_host_key");
+    keygen(&rotated, "ed25519", None);
+    fs::copy(&rotated, &host_key).unwrap();
+    let new = public_key_of(&rotated);
+    assert_ne!(new, old);
+    let reloads = |log: &str| log.matches("configuration reloaded").count();
+    let before = reloads(&proxy.log());
+    signal(proxy.pid(), libc::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(30), || reloads(&proxy.log()) > before),
+        "no reload; log:\n{}",
+        tail(&proxy.log(), 20)
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || scanned_host_key(proxy.port())
+            == new),
+        "the rotated host key is not offered"
+    );
+    login(proxy.port(), &key).unwrap();
+
+    // A key file that cannot be read keeps the running keys, with an error.
+    fs::write(&host_key, "not a key\n").unwrap();
+    let before = reloads(&proxy.log());
+    signal(proxy.pid(), libc::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(30), || reloads(&proxy.log()) > before),
+        "no reload; log:\n{}",
+        tail(&proxy.log(), 20)
+    );
+    assert!(
+        proxy
+            .log()
+            .contains("reload: keeping the running host keys"),
+        "{}",
+        tail(&proxy.log(), 20)
+    );
+    assert_eq!(scanned_host_key(proxy.port()), new);
+    login(proxy.port(), &key).unwrap();
+}

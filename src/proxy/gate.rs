@@ -287,7 +287,7 @@ fn start_session(
 fn plaintext_refusal(ctx: &ShardContext, reason: Refusal) -> Vec<u8> {
     let mut t = sshr_protocol::transport::Transport::server(
         session::transport_config(&ctx.config()),
-        ctx.host_keys.clone(),
+        ctx.host_keys(),
         crate::rt::seed(),
         Instant::now(),
     );

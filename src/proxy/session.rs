@@ -73,7 +73,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
             stream,
             Transport::server(
                 ctx.transport.clone(),
-                ctx.shard.host_keys.clone(),
+                ctx.shard.host_keys(),
                 seed(),
                 Instant::now(),
             ),

@@ -22,8 +22,6 @@ use crate::rt::StopSignal;
 pub struct ShardContext {
     /// This shard's index.
     pub index: usize,
-    /// The proxy's host keys, in order of preference (read-only, shared by all shards).
-    pub host_keys: Arc<[PrivateKey]>,
     /// Relay buffers of this shard, capped at `limits.buffer_pool_bytes_per_shard`.
     pub pool: BufferPool,
     /// This shard's counters (plain cells, published about once a second).
@@ -41,6 +39,9 @@ pub struct ShardContext {
     stop_signals: RefCell<Vec<Weak<StopSignal>>>,
     config: RefCell<Arc<Config>>,
     hooks: RefCell<Rc<dyn Hooks>>,
+    /// The proxy's host keys, in order of preference (shared by all shards, swapped on
+    /// reload).
+    host_keys: RefCell<Arc<[PrivateKey]>>,
     live_sessions: Cell<usize>,
     next_session: Cell<u64>,
     sessions_stopped: Cell<bool>,
@@ -64,7 +65,7 @@ impl ShardContext {
         let handshake_budget = HandshakeBudget::new(config.limits.preauth_buffer_bytes_per_shard);
         ShardContext {
             index,
-            host_keys,
+            host_keys: RefCell::new(host_keys),
             pool,
             metrics: ShardMetrics::new(index),
             warm: WarmPool::new(),
@@ -97,6 +98,11 @@ impl ShardContext {
     /// The current hooks (rebuilt by the factory on reload; take it once per session).
     pub fn hooks(&self) -> Rc<dyn Hooks> {
         self.hooks.borrow().clone()
+    }
+
+    /// The current host keys (take them once per connection).
+    pub fn host_keys(&self) -> Arc<[PrivateKey]> {
+        self.host_keys.borrow().clone()
     }
 
     /// Sessions running on this shard right now.
@@ -138,9 +144,15 @@ impl ShardContext {
         signal
     }
 
-    pub(crate) fn reload(&self, config: Arc<Config>, hooks: Rc<dyn Hooks>) {
+    pub(crate) fn reload(
+        &self,
+        config: Arc<Config>,
+        hooks: Rc<dyn Hooks>,
+        host_keys: Arc<[PrivateKey]>,
+    ) {
         *self.config.borrow_mut() = config;
         *self.hooks.borrow_mut() = hooks;
+        *self.host_keys.borrow_mut() = host_keys;
     }
 }
 
@@ -279,7 +291,8 @@ pub(crate) mod tests {
         let before = ctx.config();
         let mut next = Config::builtin().unwrap();
         next.limits.max_sessions_per_shard = 7;
-        ctx.reload(Arc::new(next), Rc::new(NoUsers));
+        let keys = ctx.host_keys();
+        ctx.reload(Arc::new(next), Rc::new(NoUsers), keys);
         assert_eq!(ctx.config().limits.max_sessions_per_shard, 7);
         assert_eq!(before.limits.max_sessions_per_shard, 10_000);
     }
