@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use sshr_protocol::auth::{self, Method, Request};
 use sshr_testsupport::conn::Conn;
 use sshr_testsupport::{
-    free_listen_port, keygen, one_user, run_bounded, ssh_command, Sshd, Sshr, TempDir,
+    echo_server, free_listen_port, keygen, one_user, run_bounded, ssh_command, Sshd, Sshr, TempDir,
 };
 
 const SSHR: &str = env!("CARGO_BIN_EXE_sshr");
@@ -150,22 +150,6 @@ fn line_fingerprint(dir: &Path, line: &str) -> String {
     let path = dir.join("host.pub");
     fs::write(&path, format!("{line}\n")).unwrap();
     fingerprint(&path)
-}
-
-/// A TCP echo server on loopback (its thread ends with the test process).
-fn echo_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            thread::spawn(move || {
-                let mut reader = conn.try_clone().unwrap();
-                let _ = std::io::copy(&mut reader, &mut conn);
-            });
-        }
-    });
-    port
 }
 
 /// Kills the child on drop (a forwarding `ssh -N`).

@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use std::io::Write;
 
-use sshr_protocol::hostkey::PrivateKey;
-use sshr_protocol::{auth, msg};
+use sshr_protocol::msg;
 use sshr_testsupport::conn::Conn;
 use sshr_testsupport::{connections_to, one_user, run_bounded, ssh_command, tail, Sshd, Sshr};
 
@@ -342,40 +341,11 @@ fn an_account_at_its_session_cap_is_refused_until_a_session_ends() {
     );
 }
 
-/// A scripted client logged in as alice with `key`: the relay runs behind it.
-fn logged_in(port: u16, key: &Path) -> Conn {
-    let key = PrivateKey::from_openssh(&fs::read_to_string(key).unwrap()).unwrap();
-    let mut c = Conn::connect(port);
-    let none = auth::Request {
-        user: one_user::USER,
-        service: auth::CONNECTION_SERVICE,
-        method: auth::Method::None,
-    };
-    c.t.send(&none.encode()).unwrap();
-    assert_eq!(c.next_packet().unwrap()[0], msg::USERAUTH_FAILURE);
-    let sid = c.t.session_id().unwrap().to_vec();
-    let req = auth::signed_publickey_request(
-        &sid,
-        one_user::USER,
-        auth::CONNECTION_SERVICE,
-        &key,
-        key.sig_algs()[0],
-    )
-    .unwrap();
-    c.t.send(&req).unwrap();
-    for _ in 0..100 {
-        if c.next_packet().expect("login")[0] == msg::USERAUTH_SUCCESS {
-            return c;
-        }
-    }
-    panic!("no USERAUTH_SUCCESS");
-}
-
 #[test]
 fn a_packet_that_stalls_during_the_relay_ends_the_session_and_frees_its_buffer() {
     let (sshd, sshr, _keys, alice) =
         proxy("[limits]\npacket_timeout_secs = 2\nkeepalive_interval_secs = 0\n");
-    let mut c = logged_in(sshr.port(), &alice);
+    let mut c = Conn::logged_in(sshr.port(), one_user::USER, &alice);
     let mut ignore = vec![msg::IGNORE];
     ignore.extend(std::iter::repeat_n(0u8, 200_000));
     c.t.send(&ignore).unwrap();
@@ -423,7 +393,7 @@ fn a_packet_that_stalls_during_the_relay_ends_the_session_and_frees_its_buffer()
 fn the_reply_to_a_forwarded_request_is_not_taken_for_the_answer_to_a_keepalive() {
     let (sshd, sshr, _keys, alice) =
         proxy("[limits]\nkeepalive_interval_secs = 1\nkeepalive_count_max = 30\n");
-    let mut c = logged_in(sshr.port(), &alice);
+    let mut c = Conn::logged_in(sshr.port(), one_user::USER, &alice);
     let pids = sshd_session_pids(&sshd);
     assert!(!pids.is_empty(), "no sshd process found for the session");
     // The upstream freezes: the proxy's keepalives to it go unanswered for a while.

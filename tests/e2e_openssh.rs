@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -30,7 +30,8 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::{ChaCha20Rng, ChaCha8Rng};
 use sha2::{Digest, Sha256};
 use sshr_testsupport::{
-    free_listen_port, keygen, run_bounded, tail, Sshd, SshdOptions, Sshr, SshrSetup, TempDir,
+    echo_server, free_listen_port, keygen, run_bounded, tail, Sshd, SshdOptions, Sshr, SshrSetup,
+    TempDir,
 };
 
 const SSHR: &str = env!("CARGO_BIN_EXE_sshr");
@@ -849,22 +850,6 @@ fn sftp_batch_put_get_ls_rm_100_mib() {
 
 // ---------------------------------------------------------------------------------------
 // 5. forwarding
-
-/// A TCP echo server on loopback, serving until the test process ends.
-fn echo_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            thread::spawn(move || {
-                let mut reader = conn.try_clone().unwrap();
-                let _ = std::io::copy(&mut reader, &mut conn);
-            });
-        }
-    });
-    port
-}
 
 /// Send `len` random bytes through `stream` (to an echo server) and check they come back.
 fn echo_roundtrip(env: &Env, mut stream: TcpStream, len: usize, what: &str) {

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sshr_protocol::auth;
-use sshr_protocol::hostkey::PrivateKey;
 use sshr_protocol::msg;
 use sshr_protocol::wire;
 use sshr_testsupport::conn::Conn;
@@ -23,35 +22,6 @@ fn proxy(extra: &str) -> (Sshd, sshr_testsupport::Sshr, tempfile::TempDir, PathB
     let (sshd, sshr, keys) = one_user::start(SSHR, &[], extra);
     let alice = keys.path().join(one_user::USER);
     (sshd, sshr, keys, alice)
-}
-
-/// A scripted client logged in as alice: the relay runs behind it.
-fn logged_in(port: u16, key: &Path) -> Conn {
-    let key = PrivateKey::from_openssh(&std::fs::read_to_string(key).unwrap()).unwrap();
-    let mut c = Conn::connect(port);
-    let none = auth::Request {
-        user: "alice",
-        service: auth::CONNECTION_SERVICE,
-        method: auth::Method::None,
-    };
-    c.t.send(&none.encode()).unwrap();
-    assert_eq!(c.next_packet().unwrap()[0], msg::USERAUTH_FAILURE);
-    let sid = c.t.session_id().unwrap().to_vec();
-    let req = auth::signed_publickey_request(
-        &sid,
-        "alice",
-        auth::CONNECTION_SERVICE,
-        &key,
-        key.sig_algs()[0],
-    )
-    .unwrap();
-    c.t.send(&req).unwrap();
-    loop {
-        let p = c.next_packet().expect("login");
-        if p[0] == msg::USERAUTH_SUCCESS {
-            return c;
-        }
-    }
 }
 
 /// A global request the upstream answers (with REQUEST_FAILURE): proves the session
@@ -74,7 +44,7 @@ fn thousands_of_small_messages_while_the_upstream_rekeys() {
     // Rekey the upstream leg every 64 KiB: the flood below crosses that many times, and
     // each time more messages arrive than the transport may queue during the exchange.
     let (_sshd, sshr, _keys, alice) = proxy("[rekey]\nbytes = 65536\n");
-    let mut c = logged_in(sshr.port(), &alice);
+    let mut c = Conn::logged_in(sshr.port(), "alice", &alice);
     let mut g = vec![msg::GLOBAL_REQUEST];
     wire::put_string(&mut g, b"keepalive@openssh.com");
     g.push(0);
@@ -94,7 +64,7 @@ fn thousands_of_small_messages_while_the_upstream_rekeys() {
 #[test]
 fn transport_messages_do_not_pile_up_during_the_relay() {
     let (_sshd, sshr, _keys, alice) = proxy("");
-    let mut c = logged_in(sshr.port(), &alice);
+    let mut c = Conn::logged_in(sshr.port(), "alice", &alice);
     assert!(round_trip(&mut c).is_ok());
     let before = sshr.rss_kib();
     // 400 EXT_INFO of 200 KB each (80 MB): the transport parses them; nothing may keep
@@ -168,7 +138,7 @@ fn a_client_that_stops_reading_cannot_hold_its_session_after_the_auth_timeout() 
 #[test]
 fn the_first_bytes_of_a_big_packet_hold_no_relay_buffer() {
     let (_sshd, sshr, _keys, alice) = proxy("");
-    let mut c = logged_in(sshr.port(), &alice);
+    let mut c = Conn::logged_in(sshr.port(), "alice", &alice);
     assert!(round_trip(&mut c).is_ok());
     let mut ignore = vec![msg::IGNORE];
     ignore.extend(std::iter::repeat_n(0u8, 200_000));
@@ -197,7 +167,7 @@ fn a_leg_that_only_receives_is_rekeyed_on_time() {
     // client-to-upstream pump runs, and the upstream leg must still get its new keys.
     let (sshd, sshr, _keys, alice) =
         proxy("[rekey]\nseconds = 2\n\n[warm_upstreams]\nper_upstream = 0\n");
-    let mut c = logged_in(sshr.port(), &alice);
+    let mut c = Conn::logged_in(sshr.port(), "alice", &alice);
     let kexinits = || sshd.log().matches("SSH2_MSG_KEXINIT received").count();
     assert_eq!(kexinits(), 1, "{}", sshd.log());
     let mut g = vec![msg::GLOBAL_REQUEST];

@@ -249,6 +249,18 @@ pub fn close_reason(end: &LegError) -> (CloseReason, Option<&dyn std::fmt::Displ
     };
     match end {
         LegError::Closed { .. } => (closed, None),
+        // A peer that is killed or whose host drops the connection resets it: it
+        // closed, with the detail kept.
+        LegError::Io { source, .. }
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+            ) =>
+        {
+            (closed, Some(end))
+        }
         LegError::Protocol {
             source: sshr_protocol::Error::PeerDisconnected { .. },
             ..

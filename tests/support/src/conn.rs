@@ -56,6 +56,38 @@ impl Conn {
         Conn::client(s)
     }
 
+    /// A client logged in as `user` on loopback `port` with the private key file
+    /// `key` (after a `none` attempt, as OpenSSH makes one): the relay runs behind it.
+    pub fn logged_in(port: u16, user: &str, key: &std::path::Path) -> Self {
+        use sshr_protocol::hostkey::PrivateKey;
+        use sshr_protocol::msg;
+        let key = PrivateKey::from_openssh(&std::fs::read_to_string(key).unwrap()).unwrap();
+        let mut c = Conn::connect(port);
+        let none = auth::Request {
+            user,
+            service: auth::CONNECTION_SERVICE,
+            method: auth::Method::None,
+        };
+        c.t.send(&none.encode()).unwrap();
+        assert_eq!(c.next_packet().unwrap()[0], msg::USERAUTH_FAILURE);
+        let sid = c.t.session_id().unwrap().to_vec();
+        let req = auth::signed_publickey_request(
+            &sid,
+            user,
+            auth::CONNECTION_SERVICE,
+            &key,
+            key.sig_algs()[0],
+        )
+        .unwrap();
+        c.t.send(&req).unwrap();
+        for _ in 0..100 {
+            if c.next_packet().expect("login")[0] == msg::USERAUTH_SUCCESS {
+                return c;
+            }
+        }
+        panic!("no USERAUTH_SUCCESS");
+    }
+
     pub fn flush(&mut self) {
         let out = self.t.transmit();
         if !out.is_empty() {

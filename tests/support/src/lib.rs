@@ -39,6 +39,22 @@ pub fn free_port() -> u16 {
 /// ephemeral range (`net.ipv4.ip_local_port_range`), so the many outgoing connections of
 /// parallel tests cannot grab it between this call and the server's bind, as they can
 /// with [`free_port`].
+/// A TCP echo server on loopback, serving until the test process ends; its port.
+pub fn echo_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut reader = conn.try_clone().unwrap();
+                let _ = std::io::copy(&mut reader, &mut conn);
+            });
+        }
+    });
+    port
+}
+
 pub fn free_listen_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
