@@ -151,7 +151,7 @@ impl Server {
     /// Runs until SIGINT or SIGTERM (graceful: stop accepting, give sessions
     /// `limits.shutdown_grace` to end; a second signal exits at once). SIGHUP reloads
     /// the configuration file, listeners included; SIGUSR2 upgrades in place (see
-    /// [`crate::upgrade`]); SIGUSR1 reopens the audit log. Blocks the calling thread.
+    /// `src/upgrade.rs`); SIGUSR1 reopens the audit log. Blocks the calling thread.
     pub fn run(self) -> Result<(), ServerError> {
         // Handlers first: the listeners accept (into the kernel's queue) from the bind
         // on, and a SIGHUP or SIGUSR2 sent then must not kill the process (their

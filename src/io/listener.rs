@@ -152,7 +152,7 @@ pub(crate) struct InheritedSocket {
 /// readiness to the process that handed them.
 ///
 /// A socket serves the configured listener whose address it is bound to, or whose
-/// [`handoff_name`] it carries (so a `127.0.0.1:0` listener keeps its port across an
+/// `handoff_name` it carries (so a `127.0.0.1:0` listener keeps its port across an
 /// upgrade); its kind is the configuration's. Sockets no listener claims are closed
 /// when this is dropped.
 #[derive(Default)]
