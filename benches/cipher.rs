@@ -1,17 +1,19 @@
-//! Seal + open throughput per cipher on 32 KiB packets, in place, as the relay does it.
+//! Seal + open throughput per cipher and crypto provider on 32 KiB packets, in place, as
+//! the relay does it (build with `--features rustcrypto` to compare both providers).
 //! `cargo bench --bench cipher`; figures go to perf/RESULTS.md beside
 //! `openssl speed -evp aes-128-gcm` measured on the same machine.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand_core::SeedableRng;
 use sshr_protocol::cipher::{CipherAlg, MacAlg, PacketCipher};
+use sshr_protocol::crypto::{self, CryptoProvider};
 use sshr_protocol::packet::{Opened, Opener, Sealer, PAYLOAD_OFFSET};
 
-fn keyed(c: CipherAlg, mac: Option<MacAlg>) -> PacketCipher {
+fn keyed(provider: &CryptoProvider, c: CipherAlg, mac: Option<MacAlg>) -> PacketCipher {
     let key = vec![0x42; c.key_len()];
     let iv = vec![0x24; c.iv_len()];
     let mac_key = vec![0x11; mac.map_or(0, |m| m.key_len())];
-    PacketCipher::new(c, mac, &key, &iv, &mac_key)
+    PacketCipher::new(provider, c, mac, &key, &iv, &mac_key)
 }
 
 fn seal_open(crit: &mut Criterion) {
@@ -25,15 +27,18 @@ fn seal_open(crit: &mut Criterion) {
             (CipherAlg::Aes128Ctr, Some(MacAlg::HmacSha256Etm)),
             (CipherAlg::Aes256Ctr, Some(MacAlg::HmacSha512Etm)),
         ];
-        for (c, mac) in cases {
+        for (provider, (c, mac)) in crypto::providers()
+            .into_iter()
+            .flat_map(|p| cases.iter().map(move |case| (p, *case)))
+        {
             let name = match mac {
-                Some(m) => format!("{}+{}", c.name(), m.name()),
-                None => c.name().to_owned(),
+                Some(m) => format!("{}+{}/{}", c.name(), m.name(), provider.name),
+                None => format!("{}/{}", c.name(), provider.name),
             };
             let mut sealer = Sealer::new();
-            sealer.set_cipher(keyed(c, mac));
+            sealer.set_cipher(keyed(provider, c, mac));
             let mut opener = Opener::new();
-            opener.set_cipher(keyed(c, mac));
+            opener.set_cipher(keyed(provider, c, mac));
             let mut rng = rand_chacha::ChaCha20Rng::from_seed([0; 32]);
             let padding = sealer.min_padding(payload_len);
             let mut buf = vec![0x5au8; sealer.sealed_len(payload_len, padding)];

@@ -20,32 +20,30 @@
 //!   encrypted, MAC over uint32 seq || length || encrypted body, verified before anything is
 //!   decrypted.
 //!
-//! Key hygiene: raw keys live in zeroize-on-drop fields, and so do per-packet copies made
-//! here (ChaCha20 block 0 and the Poly1305 key taken from it). The cipher crates (aes,
-//! aes-gcm, ctr, chacha20, poly1305) are built with their `zeroize` features and wipe their
-//! key schedules and states on drop; hmac 0.12 has no such feature, so the keyed HMAC states,
-//! and the cipher objects too for good measure, are held in `Wipe` (`wipe.rs`), which
-//! overwrites their bytes when they are dropped. What cannot be wiped from here: copies those
-//! crates make internally on the stack or in registers while processing a packet (e.g. the
-//! per-packet clone of the keyed HMAC state, which `finalize` consumes, and the Poly1305
-//! state, which `compute_unpadded` consumes).
+//! The AEAD ciphers come from the crypto provider ([`crate::crypto`]); the CTR ciphers and
+//! HMACs, kept for old peers, are the RustCrypto crates whichever provider is built.
+//!
+//! Key hygiene: raw keys live in zeroize-on-drop fields. The cipher crates (aes, ctr) are
+//! built with their `zeroize` features and wipe their key schedules and states on drop;
+//! hmac 0.12 has no such feature, so the keyed HMAC states, and the cipher objects too for
+//! good measure, are held in `Wipe` (`wipe.rs`), which overwrites their bytes when they
+//! are dropped. What cannot be wiped from here: copies those crates make internally on the
+//! stack or in registers while processing a packet (e.g. the per-packet clone of the keyed
+//! HMAC state, which `finalize` consumes).
 
 use core::fmt;
 
+use aes::cipher::consts::U16;
+use aes::cipher::KeyInit;
 use aes::{Aes128Enc, Aes256Enc};
-use aes_gcm::aead::consts::{U12, U16};
-use aes_gcm::aead::AeadInOut;
-use aes_gcm::{AeadCore, AesGcm, KeyInit};
-use chacha20::cipher::{KeyIvInit, StreamCipher};
-use chacha20::ChaCha20Legacy;
-use ctr::cipher::{BlockCipherEncrypt, IvState};
+use ctr::cipher::{BlockCipherEncrypt, IvState, KeyIvInit, StreamCipher};
 use ctr::Ctr128BE;
 use hmac::{Hmac, Mac};
-use poly1305::Poly1305;
 use sha2::{Sha256, Sha512};
 use subtle::ConstantTimeEq;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::Zeroize;
 
+use crate::crypto::{CryptoProvider, PacketAead};
 use crate::wipe::Wipe;
 
 /// Encryption algorithms we negotiate, in our preference order (AEAD first).
@@ -193,9 +191,10 @@ pub struct PacketCipher {
 /// stray copies of key schedules behind.
 enum Inner {
     None,
-    ChaCha(Box<ChaChaPoly>),
-    Aes128Gcm(Box<Gcm<Aes128Enc>>),
-    Aes256Gcm(Box<Gcm<Aes256Enc>>),
+    Aead {
+        alg: CipherAlg,
+        aead: Box<dyn PacketAead>,
+    },
     Aes128Ctr(Box<CtrHmac<Aes128Enc>>),
     Aes256Ctr(Box<CtrHmac<Aes256Enc>>),
 }
@@ -214,6 +213,7 @@ impl PacketCipher {
     /// [`CipherAlg::iv_len`] or [`MacAlg::key_len`], or if `mac` is `None` for a CTR cipher;
     /// both are internal invariants of the key exchange.
     pub fn new(
+        provider: &CryptoProvider,
         cipher: CipherAlg,
         mac: Option<MacAlg>,
         key: &[u8],
@@ -228,9 +228,14 @@ impl PacketCipher {
             mac
         };
         let inner = match cipher {
-            CipherAlg::ChaCha20Poly1305 => Inner::ChaCha(Box::new(ChaChaPoly::new(key))),
-            CipherAlg::Aes128Gcm => Inner::Aes128Gcm(Box::new(Gcm::new(key, iv))),
-            CipherAlg::Aes256Gcm => Inner::Aes256Gcm(Box::new(Gcm::new(key, iv))),
+            CipherAlg::ChaCha20Poly1305 => Inner::Aead {
+                alg: cipher,
+                aead: (provider.chacha20_poly1305)(key),
+            },
+            CipherAlg::Aes128Gcm | CipherAlg::Aes256Gcm => Inner::Aead {
+                alg: cipher,
+                aead: (provider.aes_gcm)(key, iv),
+            },
             CipherAlg::Aes128Ctr => {
                 Inner::Aes128Ctr(Box::new(CtrHmac::new(key, iv, ctr_mac(), mac_key)))
             }
@@ -249,7 +254,8 @@ impl PacketCipher {
     /// The packet alignment: 8 for none and chacha20-poly1305, 16 for AES.
     pub fn block_size(&self) -> usize {
         match &self.inner {
-            Inner::None | Inner::ChaCha(_) => 8,
+            Inner::None => 8,
+            Inner::Aead { alg, .. } => alg.block_size(),
             _ => 16,
         }
     }
@@ -259,7 +265,7 @@ impl PacketCipher {
     pub fn tag_len(&self) -> usize {
         match &self.inner {
             Inner::None => 0,
-            Inner::ChaCha(_) | Inner::Aes128Gcm(_) | Inner::Aes256Gcm(_) => 16,
+            Inner::Aead { .. } => 16,
             Inner::Aes128Ctr(c) => c.mac.tag_len(),
             Inner::Aes256Ctr(c) => c.mac.tag_len(),
         }
@@ -272,7 +278,7 @@ impl PacketCipher {
     pub fn length_in_alignment(&self) -> bool {
         match &self.inner {
             Inner::None => true,
-            Inner::ChaCha(_) | Inner::Aes128Gcm(_) | Inner::Aes256Gcm(_) => false,
+            Inner::Aead { .. } => false,
             Inner::Aes128Ctr(c) => !c.etm,
             Inner::Aes256Ctr(c) => !c.etm,
         }
@@ -304,8 +310,8 @@ impl PacketCipher {
         let head = &head[..self.length_prefix_len()];
         let mut len = [head[0], head[1], head[2], head[3]];
         match &self.inner {
-            Inner::None | Inner::Aes128Gcm(_) | Inner::Aes256Gcm(_) => {}
-            Inner::ChaCha(c) => c.crypt_length(seq, &mut len),
+            Inner::None => {}
+            Inner::Aead { aead, .. } => len = aead.decrypt_length(seq, len),
             Inner::Aes128Ctr(c) => c.peek_length(head, &mut len),
             Inner::Aes256Ctr(c) => c.peek_length(head, &mut len),
         }
@@ -325,15 +331,19 @@ impl PacketCipher {
             packet.zeroize();
             return Err(OpenError::BadTag);
         }
-        let (data, tag) = packet.split_at_mut(packet.len() - tag_len);
         let result = match &mut self.inner {
             Inner::None => Ok(()),
-            Inner::ChaCha(c) => c.open(seq, data, tag),
-            Inner::Aes128Gcm(c) => c.open(data, tag),
-            Inner::Aes256Gcm(c) => c.open(data, tag),
-            Inner::Aes128Ctr(c) => c.open(seq, data, tag),
-            Inner::Aes256Ctr(c) => c.open(seq, data, tag),
+            Inner::Aead { aead, .. } => aead.open(seq, packet),
+            Inner::Aes128Ctr(c) => {
+                let (data, tag) = packet.split_at_mut(packet.len() - tag_len);
+                c.open(seq, data, tag)
+            }
+            Inner::Aes256Ctr(c) => {
+                let (data, tag) = packet.split_at_mut(packet.len() - tag_len);
+                c.open(seq, data, tag)
+            }
         };
+        let data = &packet[..packet.len() - tag_len];
         let declared = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
         match result {
             Ok(()) if declared as usize == data.len() - 4 => Ok(()),
@@ -353,28 +363,29 @@ impl PacketCipher {
     pub fn seal(&mut self, seq: u32, packet: &mut [u8]) {
         let tag_len = self.tag_len();
         assert!(packet.len() >= 4 + tag_len, "packet too short to seal");
-        let (data, tag) = packet.split_at_mut(packet.len() - tag_len);
         debug_assert_eq!(
-            u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as usize,
-            data.len() - 4,
+            u32::from_be_bytes([packet[0], packet[1], packet[2], packet[3]]) as usize,
+            packet.len() - tag_len - 4,
             "packet_length does not match the buffer"
         );
         match &mut self.inner {
             Inner::None => {}
-            Inner::ChaCha(c) => c.seal(seq, data, tag),
-            Inner::Aes128Gcm(c) => c.seal(data, tag),
-            Inner::Aes256Gcm(c) => c.seal(data, tag),
-            Inner::Aes128Ctr(c) => c.seal(seq, data, tag),
-            Inner::Aes256Ctr(c) => c.seal(seq, data, tag),
+            Inner::Aead { aead, .. } => aead.seal(seq, packet),
+            Inner::Aes128Ctr(c) => {
+                let (data, tag) = packet.split_at_mut(packet.len() - tag_len);
+                c.seal(seq, data, tag)
+            }
+            Inner::Aes256Ctr(c) => {
+                let (data, tag) = packet.split_at_mut(packet.len() - tag_len);
+                c.seal(seq, data, tag)
+            }
         }
     }
 
     fn describe(&self) -> (&'static str, Option<&'static str>) {
         match &self.inner {
             Inner::None => ("none", None),
-            Inner::ChaCha(_) => (CipherAlg::ChaCha20Poly1305.name(), None),
-            Inner::Aes128Gcm(_) => (CipherAlg::Aes128Gcm.name(), None),
-            Inner::Aes256Gcm(_) => (CipherAlg::Aes256Gcm.name(), None),
+            Inner::Aead { alg, .. } => (alg.name(), None),
             Inner::Aes128Ctr(c) => (CipherAlg::Aes128Ctr.name(), Some(c.mac.alg().name())),
             Inner::Aes256Ctr(c) => (CipherAlg::Aes256Ctr.name(), Some(c.mac.alg().name())),
         }
@@ -395,141 +406,6 @@ impl fmt::Debug for PacketCipher {
             .field("cipher", &cipher)
             .field("mac", &mac)
             .finish()
-    }
-}
-
-/// chacha20-poly1305@openssh.com. Keeps the raw keys; the ChaCha20 instances are per packet
-/// (the nonce is the sequence number).
-#[derive(Zeroize, ZeroizeOnDrop)]
-struct ChaChaPoly {
-    /// K_2: payload encryption and the Poly1305 key (key bytes 0..32; OpenSSH's `main_ctx`).
-    main: [u8; 32],
-    /// K_1: packet length encryption (key bytes 32..64; OpenSSH's `header_ctx`).
-    header: [u8; 32],
-}
-
-impl ChaChaPoly {
-    fn new(key: &[u8]) -> Self {
-        let mut c = ChaChaPoly {
-            main: [0; 32],
-            header: [0; 32],
-        };
-        c.main.copy_from_slice(&key[..32]);
-        c.header.copy_from_slice(&key[32..64]);
-        c
-    }
-
-    fn instance(key: &[u8; 32], seq: u32) -> Wipe<ChaCha20Legacy> {
-        let nonce = u64::from(seq).to_be_bytes();
-        Wipe::new(ChaCha20Legacy::new(key.into(), &nonce.into()))
-    }
-
-    /// XOR the 4 length bytes with K_1's keystream (block 0); encrypts and decrypts.
-    fn crypt_length(&self, seq: u32, len: &mut [u8]) {
-        Self::instance(&self.header, seq).apply_keystream(len);
-    }
-
-    /// K_2's instance positioned at block 1, and the Poly1305 tag of `data` under the key
-    /// taken from block 0.
-    fn main_and_tag(&self, seq: u32, data: &[u8]) -> (Wipe<ChaCha20Legacy>, poly1305::Tag) {
-        let mut main = Self::instance(&self.main, seq);
-        let mut block0 = [0u8; 64];
-        main.apply_keystream(&mut block0);
-        let mut poly_key = poly1305::Key::try_from(&block0[..32]).expect("32-byte Poly1305 key");
-        let tag = Poly1305::new(&poly_key).compute_unpadded(data);
-        block0.zeroize();
-        poly_key.as_mut_slice().zeroize();
-        (main, tag)
-    }
-
-    fn seal(&self, seq: u32, data: &mut [u8], tag: &mut [u8]) {
-        let (len, body) = data.split_at_mut(4);
-        self.crypt_length(seq, len);
-        let mut main = Self::instance(&self.main, seq);
-        let mut block0 = [0u8; 64];
-        main.apply_keystream(&mut block0);
-        main.apply_keystream(body);
-        let mut poly_key = poly1305::Key::try_from(&block0[..32]).expect("32-byte Poly1305 key");
-        tag.copy_from_slice(&Poly1305::new(&poly_key).compute_unpadded(data));
-        block0.zeroize();
-        poly_key.as_mut_slice().zeroize();
-    }
-
-    fn open(&self, seq: u32, data: &mut [u8], tag: &[u8]) -> Result<(), OpenError> {
-        let (mut main, expected) = self.main_and_tag(seq, data);
-        if !bool::from(expected.as_slice().ct_eq(tag)) {
-            return Err(OpenError::BadTag);
-        }
-        let (len, body) = data.split_at_mut(4);
-        self.crypt_length(seq, len);
-        main.apply_keystream(body);
-        Ok(())
-    }
-}
-
-/// aes*-gcm@openssh.com.
-struct Gcm<A> {
-    aead: Wipe<AesGcm<A, U12>>,
-    /// The first 4 bytes of the IV, constant for the life of the keys.
-    fixed: [u8; 4],
-    /// The last 8 bytes of the IV, big-endian, incremented after every packet.
-    invocation: u64,
-}
-
-impl<A> Gcm<A>
-where
-    AesGcm<A, U12>: KeyInit + AeadInOut + AeadCore<NonceSize = U12, TagSize = U16>,
-{
-    fn new(key: &[u8], iv: &[u8]) -> Self {
-        let aead = AesGcm::<A, U12>::new_from_slice(key).expect("GCM key length");
-        let mut fixed = [0u8; 4];
-        fixed.copy_from_slice(&iv[..4]);
-        let mut invocation = [0u8; 8];
-        invocation.copy_from_slice(&iv[4..12]);
-        Gcm {
-            aead: Wipe::new(aead),
-            fixed,
-            invocation: u64::from_be_bytes(invocation),
-        }
-    }
-
-    /// This packet's nonce; advances the invocation counter (mod 2^64, RFC 5647 7.1).
-    fn next_nonce(&mut self) -> aes_gcm::Nonce<U12> {
-        let mut nonce = aes_gcm::Nonce::<U12>::default();
-        nonce[..4].copy_from_slice(&self.fixed);
-        nonce[4..].copy_from_slice(&self.invocation.to_be_bytes());
-        self.invocation = self.invocation.wrapping_add(1);
-        nonce
-    }
-
-    fn seal(&mut self, data: &mut [u8], tag: &mut [u8]) {
-        let nonce = self.next_nonce();
-        let (len, body) = data.split_at_mut(4);
-        let t = self
-            .aead
-            .encrypt_inout_detached(&nonce, len, body.into())
-            .expect("an SSH packet is far below the GCM length limit");
-        tag.copy_from_slice(&t);
-    }
-
-    fn open(&mut self, data: &mut [u8], tag: &[u8]) -> Result<(), OpenError> {
-        let nonce = self.next_nonce();
-        let (len, body) = data.split_at_mut(4);
-        self.aead
-            .decrypt_inout_detached(&nonce, len, body.into(), &tag_array(tag)?)
-            .map_err(|_| OpenError::BadTag)
-    }
-}
-
-/// The 16-byte GCM tag from the packet's tag slice (its length is fixed by `tag_len`).
-fn tag_array(tag: &[u8]) -> Result<aes_gcm::Tag<U16>, OpenError> {
-    aes_gcm::Tag::<U16>::try_from(tag).map_err(|_| OpenError::BadTag)
-}
-
-impl<A> Drop for Gcm<A> {
-    fn drop(&mut self) {
-        self.fixed.zeroize();
-        self.invocation.zeroize();
     }
 }
 
@@ -658,6 +534,16 @@ impl<A: BlockCipherEncrypt<BlockSize = U16> + KeyInit> CtrHmac<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(feature = "rustcrypto")]
+    use aes_gcm::aead::consts::{U12, U16};
+    #[cfg(feature = "rustcrypto")]
+    use aes_gcm::aead::AeadInOut;
+    #[cfg(feature = "rustcrypto")]
+    use aes_gcm::{AeadCore, AesGcm};
+    #[cfg(feature = "rustcrypto")]
+    use chacha20::ChaCha20Legacy;
+    #[cfg(feature = "rustcrypto")]
+    use poly1305::Poly1305;
 
     fn unhex(s: &str) -> Vec<u8> {
         hex::decode(s).expect("valid hex")
@@ -719,6 +605,7 @@ mod tests {
 
     /// McGrew & Viega, "The Galois/Counter Mode of Operation", test cases 4 (AES-128) and 16
     /// (AES-256): 60-byte plaintext, 20-byte AAD, 96-bit IV.
+    #[cfg(feature = "rustcrypto")]
     #[test]
     fn aes_gcm_mcgrew_viega() {
         let p = unhex(
@@ -797,6 +684,7 @@ mod tests {
     }
 
     /// ChaCha20 with the original 64-bit nonce.
+    #[cfg(feature = "rustcrypto")]
     #[test]
     fn chacha20_legacy_vectors() {
         // draft-strombergson-chacha-test-vectors / draft-agl-tls-chacha20poly1305,
@@ -854,6 +742,7 @@ mod tests {
     }
 
     /// RFC 8439 2.5.2.
+    #[cfg(feature = "rustcrypto")]
     #[test]
     fn poly1305_rfc8439() {
         let key = unhex("85d6be7857556d337f4452fe42d506a80103808afb0db2fd4abff6af4149f51b");
@@ -957,6 +846,7 @@ mod tests {
         };
         let mac_len = mac.map_or(0, |m| m.key_len());
         PacketCipher::new(
+            crate::crypto::default_provider(),
             c,
             mac,
             &bytes(c.key_len(), 1),
@@ -1182,23 +1072,25 @@ mod tests {
             let m = v.mac.map(|m| MacAlg::from_name(m).unwrap());
             seen.insert((c, m));
             let (key, iv, mac_key) = (unhex(v.key), unhex(v.iv), unhex(v.mac_key));
-            let mut sealer = PacketCipher::new(c, m, &key, &iv, &mac_key);
-            let mut opener = PacketCipher::new(c, m, &key, &iv, &mac_key);
-            for (i, &(seq, plain, sealed)) in v.packets.iter().enumerate() {
-                let what = format!("{} packet {i}", v.label);
-                let plain = unhex(plain);
-                let sealed = unhex(sealed);
-                let mut buf = plain.clone();
-                buf.resize(plain.len() + sealer.tag_len(), 0);
-                sealer.seal(seq, &mut buf);
-                assert_eq!(hex::encode(&buf), hex::encode(&sealed), "{what}: seal");
+            for provider in crate::crypto::providers() {
+                let mut sealer = PacketCipher::new(provider, c, m, &key, &iv, &mac_key);
+                let mut opener = PacketCipher::new(provider, c, m, &key, &iv, &mac_key);
+                for (i, &(seq, plain, sealed)) in v.packets.iter().enumerate() {
+                    let what = format!("{} packet {i} ({provider:?})", v.label);
+                    let plain = unhex(plain);
+                    let sealed = unhex(sealed);
+                    let mut buf = plain.clone();
+                    buf.resize(plain.len() + sealer.tag_len(), 0);
+                    sealer.seal(seq, &mut buf);
+                    assert_eq!(hex::encode(&buf), hex::encode(&sealed), "{what}: seal");
 
-                let len = u32::from_be_bytes(plain[..4].try_into().unwrap());
-                let head = &buf[..opener.length_prefix_len()];
-                assert_eq!(opener.peek_length(seq, head), len, "{what}: peek");
-                assert_eq!(opener.peek_length(seq, head), len, "{what}: peek again");
-                opener.open(seq, &mut buf).expect(&what);
-                assert_eq!(&buf[..plain.len()], &plain[..], "{what}: open");
+                    let len = u32::from_be_bytes(plain[..4].try_into().unwrap());
+                    let head = &buf[..opener.length_prefix_len()];
+                    assert_eq!(opener.peek_length(seq, head), len, "{what}: peek");
+                    assert_eq!(opener.peek_length(seq, head), len, "{what}: peek again");
+                    opener.open(seq, &mut buf).expect(&what);
+                    assert_eq!(&buf[..plain.len()], &plain[..], "{what}: open");
+                }
             }
         }
         // Every combination has at least one vector.

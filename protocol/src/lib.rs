@@ -29,6 +29,7 @@
 
 pub mod auth;
 pub mod cipher;
+pub mod crypto;
 pub mod error;
 pub mod hostkey;
 pub mod kex;

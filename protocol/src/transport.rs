@@ -29,9 +29,10 @@ use rand_core::{RngCore, SeedableRng};
 use zeroize::Zeroizing;
 
 use crate::cipher::{CipherAlg, MacAlg, PacketCipher};
+use crate::crypto::{CryptoProvider, Digest};
 use crate::error::{Error, PeerMisbehaved};
 use crate::hostkey::{PrivateKey, PublicKey, SigAlg};
-use crate::kex::{self, ExchangeHashInput, KexAlg, KexInit, Negotiated, Proposal};
+use crate::kex::{self, ClientKex, ExchangeHashInput, KexAlg, KexInit, Negotiated, Proposal};
 use crate::msg;
 use crate::packet::{Opened, Opener, Sealer};
 use crate::version::{Parsed, VersionParser};
@@ -49,6 +50,8 @@ pub enum Role {
 pub struct Config {
     /// Our identification line, without CR LF.
     pub version: String,
+    /// Where the ciphers, key agreements and hashes come from.
+    pub provider: &'static CryptoProvider,
     pub kex: Vec<KexAlg>,
     pub ciphers: Vec<CipherAlg>,
     pub macs: Vec<MacAlg>,
@@ -68,6 +71,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             version: concat!("SSH-2.0-sshr_", env!("CARGO_PKG_VERSION")).to_owned(),
+            provider: crate::crypto::default_provider(),
             kex: KexAlg::ALL.to_vec(),
             ciphers: CipherAlg::ALL.to_vec(),
             macs: MacAlg::ALL.to_vec(),
@@ -156,9 +160,8 @@ enum KexState {
     /// Client: both KEXINITs are in and our KEX_ECDH_INIT is out; waiting for the reply.
     AwaitingEcdhReply {
         agreement: Agreement,
-        /// Our ephemeral secret and its public value Q_C.
-        secret: x25519_dalek::StaticSecret,
-        public: [u8; 32],
+        /// Our ephemeral keys and Q_C.
+        client: ClientKex,
     },
     /// Our NEWKEYS is out, so application messages may flow again; the peer's NEWKEYS
     /// switches the receiving direction to `incoming`.
@@ -254,7 +257,7 @@ pub struct Transport {
     tx_sent: usize,
     kex: KexState,
     keying: Keying,
-    session_id: Option<[u8; 32]>,
+    session_id: Option<Digest>,
     host_key: Option<PublicKey>,
     negotiated: Option<Negotiated>,
     events: VecDeque<Event>,
@@ -377,7 +380,7 @@ impl Transport {
 
     /// H of the first key exchange, once done.
     pub fn session_id(&self) -> Option<&[u8]> {
-        self.session_id.as_ref().map(|s| &s[..])
+        self.session_id.as_ref().map(|s| s.as_ref())
     }
 
     /// The initial key exchange is done: user authentication may start.
@@ -844,16 +847,13 @@ impl Transport {
         self.kex = match self.role {
             Role::Server => KexState::AwaitingEcdhInit(agreement),
             Role::Client => {
-                let secret = x25519_dalek::StaticSecret::random_from_rng(&mut self.rng);
-                let public = x25519_dalek::PublicKey::from(&secret).to_bytes();
-                let mut p = vec![msg::KEX_ECDH_INIT];
-                wire::put_string(&mut p, &public);
+                let client =
+                    ClientKex::start(agreement.agreed.kex, self.config.provider, &mut self.rng)?;
+                let mut p = Vec::with_capacity(client.public().len() + 8);
+                p.push(msg::KEX_ECDH_INIT);
+                wire::put_string(&mut p, client.public());
                 self.queue_packet(&p);
-                KexState::AwaitingEcdhReply {
-                    agreement,
-                    secret,
-                    public,
-                }
+                KexState::AwaitingEcdhReply { agreement, client }
             }
         };
         Ok(())
@@ -881,14 +881,9 @@ impl Transport {
             (KexState::AwaitingEcdhInit(agreement), msg::KEX_ECDH_INIT) => {
                 self.server_ecdh(agreement, payload)
             }
-            (
-                KexState::AwaitingEcdhReply {
-                    agreement,
-                    secret,
-                    public,
-                },
-                msg::KEX_ECDH_REPLY,
-            ) => self.client_ecdh(agreement, secret, public, payload),
+            (KexState::AwaitingEcdhReply { agreement, client }, msg::KEX_ECDH_REPLY) => {
+                self.client_ecdh(agreement, client, payload)
+            }
             (state, _) => {
                 self.kex = state;
                 Err(unexpected())
@@ -909,9 +904,8 @@ impl Transport {
             .ok_or(Error::Misuse(
                 "negotiated a host key algorithm we have no key for",
             ))?;
-        let secret = x25519_dalek::StaticSecret::random_from_rng(&mut self.rng);
-        let q_s = x25519_dalek::PublicKey::from(&secret).to_bytes();
-        let k = kex::x25519_shared_secret(secret, q_c)?;
+        let provider = self.config.provider;
+        let (q_s, k) = kex::method::server_respond(agreed.kex, provider, q_c, &mut self.rng)?;
         let k_s = key.public().to_blob();
         let h = ExchangeHashInput {
             client_version: self.peer_version.as_deref().unwrap_or_default().as_bytes(),
@@ -923,9 +917,9 @@ impl Transport {
             server_public: &q_s,
             shared_secret: &k,
         }
-        .hash();
+        .hash(provider, agreed.kex.hash());
         let sig = key
-            .sign(agreed.host_key, &h)
+            .sign(agreed.host_key, h.as_ref())
             .map_err(|e| Error::Local(format!("host key signature failed: {e}")))?;
         let mut p = Vec::with_capacity(k_s.len() + sig.len() + 64);
         p.push(msg::KEX_ECDH_REPLY);
@@ -940,8 +934,7 @@ impl Transport {
     fn client_ecdh(
         &mut self,
         agreement: Agreement,
-        secret: x25519_dalek::StaticSecret,
-        q_c: [u8; 32],
+        client: ClientKex,
         payload: &[u8],
     ) -> Result<(), Error> {
         let mal = Error::malformed(msg::KEX_ECDH_REPLY);
@@ -958,7 +951,9 @@ impl Transport {
                 PeerMisbehaved::HostKeyAlgorithm(host_key.algorithm_name().to_owned()).into(),
             );
         }
-        let k = kex::x25519_shared_secret(secret, q_s)?;
+        let provider = self.config.provider;
+        let q_c = client.public().to_vec();
+        let k = client.finish(provider, q_s)?;
         let h = ExchangeHashInput {
             client_version: self.config.version.as_bytes(),
             server_version: self.peer_version.as_deref().unwrap_or_default().as_bytes(),
@@ -969,9 +964,9 @@ impl Transport {
             server_public: q_s,
             shared_secret: &k,
         }
-        .hash();
+        .hash(provider, agreed.kex.hash());
         host_key
-            .verify(Some(agreed.host_key), &h, sig)
+            .verify(Some(agreed.host_key), h.as_ref(), sig)
             .map_err(|e| PeerMisbehaved::BadKexSignature(e.to_string()))?;
         match &self.host_key {
             // A rekey must present the key the connection was authenticated with.
@@ -999,14 +994,26 @@ impl Transport {
 
     /// Derive both directions' keys (RFC 4253 7.2), send NEWKEYS and switch our sending
     /// side; the receiving side switches at the peer's NEWKEYS.
-    fn install_keys(&mut self, k: &[u8], h: &[u8; 32], agreed: Negotiated) {
+    fn install_keys(&mut self, k: &[u8], h: &Digest, agreed: Negotiated) {
         let session_id = *self.session_id.get_or_insert(*h);
-        let derive = |letter: u8, len: usize| kex::derive_key(k, h, letter, &session_id, len);
+        let provider = self.config.provider;
+        let hash = agreed.kex.hash();
+        let derive = |letter: u8, len: usize| {
+            kex::derive_key(
+                provider,
+                hash,
+                k,
+                h.as_ref(),
+                letter,
+                session_id.as_ref(),
+                len,
+            )
+        };
         let make = |cipher: CipherAlg, mac: Option<MacAlg>, iv: u8, key: u8, mac_key: u8| {
             let iv: Zeroizing<Vec<u8>> = derive(iv, cipher.iv_len());
             let key: Zeroizing<Vec<u8>> = derive(key, cipher.key_len());
             let mac_key: Zeroizing<Vec<u8>> = derive(mac_key, mac.map_or(0, |m| m.key_len()));
-            PacketCipher::new(cipher, mac, &key, &iv, &mac_key)
+            PacketCipher::new(provider, cipher, mac, &key, &iv, &mac_key)
         };
         let c2s = make(agreed.cipher_c2s, agreed.mac_c2s, b'A', b'C', b'E');
         let s2c = make(agreed.cipher_s2c, agreed.mac_s2c, b'B', b'D', b'F');

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use sshr_protocol::auth::{self, Failure, Method, Request};
 use sshr_protocol::cipher::{CipherAlg, MacAlg};
+use sshr_protocol::crypto;
 use sshr_protocol::hostkey::{PrivateKey, PublicKey, SigAlg};
+use sshr_protocol::kex::KexAlg;
 use sshr_protocol::msg;
 use sshr_protocol::transport::{ClientOptions, Config, Event, HostKeyCheck, Transport};
 use sshr_protocol::Error;
@@ -291,5 +293,89 @@ fn server_role_accepts_real_ssh_client() {
             stderr.contains("kex_input_ext_info: server-sig-algs"),
             "{stderr}"
         );
+    }
+}
+
+/// Every key exchange method OpenSSH 9.2 has, with every provider built in, in both
+/// roles: our client against `sshd -o KexAlgorithms=X` (through to the auth methods), and
+/// `ssh -o KexAlgorithms=X` against our server (through to a public-key login). OpenSSH
+/// 9.2 predates mlkem768x25519-sha256 and the un-suffixed sntrup761 name; those are
+/// checked against OpenSSH 10 by the daemon's end-to-end tests.
+#[test]
+fn every_kex_method_with_real_openssh() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key_path, key_pub) = user_key_files(dir.path(), "ed25519");
+    let host_key: Arc<[PrivateKey]> =
+        Arc::from(vec![PrivateKey::generate_ed25519(&mut rand_core::OsRng)]);
+    let methods = [
+        KexAlg::Sntrup761X25519Sha512OpenSsh,
+        KexAlg::Curve25519Sha256,
+        KexAlg::Curve25519Sha256Libssh,
+        KexAlg::EcdhNistp256,
+        KexAlg::EcdhNistp384,
+        KexAlg::EcdhNistp521,
+    ];
+    for kex in methods {
+        let sshd = Sshd::start(SshdOptions {
+            extra: vec![format!("KexAlgorithms {}", kex.name())],
+            ..SshdOptions::default()
+        });
+        for provider in crypto::providers() {
+            let what = format!("{} with {provider:?}", kex.name());
+            // Client role.
+            let config = Config {
+                provider,
+                kex: vec![kex],
+                ..Config::default()
+            };
+            let t = Transport::client(
+                Arc::new(config.clone()),
+                ClientOptions {
+                    host_key_check: HostKeyCheck::AcceptAny,
+                    prefer_cipher: None,
+                    prefer_mac: None,
+                },
+                seed(),
+                Instant::now(),
+            );
+            let mut c = Conn::new(t, TcpStream::connect(sshd.addr()).unwrap());
+            c.t.request_service(auth::SERVICE).unwrap();
+            let none = Request {
+                user: "root",
+                service: auth::CONNECTION_SERVICE,
+                method: Method::None,
+            };
+            c.t.send(&none.encode()).unwrap();
+            let p = c
+                .next_packet()
+                .unwrap_or_else(|e| panic!("{what}: {e}\nsshd log:\n{}", sshd.log()));
+            assert_eq!(p[0], msg::USERAUTH_FAILURE, "{what}");
+            let agreed = c.events.iter().find_map(|e| match e {
+                Event::KexDone { algorithms, .. } => Some(algorithms.kex),
+                _ => None,
+            });
+            assert_eq!(agreed, Some(kex), "{what}");
+            c.t.disconnect(11, "done");
+            c.flush();
+
+            // Server role.
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let hk = host_key.clone();
+            let kp = key_pub.clone();
+            let server = std::thread::spawn(move || serve_one(listener, hk, config, kp));
+            let mut cmd: Command = ssh_command("ssh", port, Some(&key_path));
+            cmd.args(["-v", "-o", &format!("KexAlgorithms={}", kex.name())])
+                .args(["root@127.0.0.1", "true"]);
+            let out = run_with_timeout(cmd, Duration::from_secs(30));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let served = server.join().unwrap();
+            assert!(served.is_ok(), "{what}: server side: {served:?}\n{stderr}");
+            assert!(
+                stderr.contains(&format!("kex: algorithm: {}", kex.name()))
+                    && stderr.contains("Authenticated to 127.0.0.1"),
+                "{what}: ssh said:\n{stderr}"
+            );
+        }
     }
 }

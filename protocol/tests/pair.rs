@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use rand_core::SeedableRng;
 use sshr_protocol::cipher::{CipherAlg, MacAlg};
+use sshr_protocol::crypto;
 use sshr_protocol::error::PeerMisbehaved;
 use sshr_protocol::hostkey::{PrivateKey, SigAlg};
+use sshr_protocol::kex::KexAlg;
 use sshr_protocol::packet::Sealer;
 use sshr_protocol::transport::{Config, Event, HostKeyCheck};
 use sshr_protocol::{msg, Error};
@@ -103,6 +105,59 @@ fn handshake_and_data_for_every_cipher_and_mac() {
             {
                 assert_eq!(pair.server.got[i], data_payload(i as u32, len));
                 assert_eq!(pair.client.got[i], data_payload(i as u32 + 100, len));
+            }
+        }
+    }
+}
+
+/// Every key exchange method, for every pairing of the providers built in (a build with
+/// both features checks aws-lc-rs against RustCrypto in both roles), then a rekey with
+/// the same method and data both ways under the derived keys.
+#[test]
+fn every_kex_method_between_every_provider_pair() {
+    for kex in KexAlg::ALL {
+        for client_provider in crypto::providers() {
+            for server_provider in crypto::providers() {
+                let what = format!("{kex:?} client {client_provider:?} server {server_provider:?}");
+                let cfg = |provider| Config {
+                    provider,
+                    kex: vec![kex],
+                    ..Config::default()
+                };
+                let mut pair = Pair::with_configs(
+                    cfg(client_provider),
+                    cfg(server_provider),
+                    keys(host_key()),
+                    HostKeyCheck::AcceptAny,
+                );
+                pair.drive();
+                assert!(
+                    pair.established(),
+                    "{what}: {:?} {:?}",
+                    pair.client.error,
+                    pair.server.error
+                );
+                let done = pair.client.events.iter().find_map(|e| match e {
+                    Event::KexDone { algorithms, .. } => Some(*algorithms),
+                    _ => None,
+                });
+                assert_eq!(done.expect("KexDone").kex, kex, "{what}");
+                let id = pair.client.t.session_id().unwrap().to_vec();
+                assert_eq!(id.len(), kex.hash().output_len(), "{what}");
+                assert_eq!(pair.server.t.session_id(), Some(&id[..]), "{what}");
+                pair.client.t.rekey();
+                pair.client.t.send(&data_payload(1, 3000)).unwrap();
+                pair.server.t.send(&data_payload(2, 3000)).unwrap();
+                pair.drive();
+                assert!(
+                    pair.client.error.is_none() && pair.server.error.is_none(),
+                    "{what}"
+                );
+                assert_eq!(pair.client.t.kex_count(), 2, "{what}");
+                // The session id stays that of the first exchange (RFC 4253 7.2).
+                assert_eq!(pair.client.t.session_id(), Some(&id[..]), "{what}");
+                assert_eq!(pair.server.got, vec![data_payload(1, 3000)], "{what}");
+                assert_eq!(pair.client.got, vec![data_payload(2, 3000)], "{what}");
             }
         }
     }

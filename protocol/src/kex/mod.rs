@@ -1,37 +1,18 @@
-//! Key exchange: KEXINIT, algorithm negotiation, curve25519-sha256 (RFC 8731), the
-//! exchange hash and key derivation (RFC 4253 7 and 8).
+//! Key exchange: KEXINIT, algorithm negotiation, the exchange hash and key derivation
+//! (RFC 4253 7 and 8). The methods themselves are in [`method`].
 
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::cipher::{CipherAlg, MacAlg};
-use crate::error::{Error, PeerMisbehaved};
+use crate::crypto::{CryptoProvider, Digest, HashAlg};
+use crate::error::Error;
 use crate::hostkey::SigAlg;
 use crate::msg;
 use crate::wire::{self, NameList, Reader};
 
-/// Key exchange methods we implement.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum KexAlg {
-    Curve25519Sha256,
-    /// The pre-RFC name of the same method (libssh, older OpenSSH).
-    Curve25519Sha256Libssh,
-}
+pub mod method;
 
-impl KexAlg {
-    pub const ALL: [KexAlg; 2] = [KexAlg::Curve25519Sha256, KexAlg::Curve25519Sha256Libssh];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            KexAlg::Curve25519Sha256 => "curve25519-sha256",
-            KexAlg::Curve25519Sha256Libssh => "curve25519-sha256@libssh.org",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|a| a.name() == name)
-    }
-}
+pub use method::{ClientKex, KexAlg};
 
 /// Pseudo-algorithms announced in the kex list (never negotiated as a method).
 pub const EXT_INFO_C: &str = "ext-info-c";
@@ -230,22 +211,25 @@ pub fn guess_was_wrong(peer: &KexInit<'_>, agreed: &Negotiated) -> bool {
             || peer.host_key.iter().next() != Some(agreed.host_key.name()))
 }
 
-/// The exchange hash inputs of an ECDH key exchange (RFC 5656 4, RFC 8731 3).
+/// The exchange hash inputs of a single-round-trip key exchange (RFC 4253 8, RFC 5656 4,
+/// RFC 8731 3, and the hybrid methods, which use the same layout).
 pub struct ExchangeHashInput<'a> {
     pub client_version: &'a [u8],
     pub server_version: &'a [u8],
     pub client_kexinit: &'a [u8],
     pub server_kexinit: &'a [u8],
     pub host_key_blob: &'a [u8],
+    /// Q_C (or e), hashed as a string.
     pub client_public: &'a [u8],
+    /// Q_S (or f), hashed as a string.
     pub server_public: &'a [u8],
-    /// The shared secret K, already encoded as an mpint.
+    /// The shared secret K, already encoded (an mpint, or a string for the hybrid methods).
     pub shared_secret: &'a [u8],
 }
 
 impl ExchangeHashInput<'_> {
-    pub fn hash(&self) -> [u8; 32] {
-        let mut h = Sha256::new();
+    pub fn hash(&self, provider: &CryptoProvider, alg: HashAlg) -> Digest {
+        let mut h = (provider.hash)(alg);
         for s in [
             self.client_version,
             self.server_version,
@@ -255,55 +239,34 @@ impl ExchangeHashInput<'_> {
             self.client_public,
             self.server_public,
         ] {
-            h.update((s.len() as u32).to_be_bytes());
+            h.update(&(s.len() as u32).to_be_bytes());
             h.update(s);
         }
         h.update(self.shared_secret);
-        h.finalize().into()
+        h.finish()
     }
-}
-
-/// X25519 with the checks RFC 8731 3 asks for: a 32-byte peer value and a non-zero
-/// result. Returns K encoded as an mpint.
-pub fn x25519_shared_secret(
-    ours: x25519_dalek::StaticSecret,
-    peer_public: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, Error> {
-    let peer: [u8; 32] = peer_public
-        .try_into()
-        .map_err(|_| Error::Peer(PeerMisbehaved::BadKexValue))?;
-    let shared = ours.diffie_hellman(&x25519_dalek::PublicKey::from(peer));
-    if !shared.was_contributory() {
-        return Err(Error::Peer(PeerMisbehaved::BadKexValue));
-    }
-    let mut k = Zeroizing::new(Vec::with_capacity(37));
-    wire::put_mpint_unsigned(&mut k, shared.as_bytes());
-    Ok(k)
 }
 
 /// RFC 4253 7.2: HASH(K || H || X || session_id), extended with HASH(K || H || K1 ...)
-/// until `len` bytes. `k` is the mpint-encoded shared secret.
+/// until `len` bytes. `k` is the encoded shared secret.
 pub fn derive_key(
+    provider: &CryptoProvider,
+    alg: HashAlg,
     k: &[u8],
     h: &[u8],
     letter: u8,
     session_id: &[u8],
     len: usize,
 ) -> Zeroizing<Vec<u8>> {
-    let mut out = Zeroizing::new(Vec::with_capacity(len.div_ceil(32) * 32));
-    let mut d = Sha256::new();
-    d.update(k);
-    d.update(h);
-    d.update([letter]);
-    d.update(session_id);
-    out.extend_from_slice(&d.finalize());
+    let step = alg.output_len();
+    let mut out = Zeroizing::new(Vec::with_capacity(len.div_ceil(step) * step));
+    let mut d = provider.digest(alg, &[k, h, &[letter], session_id]);
+    out.extend_from_slice(d.as_ref());
     while out.len() < len {
-        let mut d = Sha256::new();
-        d.update(k);
-        d.update(h);
-        d.update(&out[..]);
-        out.extend_from_slice(&d.finalize());
+        d = provider.digest(alg, &[k, h, &out[..]]);
+        out.extend_from_slice(d.as_ref());
     }
+    zeroize::Zeroize::zeroize(&mut d);
     out.truncate(len);
     out
 }
@@ -369,7 +332,7 @@ mod tests {
         assert!(!guess_was_wrong(&c, &n));
 
         let server_no_common = Proposal {
-            kex: vec!["diffie-hellman-group14-sha256"],
+            kex: vec!["diffie-hellman-group1-sha1"],
             host_key: vec!["ssh-ed25519"],
             ciphers: vec!["aes256-ctr"],
             macs: vec!["hmac-sha2-256"],
@@ -379,7 +342,7 @@ mod tests {
         match negotiate(&c, &s2, false) {
             Err(Error::NoCommonAlgorithm { what, ours, .. }) => {
                 assert_eq!(what, "key exchange");
-                assert_eq!(ours, "diffie-hellman-group14-sha256");
+                assert_eq!(ours, "diffie-hellman-group1-sha1");
             }
             other => panic!("{other:?}"),
         }
@@ -422,37 +385,24 @@ mod tests {
         assert!(description.len() < 400);
     }
 
-    /// RFC 7748 6.1 Diffie-Hellman test vector through our K encoding.
-    #[test]
-    fn x25519_rfc7748_vector() {
-        let a: [u8; 32] =
-            hex::decode("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
-                .unwrap()
-                .try_into()
-                .unwrap();
-        let b_pub = hex::decode("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
-            .unwrap();
-        let k = x25519_shared_secret(x25519_dalek::StaticSecret::from(a), &b_pub).unwrap();
-        let expected = "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742";
-        // The top bit of 0x4a is clear: no sign byte, length 32.
-        assert_eq!(hex::encode(&k[..]), format!("00000020{expected}"));
-        // The all-zero (non-contributory) result is refused.
-        assert!(x25519_shared_secret(x25519_dalek::StaticSecret::from(a), &[0; 32]).is_err());
-        assert!(x25519_shared_secret(x25519_dalek::StaticSecret::from(a), &[1; 31]).is_err());
-    }
-
     #[test]
     fn key_derivation_extends() {
         let k = [0, 0, 0, 1, 5];
         let h = [1u8; 32];
-        let a = derive_key(&k, &h, b'C', &h, 64);
-        let b = derive_key(&k, &h, b'C', &h, 32);
-        assert_eq!(&a[..32], &b[..]);
-        let mut d = Sha256::new();
-        d.update(k);
-        d.update(h);
-        d.update(&b[..]);
-        assert_eq!(&a[32..], &d.finalize()[..]);
-        assert_ne!(derive_key(&k, &h, b'D', &h, 32), b);
+        for p in crate::crypto::providers() {
+            let alg = HashAlg::Sha256;
+            let a = derive_key(p, alg, &k, &h, b'C', &h, 64);
+            let b = derive_key(p, alg, &k, &h, b'C', &h, 32);
+            assert_eq!(&a[..32], &b[..]);
+            let next = p.digest(alg, &[&k, &h, &b[..]]);
+            assert_eq!(&a[32..], next.as_ref());
+            assert_ne!(derive_key(p, alg, &k, &h, b'D', &h, 32), b);
+            // SHA-512 methods take 64 bytes per step.
+            let long = derive_key(p, HashAlg::Sha512, &k, &h, b'C', &h, 80);
+            assert_eq!(
+                &long[..64],
+                p.digest(HashAlg::Sha512, &[&k, &h, b"C", &h]).as_ref()
+            );
+        }
     }
 }
