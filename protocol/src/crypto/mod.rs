@@ -1,9 +1,9 @@
 //! The crypto provider: every primitive the transport takes from a crypto library, behind
 //! a small interface chosen at build time (in the manner of rustls's `CryptoProvider`).
 //!
-//! * `aws-lc-rs` (the default, [`aws_lc`]): AWS-LC's stitched AES-GCM and its
+//! * `aws-lc-rs` (the default, `crypto/aws_lc.rs`): AWS-LC's stitched AES-GCM and its
 //!   chacha20-poly1305@openssh.com, X25519, ECDH on the NIST curves and ML-KEM-768.
-//! * `rustcrypto` ([`rust_crypto`]): the pure-Rust RustCrypto crates.
+//! * `rustcrypto` (`crypto/rust_crypto.rs`): the pure-Rust RustCrypto crates.
 //!
 //! The SSH constructions built on these primitives (the hybrid key exchanges, the
 //! exchange hash, key derivation, packet framing) are written once, in [`crate::kex`] and
