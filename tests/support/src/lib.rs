@@ -7,6 +7,8 @@
 //!   `scripts/test` installs openssh-server when it runs as root.
 //! - [`conn`]: a scripted SSH client over a blocking socket.
 //! - [`haproxy`]: a real HAProxy in front of sshr processes, sending PROXY v2 headers.
+//! - [`openssh10`]: OpenSSH 10.x `ssh` and `sshd`, run chrooted from a Debian unstable
+//!   root that `scripts/openssh10-root` makes.
 //! - [`pair`]: transports wired to each other in memory, with virtual time.
 //! - [`postgres`]: a throwaway PostgreSQL server on loopback, for the `postgres`
 //!   provider (Debian's `postgresql` package; as root it runs as the `postgres` account).
@@ -14,6 +16,7 @@
 pub mod conn;
 pub mod haproxy;
 pub mod one_user;
+pub mod openssh10;
 pub mod pair;
 pub mod postgres;
 
