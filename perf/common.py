@@ -34,13 +34,15 @@ def log(*args):
     print(*args, file=sys.stderr, flush=True)
 
 
-def build():
-    """Build the release sshr and the light peers (skip with SSHR_PERF_NO_BUILD=1)."""
+def build(light=True):
+    """Build the release sshr and, with `light`, the light peers (skip with
+    SSHR_PERF_NO_BUILD=1)."""
     if os.environ.get("SSHR_PERF_NO_BUILD") == "1":
         return
-    log("building: cargo build --release --bin sshr --example light_upstream")
+    what = ["--bin", "sshr"] + (["--example", "light_upstream"] if light else [])
+    log("building: cargo build --release " + " ".join(what))
     subprocess.run(
-        ["cargo", "build", "--release", "--bin", "sshr", "--example", "light_upstream"],
+        ["cargo", "build", "--release"] + what,
         cwd=ROOT,
         check=True,
         timeout=1800,
@@ -195,9 +197,18 @@ def toml_str(s):
 
 
 class Sshr:
-    """`sshr --config` in front of one upstream, user `bench` -> bench@upstream."""
+    """`sshr --config` in front of one upstream, user `bench` -> upstream_user@upstream."""
 
-    def __init__(self, wd, upstream_port, upstream_host_key, workers=1, cpus=None, extra=""):
+    def __init__(
+        self,
+        wd,
+        upstream_port,
+        upstream_host_key,
+        workers=1,
+        cpus=None,
+        extra="",
+        upstream_user="bench",
+    ):
         self.port = free_port()
         self.metrics_port = free_port()
         cfg = wd.file(f"sshr-{self.port}.toml")
@@ -216,7 +227,7 @@ shutdown_grace_secs = 1
 [[users]]
 name = "bench"
 upstream = "127.0.0.1:{upstream_port}"
-upstream_user = "bench"
+upstream_user = {toml_str(upstream_user)}
 authorized_keys = [{toml_str(wd.client_pub)}]
 upstream_host_key = {toml_str(upstream_host_key)}
 """
