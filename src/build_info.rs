@@ -10,15 +10,22 @@ use sshr_protocol::SigAlg;
 ///
 /// ```text
 /// 0.1.0
-/// features: none
+/// features: aws-lc-rs
+/// crypto: aws-lc-rs
 /// providers: sqlite (SQLite 3.46.0, bundled), postgres, http (rustls), command
-/// kex: curve25519-sha256, curve25519-sha256@libssh.org
+/// kex: mlkem768x25519-sha256, sntrup761x25519-sha512, ...
 /// ...
 /// ```
 pub fn build_info() -> String {
     let names = |list: &[&str]| list.join(", ");
-    // None of the crate's code is optional yet: every provider is always built in.
-    let features: Vec<&str> = Vec::new();
+    let features: Vec<&str> = [
+        (cfg!(feature = "aws-lc-rs"), "aws-lc-rs"),
+        (cfg!(feature = "rustcrypto"), "rustcrypto"),
+        (cfg!(feature = "fips"), "fips"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
     let lines = [
         env!("CARGO_PKG_VERSION").to_owned(),
         format!(
@@ -29,6 +36,7 @@ pub fn build_info() -> String {
                 names(&features)
             }
         ),
+        format!("crypto: {}", sshr_protocol::crypto::default_provider().name),
         format!(
             "providers: sqlite (SQLite {}, bundled), postgres, http (rustls), command",
             rusqlite::version()
@@ -63,6 +71,9 @@ mod tests {
         assert_eq!(lines.next(), Some(env!("CARGO_PKG_VERSION")));
         assert!(info.contains("\nproviders: sqlite (SQLite 3."), "{info}");
         assert!(info.contains("chacha20-poly1305@openssh.com"), "{info}");
+        assert!(info.contains("\nkex: mlkem768x25519-sha256, "), "{info}");
+        let provider = sshr_protocol::crypto::default_provider().name;
+        assert!(info.contains(&format!("\ncrypto: {provider}\n")), "{info}");
         assert!(info.contains("\nbuild: "), "{info}");
     }
 }

@@ -24,6 +24,18 @@ pub enum ConfigProblem {
     /// TOML syntax, an unknown key, a missing key or a value of the wrong type.
     #[error("{0}")]
     Syntax(String),
+    #[error("`{key}`: unknown algorithm {name:?} (supported: {supported})")]
+    UnknownAlgorithm {
+        key: &'static str,
+        name: String,
+        supported: String,
+    },
+    #[error("`{key}` lists {name:?} twice")]
+    DuplicateAlgorithm { key: &'static str, name: String },
+    #[error("`{0}` needs at least one algorithm")]
+    NoAlgorithms(&'static str),
+    #[error("`algorithms.upstream_cipher` is {0:?}; it takes \"fastest\" or \"same-as-client\"")]
+    BadUpstreamCipher(String),
     #[error("`listen` needs at least one address")]
     NoListenAddress,
     #[error("{key} address {addr:?} is not IP:PORT (e.g. 127.0.0.1:2222 or [::]:2222)")]

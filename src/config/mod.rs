@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use sshr_protocol::hostkey::PublicKey;
 
+pub use crate::core::algorithms::{LegAlgorithms, UpstreamCipher};
 use crate::core::penalty::{PenaltySettings, StartupLimit};
 use crate::core::values::{ListenerKind, TunnelPolicy};
 use crate::io::pool::RELAY_BUFFER_SIZE;
@@ -65,6 +66,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     pub limits: Limits,
     pub rekey: Rekey,
+    /// `[algorithms]`: what each leg offers, and how the upstream leg picks its cipher.
+    pub algorithms: Algorithms,
     /// `[tunnels]`: default policy and alert thresholds of SSH tunnels (`ssh -w`).
     pub tunnels: Tunnels,
     /// `[warm_upstreams]`: upstream connections made ready before a login needs them.
@@ -299,6 +302,18 @@ pub struct Rekey {
     pub bytes: u64,
     /// Time since the leg's last key exchange.
     pub interval: Duration,
+}
+
+/// `[algorithms]`: the key exchanges, ciphers and MACs each leg offers, in order of
+/// preference, and how the upstream leg picks its cipher.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Algorithms {
+    /// What clients are offered.
+    pub client: LegAlgorithms,
+    /// What the proxy offers upstream servers.
+    pub upstream: LegAlgorithms,
+    pub upstream_cipher: UpstreamCipher,
 }
 
 /// `[tunnels]`: SSH tunnels (`ssh -w`, `tun@openssh.com`) through the proxy.

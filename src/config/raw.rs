@@ -18,6 +18,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) rekey: RawRekey,
     #[serde(default)]
+    pub(super) algorithms: RawAlgorithms,
+    #[serde(default)]
     pub(super) tunnels: RawTunnels,
     #[serde(default)]
     pub(super) warm_upstreams: RawWarmUpstreams,
@@ -98,6 +100,18 @@ pub(super) struct RawPenalties {
     pub(super) max_secs: Option<Spanned<u64>>,
     pub(super) max_sources: Option<Spanned<usize>>,
     pub(super) exempt: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAlgorithms {
+    pub(super) kex: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) ciphers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) macs: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) upstream_kex: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) upstream_ciphers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) upstream_macs: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) upstream_cipher: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -8,19 +8,22 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use sshr_protocol::cipher::{CipherAlg, MacAlg};
 use sshr_protocol::hostkey::PublicKey;
+use sshr_protocol::kex::KexAlg;
 use toml::Spanned;
 
 use super::error::{line_col, ConfigError, ConfigProblem};
 use super::raw::{
-    OneOrMany, RawConfig, RawLimits, RawPenalties, RawProvider, RawProxyProtocol, RawRekey,
-    RawTunnels, RawUser, RawWarmUpstreams,
+    OneOrMany, RawAlgorithms, RawConfig, RawLimits, RawPenalties, RawProvider, RawProxyProtocol,
+    RawRekey, RawTunnels, RawUser, RawWarmUpstreams,
 };
 use super::{
-    AuditLog, AuthorizedKeys, Config, Limits, PostgresUrl, ProviderConfig, ProviderKind,
-    ProxyProtocol, Rekey, Tunnels, UserConfig, WarmUpstreams, DEFAULT_TARGET_SEPARATOR, MAX_SECS,
-    MAX_WARM_IDLE_SECS, MIN_BUFFER_POOL_BYTES,
+    Algorithms, AuditLog, AuthorizedKeys, Config, Limits, PostgresUrl, ProviderConfig,
+    ProviderKind, ProxyProtocol, Rekey, Tunnels, UserConfig, WarmUpstreams,
+    DEFAULT_TARGET_SEPARATOR, MAX_SECS, MAX_WARM_IDLE_SECS, MIN_BUFFER_POOL_BYTES,
 };
+use crate::core::algorithms::{LegAlgorithms, UpstreamCipher};
 use crate::core::host_port::check_host_port;
 use crate::core::penalty::PenaltySettings;
 use crate::core::values::TunnelPolicy;
@@ -90,6 +93,7 @@ impl Validator<'_> {
 
         let limits = self.limits(raw.limits)?;
         let rekey = self.rekey(raw.rekey)?;
+        let algorithms = self.algorithms(raw.algorithms)?;
         let tunnels = self.tunnels(raw.tunnels)?;
         let warm_upstreams = self.warm_upstreams(raw.warm_upstreams)?;
         let penalties = self.penalties(raw.penalties)?;
@@ -157,6 +161,7 @@ impl Validator<'_> {
             metrics_listen,
             limits,
             rekey,
+            algorithms,
             tunnels,
             warm_upstreams,
             penalties,
@@ -410,6 +415,106 @@ impl Validator<'_> {
             );
         }
         Ok(limits)
+    }
+
+    fn algorithms(&self, raw: RawAlgorithms) -> Result<Algorithms, ConfigError> {
+        let upstream_cipher = match &raw.upstream_cipher {
+            None => UpstreamCipher::default(),
+            Some(name) => match UpstreamCipher::from_name(name.get_ref()) {
+                Some(policy) => policy,
+                None => {
+                    return self.err(
+                        name.span(),
+                        ConfigProblem::BadUpstreamCipher(name.get_ref().clone()),
+                    )
+                }
+            },
+        };
+        let leg = |kex: Option<Spanned<Vec<Spanned<String>>>>,
+                   ciphers: Option<Spanned<Vec<Spanned<String>>>>,
+                   macs: Option<Spanned<Vec<Spanned<String>>>>,
+                   keys: [&'static str; 3]|
+         -> Result<LegAlgorithms, ConfigError> {
+            let d = LegAlgorithms::default();
+            Ok(LegAlgorithms {
+                kex: self.algorithm_list(keys[0], kex, d.kex, KexAlg::from_name, KexAlg::name)?,
+                ciphers: self.algorithm_list(
+                    keys[1],
+                    ciphers,
+                    d.ciphers,
+                    CipherAlg::from_name,
+                    CipherAlg::name,
+                )?,
+                macs: self.algorithm_list(
+                    keys[2],
+                    macs,
+                    d.macs,
+                    MacAlg::from_name,
+                    MacAlg::name,
+                )?,
+            })
+        };
+        Ok(Algorithms {
+            client: leg(
+                raw.kex,
+                raw.ciphers,
+                raw.macs,
+                ["algorithms.kex", "algorithms.ciphers", "algorithms.macs"],
+            )?,
+            upstream: leg(
+                raw.upstream_kex,
+                raw.upstream_ciphers,
+                raw.upstream_macs,
+                [
+                    "algorithms.upstream_kex",
+                    "algorithms.upstream_ciphers",
+                    "algorithms.upstream_macs",
+                ],
+            )?,
+            upstream_cipher,
+        })
+    }
+
+    /// A list of algorithm names, each known and given once, in the order given.
+    fn algorithm_list<T: Copy + PartialEq>(
+        &self,
+        key: &'static str,
+        raw: Option<Spanned<Vec<Spanned<String>>>>,
+        default: Vec<T>,
+        from_name: fn(&str) -> Option<T>,
+        name: fn(T) -> &'static str,
+    ) -> Result<Vec<T>, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(default);
+        };
+        if raw.get_ref().is_empty() {
+            return self.err(raw.span(), ConfigProblem::NoAlgorithms(key));
+        }
+        let mut out = Vec::new();
+        for n in raw.get_ref() {
+            let Some(alg) = from_name(n.get_ref()) else {
+                let supported: Vec<&str> = default.iter().map(|a| name(*a)).collect();
+                return self.err(
+                    n.span(),
+                    ConfigProblem::UnknownAlgorithm {
+                        key,
+                        name: n.get_ref().clone(),
+                        supported: supported.join(", "),
+                    },
+                );
+            };
+            if out.contains(&alg) {
+                return self.err(
+                    n.span(),
+                    ConfigProblem::DuplicateAlgorithm {
+                        key,
+                        name: n.get_ref().clone(),
+                    },
+                );
+            }
+            out.push(alg);
+        }
+        Ok(out)
     }
 
     fn rekey(&self, raw: RawRekey) -> Result<Rekey, ConfigError> {
@@ -936,6 +1041,52 @@ upstream_key = "keys/upstream"
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, "test.toml", Path::new("/etc/sshr"))
+    }
+
+    #[test]
+    fn algorithms_default_to_everything_and_take_lists_per_leg() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.algorithms.client.kex[0], KexAlg::MlKem768X25519Sha256);
+        assert_eq!(c.algorithms.upstream, LegAlgorithms::default());
+        assert_eq!(c.algorithms.upstream_cipher, UpstreamCipher::Fastest);
+        let c = parse(&format!(
+            "{MINIMAL}[algorithms]\nkex = [\"curve25519-sha256\", \"mlkem768x25519-sha256\"]\n\
+             upstream_ciphers = [\"aes256-gcm@openssh.com\"]\nupstream_cipher = \"same-as-client\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.algorithms.client.kex,
+            vec![KexAlg::Curve25519Sha256, KexAlg::MlKem768X25519Sha256]
+        );
+        assert_eq!(c.algorithms.client.ciphers, CipherAlg::ALL.to_vec());
+        assert_eq!(c.algorithms.upstream.ciphers, vec![CipherAlg::Aes256Gcm]);
+        assert_eq!(c.algorithms.upstream_cipher, UpstreamCipher::SameAsClient);
+
+        let (p, line, shown) = problem(&format!(
+            "{MINIMAL}[algorithms]\nupstream_kex = [\n  \"curve25519-sha256\",\n  \"diffie-hellman-group1-sha1\",\n]\n"
+        ));
+        assert!(matches!(
+            p,
+            ConfigProblem::UnknownAlgorithm {
+                key: "algorithms.upstream_kex",
+                ..
+            }
+        ));
+        assert_eq!(line, Some(8), "{shown}");
+        assert!(
+            shown.contains("supported: mlkem768x25519-sha256, "),
+            "{shown}"
+        );
+        let (p, _, _) = problem(&format!("{MINIMAL}[algorithms]\nmacs = []\n"));
+        assert!(matches!(p, ConfigProblem::NoAlgorithms("algorithms.macs")));
+        let (p, _, _) = problem(&format!(
+            "{MINIMAL}[algorithms]\nciphers = [\"aes128-ctr\", \"aes128-ctr\"]\n"
+        ));
+        assert!(matches!(p, ConfigProblem::DuplicateAlgorithm { .. }));
+        let (p, _, _) = problem(&format!(
+            "{MINIMAL}[algorithms]\nupstream_cipher = \"same\"\n"
+        ));
+        assert!(matches!(p, ConfigProblem::BadUpstreamCipher(_)));
     }
 
     fn problem(text: &str) -> (ConfigProblem, Option<usize>, String) {

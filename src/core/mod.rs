@@ -10,6 +10,7 @@
 //! - [`liveness`]: keepalives, idle and stall timeouts of a relayed session.
 //! - [`sessions_per_user`]: relayed sessions per account (`limits.max_sessions_per_user`).
 
+pub mod algorithms;
 pub mod attempts;
 #[cfg(test)]
 pub mod chain;

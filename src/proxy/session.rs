@@ -18,6 +18,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::audit::{CloseReason, SessionAudit};
 use crate::config::Config;
+use crate::core::algorithms::{self, LegAlgorithms};
 use crate::core::login::{offence, Action, AuthFailure, Login, LookedUp, Reply};
 use crate::core::penalty::Offence;
 use crate::core::refusal::Refusal;
@@ -32,9 +33,21 @@ use crate::proxy::tunnel::SessionTunnels;
 use crate::proxy::upstream::{self, UpstreamConn, UpstreamError, UpstreamReply};
 use crate::rt::seed;
 
-/// The transport settings of both legs, from the proxy's configuration.
+/// The client leg's transport settings, from the proxy's configuration.
 pub fn transport_config(config: &Config) -> Arc<TransportConfig> {
+    leg_config(config, &config.algorithms.client)
+}
+
+/// The upstream leg's transport settings.
+pub fn upstream_transport_config(config: &Config) -> Arc<TransportConfig> {
+    leg_config(config, &config.algorithms.upstream)
+}
+
+fn leg_config(config: &Config, algorithms: &LegAlgorithms) -> Arc<TransportConfig> {
     Arc::new(TransportConfig {
+        kex: algorithms.kex.clone(),
+        ciphers: algorithms.ciphers.clone(),
+        macs: algorithms.macs.clone(),
         rekey_bytes: config.rekey.bytes,
         rekey_interval: config.rekey.interval,
         ..TransportConfig::default()
@@ -47,6 +60,8 @@ pub struct SessionEnv {
     pub config: Arc<Config>,
     pub hooks: Rc<dyn Hooks>,
     pub transport: Arc<TransportConfig>,
+    /// The upstream leg's.
+    pub upstream_transport: Arc<TransportConfig>,
     /// The session's audit records; its `close` record goes when the session ends.
     pub audit: SessionAudit,
 }
@@ -58,6 +73,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
     let ctx = SessionEnv {
         hooks: shard.hooks(),
         transport: transport_config(&config),
+        upstream_transport: upstream_transport_config(&config),
         config,
         audit: SessionAudit::new(shard.audit.clone(), id, peer),
         shard,
@@ -150,6 +166,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
         };
         unauthenticated.authenticated();
         client.set_packet_timeout(None);
+        let client_algs = client.transport.borrow().negotiated();
+        let upstream_algs = login.conn.leg.transport.borrow().negotiated();
         info!(
             user = %Untrusted(&login.user),
             upstream = %login.upstream_addr,
@@ -157,6 +175,10 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
             warm_upstream = login.warm,
             setup_ms = started.elapsed().as_millis() as u64,
             lookup_us = login.lookup_time.as_micros() as u64,
+            kex = client_algs.map_or("", |n| n.kex.name()),
+            cipher = client_algs.map_or("", |n| n.cipher_s2c.name()),
+            upstream_kex = upstream_algs.map_or("", |n| n.kex.name()),
+            upstream_cipher = upstream_algs.map_or("", |n| n.cipher_c2s.name()),
             "authenticated; relaying"
         );
         let host_key = login
@@ -378,7 +400,7 @@ impl Pending {
         // Take a warm upstream connection, or start one now if the server has a slot
         // free: its TCP and key exchange overlap the client's authentication. Otherwise
         // it is opened when the login needs it (`Pending::connection`).
-        let prefer = client_cipher(client);
+        let prefer = upstream_cipher(ctx, client);
         let link = match &upstream {
             Some(u) => try_open(ctx, u, prefer),
             None => Link::None,
@@ -540,7 +562,7 @@ fn connect(
     slot: Option<PreauthSlot>,
 ) -> Link {
     let u = u.clone();
-    let config = ctx.transport.clone();
+    let config = ctx.upstream_transport.clone();
     let timeout = ctx.config.limits.connect_timeout;
     let task = glommio::spawn_local(
         async move { upstream::connect(&u, config, prefer, seed(), timeout).await }
@@ -549,13 +571,14 @@ fn connect(
     Link::Connecting { task, _slot: slot }
 }
 
-/// The cipher and MAC the client leg negotiated, to ask the upstream for the same: then
-/// relayed packets keep their size and are re-sealed where they lie.
-fn client_cipher(client: &Leg) -> CipherPreference {
-    match client.transport.borrow().negotiated() {
-        Some(n) => (Some(n.cipher_c2s), n.mac_c2s),
-        None => (None, None),
-    }
+/// The cipher and MAC to ask the upstream for (`core::algorithms`).
+fn upstream_cipher(ctx: &SessionEnv, client: &Leg) -> CipherPreference {
+    algorithms::upstream_preference(
+        ctx.config.algorithms.upstream_cipher,
+        client.transport.borrow().negotiated().as_ref(),
+        ctx.shard.cpu,
+        &ctx.config.algorithms.upstream,
+    )
 }
 
 /// Performs the login's actions (`core::login`) until it succeeds or ends.
@@ -800,8 +823,8 @@ async fn finish(
         ctx.shard.warm.refill(
             &ctx.config.warm_upstreams,
             u,
-            ctx.transport.clone(),
-            client_cipher(client),
+            ctx.upstream_transport.clone(),
+            upstream_cipher(ctx, client),
             ctx.config.limits.connect_timeout,
             &ctx.shard.admission.slots,
             ctx.config.limits.preauth_upstream_connections,

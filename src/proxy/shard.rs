@@ -10,6 +10,7 @@ use sshr_protocol::hostkey::PrivateKey;
 
 use crate::audit::Audit;
 use crate::config::Config;
+use crate::core::algorithms::CpuCrypto;
 use crate::hooks::Hooks;
 use crate::io::pool::{BufferPool, HandshakeBudget, RELAY_BUFFER_SIZE};
 use crate::metrics::ShardMetrics;
@@ -35,6 +36,8 @@ pub struct ShardContext {
     pub admission: Arc<Admission>,
     /// The audit log (`audit_log`), shared by all shards; `None` when it is off.
     pub audit: Option<Arc<Audit>>,
+    /// The CPU's crypto instructions, which decide the upstream leg's cipher.
+    pub cpu: CpuCrypto,
     /// One stop signal per running session (see [`ShardContext::stop_sessions`]).
     stop_signals: RefCell<Vec<Weak<StopSignal>>>,
     config: RefCell<Arc<Config>>,
@@ -72,6 +75,7 @@ impl ShardContext {
             handshake_budget,
             admission,
             audit: None,
+            cpu: CpuCrypto::detect(),
             stop_signals: RefCell::new(Vec::new()),
             config: RefCell::new(config),
             hooks: RefCell::new(hooks),
