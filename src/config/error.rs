@@ -24,12 +24,11 @@ pub enum ConfigProblem {
     /// TOML syntax, an unknown key, a missing key or a value of the wrong type.
     #[error("{0}")]
     Syntax(String),
-    #[error("`{key}`: unknown algorithm {name:?} (supported: {supported})")]
-    UnknownAlgorithm {
-        key: &'static str,
-        name: String,
-        supported: String,
-    },
+    #[error(
+        "`{key}`: unknown algorithm {name:?} (supported: {})",
+        supported_algorithms(key)
+    )]
+    UnknownAlgorithm { key: &'static str, name: String },
     #[error("`{key}` lists {name:?} twice")]
     DuplicateAlgorithm { key: &'static str, name: String },
     #[error("`{0}` needs at least one algorithm")]
@@ -173,6 +172,20 @@ impl std::error::Error for ConfigError {
             _ => None,
         }
     }
+}
+
+/// The names an `[algorithms]` list takes, for its error message.
+fn supported_algorithms(key: &str) -> String {
+    use crate::core::algorithms::LegAlgorithms;
+    let d = LegAlgorithms::default();
+    let names: Vec<&str> = if key.ends_with("kex") {
+        d.kex.iter().map(|a| a.name()).collect()
+    } else if key.ends_with("ciphers") {
+        d.ciphers.iter().map(|a| a.name()).collect()
+    } else {
+        d.macs.iter().map(|a| a.name()).collect()
+    };
+    names.join(", ")
 }
 
 /// 1-based line and column (in characters) of a byte offset.

@@ -437,21 +437,9 @@ impl Validator<'_> {
          -> Result<LegAlgorithms, ConfigError> {
             let d = LegAlgorithms::default();
             Ok(LegAlgorithms {
-                kex: self.algorithm_list(keys[0], kex, d.kex, KexAlg::from_name, KexAlg::name)?,
-                ciphers: self.algorithm_list(
-                    keys[1],
-                    ciphers,
-                    d.ciphers,
-                    CipherAlg::from_name,
-                    CipherAlg::name,
-                )?,
-                macs: self.algorithm_list(
-                    keys[2],
-                    macs,
-                    d.macs,
-                    MacAlg::from_name,
-                    MacAlg::name,
-                )?,
+                kex: self.algorithm_list(keys[0], kex, d.kex, KexAlg::from_name)?,
+                ciphers: self.algorithm_list(keys[1], ciphers, d.ciphers, CipherAlg::from_name)?,
+                macs: self.algorithm_list(keys[2], macs, d.macs, MacAlg::from_name)?,
             })
         };
         Ok(Algorithms {
@@ -482,7 +470,6 @@ impl Validator<'_> {
         raw: Option<Spanned<Vec<Spanned<String>>>>,
         default: Vec<T>,
         from_name: fn(&str) -> Option<T>,
-        name: fn(T) -> &'static str,
     ) -> Result<Vec<T>, ConfigError> {
         let Some(raw) = raw else {
             return Ok(default);
@@ -493,13 +480,11 @@ impl Validator<'_> {
         let mut out = Vec::new();
         for n in raw.get_ref() {
             let Some(alg) = from_name(n.get_ref()) else {
-                let supported: Vec<&str> = default.iter().map(|a| name(*a)).collect();
                 return self.err(
                     n.span(),
                     ConfigProblem::UnknownAlgorithm {
                         key,
                         name: n.get_ref().clone(),
-                        supported: supported.join(", "),
                     },
                 );
             };
