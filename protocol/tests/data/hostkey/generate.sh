@@ -35,7 +35,7 @@ done
 
 # SSHSIG signatures (PROTOCOL.sshsig): the inner blob is a plain SSH signature.
 # For RSA keys ssh-keygen -Y sign always uses rsa-sha2-512.
-for k in ed25519 ecdsa256 ecdsa384 rsa2048 rsa3072 rsa5120; do
+for k in ed25519 ecdsa256 ecdsa384 ecdsa521 rsa1024 rsa2048 rsa3072 rsa5120; do
     ssh-keygen -q -Y sign -f "$k" -n "$NS" <message.txt >"$k.sig"
 done
 # The message hash inside the SSHSIG preimage can be sha256 too.
@@ -49,7 +49,7 @@ for alg in rsa-sha2-256 rsa-sha2-512 ssh-rsa; do
     ssh-keygen -q -s rsa2048 -t "$alg" -I "sshr-test-$alg" -n sshr "user-ca-$alg.pub"
     rm "user-ca-$alg.pub"
 done
-for ca in ed25519 ecdsa256 ecdsa384; do
+for ca in ed25519 ecdsa256 ecdsa384 ecdsa521; do
     cp rsa2048.pub "user-ca-$ca.pub"
     ssh-keygen -q -s "$ca" -I "sshr-test-$ca" -n sshr "user-ca-$ca.pub"
     rm "user-ca-$ca.pub"
@@ -76,7 +76,8 @@ done
 # (The test crate must compile first, so the old files are replaced, not removed.)
 : >ecdsa256-ours.sig
 : >ecdsa384-ours.sig
+: >ecdsa521-ours.sig
 cargo test -q -p sshr-protocol --lib write_our_ecdsa_signature_fixtures -- --ignored
-for k in ecdsa256 ecdsa384; do
+for k in ecdsa256 ecdsa384 ecdsa521; do
     ssh-keygen -q -Y check-novalidate -n "$NS" -s "$k-ours.sig" <message.txt
 done
