@@ -1285,3 +1285,64 @@ fn rfc6979_p521_sha512_vector() {
     assert_eq!(hex::encode_upper(r.mpint("s").unwrap()), expected_s);
     r.finish().unwrap();
 }
+
+/// A P-521 key whose private scalar ssh-keygen wrote in 65 bytes (its top byte is
+/// zero), as it does for about half of them: ssh-key alone refuses the file, we read it,
+/// and it signs what OpenSSH accepts.
+#[test]
+fn ecdsa_key_with_a_short_private_scalar() {
+    let text = fixture!("ecdsa521-short");
+    assert!(
+        ssh_key::PrivateKey::from_openssh(text.trim()).is_err(),
+        "the fixture must have a short scalar"
+    );
+    let key = PrivateKey::from_openssh(text).unwrap();
+    let public = PublicKey::from_openssh(fixture!("ecdsa521-short.pub")).unwrap();
+    assert_eq!(key.public(), public);
+    assert_eq!(key.comment(), "ecdsa521-short@sshr-test");
+    let preimage = sshsig_preimage(NAMESPACE, "sha512", MESSAGE);
+    let blob = key.sign(SigAlg::EcdsaP521, &preimage).unwrap();
+    assert_eq!(
+        public.verify(Some(SigAlg::EcdsaP521), &preimage, &blob),
+        Ok(SigAlg::EcdsaP521)
+    );
+    if let Some(ok) = openssh_accepts(&public, &blob, MESSAGE) {
+        assert!(ok, "OpenSSH rejected the signature");
+    }
+    // Written back (the scalar at full length), it reads again, here and in OpenSSH.
+    let written = key.to_openssh().unwrap();
+    let again = PrivateKey::from_openssh(&written).unwrap();
+    assert_eq!(again.public(), public);
+    assert_eq!(again.sign(SigAlg::EcdsaP521, &preimage).unwrap(), blob);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("key");
+    std::fs::write(&path, written.as_bytes()).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    match Command::new("ssh-keygen")
+        .arg("-y")
+        .arg("-f")
+        .arg(&path)
+        .output()
+    {
+        Ok(out) => {
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let line = String::from_utf8(out.stdout).unwrap();
+            assert_eq!(PublicKey::from_openssh(&line).unwrap(), public);
+        }
+        Err(e) => eprintln!("ssh-keygen not run ({e}): skipping the OpenSSH cross-check"),
+    }
+    // Other files stay refused as before: an encrypted one, a broken one.
+    assert!(matches!(
+        PrivateKey::from_openssh(fixture!("ed25519_encrypted")),
+        Err(KeyError::Encrypted)
+    ));
+    let broken = text.replacen("b3Bl", "b3Bm", 1);
+    assert!(matches!(
+        PrivateKey::from_openssh(&broken),
+        Err(KeyError::Format(_))
+    ));
+}
