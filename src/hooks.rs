@@ -214,7 +214,8 @@ pub trait Hooks {
 
     /// The public keys allowed to log in to the proxy as `ctx.user`. An empty list means
     /// public-key login is impossible for this user (password and keyboard-interactive
-    /// logins are still passed through to the upstream).
+    /// logins are still passed through to the upstream). An RSA key smaller than the
+    /// configuration's `required_rsa_size` is refused at login even when listed here.
     async fn fetch_authorized_keys(&self, ctx: &HookContext) -> Result<Vec<PublicKey>, HookError>;
 
     /// The key the proxy logs in to `upstream` with, on behalf of `ctx.user`.

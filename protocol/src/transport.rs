@@ -65,6 +65,8 @@ pub struct Config {
     pub rekey_bytes: u64,
     /// Rekey after this much time since the last key exchange.
     pub rekey_interval: Duration,
+    /// Client: the smallest RSA host key accepted, in bits (OpenSSH's `RequiredRSASize`).
+    pub min_rsa_bits: usize,
 }
 
 impl Default for Config {
@@ -80,6 +82,7 @@ impl Default for Config {
             strict_kex: true,
             rekey_bytes: 1 << 30,
             rekey_interval: Duration::from_secs(3600),
+            min_rsa_bits: crate::hostkey::MIN_RSA_BITS,
         }
     }
 }
@@ -945,6 +948,7 @@ impl Transport {
         r.finish().map_err(&mal)?;
         let agreed = agreement.agreed;
         let host_key = PublicKey::from_blob(k_s)
+            .and_then(|key| key.check_rsa_size(self.config.min_rsa_bits).map(|()| key))
             .map_err(|e| PeerMisbehaved::BadKexSignature(format!("host key: {e}")))?;
         if !host_key.accepts(agreed.host_key) {
             return Err(

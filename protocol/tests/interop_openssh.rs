@@ -46,7 +46,7 @@ fn client_role_against_real_sshd() {
     let dir = tempfile::tempdir().unwrap();
     let user_key = PrivateKey::generate_ed25519(&mut rand_core::OsRng);
     let sshd = Sshd::start(SshdOptions {
-        host_keys: vec!["ed25519", "rsa", "ecdsa", "ecdsa384"],
+        host_keys: vec!["ed25519", "rsa", "ecdsa", "ecdsa384", "ecdsa521"],
         authorized_keys: vec![user_key.public().to_openssh()],
         ..SshdOptions::default()
     });
@@ -65,6 +65,7 @@ fn client_role_against_real_sshd() {
         SigAlg::RsaSha2_256,
         SigAlg::EcdsaP256,
         SigAlg::EcdsaP384,
+        SigAlg::EcdsaP521,
     ] {
         cases.push((CipherAlg::ChaCha20Poly1305, None, alg));
     }
@@ -219,7 +220,9 @@ fn user_key_files(dir: &Path, kind: &str) -> (std::path::PathBuf, PublicKey) {
     let path = dir.join(format!("id_{kind}"));
     match kind {
         "rsa" => keygen(&path, "rsa", Some(2048)),
+        "rsa1024" => keygen(&path, "rsa", Some(1024)),
         "ecdsa" => keygen(&path, "ecdsa", Some(256)),
+        "ecdsa521" => keygen(&path, "ecdsa", Some(521)),
         k => keygen(&path, k, None),
     }
     let public =
@@ -246,7 +249,7 @@ fn server_role_accepts_real_ssh_client() {
         })
         .collect();
     // Other user key types, once each.
-    for kind in ["rsa", "ecdsa"] {
+    for kind in ["rsa", "rsa1024", "ecdsa", "ecdsa521"] {
         let (p, k) = user_key_files(dir.path(), kind);
         cases.push((
             "aes128-gcm@openssh.com".into(),
@@ -378,4 +381,39 @@ fn every_kex_method_with_real_openssh() {
             );
         }
     }
+}
+
+/// Our server signs the exchange hash with an ECDSA P-521 host key made by ssh-keygen,
+/// and ssh, allowed nothing else, verifies it.
+#[test]
+fn server_role_signs_with_ecdsa_p521_host_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let host_path = dir.path().join("host_ecdsa521");
+    keygen(&host_path, "ecdsa", Some(521));
+    let host = PrivateKey::from_openssh(&std::fs::read_to_string(&host_path).unwrap()).unwrap();
+    assert_eq!(host.sig_algs(), &[SigAlg::EcdsaP521]);
+    let fingerprint = host.public().fingerprint();
+    let host_key: Arc<[PrivateKey]> = Arc::from(vec![host]);
+    let (key_path, key_pub) = user_key_files(dir.path(), "ed25519");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server =
+        std::thread::spawn(move || serve_one(listener, host_key, Config::default(), key_pub));
+    let mut cmd: Command = ssh_command("ssh", port, Some(&key_path));
+    cmd.args(["-v", "-o", "HostKeyAlgorithms=ecdsa-sha2-nistp521"])
+        .args(["-o", "LogLevel=DEBUG1", "root@127.0.0.1", "true"]);
+    let out = run_with_timeout(cmd, Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let served = server.join().unwrap();
+    assert!(
+        served.is_ok(),
+        "server side failed: {served:?}\nssh said:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "Server host key: ecdsa-sha2-nistp521 {fingerprint}"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Authenticated to 127.0.0.1"), "{stderr}");
 }

@@ -65,13 +65,7 @@ pub enum ConfigProblem {
     EmptyUpstreamUser { user: String },
     #[error("user {user:?}: give either authorized_keys or authorized_keys_file, not both")]
     BothAuthorizedKeys { user: String },
-    #[error("user {user:?}: authorized_keys entry {index} is not a public key: {reason}")]
-    BadAuthorizedKey {
-        user: String,
-        index: usize,
-        reason: String,
-    },
-    #[error("user {user:?}: upstream_host_key is not a public key: {reason}")]
+    #[error("user {user:?}: upstream_host_key cannot be used: {reason}")]
     BadUpstreamHostKey { user: String, reason: String },
     #[error(
         "`{key}` = {value:?} is not a tunnel policy: use {}",
@@ -105,6 +99,12 @@ pub enum ConfigProblem {
     DuplicateTarget { user: String, target: String },
     #[error("provider ({kind}): {reason}")]
     BadProvider { kind: String, reason: String },
+    #[error("`required_rsa_size` = {value} must be from {min} (OpenSSH's smallest RSA key) to {max} bits")]
+    RsaSizeOutOfRange {
+        value: usize,
+        min: usize,
+        max: usize,
+    },
     #[error("`target_separator` = {0:?} must be one punctuation character other than @ : / \\ ' \" ` $, or \"\" for none")]
     BadTargetSeparator(String),
 }

@@ -60,6 +60,10 @@ pub struct Config {
     pub audit_log: Option<AuditLog>,
     /// `user`: started as root, the account to drop to after binding and reading keys.
     pub run_as: Option<String>,
+    /// `required_rsa_size`: the smallest RSA key accepted, in bits, as a client key, in
+    /// an authorized keys list and as an upstream's host key (sshd's and ssh's
+    /// `RequiredRSASize`). Default and smallest value: OpenSSH's 1024.
+    pub required_rsa_size: usize,
     /// Number of shards; `None` means one per CPU.
     pub workers: Option<usize>,
     /// Address of the Prometheus endpoint, if any.
@@ -90,6 +94,9 @@ pub struct UserConfig {
     /// The login name clients use (before the `target_separator`).
     pub name: String,
     pub authorized_keys: AuthorizedKeys,
+    /// Entries of an inline `authorized_keys` list that cannot be used, left out of
+    /// [`AuthorizedKeys::Inline`]; the static table warns about each when it is built.
+    pub skipped_keys: Vec<SkippedKey>,
     /// The user's servers: the default one (`upstream = ...`, target `""`) first if
     /// there is one, then the `targets` list. Never empty.
     pub servers: Vec<ServerConfig>,
@@ -193,6 +200,20 @@ impl ProviderKind {
             ProviderKind::Command { .. } => "command",
         }
     }
+}
+
+/// An entry of an inline `authorized_keys` list that was left out: it does not parse,
+/// is of a type sshr does not support, or is an RSA key under `required_rsa_size`.
+/// One bad line never stops the proxy from starting, as in sshd.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SkippedKey {
+    /// Line of the configuration file.
+    pub line: usize,
+    /// Position in the user's list, from 1.
+    pub entry: usize,
+    /// Why. Names the key by type and fingerprint at most, never by its text.
+    pub reason: String,
 }
 
 /// Where a user's authorized keys come from.

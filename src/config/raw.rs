@@ -36,6 +36,7 @@ pub(super) struct RawConfig {
     pub(super) proxy_protocol: RawProxyProtocol,
     pub(super) audit_log: Option<Spanned<String>>,
     pub(super) user: Option<Spanned<String>>,
+    pub(super) required_rsa_size: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sshr_protocol::cipher::{CipherAlg, MacAlg};
-use sshr_protocol::hostkey::PublicKey;
+use sshr_protocol::hostkey::{PublicKey, MAX_RSA_VERIFY_BITS, MIN_RSA_BITS};
 use sshr_protocol::kex::KexAlg;
 use toml::Spanned;
 
@@ -20,7 +20,7 @@ use super::raw::{
 };
 use super::{
     Algorithms, AuditLog, AuthorizedKeys, Config, Limits, PostgresUrl, ProviderConfig,
-    ProviderKind, ProxyProtocol, Rekey, Tunnels, UserConfig, WarmUpstreams,
+    ProviderKind, ProxyProtocol, Rekey, SkippedKey, Tunnels, UserConfig, WarmUpstreams,
     DEFAULT_TARGET_SEPARATOR, MAX_SECS, MAX_WARM_IDLE_SECS, MIN_BUFFER_POOL_BYTES,
 };
 use crate::core::algorithms::{LegAlgorithms, UpstreamCipher};
@@ -35,12 +35,19 @@ pub(super) fn validate(
     origin: &str,
     base: &Path,
 ) -> Result<Config, ConfigError> {
-    Validator { text, origin }.validate(raw, base)
+    Validator {
+        text,
+        origin,
+        required_rsa_size: MIN_RSA_BITS,
+    }
+    .validate(raw, base)
 }
 
 struct Validator<'a> {
     text: &'a str,
     origin: &'a str,
+    /// `required_rsa_size`, once read (keys in the user table are checked against it).
+    required_rsa_size: usize,
 }
 
 impl Validator<'_> {
@@ -52,7 +59,7 @@ impl Validator<'_> {
         line_col(self.text, span.start).0
     }
 
-    fn validate(&self, raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
+    fn validate(&mut self, raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
         // listen
         if raw.listen.get_ref().is_empty() {
             return self.err(raw.listen.span(), ConfigProblem::NoListenAddress);
@@ -91,6 +98,20 @@ impl Validator<'_> {
             None => None,
         };
 
+        if let Some(size) = &raw.required_rsa_size {
+            let value = *size.get_ref();
+            if !(MIN_RSA_BITS..=MAX_RSA_VERIFY_BITS).contains(&value) {
+                return self.err(
+                    size.span(),
+                    ConfigProblem::RsaSizeOutOfRange {
+                        value,
+                        min: MIN_RSA_BITS,
+                        max: MAX_RSA_VERIFY_BITS,
+                    },
+                );
+            }
+            self.required_rsa_size = value;
+        }
         let limits = self.limits(raw.limits)?;
         let rekey = self.rekey(raw.rekey)?;
         let algorithms = self.algorithms(raw.algorithms)?;
@@ -157,6 +178,7 @@ impl Validator<'_> {
             proxy_protocol,
             audit_log,
             run_as,
+            required_rsa_size: self.required_rsa_size,
             workers,
             metrics_listen,
             limits,
@@ -810,6 +832,7 @@ impl Validator<'_> {
         }
         let user_upstream_user = self.upstream_user(raw.upstream_user, &name, &name)?;
         let user_tunnel = self.tunnel_or(&raw.tunnel, None)?;
+        let mut skipped_keys = Vec::new();
         let authorized_keys = match (raw.authorized_keys, raw.authorized_keys_file) {
             (Some(_), Some(file)) => {
                 return self.err(
@@ -820,18 +843,13 @@ impl Validator<'_> {
             (Some(keys), None) => {
                 let mut parsed = Vec::with_capacity(keys.get_ref().len());
                 for (index, line) in keys.into_inner().into_iter().enumerate() {
-                    match PublicKey::from_openssh(line.get_ref().trim()) {
+                    match self.authorized_key(line.get_ref()) {
                         Ok(key) => parsed.push(key),
-                        Err(e) => {
-                            return self.err(
-                                line.span(),
-                                ConfigProblem::BadAuthorizedKey {
-                                    user: name,
-                                    index: index + 1,
-                                    reason: e.to_string(),
-                                },
-                            )
-                        }
+                        Err(reason) => skipped_keys.push(SkippedKey {
+                            line: self.line(&line.span()),
+                            entry: index + 1,
+                            reason,
+                        }),
                     }
                 }
                 AuthorizedKeys::Inline(parsed)
@@ -900,8 +918,22 @@ impl Validator<'_> {
         Ok(UserConfig {
             name,
             authorized_keys,
+            skipped_keys,
             servers,
         })
+    }
+
+    /// One entry of an inline `authorized_keys` list, or why it cannot be used.
+    fn authorized_key(&self, line: &str) -> Result<PublicKey, String> {
+        let key = PublicKey::from_openssh(line.trim()).map_err(|e| e.to_string())?;
+        key.check_rsa_size(self.required_rsa_size).map_err(|e| {
+            format!(
+                "{} {}: {e} (`required_rsa_size`)",
+                key.algorithm_name(),
+                key.fingerprint()
+            )
+        })?;
+        Ok(key)
     }
 
     /// `upstream_user` of `user` (or of one of its targets): not empty; `default` when
@@ -966,7 +998,11 @@ impl Validator<'_> {
                 };
                 let mut keys = Vec::with_capacity(lines.len());
                 for line in lines {
-                    match PublicKey::from_openssh(line.trim()) {
+                    let checked = PublicKey::from_openssh(line.trim()).and_then(|key| {
+                        key.check_rsa_size(self.required_rsa_size)?;
+                        Ok(key)
+                    });
+                    match checked {
                         Ok(key) => keys.push(key),
                         Err(e) => {
                             return self.err(
@@ -1423,19 +1459,84 @@ upstream = "[2001:db8::5]:22"
         assert_eq!(line, Some(9));
     }
 
+    const RSA1024: &str = include_str!("../../protocol/tests/data/hostkey/rsa1024.pub");
+    const DSA: &str = include_str!("../../protocol/tests/data/hostkey/dsa.pub");
+
+    /// Garbage, an unsupported key type and an RSA key under `required_rsa_size` are
+    /// left out of an inline list, each noted with its line; the good keys stay.
     #[test]
-    fn unparseable_keys() {
+    fn unusable_inline_keys_are_skipped() {
         let good = public_key_line();
-        let text = format!(
-            "{MINIMAL}[[users]]\nname = \"a\"\nupstream = \"h:22\"\nauthorized_keys = [\n  \"{good}\",\n  \"ssh-ed25519 AAAAnotbase64!!\",\n]\n"
+        let rsa1024 = RSA1024.trim();
+        let dsa = DSA.trim();
+        let list = format!(
+            "authorized_keys = [\n  \"ssh-ed25519 AAAAnotbase64!!\",\n  \"{dsa}\",\n  \"{rsa1024}\",\n  \"{good}\",\n]\n"
         );
-        let (p, line, _) = problem(&text);
+        let user = format!("[[users]]\nname = \"a\"\nupstream = \"h:22\"\n{list}");
+
+        // By default (1024 bits, as OpenSSH), the RSA key is usable.
+        let c = parse(&format!("{MINIMAL}{user}")).unwrap();
+        assert_eq!(c.required_rsa_size, 1024);
+        let a = c.user("a").unwrap();
+        match &a.authorized_keys {
+            AuthorizedKeys::Inline(keys) => assert_eq!(
+                keys,
+                &[
+                    PublicKey::from_openssh(rsa1024).unwrap(),
+                    PublicKey::from_openssh(&good).unwrap()
+                ]
+            ),
+            other => panic!("{other:?}"),
+        }
+        let lines: Vec<_> = a.skipped_keys.iter().map(|s| (s.line, s.entry)).collect();
+        assert_eq!(lines, [(9, 1), (10, 2)]);
+        assert_eq!(
+            a.skipped_keys[0].reason,
+            "invalid public key: invalid base64"
+        );
+        assert_eq!(a.skipped_keys[1].reason, "unsupported key type ssh-dss");
+
+        // Asked for 2048 bits, it is skipped too, named by its fingerprint only.
+        let c = parse(&format!("required_rsa_size = 2048\n{MINIMAL}{user}")).unwrap();
+        assert_eq!(c.required_rsa_size, 2048);
+        let a = c.user("a").unwrap();
+        match &a.authorized_keys {
+            AuthorizedKeys::Inline(keys) => {
+                assert_eq!(keys, &[PublicKey::from_openssh(&good).unwrap()])
+            }
+            other => panic!("{other:?}"),
+        }
+        let fingerprint = PublicKey::from_openssh(rsa1024).unwrap().fingerprint();
+        assert_eq!(
+            a.skipped_keys[2],
+            SkippedKey {
+                line: 12,
+                entry: 3,
+                reason: format!(
+                    "ssh-rsa {fingerprint}: RSA key of 1024 bits is smaller than the required \
+                     2048 bits (`required_rsa_size`)"
+                ),
+            }
+        );
+        let material = rsa1024.split_whitespace().nth(1).unwrap();
+        for skipped in &a.skipped_keys {
+            assert!(!skipped.reason.contains(&material[20..40]), "{skipped:?}");
+        }
+
+        // A pinned upstream host key under the minimum could never match: refused.
+        let text = format!(
+            "required_rsa_size = 2048\n{MINIMAL}[[users]]\nname = \"a\"\nupstream = \"h:22\"\nupstream_host_key = \"{rsa1024}\"\n"
+        );
+        let (p, line, shown) = problem(&text);
         assert!(
-            matches!(p, ConfigProblem::BadAuthorizedKey { index: 2, .. }),
+            matches!(p, ConfigProblem::BadUpstreamHostKey { .. }),
             "{p:?}"
         );
-        assert_eq!(line, Some(10));
-
+        assert_eq!(line, Some(9));
+        assert!(
+            shown.ends_with("RSA key of 1024 bits is smaller than the required 2048 bits"),
+            "{shown}"
+        );
         let text = format!("{MINIMAL}[[users]]\nname = \"a\"\nupstream = \"h:22\"\nupstream_host_key = \"not a key\"\n");
         let (p, line, _) = problem(&text);
         assert!(
@@ -1443,6 +1544,22 @@ upstream = "[2001:db8::5]:22"
             "{p:?}"
         );
         assert_eq!(line, Some(8));
+    }
+
+    #[test]
+    fn required_rsa_size_is_bounded() {
+        for value in [0, 768, 1023, 16385, 65536] {
+            let (p, line, shown) = problem(&format!("{MINIMAL}required_rsa_size = {value}\n"));
+            assert!(
+                matches!(p, ConfigProblem::RsaSizeOutOfRange { value: v, min: 1024, max: 16384 } if v == value),
+                "{p:?}"
+            );
+            assert_eq!(line, Some(5), "{shown}");
+        }
+        for value in [1024, 2048, 3072, 16384] {
+            let c = parse(&format!("{MINIMAL}required_rsa_size = {value}\n")).unwrap();
+            assert_eq!(c.required_rsa_size, value);
+        }
     }
 
     #[test]

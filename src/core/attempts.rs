@@ -30,6 +30,8 @@ pub enum FailedBecause {
     UpstreamUnavailable,
     /// A method the proxy does not offer (`none`, host-based, GSSAPI, ...).
     MethodNotOffered,
+    /// An RSA key smaller than `required_rsa_size` (refused even when listed).
+    RsaKeyTooSmall,
 }
 
 impl FailedBecause {
@@ -41,6 +43,7 @@ impl FailedBecause {
             FailedBecause::UpstreamRefused => "upstream refused",
             FailedBecause::UpstreamUnavailable => "upstream unreachable or broke off",
             FailedBecause::MethodNotOffered => "method not offered",
+            FailedBecause::RsaKeyTooSmall => "RSA key smaller than required_rsa_size",
         }
     }
 }

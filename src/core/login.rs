@@ -32,7 +32,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sshr_protocol::auth::{self, InfoResponse, Method, Request};
-use sshr_protocol::hostkey::PublicKey;
+use sshr_protocol::hostkey::{PublicKey, MIN_RSA_BITS};
 use sshr_protocol::msg;
 use sshr_protocol::text::Untrusted;
 use tracing::{debug, info};
@@ -319,6 +319,8 @@ pub struct Login {
     proven_key: Option<String>,
     /// The server the client chose from the menu.
     chosen_target: Option<String>,
+    /// `required_rsa_size`: smaller RSA client keys are refused, listed or not.
+    required_rsa_size: usize,
 }
 
 impl Login {
@@ -335,7 +337,15 @@ impl Login {
             decided: Vec::new(),
             proven_key: None,
             chosen_target: None,
+            required_rsa_size: MIN_RSA_BITS,
         }
+    }
+
+    /// Refuse RSA client keys under `bits` (sshd's `RequiredRSASize`), even if the hooks
+    /// list them; the log says why. Default: OpenSSH's 1024, which every parsed key has.
+    pub fn required_rsa_size(mut self, bits: usize) -> Login {
+        self.required_rsa_size = bits;
+        self
     }
 
     /// Login names are split at `separator` into account and server (`alice+web2`).
@@ -633,9 +643,11 @@ impl Login {
             }
             return self.end(Refusal::ChooseTarget, AuthFailure::Aborted);
         }
+        let required_rsa_size = self.required_rsa_size;
         let authorized = |algorithm, key_blob| {
-            auth::check_publickey(algorithm, key_blob)
-                .is_ok_and(|(k, _)| account.authorized.contains(&k))
+            auth::check_publickey(algorithm, key_blob).is_ok_and(|(k, _)| {
+                k.check_rsa_size(required_rsa_size).is_ok() && account.authorized.contains(&k)
+            })
         };
         match req.method {
             Method::None => {
@@ -662,7 +674,7 @@ impl Login {
                     self.act(Action::ReadClient);
                     self.state = State::Request;
                 } else {
-                    let f = publickey_failure(known, false, algorithm, key_blob);
+                    let f = publickey_failure(known, false, algorithm, key_blob, required_rsa_size);
                     self.failed(f, session_id, now, timings)
                 }
             }
@@ -694,7 +706,7 @@ impl Login {
                     self.state = State::KeyLogin;
                     self.act(Action::LoginWithKey);
                 } else {
-                    let f = publickey_failure(known, true, algorithm, key_blob);
+                    let f = publickey_failure(known, true, algorithm, key_blob, required_rsa_size);
                     self.failed(f, session_id, now, timings)
                 }
             }
@@ -997,7 +1009,11 @@ impl Login {
             FailedBecause::UpstreamRefused | FailedBecause::UpstreamUnavailable => {
                 Some(AuthFailure::UpstreamRejected)
             }
-            FailedBecause::KeyNotAuthorized | FailedBecause::MethodNotOffered => None,
+            // Clients ask about every key they hold before signing with one: a refused
+            // query (an old RSA key among them, too) is not a wrong key yet.
+            FailedBecause::KeyNotAuthorized
+            | FailedBecause::MethodNotOffered
+            | FailedBecause::RsaKeyTooSmall => None,
         };
         if let Some(m) = metric {
             self.act(Action::Count(m));
@@ -1031,17 +1047,30 @@ fn failure(method: &str, because: FailedBecause) -> Failed {
     }
 }
 
-/// A refused public-key request (a query, or `signed`), for a `known` user or not.
-fn publickey_failure(known: bool, signed: bool, algorithm: &str, key_blob: &[u8]) -> Failed {
+/// A refused public-key request (a query, or `signed`), for a `known` user or not. An
+/// RSA key under `required_rsa_size` is logged as such (for a known user: an unknown one
+/// is logged as unknown, whatever the key).
+fn publickey_failure(
+    known: bool,
+    signed: bool,
+    algorithm: &str,
+    key_blob: &[u8],
+    required_rsa_size: usize,
+) -> Failed {
+    let key = auth::check_publickey(algorithm, key_blob)
+        .ok()
+        .map(|(k, _)| k);
+    let too_small = key
+        .as_ref()
+        .is_some_and(|k| k.check_rsa_size(required_rsa_size).is_err());
     let because = match (known, signed) {
         (false, _) => FailedBecause::UnknownUser,
+        (true, _) if too_small => FailedBecause::RsaKeyTooSmall,
         (true, false) => FailedBecause::KeyNotAuthorized,
         (true, true) => FailedBecause::KeyRefused,
     };
     Failed {
-        key: auth::check_publickey(algorithm, key_blob)
-            .ok()
-            .map(|(k, _)| k.fingerprint().to_string()),
+        key: key.map(|k| k.fingerprint()),
         ..failure("publickey", because)
     }
 }
@@ -1301,6 +1330,81 @@ mod tests {
             vec![Action::Succeed {
                 method: "publickey"
             }]
+        );
+    }
+
+    /// An RSA key under `required_rsa_size` is refused even when the hooks list it:
+    /// no PK_OK for its query, no login for its signature, no wrong-key metric.
+    #[test]
+    fn rsa_keys_under_the_required_size_are_refused_even_when_listed() {
+        let k = PrivateKey::from_openssh(include_str!("../../protocol/tests/data/hostkey/rsa1024"))
+            .unwrap();
+        let blob = k.public().to_blob();
+        let rsa_query = request(
+            "alice",
+            Method::PublicKey {
+                algorithm: "rsa-sha2-512",
+                key_blob: &blob,
+                signature: None,
+            },
+        );
+        let rsa_signed = auth::signed_publickey_request(
+            SESSION,
+            "alice",
+            auth::CONNECTION_SERVICE,
+            &k,
+            SigAlg::RsaSha2_512,
+        )
+        .unwrap();
+
+        // OpenSSH's default, 1024 bits: accepted.
+        let mut run = Run::new(6);
+        let actions = run.first(&rsa_query, true, vec![k.public().clone()]);
+        assert!(
+            matches!(&actions[..], [Action::SendClient(p), Action::ReadClient] if p[0] == msg::USERAUTH_PK_OK),
+            "{actions:?}"
+        );
+        assert_eq!(run.client(&rsa_signed), vec![Action::LoginWithKey]);
+
+        // Required 2048 bits: refused, counted as failed attempts.
+        let mut run = Run::new(6);
+        run.login = Login::new(6, "192.0.2.7:50000".parse().unwrap()).required_rsa_size(2048);
+        run.drain();
+        assert_eq!(
+            run.first(&rsa_query, true, vec![k.public().clone()]),
+            vec![failure_sent(false), Action::ReadClient]
+        );
+        assert_eq!(
+            run.client(&rsa_signed),
+            vec![failure_sent(false), Action::ReadClient]
+        );
+        assert_eq!(run.login.failures(), 2);
+        let taken = run.login.take_attempts();
+        assert_eq!(taken.len(), 2);
+        assert!(taken.iter().all(|a| a.result == AttemptResult::Failure
+            && a.key_fingerprint == Some(k.public().fingerprint())));
+        // Other keys still log in.
+        let ed = key(1);
+        assert_eq!(
+            run.client(&signed("alice", &ed, SESSION)),
+            vec![
+                Action::Count(AuthFailure::WrongKey),
+                failure_sent(false),
+                Action::ReadClient
+            ],
+            "not listed: a wrong key"
+        );
+        let mut run = Run::new(6);
+        run.login = Login::new(6, "192.0.2.7:50000".parse().unwrap()).required_rsa_size(2048);
+        run.drain();
+        run.first(
+            &query("alice", &ed),
+            true,
+            vec![k.public().clone(), ed.public().clone()],
+        );
+        assert_eq!(
+            run.client(&signed("alice", &ed, SESSION)),
+            vec![Action::LoginWithKey]
         );
     }
 

@@ -17,7 +17,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sshr_protocol::hostkey::{PrivateKey, PublicKey};
+use sshr_protocol::hostkey::{PrivateKey, PublicKey, MIN_RSA_BITS};
 use sshr_protocol::text::Untrusted;
 
 use super::health::{self, Outcome, ProviderHealth, ProviderWatch};
@@ -32,6 +32,8 @@ const MAX_CACHED: usize = 100_000;
 /// The `[[providers]]` of a configuration, opened. Shared by every shard.
 pub struct Providers {
     sources: Vec<Source>,
+    /// `required_rsa_size`: smaller RSA keys in an answer are left out, with a warning.
+    required_rsa_size: usize,
 }
 
 /// One provider and its recent answers.
@@ -70,7 +72,10 @@ impl Providers {
                     .map_err(|e| format!("provider {} ({}): {e}", index + 1, p.kind.name()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Providers { sources })
+        Ok(Providers {
+            sources,
+            required_rsa_size: config.required_rsa_size,
+        })
     }
 
     /// Providers answering from these backends (tests, and embedding programs).
@@ -79,7 +84,17 @@ impl Providers {
             .into_iter()
             .map(|(backend, s)| Source::new(backend, s))
             .collect();
-        Providers { sources }
+        Providers {
+            sources,
+            required_rsa_size: MIN_RSA_BITS,
+        }
+    }
+
+    /// Leave RSA keys under `bits` out of the answers (default: OpenSSH's 1024, which
+    /// every parsed key has).
+    pub fn required_rsa_size(mut self, bits: usize) -> Providers {
+        self.required_rsa_size = bits;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -114,10 +129,51 @@ impl Providers {
         for source in &self.sources {
             match source.look_up(ctx).await? {
                 Lookup::Unknown => continue,
-                known => return Ok(known),
+                known => return Ok(self.usable_keys(source, ctx, known)),
             }
         }
         Ok(Lookup::Unknown)
+    }
+
+    /// The answer without the RSA keys under `required_rsa_size`, each named in a
+    /// warning by its type and fingerprint. (Lines that do not parse were left out, with
+    /// their line numbers, when the backend's answer was read: [`super::schema`].)
+    fn usable_keys(&self, source: &Source, ctx: &HookContext, lookup: Lookup) -> Lookup {
+        let keep = |keys: Vec<PublicKey>| -> Vec<PublicKey> {
+            keys.into_iter()
+                .filter(|key| {
+                    let Err(e) = key.check_rsa_size(self.required_rsa_size) else {
+                        return true;
+                    };
+                    tracing::warn!(
+                        provider = %source.name,
+                        user = %Untrusted(&ctx.user),
+                        key_type = key.algorithm_name(),
+                        fingerprint = key.fingerprint().as_str(),
+                        reason = %e,
+                        "skipping authorized key from provider: RSA key smaller than required_rsa_size"
+                    );
+                    false
+                })
+                .collect()
+        };
+        match lookup {
+            Lookup::Found {
+                upstream,
+                authorized_keys,
+            } => Lookup::Found {
+                upstream,
+                authorized_keys: keep(authorized_keys),
+            },
+            Lookup::Choose {
+                targets,
+                authorized_keys,
+            } => Lookup::Choose {
+                targets,
+                authorized_keys: keep(authorized_keys),
+            },
+            Lookup::Unknown => Lookup::Unknown,
+        }
     }
 }
 
@@ -572,6 +628,59 @@ mod tests {
                 Err(HookError::Timeout)
             ));
             assert!(started.elapsed() < Duration::from_millis(400));
+        });
+    }
+
+    /// A backend answering the same keys for everyone.
+    struct Keys(Vec<PublicKey>);
+
+    impl Backend for Keys {
+        fn describe(&self) -> String {
+            "keys".into()
+        }
+        fn look_up(&self, ctx: &HookContext) -> Result<Lookup, HookError> {
+            Ok(match ctx.target.as_deref() {
+                None => Lookup::Found {
+                    upstream: Upstream::new("a:22", &ctx.user),
+                    authorized_keys: self.0.clone(),
+                },
+                Some(_) => Lookup::Choose {
+                    targets: vec!["web1".into()],
+                    authorized_keys: self.0.clone(),
+                },
+            })
+        }
+    }
+
+    #[test]
+    fn rsa_keys_under_the_required_size_are_left_out_of_answers() {
+        const RSA1024: &str = include_str!("../../protocol/tests/data/hostkey/rsa1024.pub");
+        let rsa = PublicKey::from_openssh(RSA1024).unwrap();
+        let ed = PrivateKey::generate_ed25519(&mut rand_core::OsRng).public();
+        let keys = |lookup: Lookup| match lookup {
+            Lookup::Found {
+                authorized_keys, ..
+            }
+            | Lookup::Choose {
+                authorized_keys, ..
+            } => authorized_keys,
+            Lookup::Unknown => panic!("unknown"),
+        };
+        on_shard(|| async {
+            let backend = || Arc::new(Keys(vec![rsa.clone(), ed.clone()])) as Arc<dyn Backend>;
+            let chain = Providers::from_backends(vec![(backend(), settings(0, 0))]);
+            let found = chain.look_up(&ctx("alice")).await.unwrap();
+            assert_eq!(keys(found), vec![rsa.clone(), ed.clone()]);
+
+            let chain =
+                Providers::from_backends(vec![(backend(), settings(0, 0))]).required_rsa_size(2048);
+            let found = chain.look_up(&ctx("alice")).await.unwrap();
+            assert_eq!(keys(found), vec![ed.clone()]);
+            let choose = chain
+                .look_up(&ctx("alice").target(Some("x".into())))
+                .await
+                .unwrap();
+            assert_eq!(keys(choose), vec![ed.clone()]);
         });
     }
 }

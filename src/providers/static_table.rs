@@ -10,8 +10,11 @@
 //! A file that is missing or cannot be read means no keys for that user, with one warning
 //! per change: failing closed, because deleting the file or taking away its read
 //! permission is how an operator may revoke access, and the proxy must never go on
-//! granting what the file no longer grants. A line that does not parse is skipped with a
-//! warning and the others are used, as sshd does.
+//! granting what the file no longer grants. A line that does not parse, holds a key
+//! type sshr does not support or an RSA key under `required_rsa_size` is skipped with a
+//! warning naming the user, the file or configuration and the line, and the others are
+//! used, as sshd does. (Inline lists are checked by the configuration; the table warns
+//! about the entries it left out each time it is built.)
 
 use std::collections::HashMap;
 use std::fs::Metadata;
@@ -54,12 +57,24 @@ impl StaticTable {
             .users
             .iter()
             .map(|user| {
+                for skipped in &user.skipped_keys {
+                    tracing::warn!(
+                        user = user.name.as_str(),
+                        config = config.origin.as_str(),
+                        line = skipped.line,
+                        entry = skipped.entry,
+                        reason = skipped.reason.as_str(),
+                        "skipping unusable authorized_keys entry"
+                    );
+                }
                 let authorized_keys = match &user.authorized_keys {
                     AuthorizedKeys::None => UserKeys::Fixed(Arc::from([])),
                     AuthorizedKeys::Inline(keys) => UserKeys::Fixed(keys.as_slice().into()),
-                    AuthorizedKeys::File(path) => {
-                        UserKeys::File(KeysFile::read_now(&user.name, path))
-                    }
+                    AuthorizedKeys::File(path) => UserKeys::File(KeysFile::read_now(
+                        &user.name,
+                        path,
+                        config.required_rsa_size,
+                    )),
                 };
                 if authorized_keys.last_read().is_empty() {
                     tracing::debug!(user = %user.name, "no authorized keys: public-key login impossible for this user");
@@ -142,6 +157,8 @@ impl UserKeys {
 struct KeysFile {
     user: String,
     path: PathBuf,
+    /// `required_rsa_size`: smaller RSA keys in the file are skipped.
+    required_rsa_size: usize,
     /// Shared by the shards; held only to copy or replace the value, never across I/O.
     last: Mutex<FileRead>,
 }
@@ -193,11 +210,12 @@ impl FileRead {
 
 impl KeysFile {
     /// Reads the file now, blocking (startup and reload).
-    fn read_now(user: &str, path: &Path) -> KeysFile {
+    fn read_now(user: &str, path: &Path, required_rsa_size: usize) -> KeysFile {
         KeysFile {
             user: user.to_string(),
             path: path.to_path_buf(),
-            last: Mutex::new(read_keys_file(user, path)),
+            required_rsa_size,
+            last: Mutex::new(read_keys_file(user, path, required_rsa_size)),
         }
     }
 
@@ -216,8 +234,8 @@ impl KeysFile {
         if !last.is_stale(now) {
             return last.keys;
         }
-        let (user, path) = (self.user.clone(), self.path.clone());
-        let read = crate::run_blocking(move || read_keys_file(&user, &path)).await;
+        let (user, path, min) = (self.user.clone(), self.path.clone(), self.required_rsa_size);
+        let read = crate::run_blocking(move || read_keys_file(&user, &path, min)).await;
         let keys = read.keys.clone();
         match self.last.lock() {
             Ok(mut last) => *last = read,
@@ -229,7 +247,7 @@ impl KeysFile {
 
 /// Reads an authorized_keys file. Problems are warnings, never fatal: one user's broken
 /// file must not keep every other user out. An unreadable file gives no keys.
-fn read_keys_file(user: &str, path: &Path) -> FileRead {
+fn read_keys_file(user: &str, path: &Path, required_rsa_size: usize) -> FileRead {
     let opened = std::fs::File::open(path).and_then(|file| {
         let meta = file.metadata()?;
         let text = io::read_to_string(file)?;
@@ -258,15 +276,27 @@ fn read_keys_file(user: &str, path: &Path) -> FileRead {
         .is_none_or(|age| age < RACY_WINDOW);
     FileRead {
         stamp: Some(Stamp::of(&meta)),
-        keys: parse_keys(user, path, &text).into(),
+        keys: parse_keys(user, path, &text, required_rsa_size).into(),
         racy,
     }
 }
 
-fn parse_keys(user: &str, path: &Path, text: &str) -> Vec<PublicKey> {
+fn parse_keys(user: &str, path: &Path, text: &str, required_rsa_size: usize) -> Vec<PublicKey> {
     let mut keys = Vec::new();
     for entry in hostkey::parse_authorized_keys(text) {
         match entry {
+            Ok(entry) if entry.key.check_rsa_size(required_rsa_size).is_err() => {
+                tracing::warn!(
+                    user,
+                    path = %path.display(),
+                    line = entry.line,
+                    key_type = entry.key.algorithm_name(),
+                    fingerprint = entry.key.fingerprint().as_str(),
+                    bits = entry.key.rsa_bits(),
+                    required_rsa_size,
+                    "skipping authorized_keys line: RSA key smaller than required_rsa_size"
+                )
+            }
             // Options (`from=`, `command=`, `restrict`...) restrict a key; the proxy
             // does not enforce them yet, so such a key would get more than the file
             // grants. Leave it out rather than widen its access.
@@ -512,6 +542,47 @@ authorized_keys_file = "dana.keys"
         StaticTable::from_config(&Config::parse(text, "t", dir).unwrap())
     }
 
+    /// An RSA key under `required_rsa_size` in an authorized_keys file is skipped, at the
+    /// first reading and when the file is read again at a login; the other keys stay.
+    #[test]
+    fn rsa_keys_under_the_required_size_are_skipped() {
+        const RSA1024: &str = include_str!("../../protocol/tests/data/hostkey/rsa1024.pub");
+        let rsa = PublicKey::from_openssh(RSA1024).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("erin.keys");
+        let good = key().public();
+        std::fs::write(&path, format!("{}{}\n", RSA1024, good.to_openssh())).unwrap();
+        let table = |required: &str| {
+            let text = format!(
+                "{required}\nlisten = [\"127.0.0.1:2222\"]\nhost_keys = [\"h\"]\nupstream_key = \"u\"\n\
+                 [[users]]\nname = \"erin\"\nupstream = \"e:22\"\nauthorized_keys_file = \"erin.keys\"\n"
+            );
+            StaticTable::from_config(&Config::parse(&text, "t", dir.path()).unwrap())
+        };
+        // OpenSSH's default, 1024 bits: both keys.
+        assert_eq!(
+            fingerprints(table("").authorized_keys("erin").iter()),
+            fingerprints([&rsa, &good])
+        );
+        let strict = table("required_rsa_size = 2048");
+        assert_eq!(
+            fingerprints(strict.authorized_keys("erin").iter()),
+            fingerprints([&good])
+        );
+        // Read again at a login after a change: still skipped.
+        let other = key().public();
+        std::fs::write(
+            &path,
+            format!("{}\n{}\n", other.to_openssh(), RSA1024.trim()),
+        )
+        .unwrap();
+        let hooks = (strict.factory(Arc::new(key())))();
+        on_shard(|| async {
+            let keys = hooks.fetch_authorized_keys(&ctx("erin")).await.unwrap();
+            assert_eq!(fingerprints(keys.iter()), fingerprints([&other]));
+        });
+    }
+
     /// Sets the file's modification time a minute back, out of the racy window, so that
     /// only its stamp can tell the next change.
     fn age(path: &Path) {
@@ -615,8 +686,8 @@ authorized_keys_file = "dana.keys"
         );
 
         // A file just written is racy; an old one is not.
-        assert!(read_keys_file("u", &path).racy);
+        assert!(read_keys_file("u", &path, hostkey::MIN_RSA_BITS).racy);
         age(&path);
-        assert!(!read_keys_file("u", &path).racy);
+        assert!(!read_keys_file("u", &path, hostkey::MIN_RSA_BITS).racy);
     }
 }

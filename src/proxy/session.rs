@@ -50,6 +50,7 @@ fn leg_config(config: &Config, algorithms: &LegAlgorithms) -> Arc<TransportConfi
         macs: algorithms.macs.clone(),
         rekey_bytes: config.rekey.bytes,
         rekey_interval: config.rekey.interval,
+        min_rsa_bits: config.required_rsa_size,
         ..TransportConfig::default()
     })
 }
@@ -100,7 +101,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
         let mut rx = RxBuf::with_budget(ctx.shard.handshake_budget.clone());
         let started = Instant::now();
         let mut login = Login::new(ctx.config.limits.max_auth_tries, peer)
-            .target_separator(ctx.config.target_separator);
+            .target_separator(ctx.config.target_separator)
+            .required_rsa_size(ctx.config.required_rsa_size);
         // Set while the login waits on the proxy's side (hooks, an upstream slot or
         // connection): a timeout then is not the client's fault.
         let waiting = Cell::new(false);

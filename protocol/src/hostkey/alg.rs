@@ -16,6 +16,8 @@ pub enum SigAlg {
     EcdsaP256,
     /// `ecdsa-sha2-nistp384` (RFC 5656).
     EcdsaP384,
+    /// `ecdsa-sha2-nistp521` (RFC 5656).
+    EcdsaP521,
     /// `rsa-sha2-512` (RFC 8332).
     RsaSha2_512,
     /// `rsa-sha2-256` (RFC 8332).
@@ -24,10 +26,11 @@ pub enum SigAlg {
 
 impl SigAlg {
     /// Every supported signature algorithm, in preference order.
-    pub const ALL: [SigAlg; 5] = [
+    pub const ALL: [SigAlg; 6] = [
         SigAlg::Ed25519,
         SigAlg::EcdsaP256,
         SigAlg::EcdsaP384,
+        SigAlg::EcdsaP521,
         SigAlg::RsaSha2_512,
         SigAlg::RsaSha2_256,
     ];
@@ -38,6 +41,7 @@ impl SigAlg {
             SigAlg::Ed25519 => "ssh-ed25519",
             SigAlg::EcdsaP256 => "ecdsa-sha2-nistp256",
             SigAlg::EcdsaP384 => "ecdsa-sha2-nistp384",
+            SigAlg::EcdsaP521 => "ecdsa-sha2-nistp521",
             SigAlg::RsaSha2_512 => "rsa-sha2-512",
             SigAlg::RsaSha2_256 => "rsa-sha2-256",
         }
@@ -59,6 +63,7 @@ impl SigAlg {
             SigAlg::Ed25519 => KeyKind::Ed25519,
             SigAlg::EcdsaP256 => KeyKind::EcdsaP256,
             SigAlg::EcdsaP384 => KeyKind::EcdsaP384,
+            SigAlg::EcdsaP521 => KeyKind::EcdsaP521,
             SigAlg::RsaSha2_512 | SigAlg::RsaSha2_256 => KeyKind::Rsa,
         }
     }
@@ -71,6 +76,9 @@ impl SigAlg {
             },
             SigAlg::EcdsaP384 => Algorithm::Ecdsa {
                 curve: EcdsaCurve::NistP384,
+            },
+            SigAlg::EcdsaP521 => Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP521,
             },
             SigAlg::RsaSha2_512 => Algorithm::Rsa {
                 hash: Some(HashAlg::Sha512),
@@ -88,9 +96,11 @@ impl fmt::Display for SigAlg {
     }
 }
 
-/// Smallest RSA modulus we accept, in bits (OpenSSH accepts 1024; 2048 is the floor
-/// `ssh-key` enforces and what current guidance asks for).
-pub const MIN_RSA_BITS: usize = 2048;
+/// Smallest RSA modulus we ever accept, in bits: OpenSSH's floor
+/// (`SSH_RSA_MINIMUM_MODULUS_SIZE`), below which no key parses. It is also the default
+/// of the minimum a caller may require on top of it ([`super::PublicKey::check_rsa_size`]),
+/// as OpenSSH's `RequiredRSASize` defaults to it and may only raise it.
+pub const MIN_RSA_BITS: usize = 1024;
 
 /// Largest RSA modulus we verify with, in bits.
 pub const MAX_RSA_VERIFY_BITS: usize = rsa_alg::MAX_VERIFY_BITS;
@@ -104,6 +114,7 @@ pub(super) enum KeyKind {
     Ed25519,
     EcdsaP256,
     EcdsaP384,
+    EcdsaP521,
     Rsa,
 }
 
@@ -113,6 +124,7 @@ impl KeyKind {
             KeyKind::Ed25519 => "ssh-ed25519",
             KeyKind::EcdsaP256 => "ecdsa-sha2-nistp256",
             KeyKind::EcdsaP384 => "ecdsa-sha2-nistp384",
+            KeyKind::EcdsaP521 => "ecdsa-sha2-nistp521",
             KeyKind::Rsa => "ssh-rsa",
         }
     }
@@ -122,6 +134,7 @@ impl KeyKind {
             KeyKind::Ed25519,
             KeyKind::EcdsaP256,
             KeyKind::EcdsaP384,
+            KeyKind::EcdsaP521,
             KeyKind::Rsa,
         ]
         .into_iter()
@@ -133,6 +146,7 @@ impl KeyKind {
             KeyData::Ed25519(_) => Some(KeyKind::Ed25519),
             KeyData::Ecdsa(k) if k.curve() == EcdsaCurve::NistP256 => Some(KeyKind::EcdsaP256),
             KeyData::Ecdsa(k) if k.curve() == EcdsaCurve::NistP384 => Some(KeyKind::EcdsaP384),
+            KeyData::Ecdsa(k) if k.curve() == EcdsaCurve::NistP521 => Some(KeyKind::EcdsaP521),
             KeyData::Rsa(_) => Some(KeyKind::Rsa),
             _ => None,
         }
@@ -144,6 +158,7 @@ impl KeyKind {
             KeyKind::Ed25519 => &[SigAlg::Ed25519],
             KeyKind::EcdsaP256 => &[SigAlg::EcdsaP256],
             KeyKind::EcdsaP384 => &[SigAlg::EcdsaP384],
+            KeyKind::EcdsaP521 => &[SigAlg::EcdsaP521],
             KeyKind::Rsa => &[SigAlg::RsaSha2_512, SigAlg::RsaSha2_256],
         }
     }

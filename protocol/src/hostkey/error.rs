@@ -40,6 +40,15 @@ pub enum KeyError {
         /// Largest size accepted where the error arose.
         max: usize,
     },
+    /// An RSA key smaller than the minimum the caller requires (see
+    /// [`super::PublicKey::check_rsa_size`]).
+    #[error("RSA key of {bits} bits is smaller than the required {min} bits")]
+    RsaKeyTooSmall {
+        /// Size of the key's modulus.
+        bits: usize,
+        /// The required minimum.
+        min: usize,
+    },
     /// The key cannot make signatures of this algorithm.
     #[error("a {key} key cannot sign with {alg}")]
     UnsupportedSignatureAlgorithm {
@@ -82,6 +91,15 @@ pub enum VerifyError {
         /// Largest size accepted.
         max: usize,
     },
+    /// An RSA key smaller than the minimum the caller requires (see
+    /// [`super::PublicKey::check_rsa_size`]).
+    #[error("RSA key of {bits} bits is smaller than the required {min} bits")]
+    RsaKeyTooSmall {
+        /// Size of the key's modulus.
+        bits: usize,
+        /// The required minimum.
+        min: usize,
+    },
     /// A signature algorithm we do not accept (this includes `ssh-rsa`, i.e. SHA-1).
     #[error("unsupported signature algorithm {0}")]
     UnsupportedAlgorithm(String),
@@ -113,6 +131,7 @@ impl From<VerifyError> for KeyError {
             VerifyError::UnsupportedKeySize { bits, max } => {
                 KeyError::UnsupportedKeySize { bits, max }
             }
+            VerifyError::RsaKeyTooSmall { bits, min } => KeyError::RsaKeyTooSmall { bits, min },
             _ => KeyError::InvalidPublicKey("malformed key blob"),
         }
     }

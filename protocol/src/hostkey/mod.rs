@@ -6,11 +6,14 @@
 //!
 //! Key parsing and the Ed25519 and ECDSA math come from the `ssh-key` crate, RSA from
 //! the `rsa` crate it is built on (`rsa_alg.rs` says why RSA cannot go through
-//! `ssh-key`); this module picks the algorithms, frames the SSH wire encodings and
+//! `ssh-key`), P-521 signing from the `ecdsa` crate's primitive with RFC 6979 nonces
+//! (`ecdsa_p521.rs` says why); this module picks the algorithms, frames the SSH wire encodings and
 //! enforces the policy:
 //!
-//! * supported key types: `ssh-ed25519`, `ecdsa-sha2-nistp256`, `ecdsa-sha2-nistp384`
-//!   and `ssh-rsa` keys of 2048 bits or more;
+//! * supported key types: `ssh-ed25519`, `ecdsa-sha2-nistp256`, `ecdsa-sha2-nistp384`,
+//!   `ecdsa-sha2-nistp521` and `ssh-rsa` keys of 1024 bits or more (OpenSSH's floor); a
+//!   caller may require more of RSA keys ([`PublicKey::check_rsa_size`], as OpenSSH's
+//!   `RequiredRSASize`);
 //! * signature algorithms: the key types' own, plus `rsa-sha2-512` and `rsa-sha2-256`
 //!   (RFC 8332) for RSA keys. Plain `ssh-rsa` (SHA-1) signatures are never produced
 //!   nor accepted;
@@ -21,7 +24,8 @@
 //! Where things are: `alg.rs` names the algorithms and key types, `public.rs` and
 //! `private.rs` hold the two key types and the key blob codec, `openssh.rs` reads and
 //! writes OpenSSH's text formats (key files, public key lines, `authorized_keys`),
-//! `signature.rs` signs and verifies, with `rsa_alg.rs` for RSA.
+//! `signature.rs` signs and verifies, with `rsa_alg.rs` for RSA and `ecdsa_p521.rs` for
+//! P-521 signing (its nonces).
 //!
 //! Secret key material lives in `ssh_key` private key types, which zeroize their
 //! buffers on drop, as do the short-lived `ed25519-dalek`/`ecdsa`/`rsa` signing keys
@@ -29,6 +33,7 @@
 //! PEM/base64 decoding and the `rsa` crate's big-integer arithmetic leave behind.
 
 mod alg;
+mod ecdsa_p521;
 mod error;
 mod openssh;
 mod private;

@@ -7,6 +7,7 @@ use ssh_key::{Algorithm, LineEnding};
 use zeroize::Zeroizing;
 
 use super::{KeyError, PrivateKey, PublicKey};
+use crate::wire::{put_string, put_u32, Reader};
 
 impl PublicKey {
     /// Parse a public key line, `ssh-ed25519 AAAA... [comment]` (a `.pub` file or an
@@ -47,7 +48,15 @@ impl PrivateKey {
                 return Err(KeyError::NotOpenSshFormat(what));
             }
         }
-        let key = ssh_key::PrivateKey::from_openssh(text.trim())?;
+        let key = match ssh_key::PrivateKey::from_openssh(text.trim()) {
+            Ok(key) => key,
+            // An ECDSA scalar written shorter than its curve's size (see
+            // `pad_ecdsa_scalar`): read it again, padded.
+            Err(err) => match pad_ecdsa_scalar(text.trim()) {
+                Some(padded) => ssh_key::PrivateKey::from_bytes(&padded)?,
+                None => return Err(err.into()),
+            },
+        };
         Self::from_ssh_key(key)
     }
 
@@ -55,6 +64,71 @@ impl PrivateKey {
     pub fn to_openssh(&self) -> Result<Zeroizing<String>, KeyError> {
         Ok(self.as_ssh_key().to_openssh(LineEnding::LF)?)
     }
+}
+
+/// The binary form of an unencrypted OpenSSH private key file (`PROTOCOL.key`) whose
+/// one key is ECDSA and whose private scalar is written shorter than the curve's size,
+/// with the scalar left-padded to that size; `None` for anything else.
+///
+/// OpenSSH writes the scalar as a minimal mpint, so it is shorter whenever its top byte
+/// is zero and the next one is below 0x80: half of all P-521 keys (their top byte is 0
+/// or 1), one P-256 or P-384 key in 256. ssh-key 0.6.7 reads only full-length scalars.
+/// The private section is written again with its padding (1, 2, 3, ... to a multiple of
+/// 8 bytes) recomputed; every buffer holding it is wiped when dropped.
+fn pad_ecdsa_scalar(text: &str) -> Option<Zeroizing<Vec<u8>>> {
+    const BEGIN: &str = "-----BEGIN OPENSSH PRIVATE KEY-----";
+    const END: &str = "-----END OPENSSH PRIVATE KEY-----";
+    let body = text.strip_prefix(BEGIN)?.strip_suffix(END)?;
+    let base64: Zeroizing<String> = Zeroizing::new(body.split_ascii_whitespace().collect());
+    let binary = Zeroizing::new(Base64::decode_vec(&base64).ok()?);
+    let mut r = Reader::new(&binary);
+    let magic = r.bytes(15, "magic").ok()?;
+    let cipher = r.string("cipher").ok()?;
+    let kdf = r.string("kdf").ok()?;
+    let kdf_options = r.string("kdf options").ok()?;
+    let count = r.u32("key count").ok()?;
+    let public = r.string("public key").ok()?;
+    let private = r.string("private section").ok()?;
+    if magic != b"openssh-key-v1\0" || cipher != b"none" || count != 1 || !r.is_empty() {
+        return None;
+    }
+    let mut p = Reader::new(private);
+    let checks = p.bytes(8, "check integers").ok()?;
+    let key_type = p.string("key type").ok()?;
+    let size = match key_type {
+        b"ecdsa-sha2-nistp256" => 32,
+        b"ecdsa-sha2-nistp384" => 48,
+        b"ecdsa-sha2-nistp521" => 66,
+        _ => return None,
+    };
+    let curve = p.string("curve").ok()?;
+    let point = p.string("public point").ok()?;
+    let scalar = p.string("private scalar").ok()?;
+    let comment = p.string("comment").ok()?;
+    if scalar.is_empty() || scalar.len() >= size || scalar[0] >= 0x80 {
+        return None;
+    }
+    let mut section = Zeroizing::new(Vec::with_capacity(private.len() + size + 8));
+    section.extend_from_slice(checks);
+    for field in [key_type, curve, point] {
+        put_string(&mut section, field);
+    }
+    put_u32(&mut section, size as u32);
+    section.extend(std::iter::repeat_n(0, size - scalar.len()));
+    section.extend_from_slice(scalar);
+    put_string(&mut section, comment);
+    for pad in 1..=((8 - section.len() % 8) % 8) as u8 {
+        section.push(pad);
+    }
+    let mut out = Zeroizing::new(Vec::with_capacity(binary.len() + size + 16));
+    out.extend_from_slice(magic);
+    for field in [cipher, kdf, kdf_options] {
+        put_string(&mut out, field);
+    }
+    put_u32(&mut out, count);
+    put_string(&mut out, public);
+    put_string(&mut out, &section);
+    Some(out)
 }
 
 fn is_blank(c: char) -> bool {

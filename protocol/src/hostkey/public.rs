@@ -109,6 +109,25 @@ impl PublicKey {
         self.inner.fingerprint(HashAlg::Sha256).to_string()
     }
 
+    /// The size of an RSA key's modulus in bits; `None` for other key types.
+    pub fn rsa_bits(&self) -> Option<usize> {
+        match self.inner.key_data() {
+            KeyData::Rsa(key) => mpint_bits(&key.n),
+            _ => None,
+        }
+    }
+
+    /// Check an RSA key against a required minimum size in bits, as OpenSSH's
+    /// `RequiredRSASize` does (for user keys in sshd, for host keys in ssh). Keys of
+    /// other types always pass. Every parsed key already has at least [`MIN_RSA_BITS`];
+    /// a smaller `min` changes nothing.
+    pub fn check_rsa_size(&self, min: usize) -> Result<(), VerifyError> {
+        match self.rsa_bits() {
+            Some(bits) if bits < min => Err(VerifyError::RsaKeyTooSmall { bits, min }),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether `alg` is a valid signature algorithm for this key type
     /// (`rsa-sha2-512`/`rsa-sha2-256` for RSA keys, the key type's own otherwise).
     pub fn accepts(&self, alg: SigAlg) -> bool {

@@ -2,13 +2,14 @@
 //! `string alg-name || string signature` (RFC 4253 section 6.6) and the policy on which
 //! algorithm may sign with which key.
 //!
-//! Ed25519 and ECDSA go through `ssh-key`; RSA through [`super::rsa_alg`].
+//! Ed25519 and ECDSA go through `ssh-key`, except P-521 signing
+//! ([`super::ecdsa_p521`]); RSA through [`super::rsa_alg`].
 
-use ssh_key::private::KeypairData;
+use ssh_key::private::{EcdsaKeypair, KeypairData};
 use ssh_key::public::KeyData;
 
 use super::public::printable_name;
-use super::{rsa_alg, KeyError, PrivateKey, PublicKey, SigAlg, VerifyError};
+use super::{ecdsa_p521, rsa_alg, KeyError, PrivateKey, PublicKey, SigAlg, VerifyError};
 use crate::wire::{self, Reader};
 
 /// `string alg-name || string signature` (RFC 4253 section 6.6).
@@ -91,10 +92,14 @@ impl PrivateKey {
         }
         match self.as_ssh_key().key_data() {
             KeypairData::Rsa(keypair) => rsa_alg::sign(keypair, alg, data),
+            KeypairData::Ecdsa(EcdsaKeypair::NistP521 { private, .. }) => {
+                ecdsa_p521::sign(private, data)
+            }
             keypair => {
-                // Ed25519 (RFC 8032) and ECDSA (SHA-256 for P-256, SHA-384 for P-384,
-                // RFC 6979 nonces) signing is ssh-key's; it already encodes ECDSA
-                // signatures as `mpint r || mpint s`.
+                // Ed25519 (RFC 8032) and ECDSA P-256 and P-384 (SHA-256 and SHA-384,
+                // RFC 5656 section 6.2.1; RFC 6979 nonces) signing is ssh-key's; it
+                // already encodes ECDSA signatures as minimal `mpint r || mpint s`, as
+                // OpenSSH does.
                 use ed25519_dalek::Signer as _;
                 let signature = keypair
                     .try_sign(data)

@@ -116,7 +116,8 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> bool {
 /// Options of a test sshd.
 #[derive(Clone, Debug)]
 pub struct SshdOptions {
-    /// Host key types to generate, in order ("ed25519", "rsa", "ecdsa", "ecdsa384").
+    /// Host key types to generate, in order ("ed25519", "rsa", "rsa1024", "ecdsa",
+    /// "ecdsa384", "ecdsa521").
     pub host_keys: Vec<&'static str>,
     /// Extra sshd_config lines.
     pub extra: Vec<String>,
@@ -167,8 +168,10 @@ impl Sshd {
             let path = dir.path().join(format!("host_{i}_{kind}"));
             match *kind {
                 "ecdsa384" => keygen(&path, "ecdsa", Some(384)),
+                "ecdsa521" => keygen(&path, "ecdsa", Some(521)),
                 "ecdsa" => keygen(&path, "ecdsa", Some(256)),
                 "rsa" => keygen(&path, "rsa", Some(2048)),
+                "rsa1024" => keygen(&path, "rsa", Some(1024)),
                 k => keygen(&path, k, None),
             }
             config.push_str(&format!("HostKey {}\n", path.display()));
