@@ -35,6 +35,9 @@ pub struct ShardContext {
     pub admission: Arc<Admission>,
     /// The audit log (`audit_log`), shared by all shards; `None` when it is off.
     pub audit: Option<Arc<Audit>>,
+    /// The keys of `upstream_key`, in order: offered upstream after the key the
+    /// `fetch_private_key` hook gives (shared by all shards; fixed until a restart).
+    pub upstream_keys: Arc<[PrivateKey]>,
     /// One stop signal per running session (see [`ShardContext::stop_sessions`]).
     stop_signals: RefCell<Vec<Weak<StopSignal>>>,
     config: RefCell<Arc<Config>>,
@@ -72,6 +75,7 @@ impl ShardContext {
             handshake_budget,
             admission,
             audit: None,
+            upstream_keys: Arc::from(Vec::new()),
             stop_signals: RefCell::new(Vec::new()),
             config: RefCell::new(config),
             hooks: RefCell::new(hooks),
@@ -86,6 +90,13 @@ impl ShardContext {
     /// Sessions of this shard write to `audit` (the server opens it once for all shards).
     pub fn with_audit(mut self, audit: Option<Arc<Audit>>) -> Self {
         self.audit = audit;
+        self
+    }
+
+    /// Sessions of this shard offer `keys` upstream after the hook's (see
+    /// [`ShardContext::upstream_keys`]).
+    pub fn with_upstream_keys(mut self, keys: Arc<[PrivateKey]>) -> Self {
+        self.upstream_keys = keys;
         self
     }
 
