@@ -4,7 +4,7 @@
 //! `HOST.<domain>:<port>` as `USER`. A user's authorized keys are the file
 //! `<keys_dir>/USER.pub` (OpenSSH authorized_keys format), read on every login on a
 //! helper thread, so adding a key needs neither a restart nor a reload. The proxy logs
-//! in everywhere with its `upstream_key`.
+//! in everywhere with its `upstream_key` (the first of them; then the others).
 //!
 //! Settings come from the `[hooks]` table of the usual configuration file:
 //!
@@ -145,7 +145,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => Config::builtin()?,
     };
     let settings = Arc::new(Settings::from_config(&config)?);
-    let upstream_key = Arc::new(sshr::keys::load_upstream_key(&config.upstream_key)?);
+    // The first key of `upstream_key` (never empty); the proxy offers the others after
+    // the one this hook gives.
+    let upstream_key = Arc::new(sshr::keys::load_upstream_key(&config.upstream_keys[0])?);
 
     // Called once on each shard's thread: everything it returns stays on that shard.
     let factory = hooks::factory(move || UserAtHost {

@@ -6,7 +6,8 @@
 //! 2. [`Hooks::fetch_authorized_keys`]: which public keys may log in to the proxy as
 //!    this user (public-key logins are checked at the proxy, because the client's
 //!    signature covers the session id of the client leg and cannot be forwarded);
-//! 3. [`Hooks::fetch_private_key`]: which key the proxy logs in to the upstream with.
+//! 3. [`Hooks::fetch_private_key`]: which key the proxy logs in to the upstream with
+//!    (first; the proxy's own `upstream_key`s follow if the upstream refuses it).
 //!
 //! Hooks run on the shard that accepted the session, inside its single-threaded event
 //! loop: they may await network I/O but must never block the thread. Put blocking work
@@ -218,7 +219,10 @@ pub trait Hooks {
     /// configuration's `required_rsa_size` is refused at login even when listed here.
     async fn fetch_authorized_keys(&self, ctx: &HookContext) -> Result<Vec<PublicKey>, HookError>;
 
-    /// The key the proxy logs in to `upstream` with, on behalf of `ctx.user`.
+    /// The key the proxy logs in to `upstream` with, on behalf of `ctx.user`: a key of
+    /// the user's own, or one of the proxy's. The proxy offers it first, then the keys
+    /// of `upstream_key` it has not offered yet, in order, until the upstream accepts
+    /// one (as ssh offers several identities). An error refuses the login.
     async fn fetch_private_key(
         &self,
         ctx: &HookContext,

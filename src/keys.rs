@@ -1,4 +1,4 @@
-//! The proxy's own keys: host keys it shows clients, and the key it logs in to upstreams
+//! The proxy's own keys: host keys it shows clients, and the keys it logs in to upstreams
 //! with. Read from OpenSSH private key files; generated as ed25519 on first start when
 //! the file is absent.
 //!
@@ -64,27 +64,31 @@ pub fn public_key_path(path: &Path) -> PathBuf {
 #[non_exhaustive]
 pub struct ServerKeys {
     pub host_keys: Vec<PrivateKey>,
-    pub upstream_key: PrivateKey,
+    /// The keys of `upstream_key`, in order.
+    pub upstream_keys: Vec<PrivateKey>,
     /// Removed again when dropped, unless the start succeeds and calls
     /// [`GeneratedFiles::keep`].
     pub generated: GeneratedFiles,
 }
 
-/// Loads the host keys and the upstream key, generating the absent ones. If one cannot
+/// Loads the host keys and the upstream keys, generating the absent ones. If one cannot
 /// be had, the files generated for the others are removed before the error returns.
 pub fn load_server_keys(
     host_keys: &[PathBuf],
-    upstream_key: &Path,
+    upstream_keys: &[PathBuf],
 ) -> Result<ServerKeys, KeyFileError> {
     let mut generated = GeneratedFiles::default();
     let host_keys = host_keys
         .iter()
         .map(|path| load_host_key(path, &mut generated))
         .collect::<Result<Vec<_>, _>>()?;
-    let upstream_key = load_upstream_key_into(upstream_key, &mut generated)?;
+    let upstream_keys = upstream_keys
+        .iter()
+        .map(|path| load_upstream_key_into(path, &mut generated))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(ServerKeys {
         host_keys,
-        upstream_key,
+        upstream_keys,
         generated,
     })
 }
@@ -126,6 +130,18 @@ pub fn load_upstream_key(path: &Path) -> Result<PrivateKey, KeyFileError> {
     let key = load_upstream_key_into(path, &mut generated)?;
     generated.keep();
     Ok(key)
+}
+
+/// [`load_upstream_key`] for each of `paths` (`upstream_key` as a list), in order. If
+/// one cannot be had, the files generated for the others are removed again.
+pub fn load_upstream_keys(paths: &[PathBuf]) -> Result<Vec<PrivateKey>, KeyFileError> {
+    let mut generated = GeneratedFiles::default();
+    let keys = paths
+        .iter()
+        .map(|path| load_upstream_key_into(path, &mut generated))
+        .collect::<Result<Vec<_>, _>>()?;
+    generated.keep();
+    Ok(keys)
 }
 
 fn load_upstream_key_into(
@@ -647,7 +663,7 @@ mod tests {
         let upstream = dir.path().join("not-a-dir/upstream");
         let before = names(dir.path());
 
-        let err = load_server_keys(&[old.clone(), new.clone()], &upstream)
+        let err = load_server_keys(&[old.clone(), new.clone()], std::slice::from_ref(&upstream))
             .err()
             .expect("the upstream key cannot be had");
         assert!(err.to_string().contains("not-a-dir/upstream"), "{err}");
@@ -661,7 +677,8 @@ mod tests {
 
         // Dropped without keep (a start that failed later): the same.
         let upstream = dir.path().join("keys/upstream");
-        let keys = load_server_keys(&[old.clone(), new.clone()], &upstream).unwrap();
+        let keys =
+            load_server_keys(&[old.clone(), new.clone()], std::slice::from_ref(&upstream)).unwrap();
         let created: Vec<_> = keys.generated.files().map(Path::to_path_buf).collect();
         assert_eq!(
             created,
@@ -676,16 +693,34 @@ mod tests {
         assert_eq!(names(dir.path()), before);
 
         // Kept (a start that succeeded): everything stays.
-        let keys = load_server_keys(&[old.clone(), new.clone()], &upstream).unwrap();
+        let keys =
+            load_server_keys(&[old.clone(), new.clone()], std::slice::from_ref(&upstream)).unwrap();
         keys.generated.keep();
         for path in [&new, &upstream] {
             assert!(path.exists() && public_key_path(path).exists());
         }
         // A later start that fails generates nothing, so removes nothing.
-        let keys = load_server_keys(&[old, new.clone()], &upstream).unwrap();
+        let keys = load_server_keys(&[old, new.clone()], std::slice::from_ref(&upstream)).unwrap();
         assert_eq!(keys.generated.files().count(), 0);
         drop(keys);
         assert!(new.exists() && upstream.exists());
+    }
+
+    #[test]
+    fn several_upstream_keys_load_in_order_and_a_bad_one_undoes_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ed, rsa) = (dir.path().join("id_ed25519"), dir.path().join("id_other"));
+        let (first, _) = load_or_generate(&ed).unwrap();
+        let keys = load_upstream_keys(&[ed.clone(), rsa.clone()]).unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0].public(), first.public(), "in the order given");
+        assert!(public_key_path(&rsa).exists() && public_key_path(&ed).exists());
+        // The second cannot be had: the first, generated now, goes again.
+        let fresh = dir.path().join("fresh");
+        fs::write(dir.path().join("not-a-dir"), "").unwrap();
+        let bad = dir.path().join("not-a-dir/key");
+        assert!(load_upstream_keys(&[fresh.clone(), bad]).is_err());
+        assert!(!fresh.exists() && !public_key_path(&fresh).exists());
     }
 
     #[test]
@@ -694,7 +729,8 @@ mod tests {
         let upstream = dir.path().join("upstream");
         load_or_generate(&upstream).unwrap();
         fs::remove_file(public_key_path(&upstream)).unwrap();
-        let keys = load_server_keys(&[dir.path().join("host")], &upstream).unwrap();
+        let keys =
+            load_server_keys(&[dir.path().join("host")], std::slice::from_ref(&upstream)).unwrap();
         drop(keys);
         assert_eq!(names(dir.path()), vec!["upstream".to_string()]);
     }

@@ -221,12 +221,13 @@ fn check(config: &Config) -> Result<(), String> {
     for path in &config.host_keys {
         report_key(path, keys::check_key_file(path), &mut problems);
     }
-    let upstream = &config.upstream_key;
-    report_key(
-        upstream,
-        keys::check_upstream_key_file(upstream),
-        &mut problems,
-    );
+    for upstream in &config.upstream_keys {
+        report_key(
+            upstream,
+            keys::check_upstream_key_file(upstream),
+            &mut problems,
+        );
+    }
 
     // Held until every address is tried, so that two settings naming one address clash
     // here as they would at start.

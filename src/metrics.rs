@@ -55,16 +55,19 @@ pub enum UpstreamFailure {
     Auth,
     /// Key exchange or protocol failure on the upstream leg.
     Protocol,
+    /// The upstream's key exchange offered nothing the proxy supports in one list.
+    Negotiation,
 }
 
 impl UpstreamFailure {
-    pub const ALL: [UpstreamFailure; 6] = [
+    pub const ALL: [UpstreamFailure; 7] = [
         UpstreamFailure::Resolve,
         UpstreamFailure::Timeout,
         UpstreamFailure::Connect,
         UpstreamFailure::HostKey,
         UpstreamFailure::Auth,
         UpstreamFailure::Protocol,
+        UpstreamFailure::Negotiation,
     ];
 
     pub fn label(self) -> &'static str {
@@ -75,6 +78,7 @@ impl UpstreamFailure {
             UpstreamFailure::HostKey => "host_key",
             UpstreamFailure::Auth => "auth",
             UpstreamFailure::Protocol => "protocol",
+            UpstreamFailure::Negotiation => "negotiation",
         }
     }
 

@@ -95,6 +95,8 @@ pub enum ServerError {
     Runtime { reason: String },
     #[error("{0}")]
     Providers(String),
+    #[error("`upstream_key` lists no key file")]
+    NoUpstreamKey,
     #[error("cannot start worker threads: {0}")]
     Threads(String),
     #[error("shard {index} failed: {reason}")]
@@ -180,9 +182,16 @@ impl Server {
         let workers = self.workers.unwrap_or_else(|| self.config.worker_count());
 
         // Keys generated now are removed again if the start fails (`generated` drops).
-        let keys = keys::load_server_keys(&self.config.host_keys, &self.config.upstream_key)?;
+        let keys = keys::load_server_keys(&self.config.host_keys, &self.config.upstream_keys)?;
         let host_keys: Arc<[PrivateKey]> = keys.host_keys.into();
-        let upstream_key = Arc::new(keys.upstream_key);
+        let upstream_keys: Arc<[PrivateKey]> = keys.upstream_keys.into();
+        // The default hooks give the first; sessions offer the others after it.
+        let upstream_key = Arc::new(
+            upstream_keys
+                .first()
+                .cloned()
+                .ok_or(ServerError::NoUpstreamKey)?,
+        );
         let generated = keys.generated;
 
         // Health: one per process; the providers of every configuration report to it,
@@ -251,6 +260,7 @@ impl Server {
         let shared = Arc::new(Shared {
             health,
             upstream_key,
+            upstream_keys,
             admission: Admission::new(),
             audit,
             current: Mutex::new(Generation {
@@ -327,7 +337,9 @@ impl Server {
 /// What every shard reads at start and on reload.
 struct Shared {
     health: Arc<Health>,
+    /// The first of `upstream_keys`, which the default hooks give.
     upstream_key: Arc<PrivateKey>,
+    upstream_keys: Arc<[PrivateKey]>,
     admission: Arc<Admission>,
     audit: Option<Arc<Audit>>,
     current: Mutex<Generation>,
@@ -561,7 +573,8 @@ async fn shard_main(setup: ShardSetup) {
             generation.host_keys.clone(),
             shared.admission.clone(),
         )
-        .with_audit(shared.audit.clone()),
+        .with_audit(shared.audit.clone())
+        .with_upstream_keys(shared.upstream_keys.clone()),
     );
 
     let mut accept_tasks = HashMap::new();
@@ -848,7 +861,7 @@ impl RunningServer {
     pub fn reload(&mut self, mut config: Config) {
         let running = self.shared.generation().config;
         let mut restart_only = Vec::new();
-        if config.upstream_key != running.upstream_key {
+        if config.upstream_keys != running.upstream_keys {
             restart_only.push("upstream_key");
         }
         if config.workers != running.workers {

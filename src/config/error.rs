@@ -45,6 +45,10 @@ pub enum ConfigProblem {
     NoHostKeys,
     #[error("`{0}` is an empty path")]
     EmptyPath(&'static str),
+    #[error("`upstream_key` needs at least one key file")]
+    NoUpstreamKeys,
+    #[error("`upstream_key` lists {} twice", .0.display())]
+    DuplicateUpstreamKey(std::path::PathBuf),
     #[error("`{0}` must be at least 1")]
     Zero(&'static str),
     #[error("`{key}` must be at most {max}")]

@@ -45,8 +45,9 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// OpenSSH private key files of the proxy's host keys, in order of preference.
     pub host_keys: Vec<PathBuf>,
-    /// OpenSSH private key file the proxy logs in to upstreams with.
-    pub upstream_key: PathBuf,
+    /// OpenSSH private key files the proxy logs in to upstreams with (`upstream_key`, one
+    /// or a list), offered in this order. Never empty.
+    pub upstream_keys: Vec<PathBuf>,
     /// The static user table (`[[users]]`), asked first by the default hooks.
     pub users: Vec<UserConfig>,
     /// `[[providers]]`: user directories asked in order after the static table.
@@ -470,7 +471,7 @@ mod tests {
             c.host_keys,
             vec![PathBuf::from("keys/ssh_host_ed25519_key")]
         );
-        assert_eq!(c.upstream_key, PathBuf::from("keys/upstream_ed25519"));
+        assert_eq!(c.upstream_keys, [PathBuf::from("keys/upstream_ed25519")]);
         assert_eq!(c.origin, DEFAULT_CONFIG_ORIGIN);
         assert_eq!(c.users.len(), 1);
         let demo = c.user("demo").unwrap();
@@ -496,7 +497,7 @@ mod tests {
         )
         .unwrap();
         let c = Config::load(&path).unwrap();
-        assert_eq!(c.upstream_key, dir.path().join("keys/upstream"));
+        assert_eq!(c.upstream_keys, [dir.path().join("keys/upstream")]);
         assert_eq!(c.path.as_deref(), Some(path.as_path()));
 
         let missing = dir.path().join("nope.toml");

@@ -10,7 +10,7 @@ use toml::Spanned;
 pub(super) struct RawConfig {
     pub(super) listen: Spanned<Vec<Spanned<String>>>,
     pub(super) host_keys: Spanned<Vec<Spanned<String>>>,
-    pub(super) upstream_key: Spanned<String>,
+    pub(super) upstream_key: Spanned<OneOrMany>,
     pub(super) workers: Option<Spanned<usize>>,
     pub(super) metrics_listen: Option<Spanned<String>>,
     #[serde(default)]
@@ -163,7 +163,8 @@ pub(super) struct RawTarget {
     pub(super) tunnel: Option<Spanned<String>>,
 }
 
-/// `upstream_host_key` takes one key or a list (an upstream may have several).
+/// `upstream_host_key` takes one key or a list (an upstream may have several), and
+/// `upstream_key` one key file or a list.
 #[derive(Deserialize)]
 #[serde(untagged)]
 pub(super) enum OneOrMany {

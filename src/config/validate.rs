@@ -88,7 +88,7 @@ impl Validator<'_> {
             .iter()
             .map(|p| self.path("host_keys", p, base))
             .collect::<Result<Vec<_>, _>>()?;
-        let upstream_key = self.path("upstream_key", &raw.upstream_key, base)?;
+        let upstream_keys = self.upstream_keys(raw.upstream_key, base)?;
 
         let workers = match raw.workers {
             Some(w) if *w.get_ref() == 0 => {
@@ -171,7 +171,7 @@ impl Validator<'_> {
         Ok(Config {
             listen,
             host_keys,
-            upstream_key,
+            upstream_keys,
             users,
             providers,
             target_separator,
@@ -266,6 +266,34 @@ impl Validator<'_> {
                 },
             )
         })
+    }
+
+    /// `upstream_key`: one key file or a list of them, each once.
+    fn upstream_keys(
+        &self,
+        raw: Spanned<OneOrMany>,
+        base: &Path,
+    ) -> Result<Vec<PathBuf>, ConfigError> {
+        let span = raw.span();
+        let paths = match raw.into_inner() {
+            OneOrMany::One(path) => vec![path],
+            OneOrMany::Many(paths) => paths,
+        };
+        if paths.is_empty() {
+            return self.err(span, ConfigProblem::NoUpstreamKeys);
+        }
+        let mut keys: Vec<PathBuf> = Vec::with_capacity(paths.len());
+        for path in paths {
+            if path.trim().is_empty() {
+                return self.err(span, ConfigProblem::EmptyPath("upstream_key"));
+            }
+            let joined = base.join(path);
+            if keys.contains(&joined) {
+                return self.err(span, ConfigProblem::DuplicateUpstreamKey(joined));
+            }
+            keys.push(joined);
+        }
+        Ok(keys)
     }
 
     fn path(
@@ -1129,7 +1157,7 @@ upstream_key = "keys/upstream"
             vec!["127.0.0.1:2222".parse::<SocketAddr>().unwrap()]
         );
         assert_eq!(c.host_keys, vec![PathBuf::from("/etc/sshr/keys/host")]);
-        assert_eq!(c.upstream_key, PathBuf::from("/etc/sshr/keys/upstream"));
+        assert_eq!(c.upstream_keys, [PathBuf::from("/etc/sshr/keys/upstream")]);
         assert!(c.users.is_empty());
         assert_eq!(c.workers, None);
         assert_eq!(c.metrics_listen, None);
@@ -1630,6 +1658,35 @@ upstream = "[2001:db8::5]:22"
         let (p, _, _) =
             problem("listen = [\"127.0.0.1:1\"]\nhost_keys = [\"k\"]\nupstream_key = \" \"\n");
         assert!(matches!(p, ConfigProblem::EmptyPath("upstream_key")));
+        let (p, line, _) =
+            problem("listen = [\"127.0.0.1:1\"]\nhost_keys = [\"k\"]\nupstream_key = []\n");
+        assert!(matches!(p, ConfigProblem::NoUpstreamKeys));
+        assert_eq!(line, Some(3));
+        let (p, _, shown) = problem(
+            "listen = [\"127.0.0.1:1\"]\nhost_keys = [\"k\"]\nupstream_key = [\"a\", \"b\", \"a\"]\n",
+        );
+        assert!(matches!(p, ConfigProblem::DuplicateUpstreamKey(_)));
+        assert!(shown.contains("/etc/sshr/a"), "{shown}");
+        let (p, _, _) = problem(
+            "listen = [\"127.0.0.1:1\"]\nhost_keys = [\"k\"]\nupstream_key = [\"a\", \"\"]\n",
+        );
+        assert!(matches!(p, ConfigProblem::EmptyPath("upstream_key")));
+    }
+
+    #[test]
+    fn upstream_key_takes_one_file_or_a_list_in_order() {
+        let c = parse(
+            "listen = [\"127.0.0.1:1\"]\nhost_keys = [\"k\"]\n\
+             upstream_key = [\"id_ed25519\", \"/keys/id_rsa\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.upstream_keys,
+            [
+                PathBuf::from("/etc/sshr/id_ed25519"),
+                PathBuf::from("/keys/id_rsa")
+            ]
+        );
     }
 
     #[test]

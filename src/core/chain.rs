@@ -25,6 +25,7 @@ use sshr_testsupport::pair::{exchange, until_quiet, Clock, Endpoint};
 
 use crate::core::failure_times::Answer;
 use crate::core::login::{Action, AuthFailure, Login, LookedUp, Reply, Timings};
+use crate::core::methods::Methods;
 use crate::core::refusal::Refusal;
 use crate::core::relay::{classify, forward_step, Step, Verdict};
 use crate::core::tunnel::{encode_open_failure, Tunnels};
@@ -297,6 +298,8 @@ enum Awaiting {
     Action(Action),
     /// The upstream's answer to the proxy's own public-key login.
     KeyLogin,
+    /// The upstream's answer to the proxy's `none` request ([`Action::AskMethods`]).
+    Methods,
 }
 
 /// The login phase of a chain: the core's [`Login`] on the client leg, driven the way
@@ -323,7 +326,10 @@ pub struct FixedTimings {
     pub prompt: Duration,
     pub password_refusal: Duration,
     pub keyboard_refusal: Duration,
+    pub listing: Duration,
     pub prompts: bool,
+    /// What a name without a server is listed.
+    pub decoy_methods: Methods,
 }
 
 impl Default for FixedTimings {
@@ -332,7 +338,12 @@ impl Default for FixedTimings {
             prompt: Duration::from_millis(400),
             password_refusal: Duration::from_millis(2000),
             keyboard_refusal: Duration::from_millis(1500),
+            listing: Duration::from_millis(30),
             prompts: false,
+            decoy_methods: Methods {
+                password: true,
+                keyboard_interactive: false,
+            },
         }
     }
 }
@@ -343,11 +354,16 @@ impl Timings for FixedTimings {
             Answer::Prompt => self.prompt,
             Answer::PasswordRefusal => self.password_refusal,
             Answer::KeyboardRefusal => self.keyboard_refusal,
+            Answer::Methods => self.listing,
         }
     }
     fn decoy_prompts(&self) -> bool {
         self.prompts
     }
+    fn decoy_methods(&self) -> Methods {
+        self.decoy_methods
+    }
+    fn record_methods(&self, _: Methods) {}
     fn record_answer(&self, _: Answer, _: Duration) {}
     fn record_prompted(&self, _: bool) {}
 }
@@ -454,6 +470,24 @@ impl Chain {
                         return progress;
                     }
                 },
+                Some(Awaiting::Methods) => match take_first(&mut self.proxy_upstream_leg.got) {
+                    Some(reply) => {
+                        let offered = match reply[0] {
+                            msg::USERAUTH_FAILURE => auth::Failure::parse(&reply)
+                                .ok()
+                                .map(|f| Methods::from_upstream(f.methods.iter())),
+                            _ => None,
+                        };
+                        phase
+                            .login
+                            .methods(offered, &client_session, now, &phase.timings);
+                        continue;
+                    }
+                    None => {
+                        phase.awaiting = Some(Awaiting::Methods);
+                        return progress;
+                    }
+                },
                 Some(Awaiting::Action(a)) => a,
                 None => match phase.login.poll() {
                     Some(a) => a,
@@ -503,13 +537,24 @@ impl Chain {
                     self.proxy_upstream_leg.send(&upstream.encode());
                     phase.awaiting = Some(Awaiting::Action(Action::ReadUpstream));
                 }
+                Action::AskMethods => {
+                    let none = Request {
+                        user: &phase.upstream_user,
+                        service: auth::CONNECTION_SERVICE,
+                        method: auth::Method::None,
+                    };
+                    self.proxy_upstream_leg.send(&none.encode());
+                    phase.awaiting = Some(Awaiting::Methods);
+                }
                 Action::ReadUpstream => match take_first(&mut self.proxy_upstream_leg.got) {
                     Some(m) => {
-                        let reply = match m[0] {
-                            msg::USERAUTH_SUCCESS => Reply::Success,
-                            msg::USERAUTH_FAILURE => Reply::Failure {
-                                partial: auth::Failure::parse(&m).is_ok_and(|f| f.partial_success),
+                        let reply = match (m[0], auth::Failure::parse(&m)) {
+                            (msg::USERAUTH_SUCCESS, _) => Reply::Success,
+                            (msg::USERAUTH_FAILURE, Ok(f)) => Reply::Failure {
+                                partial: f.partial_success,
+                                methods: Methods::from_upstream(f.methods.iter()),
                             },
+                            (msg::USERAUTH_FAILURE, Err(_)) => Reply::Failed,
                             _ => Reply::ForClient(m),
                         };
                         phase
@@ -783,7 +828,6 @@ mod login_tests {
 
     use super::*;
     use crate::core::failure_times::MIN_FAILURE_TIME;
-    use crate::core::login::METHODS;
 
     fn client_key() -> PrivateKey {
         key(7)[0].clone()
@@ -794,11 +838,19 @@ mod login_tests {
         Box::new(|user| (user == "alice").then(|| vec![client_key().public().clone()]))
     }
 
+    /// What the scripted upstream lists: sshd with PAM and its defaults.
+    const OFFERS: [&str; 3] = ["publickey", "password", "keyboard-interactive"];
+
     /// An upstream that takes "root" with password "secret", keyboard-interactive with
-    /// the code "123456", or the proxy's key; it logs what reached it.
-    fn upstream(seen: Rc<RefCell<Vec<String>>>, proxy_key: PublicKey) -> UpstreamAuth {
+    /// the code "123456", or the proxy's key, and lists `offers`; it logs what reached
+    /// it.
+    fn upstream(
+        seen: Rc<RefCell<Vec<String>>>,
+        proxy_key: PublicKey,
+        offers: &'static [&'static str],
+    ) -> UpstreamAuth {
         Box::new(move |m, session| {
-            let failure = auth::encode_failure(METHODS, false);
+            let failure = auth::encode_failure(offers.iter().copied(), false);
             if m[0] == msg::USERAUTH_INFO_RESPONSE {
                 let r = InfoResponse::parse(m).unwrap();
                 seen.borrow_mut().push(format!("answer {}", r.responses[0]));
@@ -852,12 +904,16 @@ mod login_tests {
     }
 
     fn chain() -> (Chain, Rc<RefCell<Vec<String>>>) {
+        chain_offering(&OFFERS)
+    }
+
+    fn chain_offering(offers: &'static [&'static str]) -> (Chain, Rc<RefCell<Vec<String>>>) {
         let mut chain = Chain::new(ChainConfig::default());
         let seen = Rc::new(RefCell::new(Vec::new()));
         let phase = LoginPhase::new(directory(), Box::new(|_, _| Vec::new()));
         let proxy_key = phase.proxy_key.public().clone();
         chain.begin_login(LoginPhase {
-            upstream_auth: upstream(seen.clone(), proxy_key),
+            upstream_auth: upstream(seen.clone(), proxy_key, offers),
             ..phase
         });
         chain.drive();
@@ -914,7 +970,7 @@ mod login_tests {
         chain.client.send(&password("alice", "guess"));
         chain.drive();
         assert_eq!(outcome(&chain), None, "the login goes on");
-        assert_eq!(chain.client.take(), auth::encode_failure(METHODS, false));
+        assert_eq!(chain.client.take(), auth::encode_failure(OFFERS, false));
         assert!(chain.clock.now() >= start + MIN_FAILURE_TIME);
         assert_eq!(seen.borrow().len(), 1);
         // No banner was shown for the failure.
@@ -927,7 +983,9 @@ mod login_tests {
         let start = chain.clock.now();
         chain.client.send(&password("mallory", "secret"));
         chain.drive();
-        assert_eq!(chain.client.take(), auth::encode_failure(METHODS, false));
+        let timings = &chain.login.as_ref().unwrap().timings;
+        let listed = auth::encode_failure(timings.decoy_methods.names(), false);
+        assert_eq!(chain.client.take(), listed, "the decoy list");
         let decoy = chain.login.as_ref().unwrap().timings.password_refusal;
         assert_eq!(chain.clock.now(), start + decoy, "as slow as real refusals");
         assert!(seen.borrow().is_empty());
@@ -935,6 +993,56 @@ mod login_tests {
             chain.login.as_ref().unwrap().counted,
             [AuthFailure::UnknownUser]
         );
+    }
+
+    fn none(user: &str) -> Vec<u8> {
+        Request {
+            user,
+            service: auth::CONNECTION_SERVICE,
+            method: Method::None,
+        }
+        .encode()
+        .to_vec()
+    }
+
+    #[test]
+    fn the_methods_listed_are_those_the_upstream_offers_the_account() {
+        // sshd with `PasswordAuthentication no` and PAM's keyboard-interactive.
+        let (mut chain, seen) = chain_offering(&["publickey", "keyboard-interactive"]);
+        let start = chain.clock.now();
+        chain.client.send(&none("alice"));
+        chain.drive();
+        let listed = auth::encode_failure(["publickey", "keyboard-interactive"], false);
+        assert_eq!(chain.client.take(), listed);
+        assert_eq!(
+            seen.borrow().as_slice(),
+            ["root none"],
+            "asked with the upstream's user name"
+        );
+        assert_eq!(chain.clock.now(), start, "no wait but the server's");
+        // A password refused there: its list again, and the server is not asked twice.
+        chain.client.send(&password("alice", "guess"));
+        chain.drive();
+        assert_eq!(chain.client.take(), listed);
+        assert_eq!(seen.borrow().as_slice(), ["root none", "root password"]);
+    }
+
+    #[test]
+    fn a_name_without_a_server_is_listed_the_decoy_after_a_servers_time() {
+        let (mut chain, seen) = chain();
+        let start = chain.clock.now();
+        chain.client.send(&none("mallory"));
+        chain.drive();
+        let timings = &chain.login.as_ref().unwrap().timings;
+        let listed = auth::encode_failure(timings.decoy_methods.names(), false);
+        let took = timings.listing;
+        assert_eq!(chain.client.take(), listed);
+        assert_eq!(
+            chain.clock.now(),
+            start + took,
+            "as slow as a real server's list"
+        );
+        assert!(seen.borrow().is_empty(), "no server was asked");
     }
 
     #[test]

@@ -30,6 +30,11 @@ pub enum Answer {
     KeyboardRefusal,
     /// From a keyboard-interactive request to the upstream's first prompt.
     Prompt,
+    /// From the first failure of a login that is not a password or keyboard-interactive
+    /// one (`none`, a public key) to the list of methods of the user's server (its answer
+    /// to the proxy's `none` probe, `core::methods`): mostly the upstream connection's
+    /// own set-up.
+    Methods,
 }
 
 /// Recent answer times (see the module documentation).
@@ -38,6 +43,7 @@ pub struct FailureTimes {
     password_refusals: VecDeque<Duration>,
     keyboard_refusals: VecDeque<Duration>,
     prompts: VecDeque<Duration>,
+    methods: VecDeque<Duration>,
     /// Whether recent keyboard-interactive requests got a prompt (true) or an immediate
     /// refusal (false: the upstream does not offer it, e.g. sshd's default
     /// `KbdInteractiveAuthentication no`).
@@ -57,6 +63,7 @@ impl FailureTimes {
             Answer::PasswordRefusal => &mut self.password_refusals,
             Answer::KeyboardRefusal => &mut self.keyboard_refusals,
             Answer::Prompt => &mut self.prompts,
+            Answer::Methods => &mut self.methods,
         }
     }
 
@@ -81,7 +88,7 @@ impl FailureTimes {
     /// How long the decoy takes for `answer`: one of the middle half of the recent
     /// times, chosen by `pick` (a random number), so that decoys vary like real answers.
     /// A refusal takes at least [`MIN_FAILURE_TIME`]; with nothing recorded yet, a
-    /// refusal takes that and a prompt comes at once.
+    /// refusal takes that and a prompt or a list of methods comes at once.
     pub fn decoy(&mut self, answer: Answer, pick: u64) -> Duration {
         let mut sorted: Vec<Duration> = self.window(answer).iter().copied().collect();
         sorted.sort_unstable();
@@ -94,7 +101,7 @@ impl FailureTimes {
         };
         match answer {
             Answer::PasswordRefusal | Answer::KeyboardRefusal => typical.max(MIN_FAILURE_TIME),
-            Answer::Prompt => typical,
+            Answer::Prompt | Answer::Methods => typical,
         }
     }
 }
@@ -125,6 +132,10 @@ mod tests {
         assert_eq!(t.decoy(Answer::Prompt, 3), ms(12));
         // Keyboard-interactive refusals are their own: none known yet.
         assert_eq!(t.decoy(Answer::KeyboardRefusal, 3), MIN_FAILURE_TIME);
+        // So is the time to a server's list of methods, with no minimum.
+        assert_eq!(t.decoy(Answer::Methods, 3), Duration::ZERO);
+        t.record(Answer::Methods, ms(25));
+        assert_eq!(t.decoy(Answer::Methods, 3), ms(25));
     }
 
     #[test]

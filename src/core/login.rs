@@ -8,7 +8,11 @@
 //! the hooks, and feeds the results back; it makes no decision of its own.
 //!
 //! The rules, each a test below:
-//! - Methods offered are the same for every name, so none can be enumerated.
+//! - The methods listed to the client are those the user's server offers the account
+//!   (`core::methods`), with `publickey` always: learned from its refusal of a request
+//!   passed through, or else asked for ([`Action::AskMethods`]) before the first other
+//!   failure is answered. A name without a server gets the list real servers gave most
+//!   often, after as long as they took to give it, so that no name can be enumerated.
 //! - Public keys are checked against the user's authorized keys; a verified signature
 //!   over this leg's session id makes the proxy log in upstream with its own key.
 //! - Password and keyboard-interactive requests go to the user's server, and its answers
@@ -39,12 +43,11 @@ use tracing::{debug, info};
 
 use crate::core::attempts::{AuthAttempts, FailedBecause, Next};
 use crate::core::failure_times::{Answer, MIN_FAILURE_TIME};
+use crate::core::methods::Methods;
 use crate::core::penalty::Offence;
 use crate::core::refusal::Refusal;
 use crate::core::values::LoginName;
 
-/// Methods we offer, the same for every user name so that none can be enumerated.
-pub const METHODS: [&str; 3] = ["publickey", "password", "keyboard-interactive"];
 /// Upstream banners kept for a passed-through login until it succeeds.
 pub const MAX_HELD_BANNERS: usize = 8;
 /// Longest user name passed to the hooks (Linux allows 32; LDAP-style names a bit more).
@@ -163,6 +166,10 @@ pub trait Timings {
     fn record_answer(&self, answer: Answer, took: Duration);
     /// A real upstream prompted (or not) for keyboard-interactive.
     fn record_prompted(&self, prompted: bool);
+    /// The methods listed to a name without a server (`core::methods`).
+    fn decoy_methods(&self) -> Methods;
+    /// A real upstream listed `methods` for an account (once per login).
+    fn record_methods(&self, methods: Methods);
 }
 
 /// What the session driver does next.
@@ -183,6 +190,10 @@ pub enum Action {
     PassThrough(Vec<u8>),
     /// Read the upstream's next reply, then [`Login::upstream`].
     ReadUpstream,
+    /// Ask the user's server which methods it offers the account (a `none` request on
+    /// the upstream connection, if one is open or being opened: never waiting for a
+    /// slot), then [`Login::methods`].
+    AskMethods,
     /// Send the client's answer upstream; [`Login::upstream`] with
     /// [`Reply::Failed`] if that fails, else carry on with the next action.
     SendUpstream(Vec<u8>),
@@ -224,6 +235,8 @@ pub enum Reply {
     Success,
     Failure {
         partial: bool,
+        /// What the server listed, as the proxy lists it (`core::methods`).
+        methods: Methods,
     },
     /// A message for the client: a banner, a prompt (INFO_REQUEST) or a password change
     /// request.
@@ -260,6 +273,17 @@ enum State {
     DecoyPrompting(Failed),
     /// A failed attempt waits out its time before its answer.
     Failing(Failed),
+    /// A failure is answered once the user's server has said which methods it offers
+    /// ([`Action::AskMethods`], asked at `since`).
+    Listing {
+        partial: bool,
+        since: Instant,
+    },
+    /// A failure is answered with the decoy list once as long as a real server takes to
+    /// give its list has passed.
+    DecoyListing {
+        partial: bool,
+    },
     Done,
 }
 
@@ -299,6 +323,17 @@ struct Account {
     targets: Option<Vec<String>>,
     /// The client proved one of `authorized` (before a server was chosen).
     proven: bool,
+    /// The methods listed to the client: its server's (the last list it gave this
+    /// login), or the decoy list once one was given. `None` until either is known.
+    methods: Option<Methods>,
+}
+
+impl Account {
+    /// The account has one server to ask for its methods (known, and not asking the
+    /// client to choose among several).
+    fn has_server(&self) -> bool {
+        self.known && self.targets.is_none()
+    }
 }
 
 /// One client's login (see the module documentation).
@@ -480,6 +515,7 @@ impl Login {
                     authorized: Vec::new(),
                     targets: None,
                     proven: false,
+                    methods: None,
                 });
             }
             // As OpenSSH: the user name may not change between attempts.
@@ -531,6 +567,7 @@ impl Login {
             authorized,
             targets,
             proven: false,
+            methods: None,
         });
         self.method(&payload, &req, session_id, now, timings)
     }
@@ -811,7 +848,8 @@ impl Login {
                     method: pass.method(),
                 });
             }
-            Reply::Failure { partial } => {
+            Reply::Failure { partial, methods } => {
+                self.listed(methods, partial, timings);
                 // Only refusals of what a user typed are timed; a keyboard-interactive
                 // request refused at once is a refusal without a prompt.
                 match (pass.keyboard_interactive, pass.asked) {
@@ -855,6 +893,7 @@ impl Login {
             Reply::Failed if pass.asked => {
                 // After the user answered a prompt (a keyboard-interactive one, or a
                 // password change request): as long as a real refusal of that answer.
+                self.decoy_list(timings);
                 let f = failure(pass.method(), FailedBecause::UpstreamUnavailable);
                 let until = now + timings.decoy_time(kind);
                 self.wait_then_fail(f, until, session_id, now, timings);
@@ -897,6 +936,8 @@ impl Login {
     /// as real prompts take, if most upstreams prompt), then failure after as long as
     /// real refusals take.
     fn decoy(&mut self, pass: Pass, because: FailedBecause, now: Instant, timings: &dyn Timings) {
+        // A real server's refusal carries its list at no extra time: so does the decoy.
+        self.decoy_list(timings);
         let f = failure(pass.method(), because);
         if pass.keyboard_interactive && timings.decoy_prompts() {
             self.state = State::DecoyPrompting(f);
@@ -953,6 +994,10 @@ impl Login {
                 self.state = State::DecoyAnswering(f);
             }
             State::Failing(f) => self.failed(f, session_id, now, timings),
+            State::DecoyListing { partial } => {
+                let methods = self.decoy_list(timings);
+                self.send_failure(methods, partial, session_id, now, timings)
+            }
             other => {
                 self.state = other;
                 debug_assert!(false, "timer in state {:?}", self.state);
@@ -1022,7 +1067,103 @@ impl Login {
             info!(user = %Untrusted(&user), client = %self.peer, tries = self.attempts.failures(), "too many authentication failures: hanging up");
             return self.end(Refusal::TooManyFailures, AuthFailure::Aborted);
         }
-        self.act(Action::SendClient(auth::encode_failure(METHODS, f.partial)));
+        self.list_failure(f.partial, session_id, now, timings)
+    }
+
+    /// Answers a failure with the methods of the account: known already, asked of its
+    /// server, or the decoy list after as long as a server takes to give its own.
+    fn list_failure(
+        &mut self,
+        partial: bool,
+        session_id: &[u8],
+        now: Instant,
+        timings: &dyn Timings,
+    ) {
+        let Some(account) = &self.account else {
+            return self.end(Refusal::Internal, AuthFailure::Aborted);
+        };
+        match account.methods {
+            Some(methods) => self.send_failure(methods, partial, session_id, now, timings),
+            None if account.has_server() => {
+                self.state = State::Listing {
+                    partial,
+                    since: now,
+                };
+                self.act(Action::AskMethods);
+            }
+            None => {
+                self.state = State::DecoyListing { partial };
+                let at = now + timings.decoy_time(Answer::Methods);
+                self.act(Action::WaitUntil(at));
+            }
+        }
+    }
+
+    /// The user's server said which methods it offers ([`Action::AskMethods`]); `None`:
+    /// it could not be asked (its connection failed or there is none), and the account
+    /// is answered like a name without a server.
+    pub fn methods(
+        &mut self,
+        offered: Option<Methods>,
+        session_id: &[u8],
+        now: Instant,
+        timings: &dyn Timings,
+    ) {
+        let (partial, since) = match std::mem::replace(&mut self.state, State::Done) {
+            State::Listing { partial, since } => (partial, since),
+            other => {
+                self.state = other;
+                debug_assert!(false, "methods in state {:?}", self.state);
+                return;
+            }
+        };
+        match offered {
+            Some(methods) => {
+                timings.record_answer(Answer::Methods, now - since);
+                self.listed(methods, false, timings);
+                self.send_failure(methods, partial, session_id, now, timings)
+            }
+            None => {
+                self.state = State::DecoyListing { partial };
+                let at = since + timings.decoy_time(Answer::Methods);
+                self.act(Action::WaitUntil(at.max(now)));
+            }
+        }
+    }
+
+    /// The user's server listed `methods` (with `partial` success: what is left to do).
+    fn listed(&mut self, methods: Methods, partial: bool, timings: &dyn Timings) {
+        let Some(account) = self.account.as_mut() else {
+            return;
+        };
+        if account.methods.is_none() && !partial {
+            timings.record_methods(methods);
+        }
+        account.methods = Some(methods);
+    }
+
+    /// The account's list, the decoy one from now on if it has none yet.
+    fn decoy_list(&mut self, timings: &dyn Timings) -> Methods {
+        match self.account.as_mut() {
+            Some(account) => *account
+                .methods
+                .get_or_insert_with(|| timings.decoy_methods()),
+            None => timings.decoy_methods(),
+        }
+    }
+
+    fn send_failure(
+        &mut self,
+        methods: Methods,
+        partial: bool,
+        session_id: &[u8],
+        now: Instant,
+        timings: &dyn Timings,
+    ) {
+        self.act(Action::SendClient(auth::encode_failure(
+            methods.names(),
+            partial,
+        )));
         self.next_request(session_id, now, timings)
     }
 }
@@ -1089,12 +1230,21 @@ mod tests {
     const PROMPT: Duration = Duration::from_millis(700);
     const PASSWORD: Duration = Duration::from_millis(2000);
     const KEYBOARD: Duration = Duration::from_millis(1500);
+    const LISTING: Duration = Duration::from_millis(40);
+    /// What the test servers list, unless a test says otherwise.
+    const SERVER: Methods = Methods::ALL;
+    /// The decoy list: another than [`SERVER`]'s, so that tests tell them apart.
+    const DECOY: Methods = Methods {
+        password: false,
+        keyboard_interactive: true,
+    };
 
     /// Failure times that answer fixed values and record what they are told.
     struct Fixed {
         prompts: bool,
         recorded: RefCell<Vec<(Answer, Duration)>>,
         prompted: RefCell<Vec<bool>>,
+        listed: RefCell<Vec<Methods>>,
     }
 
     fn fixed(prompts: bool) -> Fixed {
@@ -1102,6 +1252,7 @@ mod tests {
             prompts,
             recorded: RefCell::new(Vec::new()),
             prompted: RefCell::new(Vec::new()),
+            listed: RefCell::new(Vec::new()),
         }
     }
 
@@ -1111,10 +1262,17 @@ mod tests {
                 Answer::Prompt => PROMPT,
                 Answer::PasswordRefusal => PASSWORD,
                 Answer::KeyboardRefusal => KEYBOARD,
+                Answer::Methods => LISTING,
             }
         }
         fn decoy_prompts(&self) -> bool {
             self.prompts
+        }
+        fn decoy_methods(&self) -> Methods {
+            DECOY
+        }
+        fn record_methods(&self, methods: Methods) {
+            self.listed.borrow_mut().push(methods);
         }
         fn record_answer(&self, answer: Answer, took: Duration) {
             self.recorded.borrow_mut().push((answer, took));
@@ -1201,6 +1359,12 @@ mod tests {
         login: Login,
         timings: Fixed,
         now: Instant,
+        /// `Some(offered)`: [`Action::AskMethods`] is answered at once with `offered`
+        /// (`None`: the server could not be asked), as the driver would; `None`: the
+        /// test answers it itself.
+        server: Option<Option<Methods>>,
+        /// How many times the server was asked.
+        asked: usize,
     }
 
     impl Run {
@@ -1215,11 +1379,30 @@ mod tests {
                 login,
                 timings,
                 now: Instant::now(),
+                server: Some(Some(SERVER)),
+                asked: 0,
             }
         }
 
         fn drain(&mut self) -> Vec<Action> {
-            std::iter::from_fn(|| self.login.poll()).collect()
+            let mut actions = Vec::new();
+            while let Some(a) = self.login.poll() {
+                match (a, self.server) {
+                    (Action::AskMethods, Some(offered)) => {
+                        self.asked += 1;
+                        self.login
+                            .methods(offered, SESSION, self.now, &self.timings);
+                    }
+                    (a, _) => actions.push(a),
+                }
+            }
+            actions
+        }
+
+        fn methods(&mut self, offered: Option<Methods>) -> Vec<Action> {
+            self.login
+                .methods(offered, SESSION, self.now, &self.timings);
+            self.drain()
         }
 
         fn client(&mut self, payload: &[u8]) -> Vec<Action> {
@@ -1274,7 +1457,11 @@ mod tests {
     }
 
     fn failure_sent(partial: bool) -> Action {
-        Action::SendClient(auth::encode_failure(METHODS, partial))
+        Action::SendClient(auth::encode_failure(SERVER.names(), partial))
+    }
+
+    fn decoy_sent(partial: bool) -> Action {
+        Action::SendClient(auth::encode_failure(DECOY.names(), partial))
     }
 
     fn wait_of(actions: &[Action]) -> Instant {
@@ -1437,7 +1624,10 @@ mod tests {
         assert_eq!(run.login.take_attempts(), vec![]);
         // A password refused upstream: the password is nowhere in the record.
         run.client(&password("alice+web2"));
-        let at = wait_of(&run.upstream(Reply::Failure { partial: false }));
+        let at = wait_of(&run.upstream(Reply::Failure {
+            partial: false,
+            methods: SERVER,
+        }));
         run.timer(at);
         let taken = run.login.take_attempts();
         assert_eq!(
@@ -1461,7 +1651,10 @@ mod tests {
         let k = key(1);
         let mut run = Run::new(6);
         run.first(&keyboard("bob"), true, vec![k.public().clone()]);
-        let at = wait_of(&run.upstream(Reply::Failure { partial: true }));
+        let at = wait_of(&run.upstream(Reply::Failure {
+            partial: true,
+            methods: SERVER,
+        }));
         run.timer(at);
         let taken = run.login.take_attempts();
         assert_eq!(taken.len(), 1);
@@ -1672,14 +1865,18 @@ mod tests {
     fn an_unknown_name_with_a_valid_signature_still_fails() {
         let k = key(1);
         let mut run = Run::new(6);
+        let start = run.now;
         let actions = run.first(&signed("mallory", &k, SESSION), false, vec![]);
         assert_eq!(
             actions,
             vec![
                 Action::Count(AuthFailure::UnknownUser),
-                failure_sent(false),
-                Action::ReadClient
+                Action::WaitUntil(start + LISTING)
             ]
+        );
+        assert_eq!(
+            run.timer(start + LISTING),
+            vec![decoy_sent(false), Action::ReadClient]
         );
     }
 
@@ -1779,12 +1976,13 @@ mod tests {
     fn implausible_names_are_not_looked_up() {
         for name in ["", "a\nb", &"x".repeat(MAX_USER_NAME + 1)] {
             let mut run = Run::new(6);
-            let actions = run.client(&request(name, Method::None));
+            let wait = wait_of(&run.client(&request(name, Method::None)));
             assert_eq!(
-                actions,
-                vec![failure_sent(false), Action::ReadClient],
+                run.timer(wait),
+                vec![decoy_sent(false), Action::ReadClient],
                 "{name:?}"
             );
+            assert_eq!(run.asked, 0);
         }
     }
 
@@ -1816,7 +2014,10 @@ mod tests {
         let start = run.now;
         run.first(&password("alice"), true, vec![]);
         run.now += Duration::from_millis(100);
-        let wait = wait_of(&run.upstream(Reply::Failure { partial: false }));
+        let wait = wait_of(&run.upstream(Reply::Failure {
+            partial: false,
+            methods: SERVER,
+        }));
         assert_eq!(wait, start + MIN_FAILURE_TIME);
         assert_eq!(
             run.timings.recorded.borrow().as_slice(),
@@ -1838,7 +2039,10 @@ mod tests {
         run.first(&password("alice"), true, vec![]);
         run.now += Duration::from_secs(3);
         assert_eq!(
-            run.upstream(Reply::Failure { partial: false }),
+            run.upstream(Reply::Failure {
+                partial: false,
+                methods: SERVER,
+            }),
             vec![
                 Action::Count(AuthFailure::UpstreamRejected),
                 failure_sent(false),
@@ -1852,7 +2056,10 @@ mod tests {
         let mut run = Run::new(1);
         run.first(&password("alice"), true, vec![]);
         run.now += Duration::from_secs(1);
-        let actions = run.upstream(Reply::Failure { partial: true });
+        let actions = run.upstream(Reply::Failure {
+            partial: true,
+            methods: SERVER,
+        });
         assert_eq!(actions[1..], [failure_sent(true), Action::ReadClient]);
         assert_eq!(run.login.failures(), 0);
         assert!(
@@ -1871,9 +2078,10 @@ mod tests {
             run.timer(wait),
             vec![
                 Action::Count(AuthFailure::UnknownUser),
-                failure_sent(false),
+                decoy_sent(false),
                 Action::ReadClient
-            ]
+            ],
+            "the decoy list, with no wait of its own (a real refusal carries its list)"
         );
     }
 
@@ -1923,7 +2131,129 @@ mod tests {
         run.timer(wait);
         // No failure for the abandoned prompt: the new request is handled at once.
         let actions = run.client(&request("mallory", Method::None));
-        assert_eq!(actions, vec![failure_sent(false), Action::ReadClient]);
+        assert_eq!(actions, vec![decoy_sent(false), Action::ReadClient]);
+    }
+
+    const KEYBOARD_ONLY: Methods = Methods {
+        password: false,
+        keyboard_interactive: true,
+    };
+
+    #[test]
+    fn the_first_failure_asks_the_server_for_its_methods_and_lists_them() {
+        let mut run = Run::new(6);
+        run.server = None;
+        let start = run.now;
+        let none = request("alice", Method::None);
+        assert_eq!(run.first(&none, true, vec![]), vec![Action::AskMethods]);
+        run.now += Duration::from_millis(25);
+        let listed = || Action::SendClient(auth::encode_failure(KEYBOARD_ONLY.names(), false));
+        assert_eq!(
+            run.methods(Some(KEYBOARD_ONLY)),
+            vec![listed(), Action::ReadClient]
+        );
+        assert_eq!(
+            *run.timings.recorded.borrow(),
+            [(Answer::Methods, Duration::from_millis(25))],
+            "timed from the failure, for the decoys"
+        );
+        assert_eq!(*run.timings.listed.borrow(), [KEYBOARD_ONLY]);
+        // Known from now on: a refused key is answered at once.
+        let theirs = key(2);
+        assert_eq!(
+            run.client(&query("alice", &theirs)),
+            vec![listed(), Action::ReadClient]
+        );
+        assert_eq!(run.login.failures(), 1);
+        assert!(run.now >= start);
+    }
+
+    #[test]
+    fn a_server_that_cannot_be_asked_gets_the_decoy_list_in_the_decoy_time() {
+        let mut run = Run::new(6);
+        run.server = None;
+        let start = run.now;
+        let none = request("alice", Method::None);
+        assert_eq!(run.first(&none, true, vec![]), vec![Action::AskMethods]);
+        // Its connection failed at once: the answer still takes a server's time.
+        assert_eq!(run.methods(None), vec![Action::WaitUntil(start + LISTING)]);
+        assert_eq!(
+            run.timer(start + LISTING),
+            vec![decoy_sent(false), Action::ReadClient]
+        );
+        assert!(run.timings.recorded.borrow().is_empty());
+        assert!(run.timings.listed.borrow().is_empty(), "nothing heard");
+        // It keeps that list.
+        assert_eq!(
+            run.client(&request("alice", Method::Other("hostbased"))),
+            vec![decoy_sent(false), Action::ReadClient]
+        );
+    }
+
+    #[test]
+    fn a_refusal_passed_through_gives_its_list_and_no_server_is_asked() {
+        let mut run = Run::new(6);
+        run.server = None;
+        run.first(&password("alice"), true, vec![]);
+        let wait = wait_of(&run.upstream(Reply::Failure {
+            partial: false,
+            methods: KEYBOARD_ONLY,
+        }));
+        let listed = || Action::SendClient(auth::encode_failure(KEYBOARD_ONLY.names(), false));
+        assert_eq!(
+            run.timer(wait),
+            vec![
+                Action::Count(AuthFailure::UpstreamRejected),
+                listed(),
+                Action::ReadClient
+            ]
+        );
+        assert_eq!(*run.timings.listed.borrow(), [KEYBOARD_ONLY]);
+        assert_eq!(
+            run.client(&request("alice", Method::None)),
+            vec![listed(), Action::ReadClient]
+        );
+        // A partial success lists what is left, and is not a server's list for decoys.
+        let mut run = Run::new(6);
+        run.first(&keyboard("alice"), true, vec![]);
+        run.now += Duration::from_secs(1);
+        let left = Methods {
+            password: true,
+            keyboard_interactive: false,
+        };
+        let actions = run.upstream(Reply::Failure {
+            partial: true,
+            methods: left,
+        });
+        assert_eq!(
+            actions[1..],
+            [
+                Action::SendClient(auth::encode_failure(left.names(), true)),
+                Action::ReadClient
+            ]
+        );
+        assert!(run.timings.listed.borrow().is_empty());
+    }
+
+    #[test]
+    fn a_name_without_one_server_is_listed_like_an_unknown_one() {
+        // Several servers and none named: there is no server to ask.
+        let mut run = Run::new(6);
+        run.server = None;
+        assert_eq!(
+            run.client(&request("alice", Method::None)),
+            vec![Action::LookUp(name("alice", None))]
+        );
+        let start = run.now;
+        let actions = run.answer(LookedUp::Choose {
+            targets: vec!["web1".into(), "web2".into()],
+            authorized: vec![],
+        });
+        assert_eq!(actions, vec![Action::WaitUntil(start + LISTING)]);
+        assert_eq!(
+            run.timer(start + LISTING),
+            vec![decoy_sent(false), Action::ReadClient]
+        );
     }
 
     #[test]
@@ -1950,7 +2280,10 @@ mod tests {
             vec![Action::SendUpstream(answer("123456")), Action::ReadUpstream]
         );
         run.now += Duration::from_millis(100);
-        let wait = wait_of(&run.upstream(Reply::Failure { partial: false }));
+        let wait = wait_of(&run.upstream(Reply::Failure {
+            partial: false,
+            methods: SERVER,
+        }));
         assert_eq!(
             wait,
             typed + MIN_FAILURE_TIME,
@@ -1967,7 +2300,10 @@ mod tests {
     fn a_keyboard_interactive_refusal_without_a_prompt_is_recorded_as_such() {
         let mut run = Run::with(6, fixed(false));
         run.first(&keyboard("alice"), true, vec![]);
-        run.upstream(Reply::Failure { partial: false });
+        run.upstream(Reply::Failure {
+            partial: false,
+            methods: SERVER,
+        });
         assert_eq!(run.timings.prompted.borrow().as_slice(), &[false]);
         assert!(run.timings.recorded.borrow().is_empty());
     }
@@ -2027,7 +2363,10 @@ mod tests {
             run.upstream(Reply::ForClient(auth::encode_banner(&format!("{i}"))));
         }
         run.now += Duration::from_secs(1);
-        let actions = run.upstream(Reply::Failure { partial: false });
+        let actions = run.upstream(Reply::Failure {
+            partial: false,
+            methods: SERVER,
+        });
         assert!(actions
             .iter()
             .all(|a| !matches!(a, Action::SendClient(p) if p[0] == msg::USERAUTH_BANNER)));

@@ -5,6 +5,8 @@
 //!   MaxAuthTries rules).
 //! - [`failure_times`]: how long a refused password takes, so that a name the proxy
 //!   does not know fails as slowly as a real one.
+//! - [`methods`]: the authentication methods listed to a client, following its
+//!   server's, and the list a name without a server gets.
 //! - [`penalty`]: per-source penalties and early drop of unauthenticated connections
 //!   (sshd's PerSourcePenalties and MaxStartups).
 //! - [`liveness`]: keepalives, idle and stall timeouts of a relayed session.
@@ -18,6 +20,7 @@ pub mod failure_times;
 pub mod host_port;
 pub mod liveness;
 pub mod login;
+pub mod methods;
 pub mod opens;
 pub mod penalty;
 pub mod refusal;

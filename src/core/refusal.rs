@@ -62,6 +62,9 @@ pub enum Refusal {
     // The user's server (said only to a client that proved who it is).
     Unreachable,
     UnexpectedHostKey,
+    /// The server's key exchange offered nothing the proxy supports in one list (RFC
+    /// 4253 7.1); the log has both lists.
+    NoCommonAlgorithm(Negotiated),
     /// The server refused the proxy's own login, or the hooks gave no key for it.
     LoginRefused,
     /// The account has `limits.max_sessions_per_user` relayed sessions already (said
@@ -106,8 +109,10 @@ impl Refusal {
             | Internal => disconnect::PROTOCOL_ERROR,
             TooManyRequests | TooManyFailures => disconnect::NO_MORE_AUTH_METHODS_AVAILABLE,
             WrongService => disconnect::SERVICE_NOT_AVAILABLE,
-            AuthTimedOut | Unreachable | UnexpectedHostKey | LoginRefused | ShuttingDown | Idle
-            | ChooseTarget | IdleTimeout => disconnect::BY_APPLICATION,
+            AuthTimedOut | Unreachable | UnexpectedHostKey | NoCommonAlgorithm(_)
+            | LoginRefused | ShuttingDown | Idle | ChooseTarget | IdleTimeout => {
+                disconnect::BY_APPLICATION
+            }
             AccountServiceUnavailable => disconnect::SERVICE_NOT_AVAILABLE,
         }
     }
@@ -142,6 +147,21 @@ impl Refusal {
             Unreachable => "sshr: the server for this account is unreachable",
             UnexpectedHostKey => {
                 "sshr: the server for this account presented an unexpected host key"
+            }
+            NoCommonAlgorithm(Negotiated::KeyExchange) => {
+                "sshr: the server for this account uses no key exchange that the proxy supports"
+            }
+            NoCommonAlgorithm(Negotiated::HostKey) => {
+                "sshr: the server for this account uses no host key type that the proxy supports"
+            }
+            NoCommonAlgorithm(Negotiated::Cipher) => {
+                "sshr: the server for this account uses no cipher that the proxy supports"
+            }
+            NoCommonAlgorithm(Negotiated::Mac) => {
+                "sshr: the server for this account uses no MAC that the proxy supports"
+            }
+            NoCommonAlgorithm(Negotiated::Compression) => {
+                "sshr: the server for this account uses no compression that the proxy supports"
             }
             LoginRefused => "sshr: the server for this account refused the proxy's login",
             TooManyUserSessions => "sshr: too many sessions for this account, try again later",
@@ -178,6 +198,49 @@ impl Refusal {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.message())
+    }
+}
+
+/// Which list of a key exchange had no algorithm both sides support (RFC 4253 7.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Negotiated {
+    KeyExchange,
+    HostKey,
+    /// Either direction.
+    Cipher,
+    /// Either direction.
+    Mac,
+    Compression,
+}
+
+impl Negotiated {
+    pub const ALL: [Negotiated; 5] = [
+        Negotiated::KeyExchange,
+        Negotiated::HostKey,
+        Negotiated::Cipher,
+        Negotiated::Mac,
+        Negotiated::Compression,
+    ];
+
+    /// The list named by the protocol crate's `Error::NoCommonAlgorithm { what }`
+    /// ("key exchange", "host key", "cipher (client to server)", "MAC (server to
+    /// client)", "compression (...)"). The crate names the list only in text; `None`
+    /// for a name it does not use today.
+    pub fn from_what(what: &str) -> Option<Negotiated> {
+        let starts = |prefix: &str| what.starts_with(prefix);
+        Some(if starts("key exchange") {
+            Negotiated::KeyExchange
+        } else if starts("host key") {
+            Negotiated::HostKey
+        } else if starts("cipher") {
+            Negotiated::Cipher
+        } else if starts("MAC") {
+            Negotiated::Mac
+        } else if starts("compression") {
+            Negotiated::Compression
+        } else {
+            return None;
+        })
     }
 }
 
@@ -221,7 +284,12 @@ impl ChannelRefusal {
 mod tests {
     use super::*;
 
-    const ALL: [Refusal; 26] = [
+    const ALL: [Refusal; 31] = [
+        Refusal::NoCommonAlgorithm(Negotiated::KeyExchange),
+        Refusal::NoCommonAlgorithm(Negotiated::HostKey),
+        Refusal::NoCommonAlgorithm(Negotiated::Cipher),
+        Refusal::NoCommonAlgorithm(Negotiated::Mac),
+        Refusal::NoCommonAlgorithm(Negotiated::Compression),
         Refusal::TooManyUserSessions,
         Refusal::ClientGone,
         Refusal::UpstreamGone,
@@ -309,6 +377,31 @@ mod tests {
             Refusal::Startups.log_reason(),
             "too many unauthenticated connections (max_startups)"
         );
+    }
+
+    #[test]
+    fn a_failed_negotiation_names_the_list_that_failed() {
+        for (what, list) in [
+            ("key exchange", Negotiated::KeyExchange),
+            ("host key", Negotiated::HostKey),
+            ("cipher (client to server)", Negotiated::Cipher),
+            ("cipher (server to client)", Negotiated::Cipher),
+            ("MAC (client to server)", Negotiated::Mac),
+            ("MAC (server to client)", Negotiated::Mac),
+            ("compression (server to client)", Negotiated::Compression),
+        ] {
+            assert_eq!(Negotiated::from_what(what), Some(list), "{what}");
+        }
+        assert_eq!(Negotiated::from_what("something new"), None);
+        assert_eq!(
+            Refusal::NoCommonAlgorithm(Negotiated::KeyExchange).message(),
+            "sshr: the server for this account uses no key exchange that the proxy supports"
+        );
+        for list in Negotiated::ALL {
+            let r = Refusal::NoCommonAlgorithm(list);
+            assert_eq!(r.code(), disconnect::BY_APPLICATION);
+            assert!(r.message().contains("that the proxy supports"), "{r:?}");
+        }
     }
 
     #[test]

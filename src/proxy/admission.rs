@@ -1,8 +1,9 @@
 //! What the whole proxy knows about connections that have not authenticated yet, shared
 //! by every shard: how many there are (early drop, `limits.max_startups`), which sources
 //! are penalised (`[penalties]`), the upstream connections held for them
-//! ([`crate::proxy::preauth`]) and how long real password refusals take
-//! ([`crate::core::failure_times`]); and the relayed sessions of each account
+//! ([`crate::proxy::preauth`]), how long real password refusals take
+//! ([`crate::core::failure_times`]) and which methods real servers list
+//! ([`crate::core::methods`]); and the relayed sessions of each account
 //! ([`crate::core::sessions_per_user`]).
 //!
 //! Each of these is touched a few times per login, never per relayed packet, so short
@@ -18,6 +19,7 @@ use rand_core::RngCore;
 use crate::config::Config;
 use crate::core::failure_times::{Answer, FailureTimes};
 use crate::core::login::Timings;
+use crate::core::methods::{Methods, SeenMethods};
 use crate::core::penalty::{Offence, Penalties};
 use crate::core::refusal::Refusal;
 use crate::core::sessions_per_user::SessionsPerUser;
@@ -29,6 +31,7 @@ pub struct Admission {
     /// Upstream connections held for unauthenticated clients, per server.
     pub slots: Arc<PreauthCounts>,
     failure_times: Mutex<FailureTimes>,
+    seen_methods: Mutex<SeenMethods>,
     penalties: Mutex<Penalties>,
     unauthenticated: AtomicUsize,
     sessions_per_user: Mutex<SessionsPerUser>,
@@ -157,6 +160,14 @@ impl Timings for Admission {
 
     fn record_prompted(&self, prompted: bool) {
         lock(&self.failure_times).record_prompted(prompted);
+    }
+
+    fn decoy_methods(&self) -> Methods {
+        lock(&self.seen_methods).decoy()
+    }
+
+    fn record_methods(&self, methods: Methods) {
+        lock(&self.seen_methods).record(methods);
     }
 }
 

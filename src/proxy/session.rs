@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use glommio::net::TcpStream;
 use glommio::Task;
 use sshr_protocol::auth::{self, Request};
+use sshr_protocol::hostkey::PrivateKey;
 use sshr_protocol::msg::{self};
 use sshr_protocol::text::Untrusted;
 use sshr_protocol::transport::{Config as TransportConfig, Event, Transport};
@@ -20,6 +21,7 @@ use crate::audit::{CloseReason, SessionAudit};
 use crate::config::Config;
 use crate::core::algorithms::{self, LegAlgorithms};
 use crate::core::login::{offence, Action, AuthFailure, Login, LookedUp, Reply};
+use crate::core::methods::Methods;
 use crate::core::penalty::Offence;
 use crate::core::refusal::Refusal;
 use crate::core::values::{CipherPreference, LoginName, Side, TunnelPolicy};
@@ -30,7 +32,7 @@ use crate::proxy::preauth::{Claim, PreauthSlot};
 use crate::proxy::relay;
 use crate::proxy::shard::ShardContext;
 use crate::proxy::tunnel::SessionTunnels;
-use crate::proxy::upstream::{self, UpstreamConn, UpstreamError, UpstreamReply};
+use crate::proxy::upstream::{self, Offered, UpstreamConn, UpstreamError, UpstreamReply};
 use crate::rt::seed;
 
 /// The client leg's transport settings, from the proxy's configuration.
@@ -470,6 +472,32 @@ impl Pending {
         self.link = Link::Failed(error.refusal());
     }
 
+    /// Which methods the user's server offers the account ([`Action::AskMethods`]):
+    /// asked on its connection if one is open or being opened (never waiting for a
+    /// slot: a login without one is answered like a name without a server). `None`
+    /// when it cannot be asked.
+    async fn ask_methods(&mut self, ctx: &SessionEnv, waiting: &Cell<bool>) -> Option<Methods> {
+        let user = self.upstream.as_ref()?.user.clone();
+        if matches!(self.link, Link::None | Link::Failed(_)) {
+            return None;
+        }
+        let _waiting = Waiting::on(waiting);
+        let conn = self.connection(ctx, Claim::Unproven).await.ok()?;
+        match conn.ask_methods(&user).await {
+            Ok(Offered::Methods(list)) => {
+                debug!(user = %Untrusted(&self.user), offers = %Untrusted(&list), "the upstream's methods");
+                Some(Methods::from_upstream(list.split(',')))
+            }
+            // The server let the account in without a credential: whatever the client
+            // gives next succeeds there, as it would have directly.
+            Ok(Offered::LoggedIn) => Some(Methods::ALL),
+            Err(e) => {
+                self.lose_upstream(ctx, e);
+                None
+            }
+        }
+    }
+
     /// The upstream connection: opened now if it was not (waiting for a slot as
     /// `claim`, up to the caller's deadline), awaited if it is being set up. Once it has
     /// failed, every later call gives the same refusal.
@@ -498,7 +526,7 @@ impl Pending {
                 },
                 Err(e) => {
                     ctx.shard.metrics.upstream_failure(e.failure());
-                    warn!(user = %Untrusted(&self.user), upstream = %u.addr, error = %e, "upstream connection failed");
+                    log_connect_failure(&self.user, &u.addr, &e);
                     Link::Failed(e.refusal())
                 }
             };
@@ -507,6 +535,24 @@ impl Pending {
             Link::Ready { conn, .. } => Ok(conn),
             Link::Failed(refusal) => Err(*refusal),
             Link::None | Link::Connecting { .. } => Err(Refusal::Unreachable),
+        }
+    }
+}
+
+/// Logs why the upstream connection of `user` failed: a key exchange with nothing in
+/// common names the list and both sides' algorithms.
+fn log_connect_failure(user: &str, addr: &str, e: &UpstreamError) {
+    match e.no_common_algorithm() {
+        Some((what, ours, theirs)) => warn!(
+            user = %Untrusted(user),
+            upstream = addr,
+            list = what,
+            proxy_offers = %ours,
+            upstream_offers = %theirs,
+            "upstream key exchange failed: no {what} algorithm in common"
+        ),
+        None => {
+            warn!(user = %Untrusted(user), upstream = addr, error = %e, "upstream connection failed")
         }
     }
 }
@@ -641,6 +687,13 @@ async fn authenticate(
                 };
                 login.upstream(reply, &session_id(client), Instant::now(), timings);
             }
+            Action::AskMethods => {
+                let offered = match pending.as_mut() {
+                    Some(p) => p.ask_methods(ctx, waiting).await,
+                    None => None,
+                };
+                login.methods(offered, &session_id(client), Instant::now(), timings);
+            }
             Action::ReadUpstream => {
                 let reply = match pending.as_mut() {
                     Some(p) => read_upstream(ctx, p).await,
@@ -733,9 +786,10 @@ async fn login_with_key(
         Ok(conn) => conn,
         Err(refusal) => return Ok(Err((refusal, AuthFailure::UpstreamRejected))),
     };
+    let keys = keys_to_offer(&key, &ctx.shard.upstream_keys);
     let mut banners = Vec::new();
     let r = conn
-        .login_with_key(&upstream.user, &key, |b| banners.push(b))
+        .login_with_keys(&upstream.user, &keys, |b| banners.push(b))
         .await;
     for b in banners {
         client.send(&b).await?;
@@ -746,6 +800,21 @@ async fn login_with_key(
         return Ok(Err((e.refusal(), AuthFailure::UpstreamRejected)));
     }
     Ok(Ok(()))
+}
+
+/// The keys the proxy offers upstream, in order: the one the hook gave, then those of
+/// `upstream_key`, each key once.
+fn keys_to_offer<'k>(
+    hook_key: &'k PrivateKey,
+    configured: &'k [PrivateKey],
+) -> Vec<&'k PrivateKey> {
+    let mut keys = vec![hook_key];
+    for k in configured {
+        if !keys.iter().any(|o| o.public() == k.public()) {
+            keys.push(k);
+        }
+    }
+    keys
 }
 
 /// Passes a password or keyboard-interactive request to the user's server (waiting for
@@ -785,8 +854,12 @@ async fn read_upstream(ctx: &SessionEnv, p: &mut Pending) -> Reply {
     };
     match conn.auth_reply().await {
         Ok(UpstreamReply::Success) => Reply::Success,
-        Ok(UpstreamReply::Failure { partial_success }) => Reply::Failure {
+        Ok(UpstreamReply::Failure {
+            partial_success,
+            methods,
+        }) => Reply::Failure {
             partial: partial_success,
+            methods: Methods::from_upstream(methods.split(',')),
         },
         Ok(UpstreamReply::ForClient(m)) => Reply::ForClient(m),
         Err(e) => {
@@ -866,6 +939,31 @@ mod tests {
             source: crate::io::leg::BudgetExhausted,
         })
         .is_the_clients_doing());
+    }
+
+    #[test]
+    fn the_hooks_key_goes_first_then_each_configured_key_once() {
+        let key = || PrivateKey::generate_ed25519(&mut rand_core::OsRng);
+        let (ed, rsa, own) = (key(), key(), key());
+        let configured = [ed.clone(), rsa.clone()];
+        let fingerprints = |keys: Vec<&PrivateKey>| -> Vec<String> {
+            keys.iter().map(|k| k.public().fingerprint()).collect()
+        };
+        // The default hooks give the first configured key.
+        assert_eq!(
+            fingerprints(keys_to_offer(&ed, &configured)),
+            fingerprints(vec![&ed, &rsa])
+        );
+        // A hook with a key of the user's own: that one first.
+        assert_eq!(
+            fingerprints(keys_to_offer(&own, &configured)),
+            fingerprints(vec![&own, &ed, &rsa])
+        );
+        assert_eq!(
+            fingerprints(keys_to_offer(&rsa, &configured)),
+            fingerprints(vec![&rsa, &ed])
+        );
+        assert_eq!(keys_to_offer(&own, &[]).len(), 1);
     }
 
     #[test]

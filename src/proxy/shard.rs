@@ -38,6 +38,9 @@ pub struct ShardContext {
     pub audit: Option<Arc<Audit>>,
     /// The CPU's crypto instructions, which decide the upstream leg's cipher.
     pub cpu: CpuCrypto,
+    /// The keys of `upstream_key`, in order: offered upstream after the key the
+    /// `fetch_private_key` hook gives (shared by all shards; fixed until a restart).
+    pub upstream_keys: Arc<[PrivateKey]>,
     /// One stop signal per running session (see [`ShardContext::stop_sessions`]).
     stop_signals: RefCell<Vec<Weak<StopSignal>>>,
     config: RefCell<Arc<Config>>,
@@ -76,6 +79,7 @@ impl ShardContext {
             admission,
             audit: None,
             cpu: CpuCrypto::detect(),
+            upstream_keys: Arc::from(Vec::new()),
             stop_signals: RefCell::new(Vec::new()),
             config: RefCell::new(config),
             hooks: RefCell::new(hooks),
@@ -90,6 +94,13 @@ impl ShardContext {
     /// Sessions of this shard write to `audit` (the server opens it once for all shards).
     pub fn with_audit(mut self, audit: Option<Arc<Audit>>) -> Self {
         self.audit = audit;
+        self
+    }
+
+    /// Sessions of this shard offer `keys` upstream after the hook's (see
+    /// [`ShardContext::upstream_keys`]).
+    pub fn with_upstream_keys(mut self, keys: Arc<[PrivateKey]>) -> Self {
+        self.upstream_keys = keys;
         self
     }
 

@@ -5,6 +5,7 @@
 //!   ([`SshrSetup`], [`one_user`]), and helpers for running the real clients. These need
 //!   root (sshd's privilege separation, logging in as root) and `/usr/sbin/sshd`;
 //!   `scripts/test` installs openssh-server when it runs as root.
+//! - [`account`]: local accounts with a random password, removed when the test ends.
 //! - [`conn`]: a scripted SSH client over a blocking socket.
 //! - [`haproxy`]: a real HAProxy in front of sshr processes, sending PROXY v2 headers.
 //! - [`openssh10`]: OpenSSH 10.x `ssh` and `sshd`, run chrooted from a Debian unstable
@@ -13,6 +14,7 @@
 //! - [`postgres`]: a throwaway PostgreSQL server on loopback, for the `postgres`
 //!   provider (Debian's `postgresql` package; as root it runs as the `postgres` account).
 
+pub mod account;
 pub mod conn;
 pub mod haproxy;
 pub mod one_user;
@@ -374,6 +376,8 @@ pub struct SshrSetup {
     /// The public half of `upstream_key` (OpenSSH line): put it in upstreams'
     /// authorized_keys.
     pub upstream_public_key: String,
+    /// More key files listed after `upstream_key` (`upstream_key = [...]`), in order.
+    pub more_upstream_keys: Vec<PathBuf>,
 }
 
 impl SshrSetup {
@@ -399,11 +403,13 @@ impl SshrSetup {
             upstream_public_key: pubkey(&upstream_key),
             host_key,
             upstream_key,
+            more_upstream_keys: Vec::new(),
             dir,
         }
     }
 
-    /// Write `config.toml` (listen, host_keys, upstream_key, metrics_listen, then
+    /// Write `config.toml` (listen, host_keys, upstream_key (with
+    /// `more_upstream_keys`), metrics_listen, then
     /// `tables`: `[limits]`, `[[users]]`, ...) and start `binary --config` on it; waits
     /// until it accepts connections. Its stderr goes to `sshr.log` in its directory;
     /// `RUST_LOG` defaults to `info`.
@@ -419,14 +425,25 @@ impl SshrSetup {
         let config_path = self.dir.path().join("config.toml");
         let log_path = self.dir.path().join("sshr.log");
         let mut attempt = 0;
+        let quoted = |p: &PathBuf| format!("{:?}", p.display().to_string());
+        // One file as a string, several as a list.
+        let upstream_keys = match self.more_upstream_keys.is_empty() {
+            true => quoted(&self.upstream_key),
+            false => {
+                let all: Vec<String> = std::iter::once(&self.upstream_key)
+                    .chain(&self.more_upstream_keys)
+                    .map(quoted)
+                    .collect();
+                format!("[{}]", all.join(", "))
+            }
+        };
         loop {
             attempt += 1;
             let config = format!(
-                "listen = [\"127.0.0.1:{}\"]\nhost_keys = [{:?}]\nupstream_key = {:?}\n\
+                "listen = [\"127.0.0.1:{}\"]\nhost_keys = [{:?}]\nupstream_key = {upstream_keys}\n\
                  metrics_listen = \"127.0.0.1:{}\"\n\n{tables}\n",
                 self.port,
                 self.host_key.display().to_string(),
-                self.upstream_key.display().to_string(),
                 self.metrics_port,
             );
             fs::write(&config_path, config).unwrap();
