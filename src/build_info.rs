@@ -12,7 +12,7 @@ use sshr_protocol::SigAlg;
 /// 0.1.0
 /// features: none
 /// providers: sqlite (SQLite 3.46.0, bundled), postgres, http (rustls), command
-/// kex: curve25519-sha256, curve25519-sha256@libssh.org
+/// kex: mlkem768x25519-sha256, sntrup761x25519-sha512, ..., diffie-hellman-group14-sha256
 /// ...
 /// ```
 pub fn build_info() -> String {
@@ -63,6 +63,12 @@ mod tests {
         assert_eq!(lines.next(), Some(env!("CARGO_PKG_VERSION")));
         assert!(info.contains("\nproviders: sqlite (SQLite 3."), "{info}");
         assert!(info.contains("chacha20-poly1305@openssh.com"), "{info}");
+        assert!(
+            info.contains("\nkex: mlkem768x25519-sha256, ")
+                && info.contains(", diffie-hellman-group14-sha256\n"),
+            "{info}"
+        );
+        assert!(info.contains(", hmac-sha1\n"), "{info}");
         assert!(info.contains("\nbuild: "), "{info}");
     }
 }

@@ -9,8 +9,9 @@
 //! exchange hash, key derivation, packet framing) are written once, in [`crate::kex`] and
 //! [`crate::cipher`], and are the same for every provider. What every provider shares,
 //! whichever is chosen: sntrup761 (the `sntrup761` crate; AWS-LC has none), the
-//! finite-field Diffie-Hellman groups, the legacy CTR ciphers and HMACs, and host key
-//! signatures (`ssh-key`, `rsa`).
+//! finite-field Diffie-Hellman groups ([`dh`], on crypto-bigint; aws-lc-rs does not expose
+//! AWS-LC's), the legacy CTR ciphers and HMACs, and host key signatures (`ssh-key`,
+//! `rsa`).
 //!
 //! [`default_provider`] is aws-lc-rs when that feature is built, else RustCrypto. Tests
 //! run against every provider built in ([`providers`]), so a build with both features
@@ -25,6 +26,7 @@ use crate::cipher::OpenError;
 
 #[cfg(feature = "aws-lc-rs")]
 pub mod aws_lc;
+pub mod dh;
 #[cfg(feature = "rustcrypto")]
 pub mod rust_crypto;
 pub(crate) mod shared;
