@@ -223,3 +223,77 @@ pub fn providers() -> Vec<&'static CryptoProvider> {
     ]
     .to_vec()
 }
+
+/// Helpers of the known-answer tests of the providers.
+#[cfg(test)]
+pub(crate) mod test_vectors {
+    #[cfg(feature = "rustcrypto")]
+    pub(crate) use replay::Replay;
+
+    /// The hex value of `key` in a file of `key value` lines (protocol/tests/data/kex/).
+    pub(crate) fn field(text: &str, key: &str) -> Vec<u8> {
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {key} in the vectors"));
+        hex::decode(value).unwrap()
+    }
+
+    #[cfg(feature = "rustcrypto")]
+    mod replay {
+        use rand_core::{CryptoRng, RngCore};
+
+        /// A "generator" that hands out fixed bytes, in order, to make a primitive that draws
+        /// its randomness from the caller run on a known answer's inputs. Panics when asked
+        /// for more than it holds, and checks at drop that everything was taken.
+        pub(crate) struct Replay {
+            bytes: Vec<u8>,
+            at: usize,
+        }
+
+        impl Replay {
+            pub(crate) fn new(bytes: Vec<u8>) -> Self {
+                Replay { bytes, at: 0 }
+            }
+        }
+
+        impl Drop for Replay {
+            fn drop(&mut self) {
+                if !std::thread::panicking() {
+                    assert_eq!(self.at, self.bytes.len(), "not every input byte was drawn");
+                }
+            }
+        }
+
+        impl RngCore for Replay {
+            fn next_u32(&mut self) -> u32 {
+                let mut b = [0; 4];
+                self.fill_bytes(&mut b);
+                u32::from_le_bytes(b)
+            }
+
+            fn next_u64(&mut self) -> u64 {
+                let mut b = [0; 8];
+                self.fill_bytes(&mut b);
+                u64::from_le_bytes(b)
+            }
+
+            fn fill_bytes(&mut self, dest: &mut [u8]) {
+                let end = self.at + dest.len();
+                assert!(
+                    end <= self.bytes.len(),
+                    "asked for more than the vector holds"
+                );
+                dest.copy_from_slice(&self.bytes[self.at..end]);
+                self.at = end;
+            }
+
+            fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+                self.fill_bytes(dest);
+                Ok(())
+            }
+        }
+
+        impl CryptoRng for Replay {}
+    }
+}
