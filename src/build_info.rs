@@ -13,7 +13,7 @@ use sshr_protocol::SigAlg;
 /// features: aws-lc-rs
 /// crypto: aws-lc-rs
 /// providers: sqlite (SQLite 3.46.0, bundled), postgres, http (rustls), command
-/// kex: mlkem768x25519-sha256, sntrup761x25519-sha512, ...
+/// kex: mlkem768x25519-sha256, sntrup761x25519-sha512, ..., diffie-hellman-group14-sha256
 /// ...
 /// ```
 pub fn build_info() -> String {
@@ -71,7 +71,12 @@ mod tests {
         assert_eq!(lines.next(), Some(env!("CARGO_PKG_VERSION")));
         assert!(info.contains("\nproviders: sqlite (SQLite 3."), "{info}");
         assert!(info.contains("chacha20-poly1305@openssh.com"), "{info}");
-        assert!(info.contains("\nkex: mlkem768x25519-sha256, "), "{info}");
+        assert!(
+            info.contains("\nkex: mlkem768x25519-sha256, ")
+                && info.contains(", diffie-hellman-group14-sha256\n"),
+            "{info}"
+        );
+        assert!(info.contains(", hmac-sha1\n"), "{info}");
         let provider = sshr_protocol::crypto::default_provider().name;
         assert!(info.contains(&format!("\ncrypto: {provider}\n")), "{info}");
         assert!(info.contains("\nbuild: "), "{info}");

@@ -19,6 +19,10 @@
 //! * `hmac-sha2-*-etm@openssh.com` (OpenSSH `PROTOCOL` section 1.5): length clear, body
 //!   encrypted, MAC over uint32 seq || length || encrypted body, verified before anything is
 //!   decrypted.
+//! * `hmac-sha1` (RFC 4253 6.4) and `hmac-sha1-etm@openssh.com`: the same constructions with
+//!   HMAC-SHA1 (20-byte key and tag), last in our preference for old peers that have
+//!   nothing else. HMAC-SHA1 stays sound as a MAC (RFC 6194 3); SHA-1's collisions do not
+//!   reach it.
 //!
 //! The AEAD ciphers come from the crypto provider ([`crate::crypto`]); the CTR ciphers and
 //! HMACs, kept for old peers, are the RustCrypto crates whichever provider is built.
@@ -39,6 +43,7 @@ use aes::{Aes128Enc, Aes256Enc};
 use ctr::cipher::{BlockCipherEncrypt, IvState, KeyIvInit, StreamCipher};
 use ctr::Ctr128BE;
 use hmac::{Hmac, Mac};
+use sha1::Sha1;
 use sha2::{Sha256, Sha512};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
@@ -125,15 +130,22 @@ pub enum MacAlg {
     HmacSha512Etm,
     HmacSha256,
     HmacSha512,
+    /// Last resort, for old peers.
+    HmacSha1Etm,
+    /// Last resort, for old peers.
+    HmacSha1,
 }
 
 impl MacAlg {
-    /// Every supported MAC, in our preference order (encrypt-then-MAC first).
-    pub const ALL: [MacAlg; 4] = [
+    /// Every supported MAC, in our preference order (SHA-2 encrypt-then-MAC first, SHA-1
+    /// last).
+    pub const ALL: [MacAlg; 6] = [
         MacAlg::HmacSha256Etm,
         MacAlg::HmacSha512Etm,
         MacAlg::HmacSha256,
         MacAlg::HmacSha512,
+        MacAlg::HmacSha1Etm,
+        MacAlg::HmacSha1,
     ];
 
     /// The SSH wire name.
@@ -143,6 +155,8 @@ impl MacAlg {
             MacAlg::HmacSha512Etm => "hmac-sha2-512-etm@openssh.com",
             MacAlg::HmacSha256 => "hmac-sha2-256",
             MacAlg::HmacSha512 => "hmac-sha2-512",
+            MacAlg::HmacSha1Etm => "hmac-sha1-etm@openssh.com",
+            MacAlg::HmacSha1 => "hmac-sha1",
         }
     }
 
@@ -151,7 +165,8 @@ impl MacAlg {
         Self::ALL.into_iter().find(|m| m.name() == name)
     }
 
-    /// Bytes of MAC key taken from the key exchange (RFC 6668: the hash output size).
+    /// Bytes of MAC key taken from the key exchange (RFC 4253 6.4, RFC 6668: the hash
+    /// output size).
     pub fn key_len(self) -> usize {
         self.tag_len()
     }
@@ -161,13 +176,17 @@ impl MacAlg {
         match self {
             MacAlg::HmacSha256Etm | MacAlg::HmacSha256 => 32,
             MacAlg::HmacSha512Etm | MacAlg::HmacSha512 => 64,
+            MacAlg::HmacSha1Etm | MacAlg::HmacSha1 => 20,
         }
     }
 
     /// True for encrypt-then-MAC (`-etm@openssh.com`): the length is sent in the clear and the
     /// MAC covers the ciphertext.
     pub fn is_etm(self) -> bool {
-        matches!(self, MacAlg::HmacSha256Etm | MacAlg::HmacSha512Etm)
+        matches!(
+            self,
+            MacAlg::HmacSha256Etm | MacAlg::HmacSha512Etm | MacAlg::HmacSha1Etm
+        )
     }
 }
 
@@ -419,6 +438,10 @@ enum HmacKey {
         alg: MacAlg,
         keyed: Wipe<Hmac<Sha512>>,
     },
+    Sha1 {
+        alg: MacAlg,
+        keyed: Wipe<Hmac<Sha1>>,
+    },
 }
 
 impl HmacKey {
@@ -432,12 +455,18 @@ impl HmacKey {
                 alg,
                 keyed: Wipe::new(Mac::new_from_slice(key).expect("HMAC takes any key length")),
             },
+            MacAlg::HmacSha1 | MacAlg::HmacSha1Etm => HmacKey::Sha1 {
+                alg,
+                keyed: Wipe::new(Mac::new_from_slice(key).expect("HMAC takes any key length")),
+            },
         }
     }
 
     fn alg(&self) -> MacAlg {
         match self {
-            HmacKey::Sha256 { alg, .. } | HmacKey::Sha512 { alg, .. } => *alg,
+            HmacKey::Sha256 { alg, .. }
+            | HmacKey::Sha512 { alg, .. }
+            | HmacKey::Sha1 { alg, .. } => *alg,
         }
     }
 
@@ -456,6 +485,7 @@ impl HmacKey {
         match self {
             HmacKey::Sha256 { keyed, .. } => run(&**keyed, seq, data, out),
             HmacKey::Sha512 { keyed, .. } => run(&**keyed, seq, data, out),
+            HmacKey::Sha1 { keyed, .. } => run(&**keyed, seq, data, out),
         }
     }
 
@@ -584,6 +614,65 @@ mod tests {
             let mut m = <Hmac<Sha512> as Mac>::new_from_slice(key).unwrap();
             m.update(data);
             assert_eq!(hex::encode(m.finalize().into_bytes()), want512);
+        }
+    }
+
+    /// RFC 2202 section 3, test cases 1 to 7.
+    #[test]
+    fn hmac_sha1_rfc2202() {
+        let long = b"Test Using Larger Than Block-Size Key and Larger Than One Block-Size Data";
+        let cases: [(&[u8], &[u8], &str); 7] = [
+            (
+                &[0x0b; 20],
+                b"Hi There",
+                "b617318655057264e28bc0b6fb378c8ef146be00",
+            ),
+            (
+                b"Jefe",
+                b"what do ya want for nothing?",
+                "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79",
+            ),
+            (
+                &[0xaa; 20],
+                &[0xdd; 50],
+                "125d7342b9ac11cd91a39af48aa17b4f63f175d3",
+            ),
+            (
+                &unhex("0102030405060708090a0b0c0d0e0f10111213141516171819"),
+                &[0xcd; 50],
+                "4c9007f4026250c6bc8414f9bf50c86c2d7235da",
+            ),
+            (
+                &[0x0c; 20],
+                b"Test With Truncation",
+                "4c1a03424b55e07fe7f27be1d58bb9324a9a5a04",
+            ),
+            (
+                &[0xaa; 80],
+                b"Test Using Larger Than Block-Size Key - Hash Key First",
+                "aa4ae5e15272d00e95705637ce8a3b55ed402112",
+            ),
+            (
+                &[0xaa; 80],
+                long,
+                "e8e99d0f45237d786d6bbaa7965c7808bbff1a91",
+            ),
+        ];
+        for (key, data, want) in cases {
+            let mut m = <Hmac<Sha1> as Mac>::new_from_slice(key).unwrap();
+            m.update(data);
+            assert_eq!(hex::encode(m.finalize().into_bytes()), want);
+            // Through our wrapper: the first 4 bytes of the data act as the sequence number.
+            if data.len() >= 4 {
+                let (seq, rest) = data.split_at(4);
+                let mut out = [0u8; 20];
+                HmacKey::new(MacAlg::HmacSha1, key).compute(
+                    u32::from_be_bytes(seq.try_into().unwrap()),
+                    rest,
+                    &mut out,
+                );
+                assert_eq!(hex::encode(out), want);
+            }
         }
     }
 
@@ -790,7 +879,9 @@ mod tests {
                 "hmac-sha2-256-etm@openssh.com",
                 "hmac-sha2-512-etm@openssh.com",
                 "hmac-sha2-256",
-                "hmac-sha2-512"
+                "hmac-sha2-512",
+                "hmac-sha1-etm@openssh.com",
+                "hmac-sha1"
             ]
         );
         let sizes: Vec<_> = MacAlg::ALL
@@ -803,7 +894,9 @@ mod tests {
                 (32, 32, true),
                 (64, 64, true),
                 (32, 32, false),
-                (64, 64, false)
+                (64, 64, false),
+                (20, 20, true),
+                (20, 20, false)
             ]
         );
         for m in MacAlg::ALL {
@@ -814,7 +907,8 @@ mod tests {
             "none",
             "aes128-cbc",
             "AES128-CTR",
-            "hmac-sha1",
+            "hmac-sha1-96",
+            "hmac-md5",
             "aes128-ctr ",
         ] {
             assert_eq!(CipherAlg::from_name(bad), None);
@@ -1011,6 +1105,32 @@ mod tests {
             ],
         },
         FramingVector {
+            label: "aes128-ctr+hmac-sha1-etm@openssh.com",
+            cipher: "aes128-ctr",
+            mac: Some("hmac-sha1-etm@openssh.com"),
+            key: "e0e324956fc372557ce0f725c39d717f",
+            iv: "434a92eb1227bf4631a08fe23694a3ce",
+            mac_key: "b8eeb0d2666f9a6efbb78e013c8e8d43cedf7002",
+            packets: &[
+                (0x3, "00000010068bdcb7490d91647ad8c6f68b1d32ff", "0000001031c05e0a237aa829b2153f15947b9c32d99ded766d31832fecc5b3eb78cfe4e270b16b66"),
+                (0x4, "0000004010356bf76a6e05fa3b292135836085978cbacafd32abfb05649ee873f26fe3352921cfcbccc4d6205e6011d7fac096b63361db4c406b3a4cb3d17a6c8dfe5b2c", "000000402ef099f63783cf3a4ff188233f8197623dcb98136fa63632f68c3282f5e81f0ea70b6d09c310731f5cc367f6f8a4d693c251406a7db1736f3246cbeb86bf3f509c2de822b01f8cc4e51394946773d736c4a4126d"),
+                (0x5, "000000900d84d4a3656b6a9debb29ad999147ce7de55695ab2cae0adb93093aabc3635f100fd4dc8f1717fd74856f9102c9fbfba0f8c41330b44a0678f3ce5b3fbfa1f27c843ffa50c1ab7aab25db54ebc78c6ec9a18d27f7824c5aecc05b80f4fcaf681661a0833aa04083eb245aad79e112309cf78f8de9d421df68dc108a27c011976cdd999962e60ca648243f755fd56fdc6", "0000009046d49f39e5a27e77894fb8bbe4bea65fd3dc1f8d1a677bb513c5d979056366c79fab118b18d8b2b123612e91181d8fa66ecd6cd491d1e5c75b5e3dfa6ae1c6ac435026671e93293b29a3e21ed1dda0aebef96a3e0e4048e93b8d827dcdd2eba9c90939e39ca3743f2b2b680b0ac49e1d552635a07dd2276852b95ebf2131c690257134d2047df42b93710129238955d6159791363e37692e6f02e4d10d82cfa8a45bec73"),
+            ],
+        },
+        FramingVector {
+            label: "aes128-ctr+hmac-sha1",
+            cipher: "aes128-ctr",
+            mac: Some("hmac-sha1"),
+            key: "f32b151c3c34ad45a2422d25a2df3265",
+            iv: "ea815e38564c38a4802e1bbeb662a11a",
+            mac_key: "54e460e8f3599c8d567fd143aaebf77b18638d68",
+            packets: &[
+                (0x3, "0000001c12fbaed71d5ca13a8ed81ed45f9e6107080fd18417db35c085a5fcfb", "8ebbba4469a64acb133895c2e80399cb21d6085fcc64891b2bd43eff3b780ce60dd498c0596339ae94e023321cd8c724c08d437d"),
+                (0x4, "0000003c0cb741eba1b210f5eb501a611abfda39626e3ac768ec46ffb8c44002ba68fe7cbc9876b7e6c41a177b15917e76f814ff01201fe85adfda37d5754554", "79b7f77e06c1abefcf9a520f27323d56001938a6eecbab3e9e0ea7240bc3e7f002d8f31aad8062a3e6dda5b98a0757390f33d1633a7fbf7654a3be17fa5b193a54b8fcb25088032b12db3422e96283696096181c"),
+                (0x5, "0000008c098440040281a0bfebb68ae80ea87238478a80efa1e863a0bb76720e897866160da7a4d43f0f28b8b7242d05b79e329f5c639bdf624a2ef56e946d06c98df7b223b772b1fa325a64f2e81a5d1fbb3787ab4aecf8a193ae4c67fe5e03e921bbd4709b4cf44c72c505af2c0b9061e5382c5c42a700e3f873e0038695f9e7fdbf86927bf0b49634bc19d2b3a535", "347ce4c6a082c439eec6302e3ef641d9165c28585b76e51697c6b51b5266c3d4d8974cd50a868c43a302c3df2207de714decd66e0c9956019c95097062211feed42ed833012a15a5d6d7ac6d66529cdffcb7b780754dae4757e48b060f6ccf8c944c0f1fbf0e07a968beda35689990a0957787a1712f5a5916cb862d43923ee2dbbde2347177f66931746f2bbf76f5c9ace655118728df1f77f0fda41d55bd56e00c8290"),
+            ],
+        },
+        FramingVector {
             label: "aes256-ctr+hmac-sha2-256-etm@openssh.com",
             cipher: "aes256-ctr",
             mac: Some("hmac-sha2-256-etm@openssh.com"),
@@ -1060,6 +1180,32 @@ mod tests {
                 (0x3, "0000001c1209bac6ce5d9fbb1d49e68c53911a3cc0ee975cec2d2f7ad56a30a6", "3481803d6ad10ff4383a753ce6f379b4b6e6268f6fb401c6f92b1b76b7a396ad886145b262ae00ac2b6ff22dacb242f597eff74b8dd5b86ca1af9020e4242fbd00ab17f5181627bbf449fa7081eda1622ef02d24cfe598e70f370a9b209c88f3"),
                 (0x4, "0000003c0ca568e8d58b68a837978b6cb3132da4ef824b9193f72b9bd555f07b56396b39487259be5b18b856d244b1de3a45024320610b09d557a8c546acb9ef", "31dd4e3ef5853aa69554d6e96e431942137ccb0d8b8546526e9f5f8f9e5ec06dab2ee4e96095373606d19013cb6c0dd27a073e34c2e53c91fd16d14dd0b24a13d3d538a19a223cff433bc0fc8aaab603b2bb34dd432570cbfdcc8b129a8b3edfcfc38a4d6d57e5d7446cfe54e4c5ff89c0fd6c79cf0bc0f5038b29c83989d450"),
                 (0x5, "0000008c0932500e5afd77fbba4f0ea81e9f0b82d6614edb6c5614870406160a7d850b6f11384e833e08ba59e70446539f9875fb21d40671a6bdfbf115d8bd21fae4ff816c06dd80b601ae029f154bc3d0b33429e107a6200e24d447627814ad70f309457f6671e2d165674f4177b1e99981b982f2937303e32ac32ccaaa8de91ca299f8276770215bf5ab3d2fa07877", "e63e5420ea4c6bc6638d660a0bbfbb80cde0f45595d2f37e901e6a5a5eb28da6fef719e49251f7b3d4fc56d17832a2f7150eedd274062f1854757a88bdb8276e11ee95b6965c4db01ebb330e3428ec6bc038488390a301e0f01b6e01a7697c88134ab15a68f335a3e73b34ddea25b0e545420d156e208bbf6839631728f4455e69201b545b1d768c08fcc9eda8e829c9ea0eae5c89d8d49f9da744781adec0f5df15e4be5f7a076f1eaf626fd026700c07a4f6ae0fdaec606155c74073d71477a715b14675f71dce495023bc64bc6c77"),
+            ],
+        },
+        FramingVector {
+            label: "aes256-ctr+hmac-sha1-etm@openssh.com",
+            cipher: "aes256-ctr",
+            mac: Some("hmac-sha1-etm@openssh.com"),
+            key: "8d729b85d169659748ecf42ba3a6600319cc70762a56104b68d488ebbfcc5d6d",
+            iv: "7ba6437c6cd99dfd90505e8a55e609c2",
+            mac_key: "981347f5e9ff093e4afaf15aa89ac0ecc5f30bb8",
+            packets: &[
+                (0x3, "000000100621d8ebb143756bc254722ab932d049", "00000010ed2ce7a9f0c5f0fd6adcb67239279d8923c4085f4f0d828dad0f50c857183c6de134e582"),
+                (0x4, "000000401064f507a57fba67e68ffe9fe816586294cc7bd06143fc389f6e27eba7a23e76370011da9e8a5182b01ab7632525f229b3dcd8c8b136d49b00bb6fef3aa36a10", "00000040d887f4809611831cb235d0f5a61ec7cb7c88df59d842c1286893a53a82d2f853f7b042b3481eea51930a54ecbf8371aea31b2e6df1eae6d0c37d2f4485c28d0932e1807e3852bcecab065a08c76764e430e5eab1"),
+                (0x5, "000000900d42446b94fa0d8761e02d63089584e7df3c5e7673f25605ca5c90b256acbdb4747a0a77b7d33e58005b5246b3b6cb1fbd7205e4ab11cde3a3b94e0625f5ad6298bdffd700bbf11ce49292eeae9789472d682b477c5d8473425040812508092a8bc2d7ba55ecec31989385c29785b71ed78dc6b2ad7431a394475e112c25b1c885509121e505438e8417069258936bac", "0000009098154f2507769ca014653edcf7323ff83d67af0aa4adffa440269968acef1f2d20cf29c3377784e1d89bf73a8e26ee07d0f65961f93f87ae823c40bae25893010f5a7ae8cd3f2a769d88dadfe84b74d13f632a72056ac5e06e15390cf0e80b25c7f7a10d52404882f4274db28d557708134beda2c5601f612985b2e93c52d01eefebe25bf34e8fa493b278c72323c07ac626e249ea78c7d3181a2a9a998d8b0daf545e49"),
+            ],
+        },
+        FramingVector {
+            label: "aes256-ctr+hmac-sha1",
+            cipher: "aes256-ctr",
+            mac: Some("hmac-sha1"),
+            key: "d40703f0f8995b447791cb1eb3b03a35f83ef13e16795b9009203cc502d51165",
+            iv: "ede017fecf2da16a5699fb8e6233d1b1",
+            mac_key: "69acfa44e4919b5c7dbfcd34c114f9147a9d055a",
+            packets: &[
+                (0x3, "0000001c1238bdd333b917eba1f1ba5e38a0faf71976991f631e54a3559451c3", "9cac91b5be7da7c788fa0b4c10971a2ef508510cba9c79869a8da0d3144493bbbc21e30160fb91c347cb519087640215635a9902"),
+                (0x4, "0000003c0cdf9562b1ffbdd5f6fccd98354830c453e2c85e83dfdd37877150b933ca1fa17bbe5aede6aad4360aa86aea3c8de5e7394ebccc5c40d32705c36602", "b86919481b8895408edc20db9e116f644970d9e8763c9dc3f6864522341a5004ebe0bf22c60d1781591323d4efef868f8ad1c7f3f042ff11b75a495933628619e52115507c5ae689c28ca16085b5de9ece02cfd5"),
+                (0x5, "0000008c09536405855fa0390acdc1f3218b1e7389b9be629017897961debba20b599b081dd6c31d45be5a0143eb6d04a1a103079389535d9a57aa90f6437a5c558bea1b21e807d774af75a0e8499174130b40227778e6f14200575226d6ecce3af6954488d70a5c14166803f66ef41eef99c4d432defc222b4ba4a2d9731737d14324aafd534150ee8e71d23e4e6288", "5b8b799645779f6443601e74440d9cc4cadec366f1e8b8ef8696d7cefe322bc6f35cfc023308f8e45213be94433b3184ebb8aa1d6f1d074341605a0c82c5310748dd9fdaaf1b45f0755636d14d18fbd9d2c5264ad6b4afbe3901a588fb6e1c5f217e62edc6586b55b3a91bdf95e10dbed1797514defc1380f1759173244e03cca8b7e3adb2e0be3aba51c63dfe9ca941f0e1fc347198519f6c94c53f51ee663440acd81a"),
             ],
         },
     ];

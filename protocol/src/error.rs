@@ -63,6 +63,9 @@ pub enum PeerMisbehaved {
     BadKexSignature(String),
     #[error("invalid key exchange public value")]
     BadKexValue,
+    /// RFC 4419: a request we cannot serve, or a group outside what we asked for.
+    #[error("group exchange: {0}")]
+    GroupExchange(String),
     #[error("host key algorithm {0} does not match the key we negotiated")]
     HostKeyAlgorithm(String),
     #[error("compression is not negotiated but {0} was forced")]
@@ -86,9 +89,12 @@ impl Error {
             Error::Peer(P::BadMac) => disconnect::MAC_ERROR,
             Error::Peer(P::BadVersion(_)) => disconnect::PROTOCOL_VERSION_NOT_SUPPORTED,
             Error::Peer(P::UnknownService(_)) => disconnect::SERVICE_NOT_AVAILABLE,
-            Error::Peer(P::BadKexSignature(_) | P::BadKexValue | P::HostKeyAlgorithm(_)) => {
-                disconnect::KEY_EXCHANGE_FAILED
-            }
+            Error::Peer(
+                P::BadKexSignature(_)
+                | P::BadKexValue
+                | P::GroupExchange(_)
+                | P::HostKeyAlgorithm(_),
+            ) => disconnect::KEY_EXCHANGE_FAILED,
             Error::Peer(_) => disconnect::PROTOCOL_ERROR,
             Error::NoCommonAlgorithm { .. } => disconnect::KEY_EXCHANGE_FAILED,
             Error::HostKeyMismatch { .. } => disconnect::HOST_KEY_NOT_VERIFIABLE,

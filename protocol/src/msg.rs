@@ -11,6 +11,12 @@ pub const KEXINIT: u8 = 20;
 pub const NEWKEYS: u8 = 21;
 pub const KEX_ECDH_INIT: u8 = 30;
 pub const KEX_ECDH_REPLY: u8 = 31;
+/// diffie-hellman-group-exchange (RFC 4419 5); GROUP and INIT share 31 and 32 with other
+/// methods' messages, as every method's numbers in 30..=49 are its own.
+pub const KEX_DH_GEX_GROUP: u8 = 31;
+pub const KEX_DH_GEX_INIT: u8 = 32;
+pub const KEX_DH_GEX_REPLY: u8 = 33;
+pub const KEX_DH_GEX_REQUEST: u8 = 34;
 
 pub const USERAUTH_REQUEST: u8 = 50;
 pub const USERAUTH_FAILURE: u8 = 51;

@@ -29,10 +29,13 @@ use rand_core::{RngCore, SeedableRng};
 use zeroize::Zeroizing;
 
 use crate::cipher::{CipherAlg, MacAlg, PacketCipher};
+use crate::crypto::dh::Group;
 use crate::crypto::{CryptoProvider, Digest};
 use crate::error::{Error, PeerMisbehaved};
 use crate::hostkey::{PrivateKey, PublicKey, SigAlg};
-use crate::kex::{self, ClientKex, ExchangeHashInput, KexAlg, KexInit, Negotiated, Proposal};
+use crate::kex::{
+    self, ClientKex, ExchangeHashInput, GexRequest, KexAlg, KexInit, Negotiated, Proposal,
+};
 use crate::msg;
 use crate::packet::{Opened, Opener, Sealer};
 use crate::version::{Parsed, VersionParser};
@@ -144,10 +147,18 @@ pub enum Input {
     Packet { len: usize, payload: Range<usize> },
 }
 
-/// Where a key exchange stands (RFC 4253 section 7, with curve25519-sha256, RFC 8731).
+/// Where a key exchange stands (RFC 4253 section 7).
 ///
-/// Server: `KexInitSent`, `AwaitingEcdhInit`, `AwaitingNewKeys`, `Idle`.
-/// Client: `KexInitSent`, `AwaitingEcdhReply`, `AwaitingNewKeys`, `Idle`.
+/// Single round trip (ECDH, the hybrid methods, DH in a fixed group; messages 30 and 31):
+/// * server: `KexInitSent`, `AwaitingEcdhInit`, `AwaitingNewKeys`, `Idle`;
+/// * client: `KexInitSent`, `AwaitingEcdhReply`, `AwaitingNewKeys`, `Idle`.
+///
+/// Group exchange (RFC 4419; messages 34, 31, 32, 33):
+/// * server: `KexInitSent`, `AwaitingGexRequest`, `AwaitingGexInit`, `AwaitingNewKeys`,
+///   `Idle`;
+/// * client: `KexInitSent`, `AwaitingGexGroup`, `AwaitingGexReply`, `AwaitingNewKeys`,
+///   `Idle`.
+///
 /// A KEXINIT from the peer while `Idle` (the peer starts a rekey) sends ours first and
 /// goes on as from `KexInitSent`. The first key exchange starts at construction.
 enum KexState {
@@ -158,12 +169,35 @@ enum KexState {
         /// Our KEXINIT payload.
         ours: Vec<u8>,
     },
-    /// Server: both KEXINITs are in; waiting for the client's KEX_ECDH_INIT.
+    /// Server: both KEXINITs are in; waiting for the client's KEX_ECDH_INIT (or KEXDH_INIT).
     AwaitingEcdhInit(Agreement),
     /// Client: both KEXINITs are in and our KEX_ECDH_INIT is out; waiting for the reply.
     AwaitingEcdhReply {
         agreement: Agreement,
         /// Our ephemeral keys and Q_C.
+        client: ClientKex,
+    },
+    /// Server, group exchange: both KEXINITs are in; waiting for KEX_DH_GEX_REQUEST.
+    AwaitingGexRequest(Agreement),
+    /// Server, group exchange: our KEX_DH_GEX_GROUP is out; waiting for KEX_DH_GEX_INIT.
+    AwaitingGexInit {
+        agreement: Agreement,
+        /// The sizes the client asked for (they go into the exchange hash).
+        request: GexRequest,
+        group: &'static Group,
+    },
+    /// Client, group exchange: our KEX_DH_GEX_REQUEST is out; waiting for the group.
+    AwaitingGexGroup {
+        agreement: Agreement,
+        request: GexRequest,
+    },
+    /// Client, group exchange: our KEX_DH_GEX_INIT is out; waiting for KEX_DH_GEX_REPLY.
+    AwaitingGexReply {
+        agreement: Agreement,
+        request: GexRequest,
+        /// The group the server chose.
+        group: Group,
+        /// Our ephemeral key and e.
         client: ClientKex,
     },
     /// Our NEWKEYS is out, so application messages may flow again; the peer's NEWKEYS
@@ -189,12 +223,22 @@ struct Agreement {
 impl KexState {
     /// Whether the peer's KEXINIT of the current key exchange is in.
     fn peer_kexinit_in(&self) -> bool {
-        matches!(
-            self,
-            KexState::AwaitingEcdhInit(_)
-                | KexState::AwaitingEcdhReply { .. }
-                | KexState::AwaitingNewKeys { .. }
-        )
+        !matches!(self, KexState::Idle | KexState::KexInitSent { .. })
+    }
+
+    /// Both KEXINITs, while the method's messages are being exchanged.
+    fn agreement_mut(&mut self) -> Option<&mut Agreement> {
+        match self {
+            KexState::AwaitingEcdhInit(agreement)
+            | KexState::AwaitingGexRequest(agreement)
+            | KexState::AwaitingEcdhReply { agreement, .. }
+            | KexState::AwaitingGexInit { agreement, .. }
+            | KexState::AwaitingGexGroup { agreement, .. }
+            | KexState::AwaitingGexReply { agreement, .. } => Some(agreement),
+            KexState::Idle | KexState::KexInitSent { .. } | KexState::AwaitingNewKeys { .. } => {
+                None
+            }
+        }
     }
 
     /// Whether our sending side is free for application messages: no key exchange, or
@@ -210,6 +254,10 @@ impl KexState {
             KexState::KexInitSent { .. } => "KexInitSent",
             KexState::AwaitingEcdhInit(_) => "AwaitingEcdhInit",
             KexState::AwaitingEcdhReply { .. } => "AwaitingEcdhReply",
+            KexState::AwaitingGexRequest(_) => "AwaitingGexRequest",
+            KexState::AwaitingGexInit { .. } => "AwaitingGexInit",
+            KexState::AwaitingGexGroup { .. } => "AwaitingGexGroup",
+            KexState::AwaitingGexReply { .. } => "AwaitingGexReply",
             KexState::AwaitingNewKeys { .. } => "AwaitingNewKeys",
         }
     }
@@ -847,9 +895,11 @@ impl Transport {
             ours,
             theirs: payload.to_vec(),
         };
-        self.kex = match self.role {
-            Role::Server => KexState::AwaitingEcdhInit(agreement),
-            Role::Client => {
+        let group_exchange = agreement.agreed.kex.is_group_exchange();
+        self.kex = match (self.role, group_exchange) {
+            (Role::Server, false) => KexState::AwaitingEcdhInit(agreement),
+            (Role::Server, true) => KexState::AwaitingGexRequest(agreement),
+            (Role::Client, false) => {
                 let client =
                     ClientKex::start(agreement.agreed.kex, self.config.provider, &mut self.rng)?;
                 let mut p = Vec::with_capacity(client.public().len() + 8);
@@ -857,6 +907,15 @@ impl Transport {
                 wire::put_string(&mut p, client.public());
                 self.queue_packet(&p);
                 KexState::AwaitingEcdhReply { agreement, client }
+            }
+            (Role::Client, true) => {
+                let request = GexRequest::for_algorithms(&agreement.agreed);
+                let mut p = vec![msg::KEX_DH_GEX_REQUEST];
+                for n in [request.min, request.n, request.max] {
+                    wire::put_u32(&mut p, n);
+                }
+                self.queue_packet(&p);
+                KexState::AwaitingGexGroup { agreement, request }
             }
         };
         Ok(())
@@ -870,23 +929,44 @@ impl Transport {
             }
             .into()
         };
-        match &mut self.kex {
-            KexState::AwaitingEcdhInit(agreement)
-            | KexState::AwaitingEcdhReply { agreement, .. } => {
-                if agreement.ignore_guessed_packet {
-                    agreement.ignore_guessed_packet = false;
-                    return Ok(());
-                }
+        match self.kex.agreement_mut() {
+            Some(agreement) if agreement.ignore_guessed_packet => {
+                agreement.ignore_guessed_packet = false;
+                return Ok(());
             }
-            _ => return Err(unexpected()),
+            Some(_) => {}
+            None => return Err(unexpected()),
         }
         match (std::mem::replace(&mut self.kex, KexState::Idle), m) {
             (KexState::AwaitingEcdhInit(agreement), msg::KEX_ECDH_INIT) => {
-                self.server_ecdh(agreement, payload)
+                self.server_init(&agreement, None, payload)
             }
             (KexState::AwaitingEcdhReply { agreement, client }, msg::KEX_ECDH_REPLY) => {
-                self.client_ecdh(agreement, client, payload)
+                self.client_reply(&agreement, client, None, payload)
             }
+            (KexState::AwaitingGexRequest(agreement), msg::KEX_DH_GEX_REQUEST) => {
+                self.server_gex_request(agreement, payload)
+            }
+            (
+                KexState::AwaitingGexInit {
+                    agreement,
+                    request,
+                    group,
+                },
+                msg::KEX_DH_GEX_INIT,
+            ) => self.server_init(&agreement, Some((request, group)), payload),
+            (KexState::AwaitingGexGroup { agreement, request }, msg::KEX_DH_GEX_GROUP) => {
+                self.client_gex_group(agreement, request, payload)
+            }
+            (
+                KexState::AwaitingGexReply {
+                    agreement,
+                    request,
+                    group,
+                    client,
+                },
+                msg::KEX_DH_GEX_REPLY,
+            ) => self.client_reply(&agreement, client, Some((request, &group)), payload),
             (state, _) => {
                 self.kex = state;
                 Err(unexpected())
@@ -894,12 +974,92 @@ impl Transport {
         }
     }
 
-    fn server_ecdh(&mut self, agreement: Agreement, payload: &[u8]) -> Result<(), Error> {
-        let mal = Error::malformed(msg::KEX_ECDH_INIT);
+    /// Server, RFC 4419 3: answer KEX_DH_GEX_REQUEST with a group.
+    fn server_gex_request(&mut self, agreement: Agreement, payload: &[u8]) -> Result<(), Error> {
+        let mal = Error::malformed(msg::KEX_DH_GEX_REQUEST);
+        let mut r = Reader::new(&payload[1..]);
+        let request = GexRequest {
+            min: r.u32("min").map_err(&mal)?,
+            n: r.u32("n").map_err(&mal)?,
+            max: r.u32("max").map_err(&mal)?,
+        };
+        r.finish().map_err(&mal)?;
+        let group = request.choose_group()?;
+        let mut p = Vec::with_capacity(group.prime().len() + 16);
+        p.push(msg::KEX_DH_GEX_GROUP);
+        wire::put_mpint_unsigned(&mut p, group.prime());
+        wire::put_mpint_unsigned(&mut p, group.generator());
+        self.queue_packet(&p);
+        self.kex = KexState::AwaitingGexInit {
+            agreement,
+            request,
+            group,
+        };
+        Ok(())
+    }
+
+    /// Client, RFC 4419 3: check the server's group, then send e.
+    fn client_gex_group(
+        &mut self,
+        agreement: Agreement,
+        request: GexRequest,
+        payload: &[u8],
+    ) -> Result<(), Error> {
+        let mal = Error::malformed(msg::KEX_DH_GEX_GROUP);
+        let mut r = Reader::new(&payload[1..]);
+        let p = r.mpint("p").map_err(&mal)?;
+        let g = r.mpint("g").map_err(&mal)?;
+        r.finish().map_err(&mal)?;
+        let group = Group::from_peer(p, g)
+            .map_err(|e| PeerMisbehaved::GroupExchange(format!("the server's group: {e}")))?;
+        if !(request.min..=request.max).contains(&group.bits()) {
+            return Err(PeerMisbehaved::GroupExchange(format!(
+                "the server's group has {} bits; we asked for {} to {}",
+                group.bits(),
+                request.min,
+                request.max
+            ))
+            .into());
+        }
+        let client = ClientKex::start_in_group(agreement.agreed.kex, &group, &mut self.rng)?;
+        let mut init = Vec::with_capacity(client.public().len() + 8);
+        init.push(msg::KEX_DH_GEX_INIT);
+        wire::put_string(&mut init, client.public());
+        self.queue_packet(&init);
+        self.kex = KexState::AwaitingGexReply {
+            agreement,
+            request,
+            group,
+            client,
+        };
+        Ok(())
+    }
+
+    /// Server: the client's value (KEX_ECDH_INIT's Q_C or e, or KEX_DH_GEX_INIT's e: one
+    /// string or mpint, the same framing), then our reply with the exchange hash signed
+    /// (K_S, our value, signature: the same layout for every method) and NEWKEYS.
+    fn server_init(
+        &mut self,
+        agreement: &Agreement,
+        group_exchange: Option<(GexRequest, &'static Group)>,
+        payload: &[u8],
+    ) -> Result<(), Error> {
+        let mal = Error::malformed(payload[0]);
         let mut r = Reader::new(&payload[1..]);
         let q_c = r.string("Q_C").map_err(&mal)?;
         r.finish().map_err(&mal)?;
         let agreed = agreement.agreed;
+        let provider = self.config.provider;
+        let (reply, (q_s, k)) = match group_exchange {
+            None => (
+                msg::KEX_ECDH_REPLY,
+                kex::method::server_respond(agreed.kex, provider, q_c, &mut self.rng)?,
+            ),
+            Some((_, group)) => (
+                msg::KEX_DH_GEX_REPLY,
+                kex::method::server_respond_in_group(group, q_c, &mut self.rng)?,
+            ),
+        };
         let host_keys = self.host_keys.clone();
         let key = host_keys
             .iter()
@@ -907,8 +1067,6 @@ impl Transport {
             .ok_or(Error::Misuse(
                 "negotiated a host key algorithm we have no key for",
             ))?;
-        let provider = self.config.provider;
-        let (q_s, k) = kex::method::server_respond(agreed.kex, provider, q_c, &mut self.rng)?;
         let k_s = key.public().to_blob();
         let h = ExchangeHashInput {
             client_version: self.peer_version.as_deref().unwrap_or_default().as_bytes(),
@@ -916,6 +1074,7 @@ impl Transport {
             client_kexinit: &agreement.theirs,
             server_kexinit: &agreement.ours,
             host_key_blob: &k_s,
+            group_exchange,
             client_public: q_c,
             server_public: &q_s,
             shared_secret: &k,
@@ -924,8 +1083,8 @@ impl Transport {
         let sig = key
             .sign(agreed.host_key, h.as_ref())
             .map_err(|e| Error::Local(format!("host key signature failed: {e}")))?;
-        let mut p = Vec::with_capacity(k_s.len() + sig.len() + 64);
-        p.push(msg::KEX_ECDH_REPLY);
+        let mut p = Vec::with_capacity(k_s.len() + q_s.len() + sig.len() + 16);
+        p.push(reply);
         wire::put_string(&mut p, &k_s);
         wire::put_string(&mut p, &q_s);
         wire::put_string(&mut p, &sig);
@@ -934,13 +1093,17 @@ impl Transport {
         Ok(())
     }
 
-    fn client_ecdh(
+    /// Client: the server's reply (K_S, its value, signature; KEX_ECDH_REPLY or
+    /// KEX_DH_GEX_REPLY): K, the exchange hash, the host key and its signature; then
+    /// NEWKEYS.
+    fn client_reply(
         &mut self,
-        agreement: Agreement,
+        agreement: &Agreement,
         client: ClientKex,
+        group_exchange: Option<(GexRequest, &Group)>,
         payload: &[u8],
     ) -> Result<(), Error> {
-        let mal = Error::malformed(msg::KEX_ECDH_REPLY);
+        let mal = Error::malformed(payload[0]);
         let mut r = Reader::new(&payload[1..]);
         let k_s = r.string("K_S").map_err(&mal)?;
         let q_s = r.string("Q_S").map_err(&mal)?;
@@ -964,6 +1127,7 @@ impl Transport {
             client_kexinit: &agreement.ours,
             server_kexinit: &agreement.theirs,
             host_key_blob: k_s,
+            group_exchange,
             client_public: &q_c,
             server_public: q_s,
             shared_secret: &k,
@@ -1109,7 +1273,11 @@ mod tests {
     use crate::packet::Sealer;
 
     fn pair(now: Instant) -> (Transport, Transport) {
-        let config = Arc::new(Config::default());
+        pair_with(Config::default(), now)
+    }
+
+    fn pair_with(config: Config, now: Instant) -> (Transport, Transport) {
+        let config = Arc::new(config);
         let host_keys: Arc<[PrivateKey]> = Arc::from(vec![PrivateKey::from_ed25519_seed(&[9; 32])]);
         let client = Transport::client(config.clone(), ClientOptions::default(), [1; 32], now);
         let server = Transport::server(config, host_keys, [2; 32], now);
@@ -1252,6 +1420,131 @@ mod tests {
                 msg::KEX_ECDH_INIT,
                 "not expecting this key exchange message"
             )
+        );
+    }
+
+    /// aes128-gcm: the client asks for 3072 bits and gets RFC 3526 group 15 (fast enough
+    /// for a debug build).
+    fn group_exchange_pair(now: Instant) -> (Transport, Transport) {
+        pair_with(
+            Config {
+                kex: vec![KexAlg::DhGroupExchangeSha256],
+                ciphers: vec![CipherAlg::Aes128Gcm],
+                ..Config::default()
+            },
+            now,
+        )
+    }
+
+    #[test]
+    fn group_exchange_takes_two_round_trips() {
+        let now = Instant::now();
+        let (mut c, mut s) = group_exchange_pair(now);
+        deliver(&mut c, &mut s, now).unwrap(); // version, KEXINIT
+        assert_eq!(states(&c, &s), ("KexInitSent", "AwaitingGexRequest"));
+        deliver(&mut s, &mut c, now).unwrap(); // version, KEXINIT; the client asks
+        assert_eq!(states(&c, &s), ("AwaitingGexGroup", "AwaitingGexRequest"));
+        deliver(&mut c, &mut s, now).unwrap(); // KEX_DH_GEX_REQUEST
+        assert_eq!(states(&c, &s), ("AwaitingGexGroup", "AwaitingGexInit"));
+        match &s.kex {
+            KexState::AwaitingGexInit { request, group, .. } => {
+                assert_eq!((request.min, request.n, request.max), (2048, 3072, 8192));
+                assert_eq!(group.bits(), 3072);
+            }
+            _ => unreachable!(),
+        }
+        deliver(&mut s, &mut c, now).unwrap(); // KEX_DH_GEX_GROUP
+        assert_eq!(states(&c, &s), ("AwaitingGexReply", "AwaitingGexInit"));
+        deliver(&mut c, &mut s, now).unwrap(); // KEX_DH_GEX_INIT
+        assert_eq!(states(&c, &s), ("AwaitingGexReply", "AwaitingNewKeys"));
+        deliver(&mut s, &mut c, now).unwrap(); // KEX_DH_GEX_REPLY, NEWKEYS, EXT_INFO
+        deliver(&mut c, &mut s, now).unwrap(); // NEWKEYS
+        assert_eq!(states(&c, &s), ("Idle", "Idle"));
+        assert!(c.is_established() && s.is_established());
+        assert_eq!(c.session_id(), s.session_id());
+        assert_eq!(c.negotiated().unwrap().kex, KexAlg::DhGroupExchangeSha256);
+    }
+
+    #[test]
+    fn group_exchange_refuses_what_it_cannot_use() {
+        let now = Instant::now();
+        let refused = |t: &Transport| {
+            assert!(t.is_closed());
+            // The DISCONNECT says why, as a key exchange failure.
+            let out = t.transmit();
+            assert!(!out.is_empty());
+        };
+        let gex_error = |r: Result<Input, Error>| match r {
+            Err(Error::Peer(PeerMisbehaved::GroupExchange(why))) => why,
+            other => panic!("{other:?}"),
+        };
+
+        // Server: sizes out of order.
+        let (mut c, mut s) = group_exchange_pair(now);
+        deliver(&mut c, &mut s, now).unwrap();
+        let mut request = vec![msg::KEX_DH_GEX_REQUEST];
+        for n in [4096u32, 2048, 8192] {
+            wire::put_u32(&mut request, n);
+        }
+        let why = gex_error(s.read(&mut plaintext(&request), now));
+        assert_eq!(why, "request min 4096 n 2048 max 8192: not min <= n <= max");
+        refused(&s);
+        assert_eq!(
+            Error::Peer(PeerMisbehaved::GroupExchange(why))
+                .disconnect_reason()
+                .unwrap()
+                .0,
+            msg::disconnect::KEY_EXCHANGE_FAILED
+        );
+
+        // Client: groups outside what it asked for, or with a useless generator.
+        let group = |p: &[u8], g: &[u8]| {
+            let mut m = vec![msg::KEX_DH_GEX_GROUP];
+            wire::put_mpint_unsigned(&mut m, p);
+            wire::put_mpint_unsigned(&mut m, g);
+            plaintext(&m)
+        };
+        let p1024 = {
+            let mut p = vec![0xff; 128];
+            p[127] = 0xfd;
+            p
+        };
+        let p2048 = crate::crypto::dh::GROUP14.prime();
+        for (mut packet, want) in [
+            (
+                group(&p1024, &[2]),
+                "the server's group: p has 1024 bits, outside 2048..=8192",
+            ),
+            (
+                group(p2048, &[1]),
+                "the server's group: g is not between 2 and p - 2",
+            ),
+        ] {
+            let (mut c, mut s) = group_exchange_pair(now);
+            deliver(&mut s, &mut c, now).unwrap();
+            assert_eq!(c.kex.name(), "AwaitingGexGroup");
+            assert_eq!(gex_error(c.read(&mut packet, now)), want);
+            refused(&c);
+        }
+
+        // Messages of the other flow, or out of turn.
+        let (mut c, mut s) = group_exchange_pair(now);
+        deliver(&mut c, &mut s, now).unwrap();
+        assert_eq!(
+            s.read(&mut plaintext(&[msg::KEX_ECDH_INIT, 0, 0, 0, 0]), now),
+            Err(Error::Peer(PeerMisbehaved::Unexpected {
+                msg: msg::KEX_ECDH_INIT,
+                state: "not expecting this key exchange message"
+            }))
+        );
+        let (mut c, mut s) = group_exchange_pair(now);
+        deliver(&mut s, &mut c, now).unwrap();
+        assert_eq!(
+            c.read(&mut plaintext(&[msg::KEX_DH_GEX_REPLY, 0, 0, 0, 0]), now),
+            Err(Error::Peer(PeerMisbehaved::Unexpected {
+                msg: msg::KEX_DH_GEX_REPLY,
+                state: "not expecting this key exchange message"
+            }))
         );
     }
 

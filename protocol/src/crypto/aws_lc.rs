@@ -268,3 +268,43 @@ impl DecapsulationKey for MlKemDecapsulation {
         Ok(Zeroizing::new(shared.as_ref().to_vec()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::test_vectors::field;
+
+    const MLKEM: &str = include_str!("../../tests/data/kex/mlkem768-acvp.txt");
+
+    /// NIST ACVP ML-KEM-768 decapsulation (protocol/tests/data/kex/mlkem768-acvp.txt)
+    /// through our `DecapsulationKey`, with the vector's dk loaded into AWS-LC. aws-lc-rs
+    /// takes no caller randomness, so key generation and encapsulation have no fixed
+    /// inputs here: an encapsulation to the vector's key must decapsulate with its dk.
+    #[test]
+    fn mlkem768_acvp_decapsulation() {
+        let dk = field(MLKEM, "decap.dk");
+        let key = || {
+            Box::new(MlKemDecapsulation {
+                key: kem::DecapsulationKey::new(&kem::ML_KEM_768, &dk).unwrap(),
+                public: Vec::new(),
+            })
+        };
+        for case in ["valid", "modified"] {
+            let c = field(MLKEM, &format!("decap.{case}.c"));
+            let k = key().decapsulate(&c).unwrap();
+            assert_eq!(
+                hex::encode(&k),
+                hex::encode(field(MLKEM, &format!("decap.{case}.k")))
+            );
+        }
+        assert_eq!(
+            key().decapsulate(&[0; 1089]).unwrap_err(),
+            CryptoError::BadPeerValue
+        );
+        // The encapsulation key inside FIPS 203's dk (bytes 1152..2336).
+        let ek = &dk[1152..1152 + 1184];
+        let mut rng = rand_core::OsRng;
+        let (c, k) = MlKem768.encapsulate(ek, &mut rng).unwrap();
+        assert_eq!(key().decapsulate(&c).unwrap(), k);
+    }
+}

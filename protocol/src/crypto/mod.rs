@@ -9,8 +9,9 @@
 //! exchange hash, key derivation, packet framing) are written once, in [`crate::kex`] and
 //! [`crate::cipher`], and are the same for every provider. What every provider shares,
 //! whichever is chosen: sntrup761 (the `sntrup761` crate; AWS-LC has none), the
-//! finite-field Diffie-Hellman groups, the legacy CTR ciphers and HMACs, and host key
-//! signatures (`ssh-key`, `rsa`).
+//! finite-field Diffie-Hellman groups ([`dh`], on crypto-bigint; aws-lc-rs does not expose
+//! AWS-LC's), the legacy CTR ciphers and HMACs, and host key signatures (`ssh-key`,
+//! `rsa`).
 //!
 //! [`default_provider`] is aws-lc-rs when that feature is built, else RustCrypto. Tests
 //! run against every provider built in ([`providers`]), so a build with both features
@@ -25,6 +26,7 @@ use crate::cipher::OpenError;
 
 #[cfg(feature = "aws-lc-rs")]
 pub mod aws_lc;
+pub mod dh;
 #[cfg(feature = "rustcrypto")]
 pub mod rust_crypto;
 pub(crate) mod shared;
@@ -220,4 +222,78 @@ pub fn providers() -> Vec<&'static CryptoProvider> {
         &rust_crypto::PROVIDER,
     ]
     .to_vec()
+}
+
+/// Helpers of the known-answer tests of the providers.
+#[cfg(test)]
+pub(crate) mod test_vectors {
+    #[cfg(feature = "rustcrypto")]
+    pub(crate) use replay::Replay;
+
+    /// The hex value of `key` in a file of `key value` lines (protocol/tests/data/kex/).
+    pub(crate) fn field(text: &str, key: &str) -> Vec<u8> {
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {key} in the vectors"));
+        hex::decode(value).unwrap()
+    }
+
+    #[cfg(feature = "rustcrypto")]
+    mod replay {
+        use rand_core::{CryptoRng, RngCore};
+
+        /// A "generator" that hands out fixed bytes, in order, to make a primitive that draws
+        /// its randomness from the caller run on a known answer's inputs. Panics when asked
+        /// for more than it holds, and checks at drop that everything was taken.
+        pub(crate) struct Replay {
+            bytes: Vec<u8>,
+            at: usize,
+        }
+
+        impl Replay {
+            pub(crate) fn new(bytes: Vec<u8>) -> Self {
+                Replay { bytes, at: 0 }
+            }
+        }
+
+        impl Drop for Replay {
+            fn drop(&mut self) {
+                if !std::thread::panicking() {
+                    assert_eq!(self.at, self.bytes.len(), "not every input byte was drawn");
+                }
+            }
+        }
+
+        impl RngCore for Replay {
+            fn next_u32(&mut self) -> u32 {
+                let mut b = [0; 4];
+                self.fill_bytes(&mut b);
+                u32::from_le_bytes(b)
+            }
+
+            fn next_u64(&mut self) -> u64 {
+                let mut b = [0; 8];
+                self.fill_bytes(&mut b);
+                u64::from_le_bytes(b)
+            }
+
+            fn fill_bytes(&mut self, dest: &mut [u8]) {
+                let end = self.at + dest.len();
+                assert!(
+                    end <= self.bytes.len(),
+                    "asked for more than the vector holds"
+                );
+                dest.copy_from_slice(&self.bytes[self.at..end]);
+                self.at = end;
+            }
+
+            fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+                self.fill_bytes(dest);
+                Ok(())
+            }
+        }
+
+        impl CryptoRng for Replay {}
+    }
 }

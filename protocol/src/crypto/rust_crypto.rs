@@ -410,3 +410,61 @@ impl DecapsulationKey for MlKemDecapsulation {
         Ok(Zeroizing::new(shared.to_vec()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::test_vectors::{field, Replay};
+    use sha2::Sha256;
+
+    const MLKEM: &str = include_str!("../../tests/data/kex/mlkem768-acvp.txt");
+
+    /// NIST ACVP ML-KEM-768 vectors (protocol/tests/data/kex/mlkem768-acvp.txt) through
+    /// our `Kem` and `DecapsulationKey`: the randomness FIPS 203 draws (d and z for key
+    /// generation, m for encapsulation) comes from the vector.
+    #[test]
+    fn mlkem768_acvp_known_answers() {
+        // ML-KEM.KeyGen_internal(d, z): our key's encapsulation key is ek.
+        let seed = [field(MLKEM, "keygen.d"), field(MLKEM, "keygen.z")].concat();
+        let key = MlKem768.generate(&mut Replay::new(seed)).unwrap();
+        assert_eq!(
+            Sha256::digest(key.encapsulation_key()).to_vec(),
+            field(MLKEM, "keygen.ek_sha256")
+        );
+        // ML-KEM.Encaps_internal(ek, m) = (K, c).
+        for case in ["encap0", "encap1"] {
+            let ek = field(MLKEM, &format!("{case}.ek"));
+            let m = field(MLKEM, &format!("{case}.m"));
+            let (c, k) = MlKem768.encapsulate(&ek, &mut Replay::new(m)).unwrap();
+            assert_eq!(
+                hex::encode(c),
+                hex::encode(field(MLKEM, &format!("{case}.c")))
+            );
+            assert_eq!(
+                hex::encode(&k),
+                hex::encode(field(MLKEM, &format!("{case}.k")))
+            );
+        }
+        // ML-KEM.Decaps_internal(dk, c): a valid ciphertext, and a modified one (implicit
+        // rejection gives the vector's pseudo-random K).
+        let dk = field(MLKEM, "decap.dk");
+        let key = || {
+            Box::new(MlKemDecapsulation {
+                key: Box::new(MlKemDk::from_bytes(dk[..].try_into().unwrap())),
+                public: Vec::new(),
+            })
+        };
+        for case in ["valid", "modified"] {
+            let c = field(MLKEM, &format!("decap.{case}.c"));
+            let k = key().decapsulate(&c).unwrap();
+            assert_eq!(
+                hex::encode(&k),
+                hex::encode(field(MLKEM, &format!("decap.{case}.k")))
+            );
+        }
+        assert_eq!(
+            key().decapsulate(&[0; 1087]).unwrap_err(),
+            CryptoError::BadPeerValue
+        );
+    }
+}

@@ -4,7 +4,8 @@
 use zeroize::Zeroizing;
 
 use crate::cipher::{CipherAlg, MacAlg};
-use crate::crypto::{CryptoProvider, Digest, HashAlg};
+use crate::crypto::dh::Group;
+use crate::crypto::{CryptoProvider, Digest, HashAlg, Hasher};
 use crate::error::Error;
 use crate::hostkey::SigAlg;
 use crate::msg;
@@ -12,7 +13,7 @@ use crate::wire::{self, NameList, Reader};
 
 pub mod method;
 
-pub use method::{ClientKex, KexAlg};
+pub use method::{ClientKex, GexRequest, KexAlg};
 
 /// Pseudo-algorithms announced in the kex list (never negotiated as a method).
 pub const EXT_INFO_C: &str = "ext-info-c";
@@ -211,14 +212,18 @@ pub fn guess_was_wrong(peer: &KexInit<'_>, agreed: &Negotiated) -> bool {
             || peer.host_key.iter().next() != Some(agreed.host_key.name()))
 }
 
-/// The exchange hash inputs of a single-round-trip key exchange (RFC 4253 8, RFC 5656 4,
-/// RFC 8731 3, and the hybrid methods, which use the same layout).
+/// The exchange hash inputs (RFC 4253 8, RFC 5656 4, RFC 8731 3, and the hybrid methods,
+/// which use the same layout; RFC 4419 3 for the group exchange, which adds its request
+/// and group after K_S).
 pub struct ExchangeHashInput<'a> {
     pub client_version: &'a [u8],
     pub server_version: &'a [u8],
     pub client_kexinit: &'a [u8],
     pub server_kexinit: &'a [u8],
     pub host_key_blob: &'a [u8],
+    /// The group exchange's request (min, n, max as the client sent them) and group
+    /// (p, g); `None` for every other method.
+    pub group_exchange: Option<(GexRequest, &'a Group)>,
     /// Q_C (or e), hashed as a string.
     pub client_public: &'a [u8],
     /// Q_S (or f), hashed as a string.
@@ -229,6 +234,10 @@ pub struct ExchangeHashInput<'a> {
 
 impl ExchangeHashInput<'_> {
     pub fn hash(&self, provider: &CryptoProvider, alg: HashAlg) -> Digest {
+        fn string(h: &mut dyn Hasher, s: &[u8]) {
+            h.update(&(s.len() as u32).to_be_bytes());
+            h.update(s);
+        }
         let mut h = (provider.hash)(alg);
         for s in [
             self.client_version,
@@ -236,12 +245,21 @@ impl ExchangeHashInput<'_> {
             self.client_kexinit,
             self.server_kexinit,
             self.host_key_blob,
-            self.client_public,
-            self.server_public,
         ] {
-            h.update(&(s.len() as u32).to_be_bytes());
-            h.update(s);
+            string(&mut *h, s);
         }
+        if let Some((request, group)) = self.group_exchange {
+            for n in [request.min, request.n, request.max] {
+                h.update(&n.to_be_bytes());
+            }
+            for v in [group.prime(), group.generator()] {
+                let mut mpint = Vec::with_capacity(v.len() + 5);
+                wire::put_mpint_unsigned(&mut mpint, v);
+                h.update(&mpint);
+            }
+        }
+        string(&mut *h, self.client_public);
+        string(&mut *h, self.server_public);
         h.update(self.shared_secret);
         h.finish()
     }
@@ -383,6 +401,46 @@ mod tests {
         );
         let (_, description) = err.disconnect_reason().unwrap();
         assert!(description.len() < 400);
+    }
+
+    /// Output of protocol/tests/data/kex/gen_exchange_hash_vectors.py (Python hashlib over
+    /// the layouts of RFC 4253 8 and RFC 4419 3). Exchanges captured from OpenSSH are
+    /// replayed in protocol/tests/openssh_transcripts.rs.
+    #[test]
+    fn exchange_hash_known_answers() {
+        let k_raw: Vec<u8> = (0x80..0xa0).collect();
+        let mut k = Vec::new();
+        wire::put_mpint_unsigned(&mut k, &k_raw);
+        let (q_c, q_s): (Vec<u8>, Vec<u8>) = ((0..32).collect(), (32..64).collect());
+        let input = |group_exchange| ExchangeHashInput {
+            client_version: b"SSH-2.0-client",
+            server_version: b"SSH-2.0-server",
+            client_kexinit: b"\x14client kexinit",
+            server_kexinit: b"\x14server kexinit",
+            host_key_blob: b"host key blob",
+            group_exchange,
+            client_public: &q_c,
+            server_public: &q_s,
+            shared_secret: &k,
+        };
+        let request = GexRequest {
+            min: 2048,
+            n: 3072,
+            max: 8192,
+        };
+        let gex = Some((request, &crate::crypto::dh::GROUP15));
+        let cases = [
+            (HashAlg::Sha256, None, "f81e7467e6b102a1ea26bd7cf1d4981ed24b55a7e332c1b86cf7779a96cf1a97"),
+            (HashAlg::Sha384, None, "a1a0a64b6475134e629fc9ff48d8cc377e9fbfc33c565b2692c8d16ddf41240dc36f28ae1188a62c18605f934fd79d68"),
+            (HashAlg::Sha512, None, "a50f508afcd57a841d1117cb194be1ee722c45454c30839f207508c77f46cdd1dbf4184ec6625f7673760928520f87239c605a52885ea171070faeea6efb57f7"),
+            (HashAlg::Sha256, gex, "c8a47adbec37fd943f9df18fe29cfb9d12a69a5b8ce5046d51b36529b67cfcd7"),
+        ];
+        for p in crate::crypto::providers() {
+            for (alg, group_exchange, want) in cases {
+                let h = input(group_exchange).hash(p, alg);
+                assert_eq!(hex::encode(h), want, "{alg:?} {p:?}");
+            }
+        }
     }
 
     #[test]

@@ -12,8 +12,9 @@ from the primitives of the Python `cryptography` package (OpenSSL underneath):
   is IV = counter (8 bytes little-endian) || nonce (8 bytes).
 * aes{128,256}-gcm@openssh.com (RFC 5647): clear length = AAD, nonce = 4-byte fixed part ||
   8-byte invocation counter, incremented (mod 2^64) after every packet.
-* aes{128,256}-ctr (RFC 4344) with hmac-sha2-{256,512} (RFC 6668): MAC over
-  uint32 seq || plaintext packet, whole packet encrypted; the CTR stream continues across packets.
+* aes{128,256}-ctr (RFC 4344) with hmac-sha2-{256,512} (RFC 6668) or hmac-sha1 (RFC 4253 6.4):
+  MAC over uint32 seq || plaintext packet, whole packet encrypted; the CTR stream continues
+  across packets.
 * ...-etm@openssh.com (OpenSSH PROTOCOL 1.6): length clear, body encrypted, MAC over
   uint32 seq || length || encrypted body.
 
@@ -54,7 +55,14 @@ def poly1305_tag(key, data):
 
 
 def hmac_tag(mac, key, data):
-    h = hmac.HMAC(key, hashes.SHA256() if mac.startswith("hmac-sha2-256") else hashes.SHA512())
+    if mac.startswith("hmac-sha2-256"):
+        hash_alg = hashes.SHA256()
+    elif mac.startswith("hmac-sha2-512"):
+        hash_alg = hashes.SHA512()
+    else:
+        assert mac.startswith("hmac-sha1")
+        hash_alg = hashes.SHA1()
+    h = hmac.HMAC(key, hash_alg)
     h.update(data)
     return h.finalize()
 
@@ -79,6 +87,10 @@ def self_check():
     assert hmac_tag("hmac-sha2-256", b"Jefe", b"what do ya want for nothing?").hex() == (
         "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
     )
+    # RFC 2202 test case 2
+    assert hmac_tag("hmac-sha1", b"Jefe", b"what do ya want for nothing?").hex() == (
+        "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
+    )
 
 
 # --- SSH constructions -------------------------------------------------------------------
@@ -97,6 +109,8 @@ MACS = {
     "hmac-sha2-512-etm@openssh.com": (64, 64, True),
     "hmac-sha2-256": (32, 32, False),
     "hmac-sha2-512": (64, 64, False),
+    "hmac-sha1-etm@openssh.com": (20, 20, True),
+    "hmac-sha1": (20, 20, False),
 }
 
 
