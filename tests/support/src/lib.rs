@@ -5,16 +5,21 @@
 //!   ([`SshrSetup`], [`one_user`]), and helpers for running the real clients. These need
 //!   root (sshd's privilege separation, logging in as root) and `/usr/sbin/sshd`;
 //!   `scripts/test` installs openssh-server when it runs as root.
+//! - [`peers`]: the other SSH implementations, for interop: PuTTY, Dropbear, paramiko,
+//!   asyncssh, libssh and JSch clients, Dropbear and asyncssh servers.
+//! - [`account`]: a local account that exists only while a test needs it.
 //! - [`conn`]: a scripted SSH client over a blocking socket.
 //! - [`haproxy`]: a real HAProxy in front of sshr processes, sending PROXY v2 headers.
 //! - [`pair`]: transports wired to each other in memory, with virtual time.
 //! - [`postgres`]: a throwaway PostgreSQL server on loopback, for the `postgres`
 //!   provider (Debian's `postgresql` package; as root it runs as the `postgres` account).
 
+pub mod account;
 pub mod conn;
 pub mod haproxy;
 pub mod one_user;
 pub mod pair;
+pub mod peers;
 pub mod postgres;
 
 use std::fs;
@@ -113,7 +118,8 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> bool {
 /// Options of a test sshd.
 #[derive(Clone, Debug)]
 pub struct SshdOptions {
-    /// Host key types to generate, in order ("ed25519", "rsa", "ecdsa", "ecdsa384").
+    /// Host key types to generate, in order ("ed25519", "rsa", "ecdsa", "ecdsa384",
+    /// "ecdsa521").
     pub host_keys: Vec<&'static str>,
     /// Extra sshd_config lines.
     pub extra: Vec<String>,
@@ -164,6 +170,7 @@ impl Sshd {
             let path = dir.path().join(format!("host_{i}_{kind}"));
             match *kind {
                 "ecdsa384" => keygen(&path, "ecdsa", Some(384)),
+                "ecdsa521" => keygen(&path, "ecdsa", Some(521)),
                 "ecdsa" => keygen(&path, "ecdsa", Some(256)),
                 "rsa" => keygen(&path, "rsa", Some(2048)),
                 k => keygen(&path, k, None),
@@ -368,6 +375,8 @@ pub struct SshrSetup {
     /// The public half of `upstream_key` (OpenSSH line): put it in upstreams'
     /// authorized_keys.
     pub upstream_public_key: String,
+    /// Host keys offered after `host_key`, added by [`SshrSetup::add_host_key`].
+    pub more_host_keys: Vec<PathBuf>,
 }
 
 impl SshrSetup {
@@ -393,8 +402,24 @@ impl SshrSetup {
             upstream_public_key: pubkey(&upstream_key),
             host_key,
             upstream_key,
+            more_host_keys: Vec::new(),
             dir,
         }
+    }
+
+    /// Generates one more host key for the proxy to offer, after the ed25519 one
+    /// (`kind` and `bits` as for [`keygen`]); returns its public half (OpenSSH line).
+    pub fn add_host_key(&mut self, kind: &str, bits: Option<u32>) -> String {
+        let path = self.dir.path().join(format!(
+            "ssh_host_{kind}{}_key",
+            bits.map(|b| b.to_string()).unwrap_or_default()
+        ));
+        keygen(&path, kind, bits);
+        self.more_host_keys.push(path.clone());
+        fs::read_to_string(path.with_extension("pub"))
+            .unwrap()
+            .trim()
+            .to_owned()
     }
 
     /// Write `config.toml` (listen, host_keys, upstream_key, metrics_listen, then
@@ -415,11 +440,15 @@ impl SshrSetup {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let host_keys: Vec<String> = std::iter::once(&self.host_key)
+                .chain(&self.more_host_keys)
+                .map(|p| format!("{:?}", p.display().to_string()))
+                .collect();
             let config = format!(
-                "listen = [\"127.0.0.1:{}\"]\nhost_keys = [{:?}]\nupstream_key = {:?}\n\
+                "listen = [\"127.0.0.1:{}\"]\nhost_keys = [{}]\nupstream_key = {:?}\n\
                  metrics_listen = \"127.0.0.1:{}\"\n\n{tables}\n",
                 self.port,
-                self.host_key.display().to_string(),
+                host_keys.join(", "),
                 self.upstream_key.display().to_string(),
                 self.metrics_port,
             );
