@@ -5,7 +5,10 @@
 //!   ([`SshrSetup`], [`one_user`]), and helpers for running the real clients. These need
 //!   root (sshd's privilege separation, logging in as root) and `/usr/sbin/sshd`;
 //!   `scripts/test` installs openssh-server when it runs as root.
-//! - [`account`]: local accounts with a random password, removed when the test ends.
+//! - [`peers`]: the other SSH implementations, for interop: PuTTY, Dropbear, paramiko,
+//!   asyncssh, libssh and JSch clients, Dropbear and asyncssh servers.
+//! - [`account`]: local accounts with a random password, removed when the test ends;
+//!   [`temp_account`]: an account for key logins that exists only while a test needs it.
 //! - [`conn`]: a scripted SSH client over a blocking socket.
 //! - [`haproxy`]: a real HAProxy in front of sshr processes, sending PROXY v2 headers.
 //! - [`openssh10`]: OpenSSH 10.x `ssh` and `sshd`, run chrooted from a Debian unstable
@@ -20,7 +23,9 @@ pub mod haproxy;
 pub mod one_user;
 pub mod openssh10;
 pub mod pair;
+pub mod peers;
 pub mod postgres;
+pub mod temp_account;
 
 use std::fs;
 use std::io::Read;
@@ -378,6 +383,8 @@ pub struct SshrSetup {
     pub upstream_public_key: String,
     /// More key files listed after `upstream_key` (`upstream_key = [...]`), in order.
     pub more_upstream_keys: Vec<PathBuf>,
+    /// Host keys offered after `host_key`, added by [`SshrSetup::add_host_key`].
+    pub more_host_keys: Vec<PathBuf>,
 }
 
 impl SshrSetup {
@@ -404,11 +411,27 @@ impl SshrSetup {
             host_key,
             upstream_key,
             more_upstream_keys: Vec::new(),
+            more_host_keys: Vec::new(),
             dir,
         }
     }
 
-    /// Write `config.toml` (listen, host_keys, upstream_key (with
+    /// Generates one more host key for the proxy to offer, after the ed25519 one
+    /// (`kind` and `bits` as for [`keygen`]); returns its public half (OpenSSH line).
+    pub fn add_host_key(&mut self, kind: &str, bits: Option<u32>) -> String {
+        let path = self.dir.path().join(format!(
+            "ssh_host_{kind}{}_key",
+            bits.map(|b| b.to_string()).unwrap_or_default()
+        ));
+        keygen(&path, kind, bits);
+        self.more_host_keys.push(path.clone());
+        fs::read_to_string(path.with_extension("pub"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// Write `config.toml` (listen, host_keys (with `more_host_keys`), upstream_key (with
     /// `more_upstream_keys`), metrics_listen, then
     /// `tables`: `[limits]`, `[[users]]`, ...) and start `binary --config` on it; waits
     /// until it accepts connections. Its stderr goes to `sshr.log` in its directory;
@@ -439,11 +462,15 @@ impl SshrSetup {
         };
         loop {
             attempt += 1;
+            let host_keys: Vec<String> = std::iter::once(&self.host_key)
+                .chain(&self.more_host_keys)
+                .map(|p| format!("{:?}", p.display().to_string()))
+                .collect();
             let config = format!(
-                "listen = [\"127.0.0.1:{}\"]\nhost_keys = [{:?}]\nupstream_key = {upstream_keys}\n\
+                "listen = [\"127.0.0.1:{}\"]\nhost_keys = [{}]\nupstream_key = {upstream_keys}\n\
                  metrics_listen = \"127.0.0.1:{}\"\n\n{tables}\n",
                 self.port,
-                self.host_key.display().to_string(),
+                host_keys.join(", "),
                 self.metrics_port,
             );
             fs::write(&config_path, config).unwrap();
