@@ -328,7 +328,7 @@ pub struct Rekey {
 
 /// `[algorithms]`: the key exchanges, ciphers and MACs each leg offers, in order of
 /// preference, and how the upstream leg picks its cipher.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Algorithms {
     /// What clients are offered.
@@ -336,6 +336,16 @@ pub struct Algorithms {
     /// What the proxy offers upstream servers.
     pub upstream: LegAlgorithms,
     pub upstream_cipher: UpstreamCipher,
+}
+
+impl Default for Algorithms {
+    fn default() -> Self {
+        Algorithms {
+            client: LegAlgorithms::default(),
+            upstream: LegAlgorithms::upstream_default(),
+            upstream_cipher: UpstreamCipher::default(),
+        }
+    }
 }
 
 /// `[tunnels]`: SSH tunnels (`ssh -w`, `tun@openssh.com`) through the proxy.

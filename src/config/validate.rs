@@ -483,9 +483,9 @@ impl Validator<'_> {
         let leg = |kex: Option<Spanned<Vec<Spanned<String>>>>,
                    ciphers: Option<Spanned<Vec<Spanned<String>>>>,
                    macs: Option<Spanned<Vec<Spanned<String>>>>,
-                   keys: [&'static str; 3]|
+                   keys: [&'static str; 3],
+                   d: LegAlgorithms|
          -> Result<LegAlgorithms, ConfigError> {
-            let d = LegAlgorithms::default();
             Ok(LegAlgorithms {
                 kex: self.algorithm_list(keys[0], kex, d.kex, KexAlg::from_name)?,
                 ciphers: self.algorithm_list(keys[1], ciphers, d.ciphers, CipherAlg::from_name)?,
@@ -498,6 +498,7 @@ impl Validator<'_> {
                 raw.ciphers,
                 raw.macs,
                 ["algorithms.kex", "algorithms.ciphers", "algorithms.macs"],
+                LegAlgorithms::default(),
             )?,
             upstream: leg(
                 raw.upstream_kex,
@@ -508,6 +509,7 @@ impl Validator<'_> {
                     "algorithms.upstream_ciphers",
                     "algorithms.upstream_macs",
                 ],
+                LegAlgorithms::upstream_default(),
             )?,
             upstream_cipher,
         })
@@ -1096,7 +1098,7 @@ upstream_key = "keys/upstream"
     fn algorithms_default_to_everything_and_take_lists_per_leg() {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.algorithms.client.kex[0], KexAlg::MlKem768X25519Sha256);
-        assert_eq!(c.algorithms.upstream, LegAlgorithms::default());
+        assert_eq!(c.algorithms.upstream, LegAlgorithms::upstream_default());
         assert_eq!(c.algorithms.upstream_cipher, UpstreamCipher::Fastest);
         let c = parse(&format!(
             "{MINIMAL}[algorithms]\nkex = [\"curve25519-sha256\", \"mlkem768x25519-sha256\"]\n\
