@@ -1,8 +1,10 @@
-//! The packet decoder on arbitrary bytes, with no cipher and with each keyed cipher:
-//! it must return NeedMore, a packet inside the buffer, or an error — never panic.
+//! The packet decoder on arbitrary bytes, with no cipher and with each keyed cipher of
+//! each built-in crypto provider (aws-lc-rs and RustCrypto): it must return NeedMore, a
+//! packet inside the buffer, or an error — never panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use sshr_protocol::cipher::{CipherAlg, MacAlg, PacketCipher};
+use sshr_protocol::crypto;
 use sshr_protocol::packet::{Opened, Opener};
 
 fuzz_target!(|data: &[u8]| {
@@ -18,7 +20,9 @@ fuzz_target!(|data: &[u8]| {
         let key = vec![7u8; c.key_len()];
         let iv = vec![9u8; c.iv_len()];
         let mac_key = vec![5u8; mac.map_or(0, |m| m.key_len())];
-        opener.set_cipher(PacketCipher::new(c, mac, &key, &iv, &mac_key));
+        let providers = crypto::providers();
+        let provider = providers[(selector as usize / 64) % providers.len()];
+        opener.set_cipher(PacketCipher::new(provider, c, mac, &key, &iv, &mac_key));
     }
     let mut buf = rest.to_vec();
     let mut at = 0;
