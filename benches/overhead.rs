@@ -23,6 +23,11 @@
 //! * `SSHR_OVERHEAD_WARM=0` turns sshr's warm upstream connections off
 //!   (`[warm_upstreams] per_upstream = 0`): every login then waits for sshd's
 //!   connection set-up, as the first login to a server does;
+//! * `SSHR_OVERHEAD_OPENSSH10=1` uses OpenSSH 10 for the client (`ssh`, `scp`) and the
+//!   server (`sshd`, chrooted), from the Debian sid root of `scripts/openssh10-root`
+//!   (`tests/support/src/openssh10.rs`), and `mlkem768x25519-sha256` as the client's key
+//!   exchange, which sshr then also negotiates with the OpenSSH 10 server: the set-up
+//!   with post-quantum key exchange on both legs;
 //! * `SSHR_OVERHEAD_PROVIDERS=1` measures instead `ssh host uname` with the user in each
 //!   kind of user directory, one sshr per kind in front of the same sshd: the static
 //!   `[[users]]` table, `sqlite`, `postgres` (a throwaway PostgreSQL cluster, as the
@@ -39,6 +44,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand_chacha::rand_core::{RngCore, SeedableRng};
+use sshr_testsupport::openssh10::{self, RootDir};
 use sshr_testsupport::{keygen, run_bounded, ssh_command, Sshd, SshdOptions, SshrSetup};
 
 fn env_or(name: &str, default: &str) -> String {
@@ -74,15 +80,43 @@ impl Route {
     }
 }
 
+/// The server: the machine's OpenSSH, or OpenSSH 10 in its chroot.
+enum Server {
+    Machine(Sshd),
+    OpenSsh10(openssh10::Sshd),
+}
+
+impl Server {
+    fn port(&self) -> u16 {
+        match self {
+            Server::Machine(s) => s.port,
+            Server::OpenSsh10(s) => s.port,
+        }
+    }
+
+    fn host_public_key(&self) -> &str {
+        match self {
+            Server::Machine(s) => &s.host_public_keys[0],
+            Server::OpenSsh10(s) => &s.host_public_keys[0],
+        }
+    }
+}
+
 struct Rig {
     dir: sshr_testsupport::TempDir,
-    sshd: Sshd,
+    sshd: Server,
     sshr: sshr_testsupport::Sshr,
     key: PathBuf,
     kex: String,
     cipher: String,
-    /// Where uploads land on the server (a fresh directory of the test's own).
+    /// The client programs: the machine's `ssh` and `scp`, or OpenSSH 10's launchers.
+    ssh: PathBuf,
+    scp: PathBuf,
+    /// Where uploads land on the server (a fresh directory of the test's own), as this
+    /// process sees it and as the server does (they differ in the OpenSSH 10 chroot).
     remote_dir: PathBuf,
+    remote_dir_on_server: PathBuf,
+    _root_dir: Option<RootDir>,
 }
 
 impl Rig {
@@ -91,19 +125,29 @@ impl Rig {
             .prefix("sshr-overhead")
             .tempdir()
             .expect("temporary directory");
-        let key = dir.path().join("id_ed25519");
+        let openssh10 = env_or("SSHR_OVERHEAD_OPENSSH10", "0") == "1";
+        // OpenSSH 10's sshd reads its keys and writes uploads inside its root.
+        let root_dir = openssh10.then(|| RootDir::new("sshr-overhead"));
+        let key = match &root_dir {
+            Some(root) => root.path("id_ed25519"),
+            None => dir.path().join("id_ed25519"),
+        };
         keygen(&key, "ed25519", None);
         let setup = SshrSetup::new();
         // LogLevel INFO, not the support crate's DEBUG1 (sshd keeps the first value, so
         // it goes in front): no extra logging cost on either path.
-        let sshd = Sshd::start_with_overrides(
-            SshdOptions {
-                host_keys: vec!["ed25519"],
-                extra: vec!["MaxStartups 100".into()],
-                authorized_keys: vec![setup.upstream_public_key.clone(), public_key(&key)],
-            },
-            &["LogLevel INFO"],
-        );
+        let options = SshdOptions {
+            host_keys: vec!["ed25519"],
+            extra: vec!["MaxStartups 100".into()],
+            authorized_keys: vec![setup.upstream_public_key.clone(), public_key(&key)],
+        };
+        let sshd = if openssh10 {
+            let mut options = options;
+            options.extra.insert(0, "LogLevel INFO".into());
+            Server::OpenSsh10(openssh10::Sshd::start(options))
+        } else {
+            Server::Machine(Sshd::start_with_overrides(options, &["LogLevel INFO"]))
+        };
         let binary = PathBuf::from(
             std::env::var("SSHR_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_sshr").to_owned()),
         );
@@ -115,44 +159,63 @@ impl Rig {
         let tables = format!(
             "{warm}[[users]]\nname = \"bench\"\nupstream = \"127.0.0.1:{}\"\nupstream_user = \"root\"\n\
              authorized_keys = [{}]\nupstream_host_key = {}\n",
-            sshd.port,
+            sshd.port(),
             toml_str(&public_key(&key)),
-            toml_str(&sshd.host_public_keys[0]),
+            toml_str(sshd.host_public_key()),
         );
         let sshr = setup.start(&binary, &tables);
-        let remote_dir = dir.path().join("remote");
+        let (remote_dir, remote_dir_on_server) = match &root_dir {
+            Some(root) => (root.path("remote"), root.inner("remote")),
+            None => (dir.path().join("remote"), dir.path().join("remote")),
+        };
         fs::create_dir_all(&remote_dir).unwrap();
+        let (ssh, scp) = if openssh10 {
+            openssh10::write_launchers(dir.path())
+        } else {
+            ("ssh".into(), "scp".into())
+        };
+        let default_kex = if openssh10 {
+            openssh10::MLKEM768X25519
+        } else {
+            "curve25519-sha256"
+        };
         Rig {
             dir,
             sshd,
             sshr,
             key,
-            kex: env_or("SSHR_OVERHEAD_KEX", "curve25519-sha256"),
+            kex: env_or("SSHR_OVERHEAD_KEX", default_kex),
             cipher: env_or("SSHR_OVERHEAD_CIPHER", "aes128-gcm@openssh.com"),
+            ssh,
+            scp,
             remote_dir,
+            remote_dir_on_server,
+            _root_dir: root_dir,
         }
     }
 
     /// `ssh`/`scp` with the common options, aimed at `path`; returns the command and the
     /// destination `user@host`.
-    fn command(&self, program: &str, path: Route) -> (Command, &'static str) {
+    fn command(&self, program: &Path, path: Route) -> (Command, &'static str) {
         let (port, login) = match path {
-            Route::Direct | Route::ProxyJump => (self.sshd.port, "root@127.0.0.1"),
+            Route::Direct | Route::ProxyJump => (self.sshd.port(), "root@127.0.0.1"),
             Route::Sshr => (self.sshr.port(), "bench@127.0.0.1"),
         };
+        let program = program.to_str().expect("client program path is UTF-8");
         let mut cmd = ssh_command(program, port, Some(&self.key));
         cmd.args(["-o", &format!("KexAlgorithms={}", self.kex)])
             .args(["-o", &format!("Ciphers={}", self.cipher)]);
         if path == Route::ProxyJump {
             // The jump host is the same sshd; the inner ssh gets the same options.
             let jump = format!(
-                "ssh -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+                "{} -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
                  -o BatchMode=yes -o LogLevel=ERROR -o IdentitiesOnly=yes -i {} \
                  -o KexAlgorithms={} -o Ciphers={} -p {} -W %h:%p root@127.0.0.1",
+                self.ssh.display(),
                 self.key.display(),
                 self.kex,
                 self.cipher,
-                self.sshd.port
+                self.sshd.port()
             );
             cmd.args(["-o", &format!("ProxyCommand={jump}")]);
         }
@@ -161,7 +224,7 @@ impl Rig {
 
     /// Wall-clock time of `ssh host uname`.
     fn uname(&self, path: Route) -> Duration {
-        let (mut cmd, login) = self.command("ssh", path);
+        let (mut cmd, login) = self.command(&self.ssh, path);
         cmd.arg(login).arg("uname");
         let t = Instant::now();
         let out = run_bounded(&mut cmd, Stdio::null(), Duration::from_secs(60))
@@ -179,17 +242,19 @@ impl Rig {
 
     /// Wall-clock time of one scp of `file` (upload, or download with `download`).
     fn scp(&self, path: Route, file: &Path, download: bool) -> Duration {
-        let (mut cmd, login) = self.command("scp", path);
+        let (mut cmd, login) = self.command(&self.scp, path);
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         let remote = self.remote_dir.join(&name);
+        let remote_on_server = self.remote_dir_on_server.join(&name);
         let local_copy = self.dir.path().join(format!("{name}.back"));
         if download {
             // The file is on the server side already (same machine): copy it back here.
             fs::copy(file, &remote).unwrap();
-            cmd.arg(format!("{login}:{}", remote.display()))
+            cmd.arg(format!("{login}:{}", remote_on_server.display()))
                 .arg(&local_copy);
         } else {
-            cmd.arg(file).arg(format!("{login}:{}", remote.display()));
+            cmd.arg(file)
+                .arg(format!("{login}:{}", remote_on_server.display()));
         }
         let t = Instant::now();
         let out = run_bounded(&mut cmd, Stdio::null(), Duration::from_secs(300))
@@ -284,7 +349,7 @@ fn main() {
         .collect();
     eprintln!(
         "overhead: sshd on {}, sshr on {}; {runs} round(s); client: KexAlgorithms={} Ciphers={}",
-        rig.sshd.port,
+        rig.sshd.port(),
         rig.sshr.port(),
         rig.kex,
         rig.cipher
@@ -400,12 +465,15 @@ fn main() {
 /// `ssh host uname` straight to sshd and through one sshr per kind, alternated.
 fn providers(rig: &Rig, runs: usize) {
     use sshr::providers::schema::SCHEMA;
+    let Server::Machine(sshd) = &rig.sshd else {
+        panic!("SSHR_OVERHEAD_PROVIDERS=1 runs with the machine's OpenSSH only");
+    };
     let user_sql = format!(
         "INSERT INTO users (name, upstream, upstream_user, upstream_host_key) \
          VALUES ('bench', '127.0.0.1:{}', 'root', '{}');\n\
          INSERT INTO user_keys (name, key) VALUES ('bench', '{}');",
-        rig.sshd.port,
-        rig.sshd.host_public_keys[0],
+        sshd.port,
+        sshd.host_public_keys[0],
         public_key(&rig.key)
     );
     // SQLite, written as an operator's script would.
@@ -473,14 +541,14 @@ fn providers(rig: &Rig, runs: usize) {
         // This proxy may log in upstream too.
         let mut keys = fs::OpenOptions::new()
             .append(true)
-            .open(rig.sshd.path("authorized_keys"))
+            .open(sshd.path("authorized_keys"))
             .unwrap();
         writeln!(keys, "{}", setup.upstream_public_key).unwrap();
         let sshr = setup.start(&binary, &format!("[[providers]]\n{provider}"));
         proxies.push((*name, sshr));
     }
     let mut ports: Vec<(&str, u16, &str)> = vec![
-        ("direct", rig.sshd.port, "root@127.0.0.1"),
+        ("direct", sshd.port, "root@127.0.0.1"),
         ("static", rig.sshr.port(), "bench@127.0.0.1"),
     ];
     ports.extend(

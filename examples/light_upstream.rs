@@ -38,6 +38,7 @@ use rand_core::RngCore;
 use sshr_protocol::auth::{self, Method, Request};
 use sshr_protocol::cipher::CipherAlg;
 use sshr_protocol::hostkey::{PrivateKey, PublicKey};
+use sshr_protocol::kex::KexAlg;
 use sshr_protocol::msg;
 use sshr_protocol::packet::PAYLOAD_OFFSET;
 use sshr_protocol::transport::{ClientOptions, Config, Event, Input, Transport};
@@ -69,6 +70,10 @@ enum Cmd {
         /// Exit after this many seconds (a safety bound).
         #[arg(long, default_value_t = 3600)]
         max_secs: u64,
+        /// The only key exchange to offer (e.g. curve25519-sha256); default: all, ours
+        /// first.
+        #[arg(long)]
+        kex: Option<String>,
     },
     /// Run the load generator.
     Load {
@@ -104,6 +109,10 @@ enum Cmd {
         /// Cipher to offer (e.g. aes128-gcm@openssh.com); default: all, ours first.
         #[arg(long)]
         cipher: Option<String>,
+        /// The only key exchange to offer (e.g. curve25519-sha256); default: all, ours
+        /// first.
+        #[arg(long)]
+        kex: Option<String>,
         /// Give up on the whole run after this long.
         #[arg(long, default_value_t = 600.0)]
         timeout_secs: f64,
@@ -129,7 +138,8 @@ fn main() {
             host_key_out,
             workers,
             max_secs,
-        } => serve(listen, &authorized, host_key_out, workers, max_secs),
+            kex,
+        } => serve(listen, &authorized, host_key_out, workers, max_secs, kex),
         Cmd::Load {
             target,
             user,
@@ -143,6 +153,7 @@ fn main() {
             no_channel,
             bytes,
             cipher,
+            kex,
             timeout_secs,
             login_timeout_secs,
         } => load(LoadOpts {
@@ -158,6 +169,7 @@ fn main() {
             channel: !no_channel,
             bytes,
             cipher,
+            kex,
             timeout: Duration::from_secs_f64(timeout_secs),
             login_timeout: Duration::from_secs_f64(login_timeout_secs),
         }),
@@ -176,7 +188,7 @@ fn seed() -> [u8; 32] {
 
 /// Transport settings of the light peers: no rekey of their own (sshr's legs still rekey
 /// on sshr's schedule, and the peers follow).
-fn peer_config(cipher: Option<&str>) -> Res<Arc<Config>> {
+fn peer_config(cipher: Option<&str>, kex: Option<&str>) -> Res<Arc<Config>> {
     let mut c = Config {
         version: "SSH-2.0-sshr_light_peer".into(),
         rekey_bytes: 1 << 50,
@@ -185,6 +197,9 @@ fn peer_config(cipher: Option<&str>) -> Res<Arc<Config>> {
     };
     if let Some(name) = cipher {
         c.ciphers = vec![CipherAlg::from_name(name).ok_or(format!("unknown cipher {name}"))?];
+    }
+    if let Some(name) = kex {
+        c.kex = vec![KexAlg::from_name(name).ok_or(format!("unknown key exchange {name}"))?];
     }
     Ok(Arc::new(c))
 }
@@ -363,6 +378,7 @@ fn serve(
     host_key_out: Option<PathBuf>,
     workers: usize,
     max_secs: u64,
+    kex: Option<String>,
 ) -> Res<()> {
     let host = PrivateKey::generate_ed25519(&mut rand_core::OsRng);
     let line = host.public().to_openssh();
@@ -370,7 +386,7 @@ fn serve(
         std::fs::write(&path, format!("{line}\n")).map_err(|e| format!("{e}"))?;
     }
     let shared = Arc::new(ServeShared {
-        config: peer_config(None)?,
+        config: peer_config(None, kex.as_deref())?,
         host_keys: Arc::from(vec![host]),
         authorized: read_authorized(authorized)?,
     });
@@ -589,6 +605,7 @@ struct LoadOpts {
     channel: bool,
     bytes: u64,
     cipher: Option<String>,
+    kex: Option<String>,
     timeout: Duration,
     login_timeout: Duration,
 }
@@ -787,7 +804,7 @@ async fn load_thread(
     concurrency: usize,
     ready: std::sync::mpsc::Sender<(usize, usize)>,
 ) -> Report {
-    let config = match peer_config(opts.cipher.as_deref()) {
+    let config = match peer_config(opts.cipher.as_deref(), opts.kex.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             return Report {

@@ -155,7 +155,7 @@ class Workdir:
 class Upstream:
     """The light upstream (`light_upstream serve`)."""
 
-    def __init__(self, wd, workers=1, cpus=None, max_secs=3600):
+    def __init__(self, wd, workers=1, cpus=None, max_secs=3600, kex=None):
         self.port = free_port()
         out = wd.file(f"upstream-{self.port}.out")
         self.proc = spawn(
@@ -171,7 +171,8 @@ class Upstream:
                 str(workers),
                 "--max-secs",
                 str(max_secs),
-            ],
+            ]
+            + (["--kex", kex] if kex else []),
             stdout=open(out, "w"),
             stderr=subprocess.STDOUT,
         )

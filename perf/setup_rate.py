@@ -2,6 +2,7 @@
 """Session set-up rate of sshr: handshakes per second per core, until saturation.
 
     perf/setup_rate.py [--short] [--levels 1,2,4,8,16,32,64] [--seconds 3] [--workers 1]
+                       [--kex mlkem768x25519-sha256,curve25519-sha256]
 
 One sshr worker (pinned to the first CPU) in front of the light upstream
 (`examples/light_upstream.rs serve`, built on `protocol/`, so the upstream is not the
@@ -10,6 +11,10 @@ upstream to the other CPUs) logs in with a publickey through sshr, as many login
 flight as the level says, for a fixed time per level. A login is complete set-up on
 both legs: client key exchange, client key verification, upstream connect, upstream key
 exchange and publickey login, USERAUTH_SUCCESS to the client; then DISCONNECT.
+
+The peers offer only the key exchange being measured, so that it is the one negotiated on
+both legs (sshr keeps its default lists); with several --kex, each gets its own table,
+from a new sshr and upstream, one after the other in the same run.
 
 Per level it prints logins/s (wall clock), sshr's CPU use over the same span (from
 /proc/<pid>/stat) and logins per sshr CPU-second: the "per core" figure, valid even when
@@ -39,6 +44,11 @@ def main():
     ap.add_argument("--max-logins", type=int, default=50_000, help="per level, a bound")
     ap.add_argument("--workers", type=int, default=1, help="sshr workers")
     ap.add_argument("--load-threads", type=int, default=1)
+    ap.add_argument(
+        "--kex",
+        default="mlkem768x25519-sha256,curve25519-sha256",
+        help="key exchanges to measure, one table each",
+    )
     args = ap.parse_args()
     if args.short or os.environ.get("SSHR_PERF_SHORT") == "1":
         args.levels, args.seconds = "1,4,16", 1.0
@@ -54,11 +64,17 @@ def main():
     machine = common.machine()
 
     wd = common.Workdir()
-    up = common.Upstream(wd, workers=1, cpus=peer_cpus)
+    for kex in args.kex.split(","):
+        measure(args, levels, kex, wd, sshr_cpus, peer_cpus, machine)
+
+
+def measure(args, levels, kex, wd, sshr_cpus, peer_cpus, machine):
+    """One table: a new upstream and sshr, the peers offering only `kex`."""
+    up = common.Upstream(wd, workers=1, cpus=peer_cpus, kex=kex)
     proxy = common.Sshr(wd, up.port, up.host_key, workers=args.workers, cpus=sshr_cpus)
     # Warm-up: a few logins so lazily built state exists before the first level.
     common.run_load(
-        common.load_cmd(proxy.port, wd, "setup", connections=20, concurrency=2),
+        common.load_cmd(proxy.port, wd, "setup", connections=20, concurrency=2, kex=kex),
         cpus=peer_cpus,
         timeout=120,
     )
@@ -78,6 +94,7 @@ def main():
                 threads=args.load_threads,
                 duration_secs=args.seconds,
                 timeout_secs=args.seconds + 60,
+                kex=kex,
             ),
             cpus=peer_cpus,
             timeout=args.seconds + 120,
@@ -100,17 +117,17 @@ def main():
                 f"{100 * load_cpu / wall:.0f} % / {100 * up_cpu / wall:.0f} %",
             ]
         )
-        common.log(f"concurrency {c}: {ok} logins, {res['rate']:.0f}/s")
+        common.log(f"{kex}, concurrency {c}: {ok} logins, {res['rate']:.0f}/s")
 
     sessions = proxy.metric("sshr_sessions_total")
     proxy.stop()
     up.stop()
-    print(f"## Session set-up rate through sshr ({args.workers} worker(s))")
+    print(f"## Session set-up rate through sshr, {kex} on both legs ({args.workers} worker(s))")
     print()
     print(f"Machine: {machine}. sshr CPUs: {sshr_cpus or 'any'}; peers: {peer_cpus or 'any'}.")
     print(
         f"Command: perf/setup_rate.py --levels {','.join(map(str, levels))} "
-        f"--seconds {args.seconds} --workers {args.workers}"
+        f"--seconds {args.seconds} --workers {args.workers} --kex {kex}"
     )
     print()
     print(
@@ -132,6 +149,8 @@ def main():
     )
     print()
     print(f"sshr_sessions_total at the end: {sessions}")
+
+
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
-use sshr_testsupport::account::PasswordAccount;
+use sshr_testsupport::temp_account::TempAccount;
 use sshr_testsupport::{
     echo_server, free_listen_port, keygen, run_bounded, tail, Sshd, SshdOptions, Sshr, SshrSetup,
     TempDir,
@@ -55,7 +55,7 @@ struct EnvOptions {
     overrides_b: Vec<&'static str>,
     /// Extra TOML tables of sshr's configuration (before the `[[users]]` table).
     proxy_tables: String,
-    /// Create a [`PasswordAccount`] for this Env (see [`Env::account`]).
+    /// Create a [`TempAccount`] for this Env (see [`Env::account`]).
     password_account: bool,
 }
 
@@ -86,7 +86,7 @@ struct Env {
     _dead: socket2::Socket,
     /// The local account of the password tests. Last: fields drop in order, so the
     /// account is deleted after the daemons are stopped.
-    account: Option<PasswordAccount>,
+    account: Option<TempAccount>,
 }
 
 impl Env {
@@ -96,7 +96,7 @@ impl Env {
 
     fn with(opts: EnvOptions) -> Env {
         let direct_mode = std::env::var_os("SSHR_E2E_DIRECT").is_some_and(|v| v == "1");
-        let account = opts.password_account.then(PasswordAccount::create);
+        let account = opts.password_account.then(|| TempAccount::create("sshrpw"));
         let dir = tempfile::Builder::new()
             .prefix("sshr-e2e")
             .tempdir()
@@ -232,7 +232,7 @@ authorized_keys = [{alice}]
     }
 
     /// The password tests' account: its name is also the proxy login (routed to B).
-    fn account(&self) -> &PasswordAccount {
+    fn account(&self) -> &TempAccount {
         self.account
             .as_ref()
             .expect("this test needs EnvOptions::password_account")

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use sshr_protocol::auth::{self, Failure, Method, Request};
 use sshr_protocol::msg;
 use sshr_protocol::transport::{Event, Input};
-use sshr_testsupport::account::PasswordAccount;
 use sshr_testsupport::conn::Conn;
+use sshr_testsupport::temp_account::TempAccount;
 use sshr_testsupport::{keygen, run_bounded, Sshd, SshdOptions, Sshr, SshrSetup, TempDir};
 
 const SSHR: &str = env!("CARGO_BIN_EXE_sshr");
@@ -238,7 +238,7 @@ fn allowed(paramiko_log: &str) -> Option<&str> {
 #[test]
 fn paramiko_password_falls_back_to_keyboard_interactive_where_the_server_wants_it() {
     // sshd that takes passwords only through PAM's keyboard-interactive prompt.
-    let account = PasswordAccount::create();
+    let account = TempAccount::create("sshrpw");
     let setup = SshrSetup::new();
     let sshd = Sshd::start_with_overrides(
         SshdOptions {

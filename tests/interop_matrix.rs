@@ -10,13 +10,14 @@
 //!   copies the file with `pscp` (SFTP) instead, then runs `sha256sum` on it with
 //!   `plink`.
 //!
-//! The clients are OpenSSH 9.2 `ssh`, PuTTY, Dropbear's `dbclient`, paramiko (key,
+//! The clients are OpenSSH 9.2 and 10 `ssh`, PuTTY, Dropbear's `dbclient`, paramiko (key,
 //! password and keyboard-interactive), asyncssh, a libssh client and a JSch client
-//! (`sshr_testsupport::peers`). The upstreams are OpenSSH 9.2's `sshd` with Debian's
-//! defaults, Dropbear, an asyncssh server, and `sshd` restricted to each single key
+//! (`sshr_testsupport::peers`). The upstreams are OpenSSH 9.2's and 10's `sshd` with
+//! Debian's defaults, Dropbear, an asyncssh server, and `sshd` restricted to each single key
 //! exchange and to each single host key algorithm that OpenSSH 9.2 has. Every upstream
-//! logs in one temporary account: with the proxy's key for the key rows, with the
-//! account's password (passed through by sshr) for the others.
+//! logs in one temporary account (OpenSSH 10, chrooted into its Debian sid root, logs in
+//! that root's root): with the proxy's key for the key rows, with the account's password
+//! (passed through by sshr) for the others.
 //!
 //! [`KNOWN_GAPS`] lists the cells that fail today and why. The test fails when a cell
 //! outside it fails, and also when a cell in it passes: then the entry must go, so the
@@ -40,7 +41,7 @@ use rand_chacha::ChaCha20Rng;
 use sha2::{Digest, Sha256};
 use sshr_testsupport::peers::{AsyncsshServer, Auth, Client, ClientKit, Dropbear, Login, Trust};
 use sshr_testsupport::temp_account::TempAccount;
-use sshr_testsupport::{run_bounded, tail, Sshd, SshdOptions, Sshr, SshrSetup, TempDir};
+use sshr_testsupport::{openssh10, run_bounded, tail, Sshd, SshdOptions, Sshr, SshrSetup, TempDir};
 
 const SSHR: &str = env!("CARGO_BIN_EXE_sshr");
 
@@ -64,20 +65,29 @@ const EXEC_STATUS: i32 = 3;
 /// Cells expected to fail today: (row, column, why), `*` matching every row or column.
 /// Every cell an entry covers must fail; when one passes, the test fails until the
 /// entry is narrowed or removed.
-const KNOWN_GAPS: &[(&str, &str, &str)] = &[(
-    "dbclient",
-    "*",
-    "client leg: sshr disconnects Dropbear 2022.83's dbclient at once since the new key \
-     exchanges and upstream-auth changes landed (session 8); not yet diagnosed",
-)];
+const KNOWN_GAPS: &[(&str, &str, &str)] = &[];
 
 /// Cells not run, because the upstream itself cannot do what the row needs (a direct
 /// connection fails the same way): (row, column, why).
-const NOT_APPLICABLE: &[(&str, &str, &str)] = &[(
-    "paramiko-kbdint",
-    "dropbear",
-    "Dropbear's server has no keyboard-interactive",
-)];
+const NOT_APPLICABLE: &[(&str, &str, &str)] = &[
+    (
+        "paramiko-kbdint",
+        "dropbear",
+        "Dropbear's server has no keyboard-interactive",
+    ),
+    (
+        "paramiko-password",
+        "openssh-10",
+        "OpenSSH 10 runs in a Debian sid root whose only login account, root, has no \
+         password",
+    ),
+    (
+        "paramiko-kbdint",
+        "openssh-10",
+        "OpenSSH 10 runs in a Debian sid root whose only login account, root, has no \
+         password",
+    ),
+];
 
 /// How a row logs in (the password is the account's, known once it exists).
 #[derive(Clone, Copy)]
@@ -102,8 +112,13 @@ fn rows() -> Vec<Row> {
     };
     vec![
         row("openssh-9.2", Client::openssh(), Method::Key),
-        // OpenSSH 10.x (tests/support/src/openssh10.rs, a Debian sid root): a row with
-        // `Client::OpenSsh { program: <how to start its ssh> }`.
+        row(
+            "openssh-10",
+            Client::OpenSsh {
+                program: openssh10::ssh_program(),
+            },
+            Method::Key,
+        ),
         row("putty", Client::Putty, Method::Key),
         row("dbclient", Client::Dbclient, Method::Key),
         row("paramiko-key", Client::Paramiko, Method::Key),
@@ -136,6 +151,19 @@ impl Upstream for Sshd {
     }
     fn log(&self) -> String {
         Sshd::log(self)
+    }
+}
+
+/// Chrooted into the Debian sid root, whose /etc/passwd has root and no test account.
+impl Upstream for openssh10::Sshd {
+    fn port(&self) -> u16 {
+        self.port
+    }
+    fn log(&self) -> String {
+        openssh10::Sshd::log(self)
+    }
+    fn account(&self) -> Option<&str> {
+        Some("root")
     }
 }
 
@@ -181,8 +209,22 @@ fn columns() -> Vec<Column> {
             what: "OpenSSH 9.2 sshd, default algorithms, RSA, ECDSA and Ed25519 host keys".into(),
             start: sshd(&["rsa", "ecdsa", "ed25519"], &[]),
         },
-        // OpenSSH 10.x (tests/support/src/openssh10.rs): a Column whose `start` runs the
-        // sid root's sshd and returns it as a Box<dyn Upstream>.
+        Column {
+            name: "openssh-10",
+            what: format!(
+                "{} sshd (scripts/openssh10-root), default algorithms, RSA, ECDSA and \
+                 Ed25519 host keys",
+                openssh10::version()
+            ),
+            start: Box::new(|setup| {
+                let sshd = openssh10::Sshd::start(SshdOptions {
+                    host_keys: vec!["rsa", "ecdsa", "ed25519"],
+                    extra: Vec::new(),
+                    authorized_keys: vec![setup.proxy_public_key.to_owned()],
+                });
+                Ok(Box::new(sshd) as Box<dyn Upstream>)
+            }),
+        },
         Column {
             name: "dropbear",
             what: "Dropbear 2022.83 server".into(),

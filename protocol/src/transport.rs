@@ -890,7 +890,7 @@ impl Transport {
             }
         }
         let agreement = Agreement {
-            ignore_guessed_packet: kex::guess_was_wrong(&theirs, &agreed),
+            ignore_guessed_packet: kex::guess_was_wrong(&theirs, &our_kexinit),
             agreed,
             ours,
             theirs: payload.to_vec(),

@@ -206,10 +206,16 @@ pub fn negotiate(
 
 /// Whether the peer's first-kex-packet guess was wrong, so that its next key exchange
 /// packet must be ignored (RFC 4253 7).
-pub fn guess_was_wrong(peer: &KexInit<'_>, agreed: &Negotiated) -> bool {
+///
+/// The guess is right only when both sides put the same key exchange and the same host
+/// key algorithm first, as OpenSSH and Dropbear judge it. Comparing with the agreed
+/// method instead would be wrong: a client whose first choice wins against a server
+/// that prefers another one (Dropbear's curve25519 against our mlkem768x25519) judges
+/// its own guess wrong and sends its init again, so the proxy must drop the guess.
+pub fn guess_was_wrong(peer: &KexInit<'_>, ours: &KexInit<'_>) -> bool {
     peer.first_kex_packet_follows
-        && (peer.kex.iter().next() != Some(agreed.kex.name())
-            || peer.host_key.iter().next() != Some(agreed.host_key.name()))
+        && (peer.kex.iter().next() != ours.kex.iter().next()
+            || peer.host_key.iter().next() != ours.host_key.iter().next())
 }
 
 /// The exchange hash inputs (RFC 4253 8, RFC 5656 4, RFC 8731 3, and the hybrid methods,
@@ -347,7 +353,7 @@ mod tests {
         assert_eq!(n.host_key, SigAlg::Ed25519);
         assert_eq!(n.cipher_c2s, CipherAlg::Aes256Ctr);
         assert_eq!(n.mac_c2s, Some(MacAlg::HmacSha256));
-        assert!(!guess_was_wrong(&c, &n));
+        assert!(!guess_was_wrong(&c, &s));
 
         let server_no_common = Proposal {
             kex: vec!["diffie-hellman-group1-sha1"],
@@ -368,6 +374,69 @@ mod tests {
 
     /// A peer's list with no common name is bounded in the error (it is logged and
     /// sent back in the DISCONNECT): eight names and a count, not 60 KB.
+    /// RFC 4253 7: a guess is right only when both sides list the same kex and host key
+    /// algorithm first; the client's first choice winning negotiation is not enough.
+    #[test]
+    fn guessed_packet_is_judged_by_both_first_choices() {
+        let guessing = |kex: Vec<&'static str>, host_key: Vec<&'static str>| {
+            let mut payload = Proposal {
+                kex,
+                host_key,
+                ciphers: vec!["aes128-ctr"],
+                macs: vec!["hmac-sha2-256"],
+            }
+            .encode([0; 16]);
+            // first_kex_packet_follows sits before the reserved u32 at the end.
+            let flag = payload.len() - 5;
+            payload[flag] = 1;
+            payload
+        };
+        let ours = |kex: Vec<&'static str>| {
+            Proposal {
+                kex,
+                host_key: vec!["ssh-ed25519", "rsa-sha2-512"],
+                ciphers: vec!["aes128-ctr"],
+                macs: vec!["hmac-sha2-256"],
+            }
+            .encode([0; 16])
+        };
+        // Dropbear 2022.83's lists (shortened) against a server preferring mlkem768x25519:
+        // curve25519 is agreed, the client's first choice, yet the guess is wrong.
+        let dropbear = guessing(
+            vec![
+                "curve25519-sha256",
+                "ecdh-sha2-nistp256",
+                "kexguess2@matt.ucc.asn.au",
+            ],
+            vec!["ssh-ed25519", "rsa-sha2-256"],
+        );
+        let pq_first = ours(vec!["mlkem768x25519-sha256", "curve25519-sha256"]);
+        let curve_first = ours(vec!["curve25519-sha256", "mlkem768x25519-sha256"]);
+        let (c, pq, curve) = (
+            KexInit::parse(&dropbear).unwrap(),
+            KexInit::parse(&pq_first).unwrap(),
+            KexInit::parse(&curve_first).unwrap(),
+        );
+        assert_eq!(
+            negotiate(&c, &pq, false).unwrap().kex,
+            KexAlg::Curve25519Sha256
+        );
+        assert!(guess_was_wrong(&c, &pq));
+        assert!(!guess_was_wrong(&c, &curve));
+        // Same first kex, different first host key algorithm: wrong.
+        let rsa_first = guessing(
+            vec!["curve25519-sha256"],
+            vec!["rsa-sha2-256", "ssh-ed25519"],
+        );
+        assert!(guess_was_wrong(
+            &KexInit::parse(&rsa_first).unwrap(),
+            &curve
+        ));
+        // No guess sent: nothing to drop.
+        let quiet = ours(vec!["sntrup761x25519-sha512"]);
+        assert!(!guess_was_wrong(&KexInit::parse(&quiet).unwrap(), &curve));
+    }
+
     #[test]
     fn no_common_algorithm_error_is_bounded() {
         let names: Vec<&'static str> = (0..4000)

@@ -7,17 +7,16 @@
 //!   `scripts/test` installs openssh-server when it runs as root.
 //! - [`peers`]: the other SSH implementations, for interop: PuTTY, Dropbear, paramiko,
 //!   asyncssh, libssh and JSch clients, Dropbear and asyncssh servers.
-//! - [`account`]: local accounts with a random password, removed when the test ends;
-//!   [`temp_account`]: an account for key logins that exists only while a test needs it.
+//! - [`temp_account`]: local accounts with a random password and a home for
+//!   authorized_keys, removed when the test ends.
 //! - [`conn`]: a scripted SSH client over a blocking socket.
 //! - [`haproxy`]: a real HAProxy in front of sshr processes, sending PROXY v2 headers.
-//! - [`openssh10`]: OpenSSH 10.x `ssh` and `sshd`, run chrooted from a Debian unstable
-//!   root that `scripts/openssh10-root` makes.
+//! - [`openssh10`]: OpenSSH 10.x `ssh` and `sshd` from a Debian unstable root that
+//!   `scripts/openssh10-root` makes (sshd chrooted into it, ssh through its loader).
 //! - [`pair`]: transports wired to each other in memory, with virtual time.
 //! - [`postgres`]: a throwaway PostgreSQL server on loopback, for the `postgres`
 //!   provider (Debian's `postgresql` package; as root it runs as the `postgres` account).
 
-pub mod account;
 pub mod conn;
 pub mod haproxy;
 pub mod one_user;

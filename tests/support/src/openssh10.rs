@@ -117,6 +117,57 @@ fn chrooted(root: &Path, program: &str) -> Command {
     cmd
 }
 
+/// How to start the root's `ssh` outside the chroot, as [`crate::peers::Client::OpenSsh`]
+/// takes it: the root's dynamic loader with the root's libraries, then its `ssh`. The
+/// client execs nothing from its own file system, so it runs against the machine's files
+/// (keys, known_hosts) like the system's `ssh`; only its code and libraries (glibc,
+/// OpenSSL) are the root's.
+pub fn ssh_program() -> Vec<std::ffi::OsString> {
+    let root = root();
+    let libraries = ["usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu"]
+        .iter()
+        .map(|dir| root.join(dir).display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    vec![
+        root.join("lib64/ld-linux-x86-64.so.2").into(),
+        "--library-path".into(),
+        libraries.into(),
+        root.join("usr/bin/ssh").into(),
+    ]
+}
+
+/// Shell scripts in `dir` that start the root's `ssh` and `scp` as [`ssh_program`] does,
+/// for what takes a single program path (`scp -S`, a benchmark's command line): returns
+/// the paths of `openssh10-ssh` and `openssh10-scp` (which runs its `ssh` through the
+/// first one, not the machine's).
+pub fn write_launchers(dir: &Path) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', r"'\''"));
+    let mut program = ssh_program();
+    let ssh = dir.join("openssh10-ssh");
+    let scp = dir.join("openssh10-scp");
+    let root_ssh = program.pop().expect("ssh_program ends with ssh");
+    let loader: Vec<String> = program.iter().map(|a| quote(a)).collect();
+    let root_scp = Path::new(&root_ssh).with_file_name("scp");
+    for (path, body) in [
+        (&ssh, format!("{} {}", loader.join(" "), quote(&root_ssh))),
+        (
+            &scp,
+            format!(
+                "{} {} -S {}",
+                loader.join(" "),
+                quote(root_scp.as_os_str()),
+                quote(ssh.as_os_str())
+            ),
+        ),
+    ] {
+        fs::write(path, format!("#!/bin/sh\nexec {body} \"$@\"\n")).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    (ssh, scp)
+}
+
 /// The root's `ssh` with a clean configuration: no configuration files, no known_hosts,
 /// batch mode, no agent, and otherwise its defaults (its key exchange list, and
 /// `LogLevel INFO`, at which it prints the [`NOT_POST_QUANTUM`] warning). `identity` is
@@ -149,7 +200,8 @@ pub fn ssh_command(port: u16, identity: Option<&Path>) -> Command {
 
 /// A running OpenSSH 10 `sshd -D` on loopback, chrooted into the root, with the
 /// configuration of [`crate::Sshd`] (generated host keys, root login with the keys of
-/// `SshdOptions::authorized_keys`, `LogLevel DEBUG1` to [`Sshd::log`]). On drop it and
+/// `SshdOptions::authorized_keys`, `LogLevel DEBUG1` to [`Sshd::log`]; the lines of
+/// `SshdOptions::extra` come first and override these). On drop it and
 /// every process it started (sessions in progress) are killed, and its directory removed.
 pub struct Sshd {
     pub port: u16,
@@ -186,6 +238,12 @@ impl Sshd {
             opts.authorized_keys.join("\n") + "\n",
         )
         .unwrap();
+        // sshd keeps the first value of a keyword: the caller's lines come before the
+        // defaults below and override them.
+        for line in &opts.extra {
+            config.push_str(line);
+            config.push('\n');
+        }
         let port = free_listen_port();
         config.push_str(&format!(
             "ListenAddress 127.0.0.1:{port}\n\
@@ -200,10 +258,6 @@ impl Sshd {
              Subsystem sftp internal-sftp\n",
             dir.inner("authorized_keys").display()
         ));
-        for line in &opts.extra {
-            config.push_str(line);
-            config.push('\n');
-        }
         fs::write(dir.path("sshd_config"), config).unwrap();
         let log = fs::File::create(dir.path("sshd.log")).unwrap();
         let child = chrooted(&dir.root, "/usr/sbin/sshd")
