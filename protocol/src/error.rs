@@ -14,9 +14,9 @@ pub enum Error {
     #[error("peer disconnected (reason {reason}): \"{description}\"")]
     PeerDisconnected { reason: u32, description: String },
     /// No algorithm in common for one of the negotiated lists.
-    #[error("no common {what} algorithm (ours: {ours}; theirs: {theirs})")]
+    #[error("no common {list} algorithm (ours: {ours}; theirs: {theirs})")]
     NoCommonAlgorithm {
-        what: &'static str,
+        list: AlgorithmList,
         ours: String,
         theirs: String,
     },
@@ -29,6 +29,42 @@ pub enum Error {
     /// The caller used the API out of order (a bug in the caller, never the peer).
     #[error("API misuse: {0}")]
     Misuse(&'static str),
+}
+
+/// The lists of a KEXINIT that are negotiated (RFC 4253 7.1), to name the one that had no
+/// algorithm in common.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlgorithmList {
+    KeyExchange,
+    HostKey,
+    CipherClientToServer,
+    CipherServerToClient,
+    MacClientToServer,
+    MacServerToClient,
+    CompressionClientToServer,
+    CompressionServerToClient,
+}
+
+impl AlgorithmList {
+    /// The list's name in messages: "key exchange", "cipher (client to server)", ...
+    pub fn name(self) -> &'static str {
+        match self {
+            AlgorithmList::KeyExchange => "key exchange",
+            AlgorithmList::HostKey => "host key",
+            AlgorithmList::CipherClientToServer => "cipher (client to server)",
+            AlgorithmList::CipherServerToClient => "cipher (server to client)",
+            AlgorithmList::MacClientToServer => "MAC (client to server)",
+            AlgorithmList::MacServerToClient => "MAC (server to client)",
+            AlgorithmList::CompressionClientToServer => "compression (client to server)",
+            AlgorithmList::CompressionServerToClient => "compression (server to client)",
+        }
+    }
+}
+
+impl std::fmt::Display for AlgorithmList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Ways the peer broke the protocol. Each names the rule it broke.

@@ -41,6 +41,6 @@ pub mod version;
 mod wipe;
 pub mod wire;
 
-pub use error::{Error, PeerMisbehaved};
+pub use error::{AlgorithmList, Error, PeerMisbehaved};
 pub use hostkey::{KeyError, PrivateKey, PublicKey, SigAlg, VerifyError};
 pub use transport::{ClientOptions, Config, Event, HostKeyCheck, Input, Role, Transport};

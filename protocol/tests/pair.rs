@@ -7,7 +7,7 @@ use std::time::Duration;
 use rand_core::SeedableRng;
 use sshr_protocol::cipher::{CipherAlg, MacAlg};
 use sshr_protocol::crypto;
-use sshr_protocol::error::PeerMisbehaved;
+use sshr_protocol::error::{AlgorithmList, PeerMisbehaved};
 use sshr_protocol::hostkey::{PrivateKey, SigAlg};
 use sshr_protocol::kex::KexAlg;
 use sshr_protocol::packet::Sealer;
@@ -473,8 +473,8 @@ fn no_common_algorithm_is_reported_with_both_lists() {
     );
     pair.drive();
     match &pair.server.error {
-        Some(Error::NoCommonAlgorithm { what, ours, theirs }) => {
-            assert!(what.starts_with("cipher"));
+        Some(Error::NoCommonAlgorithm { list, ours, theirs }) => {
+            assert_eq!(*list, AlgorithmList::CipherClientToServer);
             assert_eq!(ours, "chacha20-poly1305@openssh.com");
             assert_eq!(theirs, "aes128-ctr");
         }

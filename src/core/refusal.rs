@@ -9,6 +9,7 @@
 use std::fmt;
 
 use sshr_protocol::msg::disconnect;
+use sshr_protocol::AlgorithmList;
 
 /// SSH_OPEN_ADMINISTRATIVELY_PROHIBITED (RFC 4254 5.1).
 const OPEN_ADMINISTRATIVELY_PROHIBITED: u32 = 1;
@@ -221,26 +222,23 @@ impl Negotiated {
         Negotiated::Mac,
         Negotiated::Compression,
     ];
+}
 
-    /// The list named by the protocol crate's `Error::NoCommonAlgorithm { what }`
-    /// ("key exchange", "host key", "cipher (client to server)", "MAC (server to
-    /// client)", "compression (...)"). The crate names the list only in text; `None`
-    /// for a name it does not use today.
-    pub fn from_what(what: &str) -> Option<Negotiated> {
-        let starts = |prefix: &str| what.starts_with(prefix);
-        Some(if starts("key exchange") {
-            Negotiated::KeyExchange
-        } else if starts("host key") {
-            Negotiated::HostKey
-        } else if starts("cipher") {
-            Negotiated::Cipher
-        } else if starts("MAC") {
-            Negotiated::Mac
-        } else if starts("compression") {
-            Negotiated::Compression
-        } else {
-            return None;
-        })
+/// The list of the protocol crate's `Error::NoCommonAlgorithm`, both directions of a
+/// cipher, MAC or compression list as one.
+impl From<AlgorithmList> for Negotiated {
+    fn from(list: AlgorithmList) -> Negotiated {
+        match list {
+            AlgorithmList::KeyExchange => Negotiated::KeyExchange,
+            AlgorithmList::HostKey => Negotiated::HostKey,
+            AlgorithmList::CipherClientToServer | AlgorithmList::CipherServerToClient => {
+                Negotiated::Cipher
+            }
+            AlgorithmList::MacClientToServer | AlgorithmList::MacServerToClient => Negotiated::Mac,
+            AlgorithmList::CompressionClientToServer | AlgorithmList::CompressionServerToClient => {
+                Negotiated::Compression
+            }
+        }
     }
 }
 
@@ -381,18 +379,20 @@ mod tests {
 
     #[test]
     fn a_failed_negotiation_names_the_list_that_failed() {
-        for (what, list) in [
-            ("key exchange", Negotiated::KeyExchange),
-            ("host key", Negotiated::HostKey),
-            ("cipher (client to server)", Negotiated::Cipher),
-            ("cipher (server to client)", Negotiated::Cipher),
-            ("MAC (client to server)", Negotiated::Mac),
-            ("MAC (server to client)", Negotiated::Mac),
-            ("compression (server to client)", Negotiated::Compression),
+        for (from, list) in [
+            (AlgorithmList::KeyExchange, Negotiated::KeyExchange),
+            (AlgorithmList::HostKey, Negotiated::HostKey),
+            (AlgorithmList::CipherClientToServer, Negotiated::Cipher),
+            (AlgorithmList::CipherServerToClient, Negotiated::Cipher),
+            (AlgorithmList::MacClientToServer, Negotiated::Mac),
+            (AlgorithmList::MacServerToClient, Negotiated::Mac),
+            (
+                AlgorithmList::CompressionServerToClient,
+                Negotiated::Compression,
+            ),
         ] {
-            assert_eq!(Negotiated::from_what(what), Some(list), "{what}");
+            assert_eq!(Negotiated::from(from), list, "{from}");
         }
-        assert_eq!(Negotiated::from_what("something new"), None);
         assert_eq!(
             Refusal::NoCommonAlgorithm(Negotiated::KeyExchange).message(),
             "sshr: the server for this account uses no key exchange that the proxy supports"

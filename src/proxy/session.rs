@@ -116,7 +116,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
             async {
                 let login = &mut login;
                 match authenticate(&ctx, &client, &mut rx, (peer, id), login, &waiting).await {
-                    Ok(done) => AuthOutcome::Login(done),
+                    Ok(done) => AuthOutcome::Login(Box::new(done)),
                     Err(end) => AuthOutcome::Ended(end),
                 }
             },
@@ -134,7 +134,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
         .await;
         note_version(&ctx, &client);
         let login = match outcome {
-            AuthOutcome::Login(done) => done,
+            AuthOutcome::Login(done) => *done,
             AuthOutcome::TimedOut => {
                 ctx.audit
                     .ending(CloseReason::Timeout, Some(&"authentication timed out"));
@@ -220,7 +220,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shard: Rc<ShardContext>)
 
 /// How the authentication phase ended.
 enum AuthOutcome {
-    Login(Authenticated),
+    /// Boxed: far larger than the other outcomes, and made once per session.
+    Login(Box<Authenticated>),
     Ended(AuthEnd),
     TimedOut,
     /// The shutdown grace period ran out.

@@ -65,12 +65,9 @@ impl UpstreamError {
                 ..
             }) => Refusal::UnexpectedHostKey,
             UpstreamError::Leg(LegError::Protocol {
-                source: sshr_protocol::Error::NoCommonAlgorithm { what, .. },
+                source: sshr_protocol::Error::NoCommonAlgorithm { list, .. },
                 ..
-            }) => match Negotiated::from_what(what) {
-                Some(list) => Refusal::NoCommonAlgorithm(list),
-                None => Refusal::Unreachable,
-            },
+            }) => Refusal::NoCommonAlgorithm(Negotiated::from(*list)),
             UpstreamError::KeyRefused { .. } => Refusal::LoginRefused,
             _ => Refusal::Unreachable,
         }
@@ -81,9 +78,9 @@ impl UpstreamError {
     pub fn no_common_algorithm(&self) -> Option<(&'static str, &str, &str)> {
         match self {
             UpstreamError::Leg(LegError::Protocol {
-                source: sshr_protocol::Error::NoCommonAlgorithm { what, ours, theirs },
+                source: sshr_protocol::Error::NoCommonAlgorithm { list, ours, theirs },
                 ..
-            }) => Some((what, ours, theirs)),
+            }) => Some((list.name(), ours, theirs)),
             _ => None,
         }
     }

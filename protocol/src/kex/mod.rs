@@ -6,7 +6,7 @@ use zeroize::Zeroizing;
 use crate::cipher::{CipherAlg, MacAlg};
 use crate::crypto::dh::Group;
 use crate::crypto::{CryptoProvider, Digest, HashAlg, Hasher};
-use crate::error::Error;
+use crate::error::{AlgorithmList, Error};
 use crate::hostkey::SigAlg;
 use crate::msg;
 use crate::wire::{self, NameList, Reader};
@@ -130,7 +130,7 @@ pub struct Negotiated {
 
 /// The first name in the client's list that the server also lists (RFC 4253 7.1).
 fn choose<'a>(
-    what: &'static str,
+    list: AlgorithmList,
     client: NameList<'a>,
     server: NameList<'a>,
     known: impl Fn(&str) -> bool,
@@ -138,8 +138,8 @@ fn choose<'a>(
     client
         .iter()
         .find(|c| known(c) && server.contains(c))
-        .ok_or_else(|| Error::NoCommonAlgorithm {
-            what,
+        .ok_or(Error::NoCommonAlgorithm {
+            list,
             ours: String::new(),
             theirs: String::new(),
         })
@@ -152,10 +152,10 @@ pub fn negotiate(
     ours_is_client: bool,
 ) -> Result<Negotiated, Error> {
     let fill = |e: Error, c: NameList<'_>, s: NameList<'_>| match e {
-        Error::NoCommonAlgorithm { what, .. } => {
+        Error::NoCommonAlgorithm { list, .. } => {
             let (ours, theirs) = if ours_is_client { (c, s) } else { (s, c) };
             Error::NoCommonAlgorithm {
-                what,
+                list,
                 ours: crate::text::name_list_summary(ours),
                 theirs: crate::text::name_list_summary(theirs),
             }
@@ -163,37 +163,31 @@ pub fn negotiate(
         e => e,
     };
     macro_rules! pick {
-        ($what:literal, $field:ident, $parse:expr) => {{
-            let name = choose($what, client.$field, server.$field, |n| $parse(n).is_some())
-                .map_err(|e| fill(e, client.$field, server.$field))?;
+        ($list:ident, $field:ident, $parse:expr) => {{
+            let name = choose(AlgorithmList::$list, client.$field, server.$field, |n| {
+                $parse(n).is_some()
+            })
+            .map_err(|e| fill(e, client.$field, server.$field))?;
             $parse(name).ok_or(Error::Misuse("negotiated an unknown name"))?
         }};
     }
-    let kex = pick!("key exchange", kex, KexAlg::from_name);
-    let host_key = pick!("host key", host_key, SigAlg::from_name);
-    let cipher_c2s = pick!(
-        "cipher (client to server)",
-        cipher_c2s,
-        CipherAlg::from_name
-    );
-    let cipher_s2c = pick!(
-        "cipher (server to client)",
-        cipher_s2c,
-        CipherAlg::from_name
-    );
+    let kex = pick!(KeyExchange, kex, KexAlg::from_name);
+    let host_key = pick!(HostKey, host_key, SigAlg::from_name);
+    let cipher_c2s = pick!(CipherClientToServer, cipher_c2s, CipherAlg::from_name);
+    let cipher_s2c = pick!(CipherServerToClient, cipher_s2c, CipherAlg::from_name);
     let mac_c2s = if cipher_c2s.is_aead() {
         None
     } else {
-        Some(pick!("MAC (client to server)", mac_c2s, MacAlg::from_name))
+        Some(pick!(MacClientToServer, mac_c2s, MacAlg::from_name))
     };
     let mac_s2c = if cipher_s2c.is_aead() {
         None
     } else {
-        Some(pick!("MAC (server to client)", mac_s2c, MacAlg::from_name))
+        Some(pick!(MacServerToClient, mac_s2c, MacAlg::from_name))
     };
     let none = |n: &str| (n == "none").then_some(());
-    pick!("compression (client to server)", compression_c2s, none);
-    pick!("compression (server to client)", compression_s2c, none);
+    pick!(CompressionClientToServer, compression_c2s, none);
+    pick!(CompressionServerToClient, compression_s2c, none);
     Ok(Negotiated {
         kex,
         host_key,
@@ -364,8 +358,8 @@ mod tests {
         .encode([0; 16]);
         let s2 = KexInit::parse(&server_no_common).unwrap();
         match negotiate(&c, &s2, false) {
-            Err(Error::NoCommonAlgorithm { what, ours, .. }) => {
-                assert_eq!(what, "key exchange");
+            Err(Error::NoCommonAlgorithm { list, ours, .. }) => {
+                assert_eq!(list, AlgorithmList::KeyExchange);
                 assert_eq!(ours, "diffie-hellman-group1-sha1");
             }
             other => panic!("{other:?}"),
