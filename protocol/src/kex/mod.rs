@@ -366,8 +366,6 @@ mod tests {
         }
     }
 
-    /// A peer's list with no common name is bounded in the error (it is logged and
-    /// sent back in the DISCONNECT): eight names and a count, not 60 KB.
     /// RFC 4253 7: a guess is right only when both sides list the same kex and host key
     /// algorithm first; the client's first choice winning negotiation is not enough.
     #[test]
@@ -431,6 +429,8 @@ mod tests {
         assert!(!guess_was_wrong(&KexInit::parse(&quiet).unwrap(), &curve));
     }
 
+    /// A peer's list with no common name is bounded in the error (it is logged and
+    /// sent back in the DISCONNECT): eight names and a count, not 60 KB.
     #[test]
     fn no_common_algorithm_error_is_bounded() {
         let names: Vec<&'static str> = (0..4000)
