@@ -214,6 +214,7 @@ fn session(keys: &Keys, config: &Arc<Config>, rng: &mut impl RngCore) -> Spent {
     // 3. The signed request: the client signs, the proxy verifies.
     let signed = client.run(|_| {
         auth::signed_publickey_request(
+            sshr_protocol::crypto::default_provider(),
             &client_sid,
             USER,
             auth::CONNECTION_SERVICE,
@@ -238,7 +239,16 @@ fn session(keys: &Keys, config: &Arc<Config>, rng: &mut impl RngCore) -> Spent {
         let sid = p.t.session_id().expect("session id").to_vec();
         let verified = auth::check_publickey(algorithm, key_blob)
             .is_ok_and(|(k, _)| keys.authorized.contains(&k))
-            && auth::verify_publickey(&sid, r.user, r.service, algorithm, key_blob, sig).is_ok();
+            && auth::verify_publickey(
+                sshr_protocol::crypto::default_provider(),
+                &sid,
+                r.user,
+                r.service,
+                algorithm,
+                key_blob,
+                sig,
+            )
+            .is_ok();
         assert!(verified);
     });
 
@@ -266,6 +276,7 @@ fn session(keys: &Keys, config: &Arc<Config>, rng: &mut impl RngCore) -> Spent {
             })
             .unwrap_or(keys.proxy_upstream.sig_algs()[0]);
         let req = auth::signed_publickey_request(
+            sshr_protocol::crypto::default_provider(),
             &sid,
             UPSTREAM_USER,
             auth::CONNECTION_SERVICE,
@@ -289,8 +300,16 @@ fn session(keys: &Keys, config: &Arc<Config>, rng: &mut impl RngCore) -> Spent {
             panic!("expected a signed request")
         };
         let sid = u.t.session_id().expect("session id").to_vec();
-        let key = auth::verify_publickey(&sid, r.user, r.service, algorithm, key_blob, sig)
-            .expect("upstream verifies the proxy's signature");
+        let key = auth::verify_publickey(
+            sshr_protocol::crypto::default_provider(),
+            &sid,
+            r.user,
+            r.service,
+            algorithm,
+            key_blob,
+            sig,
+        )
+        .expect("upstream verifies the proxy's signature");
         assert_eq!(key, keys.upstream_authorized);
         u.t.send(&auth::encode_success()).expect("send");
     });

@@ -37,6 +37,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use rand_core::RngCore;
 use sshr_protocol::auth::{self, Method, Request};
 use sshr_protocol::cipher::CipherAlg;
+use sshr_protocol::crypto;
 use sshr_protocol::hostkey::{PrivateKey, PublicKey};
 use sshr_protocol::kex::KexAlg;
 use sshr_protocol::msg;
@@ -471,8 +472,16 @@ async fn serve_conn(stream: TcpStream, shared: &ServeShared) -> Res<()> {
                     }
                     Some(sig) if known => {
                         let sid = c.t.session_id().unwrap_or_default().to_vec();
-                        if auth::verify_publickey(&sid, r.user, r.service, algorithm, key_blob, sig)
-                            .is_ok()
+                        if auth::verify_publickey(
+                            crypto::default_provider(),
+                            &sid,
+                            r.user,
+                            r.service,
+                            algorithm,
+                            key_blob,
+                            sig,
+                        )
+                        .is_ok()
                         {
                             c.send(&auth::encode_success()).await?;
                             break;
@@ -660,8 +669,15 @@ async fn login(
         })
         .unwrap_or(key.sig_algs()[0]);
     let sid = c.t.session_id().unwrap_or_default().to_vec();
-    let req = auth::signed_publickey_request(&sid, user, auth::CONNECTION_SERVICE, key, alg)
-        .map_err(|e| e.to_string())?;
+    let req = auth::signed_publickey_request(
+        crypto::default_provider(),
+        &sid,
+        user,
+        auth::CONNECTION_SERVICE,
+        key,
+        alg,
+    )
+    .map_err(|e| e.to_string())?;
     c.send(&req).await?;
     loop {
         match c.packet().await? {

@@ -6,6 +6,7 @@
 
 use zeroize::Zeroizing;
 
+use crate::crypto::CryptoProvider;
 use crate::error::Error;
 use crate::hostkey::{PrivateKey, PublicKey, SigAlg, VerifyError};
 use crate::msg;
@@ -213,9 +214,11 @@ pub fn check_publickey(
     Ok((key, alg))
 }
 
-/// Verify a signed publickey request over this leg's session id. Returns the key, which
-/// the caller still has to find among the user's authorized keys.
+/// Verify a signed publickey request over this leg's session id with `provider`'s
+/// signatures. Returns the key, which the caller still has to find among the user's
+/// authorized keys.
 pub fn verify_publickey(
+    provider: &CryptoProvider,
     session_id: &[u8],
     user: &str,
     service: &str,
@@ -225,13 +228,15 @@ pub fn verify_publickey(
 ) -> Result<PublicKey, PublicKeyError> {
     let (key, alg) = check_publickey(algorithm, key_blob)?;
     let data = publickey_signed_data(session_id, user, service, algorithm, key_blob);
-    key.verify(Some(alg), &data, signature)
+    key.verify(provider, Some(alg), &data, signature)
         .map_err(PublicKeyError::Signature)?;
     Ok(key)
 }
 
-/// Client side: a signed publickey USERAUTH_REQUEST payload.
+/// Client side: a publickey USERAUTH_REQUEST payload signed with `provider`'s
+/// signatures.
 pub fn signed_publickey_request(
+    provider: &CryptoProvider,
     session_id: &[u8],
     user: &str,
     service: &str,
@@ -241,7 +246,7 @@ pub fn signed_publickey_request(
     let blob = key.public().to_blob();
     let data = publickey_signed_data(session_id, user, service, alg.name(), &blob);
     let signature = key
-        .sign(alg, &data)
+        .sign(provider, alg, &data)
         .map_err(|e| Error::Local(format!("signing failed: {e}")))?;
     let req = Request {
         user,
@@ -496,9 +501,15 @@ mod tests {
     fn publickey_signature_covers_the_session_id() {
         let key = PrivateKey::generate_ed25519(&mut rand_chacha::ChaCha20Rng::from_seed_bytes());
         let sid = [9u8; 32];
-        let payload =
-            signed_publickey_request(&sid, "alice", CONNECTION_SERVICE, &key, SigAlg::Ed25519)
-                .unwrap();
+        let payload = signed_publickey_request(
+            crate::crypto::default_provider(),
+            &sid,
+            "alice",
+            CONNECTION_SERVICE,
+            &key,
+            SigAlg::Ed25519,
+        )
+        .unwrap();
         let req = Request::parse(&payload).unwrap();
         let Method::PublicKey {
             algorithm,
@@ -508,13 +519,38 @@ mod tests {
         else {
             panic!()
         };
-        let k = verify_publickey(&sid, req.user, req.service, algorithm, key_blob, sig).unwrap();
+        let k = verify_publickey(
+            crate::crypto::default_provider(),
+            &sid,
+            req.user,
+            req.service,
+            algorithm,
+            key_blob,
+            sig,
+        )
+        .unwrap();
         assert_eq!(k, key.public());
         // The same signature for another session (or user) does not verify.
-        assert!(
-            verify_publickey(&[8u8; 32], req.user, req.service, algorithm, key_blob, sig).is_err()
-        );
-        assert!(verify_publickey(&sid, "bob", req.service, algorithm, key_blob, sig).is_err());
+        assert!(verify_publickey(
+            crate::crypto::default_provider(),
+            &[8u8; 32],
+            req.user,
+            req.service,
+            algorithm,
+            key_blob,
+            sig
+        )
+        .is_err());
+        assert!(verify_publickey(
+            crate::crypto::default_provider(),
+            &sid,
+            "bob",
+            req.service,
+            algorithm,
+            key_blob,
+            sig
+        )
+        .is_err());
         assert!(matches!(
             check_publickey("ssh-rsa", key_blob),
             Err(PublicKeyError::Algorithm(_))

@@ -429,6 +429,11 @@ impl Transport {
         &self.config.version
     }
 
+    /// The crypto provider this connection uses (its configuration's).
+    pub fn provider(&self) -> &'static CryptoProvider {
+        self.config.provider
+    }
+
     /// H of the first key exchange, once done.
     pub fn session_id(&self) -> Option<&[u8]> {
         self.session_id.as_ref().map(|s| s.as_ref())
@@ -1081,7 +1086,7 @@ impl Transport {
         }
         .hash(provider, agreed.kex.hash());
         let sig = key
-            .sign(agreed.host_key, h.as_ref())
+            .sign(provider, agreed.host_key, h.as_ref())
             .map_err(|e| Error::Local(format!("host key signature failed: {e}")))?;
         let mut p = Vec::with_capacity(k_s.len() + q_s.len() + sig.len() + 16);
         p.push(reply);
@@ -1134,7 +1139,7 @@ impl Transport {
         }
         .hash(provider, agreed.kex.hash());
         host_key
-            .verify(Some(agreed.host_key), h.as_ref(), sig)
+            .verify(provider, Some(agreed.host_key), h.as_ref(), sig)
             .map_err(|e| PeerMisbehaved::BadKexSignature(e.to_string()))?;
         match &self.host_key {
             // A rekey must present the key the connection was authenticated with.

@@ -126,6 +126,7 @@ fn client_role_against_real_sshd() {
         // Public-key login as a client: our signature over the session id.
         let sid = c.t.session_id().unwrap().to_vec();
         let req = auth::signed_publickey_request(
+            sshr_protocol::crypto::default_provider(),
             &sid,
             "root",
             auth::CONNECTION_SERVICE,
@@ -203,8 +204,15 @@ fn serve_one(
                 key_blob,
                 signature: Some(sig),
             } => {
-                match auth::verify_publickey(&sid, req.user, req.service, algorithm, key_blob, sig)
-                {
+                match auth::verify_publickey(
+                    sshr_protocol::crypto::default_provider(),
+                    &sid,
+                    req.user,
+                    req.service,
+                    algorithm,
+                    key_blob,
+                    sig,
+                ) {
                     Ok(k) if k == authorized => auth::encode_success(),
                     _ => auth::encode_failure(["publickey"], false),
                 }

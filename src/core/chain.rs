@@ -518,6 +518,7 @@ impl Chain {
                 Action::LoginWithKey => {
                     let session = self.proxy_upstream_leg.t.session_id().unwrap_or_default();
                     let request = auth::signed_publickey_request(
+                        self.proxy_upstream_leg.t.provider(),
                         session,
                         &phase.upstream_user,
                         auth::CONNECTION_SERVICE,
@@ -888,6 +889,7 @@ mod login_tests {
                     signature: Some(sig),
                 } => {
                     let ok = auth::verify_publickey(
+                        sshr_protocol::crypto::default_provider(),
                         session,
                         req.user,
                         req.service,
@@ -1084,6 +1086,7 @@ mod login_tests {
         let (mut chain, seen) = chain();
         let session = chain.client.t.session_id().unwrap().to_vec();
         let request = auth::signed_publickey_request(
+            chain.client.t.provider(),
             &session,
             "alice",
             auth::CONNECTION_SERVICE,

@@ -724,6 +724,7 @@ impl Login {
                 // session id: it can never be replayed to the upstream.
                 let verified = authorized(algorithm, key_blob)
                     && auth::verify_publickey(
+                        sshr_protocol::crypto::default_provider(),
                         session_id,
                         req.user,
                         req.service,
@@ -1329,8 +1330,15 @@ mod tests {
     }
 
     fn signed(user: &str, k: &PrivateKey, session: &[u8]) -> Vec<u8> {
-        auth::signed_publickey_request(session, user, auth::CONNECTION_SERVICE, k, SigAlg::Ed25519)
-            .unwrap()
+        auth::signed_publickey_request(
+            sshr_protocol::crypto::default_provider(),
+            session,
+            user,
+            auth::CONNECTION_SERVICE,
+            k,
+            SigAlg::Ed25519,
+        )
+        .unwrap()
     }
 
     fn answer(text: &str) -> Vec<u8> {
@@ -1536,6 +1544,7 @@ mod tests {
             },
         );
         let rsa_signed = auth::signed_publickey_request(
+            sshr_protocol::crypto::default_provider(),
             SESSION,
             "alice",
             auth::CONNECTION_SERVICE,

@@ -295,6 +295,7 @@ impl UpstreamConn {
         for key in keys {
             let alg = self.sig_alg(key);
             let request = auth::signed_publickey_request(
+                self.leg.transport.borrow().provider(),
                 &session_id,
                 user,
                 auth::CONNECTION_SERVICE,

@@ -29,6 +29,7 @@ pub static PROVIDER: CryptoProvider = CryptoProvider {
     nistp521: &Ecdh(&agreement::ECDH_P521),
     mlkem768: &MlKem768,
     sntrup761: &SNTRUP761,
+    signatures: &super::aws_lc_sig::AwsLcSignatures,
 };
 
 struct Hash(digest::Context);

@@ -1,17 +1,20 @@
 //! The crypto provider: every primitive the transport takes from a crypto library, behind
 //! a small interface chosen at build time (in the manner of rustls's `CryptoProvider`).
 //!
-//! * `aws-lc-rs` (the default, `crypto/aws_lc.rs`): AWS-LC's stitched AES-GCM and its
-//!   chacha20-poly1305@openssh.com, X25519, ECDH on the NIST curves and ML-KEM-768.
-//! * `rustcrypto` (`crypto/rust_crypto.rs`): the pure-Rust RustCrypto crates.
+//! * `aws-lc-rs` (the default, `crypto/aws_lc.rs`, signatures in `crypto/aws_lc_sig.rs`):
+//!   AWS-LC's stitched AES-GCM and its chacha20-poly1305@openssh.com, X25519, ECDH on the
+//!   NIST curves, ML-KEM-768, and Ed25519, ECDSA and RSA signatures.
+//! * `rustcrypto` (`crypto/rust_crypto.rs`, signatures in `crypto/rust_sig/`): the
+//!   pure-Rust RustCrypto crates.
 //!
 //! The SSH constructions built on these primitives (the hybrid key exchanges, the
 //! exchange hash, key derivation, packet framing) are written once, in [`crate::kex`] and
 //! [`crate::cipher`], and are the same for every provider. What every provider shares,
 //! whichever is chosen: sntrup761 (the `sntrup761` crate; AWS-LC has none), the
 //! finite-field Diffie-Hellman groups ([`dh`], on crypto-bigint; aws-lc-rs does not expose
-//! AWS-LC's), the legacy CTR ciphers and HMACs, and host key signatures (`ssh-key`,
-//! `rsa`).
+//! AWS-LC's) and the legacy CTR ciphers and HMACs. The RustCrypto signatures are built
+//! in every build: the aws-lc-rs provider hands them the RSA keys AWS-LC refuses (signing
+//! with keys under 2048 bits, verifying with keys over 8192).
 //!
 //! [`default_provider`] is aws-lc-rs when that feature is built, else RustCrypto. Tests
 //! run against every provider built in ([`providers`]), so a build with both features
@@ -23,12 +26,16 @@ use rand_core::CryptoRngCore;
 use zeroize::Zeroizing;
 
 use crate::cipher::OpenError;
+use crate::hostkey::{KeyError, SigAlg, VerifyError};
 
 #[cfg(feature = "aws-lc-rs")]
 pub mod aws_lc;
+#[cfg(feature = "aws-lc-rs")]
+mod aws_lc_sig;
 pub mod dh;
 #[cfg(feature = "rustcrypto")]
 pub mod rust_crypto;
+pub(crate) mod rust_sig;
 pub(crate) mod shared;
 
 #[cfg(not(any(feature = "aws-lc-rs", feature = "rustcrypto")))]
@@ -166,6 +173,39 @@ pub trait DecapsulationKey: Send {
     fn decapsulate(self: Box<Self>, ciphertext: &[u8]) -> Result<Secret, CryptoError>;
 }
 
+/// Host and user key signatures: Ed25519 (RFC 8032), ECDSA on the NIST curves (SHA-256,
+/// -384 and -512 by curve, RFC 5656) and RSA PKCS#1 v1.5 with SHA-256 or SHA-512
+/// (RFC 8332). The SSH framing (the signature blob, ECDSA's `mpint r || mpint s`) and the
+/// policy (which algorithm fits which key) are [`crate::hostkey`]'s; a provider sees keys
+/// as `ssh-key` holds them and signatures as SSH carries them inside the blob.
+pub trait Signatures: Send + Sync {
+    /// Check `raw`, the inner `string signature` of a signature blob, made by `key` with
+    /// `alg` over `data`. The caller has checked that `alg` fits the key type and that
+    /// `raw` has the algorithm's shape (64 bytes for Ed25519; minimal, positive
+    /// `mpint r || mpint s` no longer than the curve's field for ECDSA; not empty and no
+    /// longer than the modulus for RSA, which may be shorter by leading zero bytes).
+    fn verify(
+        &self,
+        key: &ssh_key::public::KeyData,
+        alg: SigAlg,
+        data: &[u8],
+        raw: &[u8],
+    ) -> Result<(), VerifyError>;
+
+    /// Prepare `key` for signing: what the library derives from a private key (the
+    /// public point, RSA's CRT values) is derived here once. Fails for a key whose
+    /// numbers are inconsistent.
+    fn signer(&self, key: &ssh_key::private::KeypairData) -> Result<Box<dyn Signer>, KeyError>;
+}
+
+/// A private key prepared by [`Signatures::signer`].
+pub trait Signer: Send + Sync {
+    /// The inner `string signature` of a signature blob over `data` by `alg`, which the
+    /// caller has checked the key can make: 64 bytes for Ed25519, minimal
+    /// `mpint r || mpint s` for ECDSA, the modulus's length for RSA.
+    fn sign(&self, alg: SigAlg, data: &[u8]) -> Result<Vec<u8>, KeyError>;
+}
+
 /// The primitives one crypto library provides.
 pub struct CryptoProvider {
     /// For logs and benchmarks: "aws-lc-rs" or "rustcrypto".
@@ -182,6 +222,7 @@ pub struct CryptoProvider {
     pub nistp521: &'static dyn KeyAgreement,
     pub mlkem768: &'static dyn Kem,
     pub sntrup761: &'static dyn Kem,
+    pub signatures: &'static dyn Signatures,
 }
 
 impl CryptoProvider {

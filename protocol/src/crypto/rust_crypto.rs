@@ -42,6 +42,7 @@ pub static PROVIDER: CryptoProvider = CryptoProvider {
     nistp521: &NistP521,
     mlkem768: &MlKem768,
     sntrup761: &SNTRUP761,
+    signatures: &super::rust_sig::RustSignatures,
 };
 
 enum Hash {

@@ -5,8 +5,6 @@ use core::fmt;
 use ssh_key::public::KeyData;
 use ssh_key::{Algorithm, EcdsaCurve, HashAlg};
 
-use super::rsa_alg;
-
 /// Signature algorithms, in our preference order. Never plain `ssh-rsa` (SHA-1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SigAlg {
@@ -68,7 +66,7 @@ impl SigAlg {
         }
     }
 
-    pub(super) fn ssh_key_algorithm(self) -> Algorithm {
+    pub(crate) fn ssh_key_algorithm(self) -> Algorithm {
         match self {
             SigAlg::Ed25519 => Algorithm::Ed25519,
             SigAlg::EcdsaP256 => Algorithm::Ecdsa {
@@ -102,8 +100,11 @@ impl fmt::Display for SigAlg {
 /// as OpenSSH's `RequiredRSASize` defaults to it and may only raise it.
 pub const MIN_RSA_BITS: usize = 1024;
 
-/// Largest RSA modulus we verify with, in bits.
-pub const MAX_RSA_VERIFY_BITS: usize = rsa_alg::MAX_VERIFY_BITS;
+/// Largest RSA modulus we verify with, in bits: OpenSSH's limit (`SSHBUF_MAX_BIGNUM`).
+pub const MAX_RSA_VERIFY_BITS: usize = 16384;
+
+/// The algorithms an RSA private key signs with, in preference order.
+pub(super) const RSA_SIGN_ALGS: &[SigAlg] = &[SigAlg::RsaSha2_512, SigAlg::RsaSha2_256];
 
 /// Largest RSA modulus we sign with, in bits (the `rsa` crate's limit).
 pub const MAX_RSA_SIGN_BITS: usize = 4096;
@@ -166,7 +167,7 @@ impl KeyKind {
     /// Signature algorithms a private key of this kind produces.
     pub(super) fn sign_algs(self) -> &'static [SigAlg] {
         match self {
-            KeyKind::Rsa => rsa_alg::SIGN_ALGS,
+            KeyKind::Rsa => RSA_SIGN_ALGS,
             other => other.verify_algs(),
         }
     }

@@ -4,11 +4,9 @@
 //! host key, the client verifies it) and in publickey user authentication (the proxy
 //! verifies a user's signature, and signs as a client to log in upstream).
 //!
-//! Key parsing and the Ed25519 and ECDSA math come from the `ssh-key` crate, RSA from
-//! the `rsa` crate it is built on (`rsa_alg.rs` says why RSA cannot go through
-//! `ssh-key`), P-521 signing from the `ecdsa` crate's primitive with RFC 6979 nonces
-//! (`ecdsa_p521.rs` says why); this module picks the algorithms, frames the SSH wire encodings and
-//! enforces the policy:
+//! Key parsing comes from the `ssh-key` crate; the signature math from the crypto
+//! provider ([`crate::crypto::Signatures`]: AWS-LC, or the RustCrypto crates). This
+//! module picks the algorithms, frames the SSH wire encodings and enforces the policy:
 //!
 //! * supported key types: `ssh-ed25519`, `ecdsa-sha2-nistp256`, `ecdsa-sha2-nistp384`,
 //!   `ecdsa-sha2-nistp521` and `ssh-rsa` keys of 1024 bits or more (OpenSSH's floor); a
@@ -24,21 +22,20 @@
 //! Where things are: `alg.rs` names the algorithms and key types, `public.rs` and
 //! `private.rs` hold the two key types and the key blob codec, `openssh.rs` reads and
 //! writes OpenSSH's text formats (key files, public key lines, `authorized_keys`),
-//! `signature.rs` signs and verifies, with `rsa_alg.rs` for RSA and `ecdsa_p521.rs` for
-//! P-521 signing (its nonces).
+//! `signature.rs` signs and verifies through the provider: it checks a signature's
+//! shape before the provider sees it, and keeps each private key's prepared signer.
 //!
 //! Secret key material lives in `ssh_key` private key types, which zeroize their
-//! buffers on drop, as do the short-lived `ed25519-dalek`/`ecdsa`/`rsa` signing keys
-//! built for each signature. Not covered: whatever transient copies `ssh-key`'s
-//! PEM/base64 decoding and the `rsa` crate's big-integer arithmetic leave behind.
+//! buffers on drop, and in the providers' prepared signers (AWS-LC frees its keys with
+//! `OPENSSL_cleanse`; the RustCrypto keys zeroize on drop). Not covered: whatever
+//! transient copies `ssh-key`'s PEM/base64 decoding and the `rsa` crate's big-integer
+//! arithmetic leave behind.
 
 mod alg;
-mod ecdsa_p521;
 mod error;
 mod openssh;
 mod private;
 mod public;
-mod rsa_alg;
 mod signature;
 #[cfg(test)]
 mod tests;

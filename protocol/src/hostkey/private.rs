@@ -1,19 +1,28 @@
 //! [`PrivateKey`]: a key we sign with, checked when it is loaded.
 
 use core::fmt;
+use std::sync::{Arc, Mutex};
 
 use ssh_key::private::{Ed25519Keypair, KeypairData};
 use ssh_key::public::KeyData;
 
 use super::public::mpint_bits;
-use super::{rsa_alg, KeyError, PublicKey, SigAlg, MAX_RSA_SIGN_BITS};
+use super::{KeyError, PublicKey, SigAlg, MAX_RSA_SIGN_BITS};
+use crate::crypto::{self, CryptoProvider, Signer};
 
 /// A private key we sign with: a server host key, or the proxy's upstream login key.
+///
+/// Clones share the signers that providers prepared for the key ([`PrivateKey::signer`]).
 #[derive(Clone)]
 pub struct PrivateKey {
     inner: ssh_key::PrivateKey,
     public: PublicKey,
+    signers: Arc<Signers>,
 }
+
+/// The key's prepared signer for each provider that has signed with it, by the
+/// provider's address: at most one per provider built in.
+type Signers = Mutex<Vec<(usize, Arc<dyn Signer>)>>;
 
 impl PrivateKey {
     /// Wrap an `ssh_key` private key, with the checks of [`PrivateKey::from_openssh`].
@@ -31,7 +40,11 @@ impl PrivateKey {
                 });
             }
         }
-        let key = Self { inner: key, public };
+        let key = Self {
+            inner: key,
+            public,
+            signers: Arc::default(),
+        };
         key.self_test()?;
         Ok(key)
     }
@@ -40,18 +53,21 @@ impl PrivateKey {
     /// checks that a file's public key matches the one in its private section, but not
     /// that the private numbers belong to it, and a mismatch would otherwise only show
     /// as peers rejecting every handshake. Ed25519 and ECDSA keys make and verify one
-    /// signature; RSA keys (slow to sign with) have n = pq and de = 1 checked.
+    /// signature with the default provider; RSA keys (slow to sign with) have n = pq and
+    /// de = 1 checked, and are prepared for the default provider.
     fn self_test(&self) -> Result<(), KeyError> {
+        let provider = crypto::default_provider();
         if let KeypairData::Rsa(keypair) = self.inner.key_data() {
-            return rsa_alg::check(keypair);
+            crypto::rust_sig::rsa::check(keypair)?;
+            return self.signer(provider).map(drop);
         }
         let Some(&alg) = self.sig_algs().first() else {
             return Ok(());
         };
         let data = b"sshr private key self-test";
-        let signature = self.sign(alg, data)?;
+        let signature = self.sign(provider, alg, data)?;
         self.public
-            .verify(Some(alg), data, &signature)
+            .verify(provider, Some(alg), data, &signature)
             .map(|_| ())
             .map_err(|_| KeyError::Signing("the private key does not match its public key"))
     }
@@ -71,7 +87,34 @@ impl PrivateKey {
             .expect("an unencrypted Ed25519 key is a valid private key");
         let public = PublicKey::from_ssh_key(inner.public_key())
             .expect("an Ed25519 key derived from its seed is valid");
-        Self { inner, public }
+        Self {
+            inner,
+            public,
+            signers: Arc::default(),
+        }
+    }
+
+    /// The key as `provider` signs with it, prepared on first use and kept.
+    pub(super) fn signer(&self, provider: &CryptoProvider) -> Result<Arc<dyn Signer>, KeyError> {
+        let id = provider as *const CryptoProvider as usize;
+        let find = |signers: &[(usize, Arc<dyn Signer>)]| {
+            signers
+                .iter()
+                .find(|(p, _)| *p == id)
+                .map(|(_, s)| s.clone())
+        };
+        if let Some(signer) = find(&self.signers.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(signer);
+        }
+        // Prepared outside the lock (an RSA key takes milliseconds); a racing thread's
+        // signer for the same provider is as good, and the first one stored is kept.
+        let prepared: Arc<dyn Signer> = provider.signatures.signer(self.inner.key_data())?.into();
+        let mut signers = self.signers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(signer) = find(&signers) {
+            return Ok(signer);
+        }
+        signers.push((id, prepared.clone()));
+        Ok(prepared)
     }
 
     /// The public half.

@@ -1,15 +1,13 @@
 //! Making and checking SSH signatures: the signature blob
-//! `string alg-name || string signature` (RFC 4253 section 6.6) and the policy on which
-//! algorithm may sign with which key.
-//!
-//! Ed25519 and ECDSA go through `ssh-key`, except P-521 signing
-//! ([`super::ecdsa_p521`]); RSA through [`super::rsa_alg`].
+//! `string alg-name || string signature` (RFC 4253 section 6.6), the policy on which
+//! algorithm may sign with which key, and the shape of the inner signature. The math is
+//! the crypto provider's ([`crate::crypto::Signatures`]).
 
-use ssh_key::private::{EcdsaKeypair, KeypairData};
 use ssh_key::public::KeyData;
 
 use super::public::printable_name;
-use super::{ecdsa_p521, rsa_alg, KeyError, PrivateKey, PublicKey, SigAlg, VerifyError};
+use super::{KeyError, PrivateKey, PublicKey, SigAlg, VerifyError};
+use crate::crypto::CryptoProvider;
 use crate::wire::{self, Reader};
 
 /// `string alg-name || string signature` (RFC 4253 section 6.6).
@@ -21,7 +19,8 @@ pub(super) fn signature_blob(alg: SigAlg, raw: &[u8]) -> Vec<u8> {
 }
 
 impl PublicKey {
-    /// Verify an SSH signature blob (`string alg-name || string signature`) over `data`.
+    /// Verify an SSH signature blob (`string alg-name || string signature`) over `data`
+    /// with `provider`'s signatures.
     ///
     /// `expected` (when `Some`) is the algorithm the peer said it used (the host key
     /// algorithm negotiated in kex, or the algorithm named in a publickey userauth
@@ -29,6 +28,7 @@ impl PublicKey {
     /// refused. Returns the algorithm the signature was made with.
     pub fn verify(
         &self,
+        provider: &CryptoProvider,
         expected: Option<SigAlg>,
         data: &[u8],
         signature_blob: &[u8],
@@ -60,55 +60,58 @@ impl PublicKey {
                 signature: alg.name().to_owned(),
             });
         }
-        match self.as_ssh_key().key_data() {
-            KeyData::Rsa(key) => rsa_alg::verify(key, alg, data, raw)?,
-            key => {
-                use ed25519_dalek::Verifier as _;
-                // The constructor checks the inner shape: 64 bytes for Ed25519; for ECDSA
-                // exactly `mpint r || mpint s`, minimal encodings, positive, no longer
-                // than the curve's field, nothing after them (RFC 5656 section 3.1.2).
-                let signature = ssh_key::Signature::new(alg.ssh_key_algorithm(), raw)
-                    .map_err(|_| VerifyError::MalformedSignature)?;
-                key.verify(data, &signature)
-                    .map_err(|_| VerifyError::BadSignature)?;
-            }
-        }
+        let key = self.as_ssh_key().key_data();
+        check_shape(key, alg, raw)?;
+        provider.signatures.verify(key, alg, data, raw)?;
         Ok(alg)
     }
 }
 
+/// The inner signature's shape, as [`crate::crypto::Signatures::verify`] expects it.
+/// RSA: not empty and no longer than the modulus. Others: what `ssh-key`'s constructor
+/// checks, 64 bytes for Ed25519, and for ECDSA exactly `mpint r || mpint s`, minimal
+/// encodings, positive, no longer than the curve's field, nothing after them (RFC 5656
+/// section 3.1.2).
+fn check_shape(key: &KeyData, alg: SigAlg, raw: &[u8]) -> Result<(), VerifyError> {
+    match key {
+        KeyData::Rsa(key) => {
+            let modulus_len = key
+                .n
+                .as_positive_bytes()
+                .ok_or(VerifyError::MalformedKey)?
+                .len();
+            if raw.is_empty() || raw.len() > modulus_len {
+                return Err(VerifyError::MalformedSignature);
+            }
+        }
+        _ => {
+            ssh_key::Signature::new(alg.ssh_key_algorithm(), raw)
+                .map_err(|_| VerifyError::MalformedSignature)?;
+        }
+    }
+    Ok(())
+}
+
 impl PrivateKey {
-    /// Sign `data`; returns the SSH signature blob `string alg-name || string signature`
-    /// (RFC 4253 section 6.6; RFC 8332 for RSA; RFC 5656 section 3.1.2 for ECDSA, where
-    /// the inner blob is `mpint r || mpint s`; RFC 8709 for Ed25519).
+    /// Sign `data` with `provider`'s signatures; returns the SSH signature blob
+    /// `string alg-name || string signature` (RFC 4253 section 6.6; RFC 8332 for RSA;
+    /// RFC 5656 section 3.1.2 for ECDSA, where the inner blob is `mpint r || mpint s`;
+    /// RFC 8709 for Ed25519).
     ///
     /// Errors if `alg` is not one of [`PrivateKey::sig_algs`].
-    pub fn sign(&self, alg: SigAlg, data: &[u8]) -> Result<Vec<u8>, KeyError> {
+    pub fn sign(
+        &self,
+        provider: &CryptoProvider,
+        alg: SigAlg,
+        data: &[u8],
+    ) -> Result<Vec<u8>, KeyError> {
         if !self.sig_algs().contains(&alg) {
             return Err(KeyError::UnsupportedSignatureAlgorithm {
                 key: self.public_key().algorithm_name(),
                 alg,
             });
         }
-        match self.as_ssh_key().key_data() {
-            KeypairData::Rsa(keypair) => rsa_alg::sign(keypair, alg, data),
-            KeypairData::Ecdsa(EcdsaKeypair::NistP521 { private, .. }) => {
-                ecdsa_p521::sign(private, data)
-            }
-            keypair => {
-                // Ed25519 (RFC 8032) and ECDSA P-256 and P-384 (SHA-256 and SHA-384,
-                // RFC 5656 section 6.2.1; RFC 6979 nonces) signing is ssh-key's; it
-                // already encodes ECDSA signatures as minimal `mpint r || mpint s`, as
-                // OpenSSH does.
-                use ed25519_dalek::Signer as _;
-                let signature = keypair
-                    .try_sign(data)
-                    .map_err(|_| KeyError::Signing("signature primitive failed"))?;
-                if signature.algorithm() != alg.ssh_key_algorithm() {
-                    return Err(KeyError::Signing("unexpected signature algorithm"));
-                }
-                Ok(signature_blob(alg, signature.as_bytes()))
-            }
-        }
+        let raw = self.signer(provider)?.sign(alg, data)?;
+        Ok(signature_blob(alg, &raw))
     }
 }

@@ -72,6 +72,7 @@ impl Conn {
         assert_eq!(c.next_packet().unwrap()[0], msg::USERAUTH_FAILURE);
         let sid = c.t.session_id().unwrap().to_vec();
         let req = auth::signed_publickey_request(
+            c.t.provider(),
             &sid,
             user,
             auth::CONNECTION_SERVICE,

@@ -20,8 +20,7 @@ use sha2::{Digest as _, Sha512};
 use ssh_key::private::EcdsaPrivateKey;
 use zeroize::{Zeroize as _, Zeroizing};
 
-use super::signature::signature_blob;
-use super::{KeyError, SigAlg};
+use crate::hostkey::KeyError;
 
 /// Bytes of a P-521 scalar (`rlen` / 8).
 const SCALAR_LEN: usize = 66;
@@ -32,7 +31,7 @@ const MAX_CANDIDATES: usize = 16;
 
 /// The RFC 6979 nonce `k` for the private scalar `x` (66 bytes, big-endian) and the
 /// message hash `h` (SHA-512 of the message).
-pub(super) fn rfc6979_nonce(x: &[u8; SCALAR_LEN], h: &[u8; 64]) -> Option<p521::Scalar> {
+pub(crate) fn rfc6979_nonce(x: &[u8; SCALAR_LEN], h: &[u8; 64]) -> Option<p521::Scalar> {
     let mut h1 = [0u8; SCALAR_LEN];
     h1[SCALAR_LEN - h.len()..].copy_from_slice(h);
     let mut drbg = HmacDrbg::<Sha512>::new(x, &h1, &[]);
@@ -57,9 +56,9 @@ pub(super) fn rfc6979_nonce(x: &[u8; SCALAR_LEN], h: &[u8; 64]) -> Option<p521::
     None
 }
 
-/// Sign `data` with the P-521 private key: the SSH signature blob with
-/// `mpint r || mpint s` inside (RFC 5656 section 3.1.2).
-pub(super) fn sign(
+/// Sign `data` with the P-521 private key: `mpint r || mpint s`, the inside of the
+/// SSH signature blob (RFC 5656 section 3.1.2).
+pub(crate) fn sign(
     private: &EcdsaPrivateKey<SCALAR_LEN>,
     data: &[u8],
 ) -> Result<Vec<u8>, KeyError> {
@@ -76,5 +75,5 @@ pub(super) fn sign(
     // ssh-key writes r and s as minimal mpints, as OpenSSH's sshbuf_put_bignum2 does.
     let signature = ssh_key::Signature::try_from(&signature)
         .map_err(|_| KeyError::Signing("P-521 signature encoding failed"))?;
-    Ok(signature_blob(SigAlg::EcdsaP521, signature.as_bytes()))
+    Ok(signature.as_bytes().to_vec())
 }

@@ -7,7 +7,8 @@
 //! only for keys up to 4096 bits (`rsa::RsaPublicKey::new`).
 //!
 //! Signing therefore goes through the `rsa` crate directly (a dependency of this
-//! crate for that reason), and so does verifying, up to OpenSSH's size limit.
+//! crate for that reason), and so does verifying, up to OpenSSH's size limit. The
+//! aws-lc-rs provider uses this module for the sizes AWS-LC refuses.
 
 use std::borrow::Cow;
 
@@ -20,12 +21,8 @@ use ssh_key::public::RsaPublicKey;
 use ssh_key::Mpint;
 use zeroize::Zeroizing;
 
-use super::signature::signature_blob;
-use super::{KeyError, SigAlg, VerifyError};
-
-pub(super) const SIGN_ALGS: &[SigAlg] = &[SigAlg::RsaSha2_512, SigAlg::RsaSha2_256];
-/// OpenSSH's limit (`SSHBUF_MAX_BIGNUM`).
-pub(super) const MAX_VERIFY_BITS: usize = 16384;
+use crate::crypto::Signer;
+use crate::hostkey::{KeyError, SigAlg, VerifyError, MAX_RSA_VERIFY_BITS};
 
 fn uint(m: &Mpint) -> Result<BigUint, KeyError> {
     m.as_positive_bytes()
@@ -35,7 +32,7 @@ fn uint(m: &Mpint) -> Result<BigUint, KeyError> {
 
 /// The `rsa` crate's key; `from_components` checks n = pq and de = 1 mod (p-1),
 /// (q-1). It zeroizes on drop.
-fn private_key(keypair: &RsaKeypair) -> Result<rsa::RsaPrivateKey, KeyError> {
+pub(crate) fn private_key(keypair: &RsaKeypair) -> Result<rsa::RsaPrivateKey, KeyError> {
     let private = &keypair.private;
     rsa::RsaPrivateKey::from_components(
         uint(&keypair.public.n)?,
@@ -47,12 +44,37 @@ fn private_key(keypair: &RsaKeypair) -> Result<rsa::RsaPrivateKey, KeyError> {
 }
 
 /// Check that the private numbers are consistent (see [`private_key`]).
-pub(super) fn check(keypair: &RsaKeypair) -> Result<(), KeyError> {
+pub(crate) fn check(keypair: &RsaKeypair) -> Result<(), KeyError> {
     private_key(keypair).map(drop)
 }
 
-pub(super) fn sign(keypair: &RsaKeypair, alg: SigAlg, data: &[u8]) -> Result<Vec<u8>, KeyError> {
-    let key = private_key(keypair)?;
+/// An RSA key prepared once (its CRT values computed) for every signature it makes.
+pub(crate) struct RsaSigner {
+    key: rsa::RsaPrivateKey,
+    /// The private exponent's bytes, for the blinding seed of [`RsaSigner::sign`].
+    d: Zeroizing<Vec<u8>>,
+}
+
+impl RsaSigner {
+    pub(crate) fn new(keypair: &RsaKeypair) -> Result<Self, KeyError> {
+        let mut key = private_key(keypair)?;
+        key.precompute()
+            .map_err(|_| KeyError::Signing("invalid RSA private key"))?;
+        Ok(RsaSigner {
+            key,
+            d: Zeroizing::new(keypair.private.d.as_bytes().to_vec()),
+        })
+    }
+}
+
+impl Signer for RsaSigner {
+    fn sign(&self, alg: SigAlg, data: &[u8]) -> Result<Vec<u8>, KeyError> {
+        sign(&self.key, &self.d, alg, data)
+    }
+}
+
+fn sign(key: &rsa::RsaPrivateKey, d: &[u8], alg: SigAlg, data: &[u8]) -> Result<Vec<u8>, KeyError> {
+    let key = key.clone();
     // PKCS#1 v1.5 signatures are deterministic; the RNG only blinds the private key
     // operation against timing attacks. Seeding it from the key and the message
     // keeps this API free of an RNG argument while keeping the blinding factor
@@ -61,14 +83,14 @@ pub(super) fn sign(keypair: &RsaKeypair, alg: SigAlg, data: &[u8]) -> Result<Vec
     let digest = Zeroizing::new(
         Sha512::new()
             .chain_update(b"sshr rsa blinding\0")
-            .chain_update(keypair.private.d.as_bytes())
+            .chain_update(d)
             .chain_update(alg.name())
             .chain_update(data)
             .finalize(),
     );
     seed.copy_from_slice(&digest[..32]);
     let mut rng = rand_chacha::ChaCha20Rng::from_seed(*seed);
-    let signature = match alg {
+    match alg {
         SigAlg::RsaSha2_256 => pkcs1v15::SigningKey::<Sha256>::new(key)
             .try_sign_with_rng(&mut rng, data)
             .map(|s| s.to_vec()),
@@ -77,11 +99,10 @@ pub(super) fn sign(keypair: &RsaKeypair, alg: SigAlg, data: &[u8]) -> Result<Vec
             .map(|s| s.to_vec()),
         _ => unreachable!("only RSA algorithms reach here"),
     }
-    .map_err(|_| KeyError::Signing("RSA signature failed"))?;
-    Ok(signature_blob(alg, &signature))
+    .map_err(|_| KeyError::Signing("RSA signature failed"))
 }
 
-pub(super) fn verify(
+pub(crate) fn verify(
     key: &RsaPublicKey,
     alg: SigAlg,
     data: &[u8],
@@ -96,7 +117,7 @@ pub(super) fn verify(
     let public = rsa::RsaPublicKey::new_with_max_size(
         component(&key.n)?,
         component(&key.e)?,
-        MAX_VERIFY_BITS,
+        MAX_RSA_VERIFY_BITS,
     )
     .map_err(|_| VerifyError::MalformedKey)?;
     let signature =
@@ -116,7 +137,10 @@ pub(super) fn verify(
 
 /// Pad an RSA signature to the modulus length like OpenSSH does (some implementations
 /// drop leading zero bytes); longer than the modulus is malformed.
-fn padded_signature<'a>(key: &RsaPublicKey, raw: &'a [u8]) -> Result<Cow<'a, [u8]>, VerifyError> {
+pub(crate) fn padded_signature<'a>(
+    key: &RsaPublicKey,
+    raw: &'a [u8],
+) -> Result<Cow<'a, [u8]>, VerifyError> {
     let modulus_len = key
         .n
         .as_positive_bytes()
