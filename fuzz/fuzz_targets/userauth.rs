@@ -29,14 +29,18 @@ fuzz_target!(|data: &[u8]| {
                     signature: Some(sig),
                 } = req.method
                 {
-                    let _ = auth::verify_publickey(
-                        &[0; 32],
-                        req.user,
-                        req.service,
-                        algorithm,
-                        key_blob,
-                        sig,
-                    );
+                    // Every provider's signature code sees the hostile blobs.
+                    for provider in sshr_protocol::crypto::providers() {
+                        let _ = auth::verify_publickey(
+                            provider,
+                            &[0; 32],
+                            req.user,
+                            req.service,
+                            algorithm,
+                            key_blob,
+                            sig,
+                        );
+                    }
                 }
             }
         }

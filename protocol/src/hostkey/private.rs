@@ -12,7 +12,8 @@ use crate::crypto::{self, CryptoProvider, Signer};
 
 /// A private key we sign with: a server host key, or the proxy's upstream login key.
 ///
-/// Clones share the signers that providers prepared for the key ([`PrivateKey::signer`]).
+/// Clones share the signers that providers prepared for the key (see
+/// [`crate::crypto::Signatures::signer`]).
 #[derive(Clone)]
 pub struct PrivateKey {
     inner: ssh_key::PrivateKey,

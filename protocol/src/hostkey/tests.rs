@@ -1454,7 +1454,11 @@ fn providers_verify_each_other() {
                 let blob = key.sign(signer, alg, data).unwrap();
                 for verifier in &providers {
                     let what = format!("{} {alg} {} -> {}", f.name, signer.name, verifier.name);
-                    assert_eq!(public.verify(verifier, Some(alg), data, &blob), Ok(alg), "{what}");
+                    assert_eq!(
+                        public.verify(verifier, Some(alg), data, &blob),
+                        Ok(alg),
+                        "{what}"
+                    );
                     assert_eq!(
                         public.verify(verifier, Some(alg), b"another hash", &blob),
                         Err(VerifyError::BadSignature),
