@@ -1,5 +1,7 @@
 //! Seal + open throughput per cipher and crypto provider on 32 KiB packets, in place, as
-//! the relay does it (build with `--features rustcrypto` to compare both providers).
+//! the relay does it, and the time of one signature and one verification per key type
+//! and provider, as a login makes them (build with `--features sshr-protocol/rustcrypto`
+//! to compare both providers).
 //! `cargo bench --bench cipher`; figures go to perf/RESULTS.md beside
 //! `openssl speed -evp aes-128-gcm` measured on the same machine.
 
@@ -7,6 +9,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use rand_core::SeedableRng;
 use sshr_protocol::cipher::{CipherAlg, MacAlg, PacketCipher};
 use sshr_protocol::crypto::{self, CryptoProvider};
+use sshr_protocol::hostkey::PrivateKey;
 use sshr_protocol::packet::{Opened, Opener, Sealer, PAYLOAD_OFFSET};
 
 fn keyed(provider: &CryptoProvider, c: CipherAlg, mac: Option<MacAlg>) -> PacketCipher {
@@ -58,5 +61,59 @@ fn seal_open(crit: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, seal_open);
+/// Sign and verify a 32-byte exchange hash (what a host key and a user key sign) with the
+/// OpenSSH-made keys of the protocol's test data.
+fn signatures(crit: &mut Criterion) {
+    let keys = [
+        (
+            "ed25519",
+            include_str!("../protocol/tests/data/hostkey/ed25519"),
+        ),
+        (
+            "ecdsa256",
+            include_str!("../protocol/tests/data/hostkey/ecdsa256"),
+        ),
+        (
+            "ecdsa384",
+            include_str!("../protocol/tests/data/hostkey/ecdsa384"),
+        ),
+        (
+            "ecdsa521",
+            include_str!("../protocol/tests/data/hostkey/ecdsa521"),
+        ),
+        (
+            "rsa2048",
+            include_str!("../protocol/tests/data/hostkey/rsa2048"),
+        ),
+    ];
+    let hash = [0x5a; 32];
+    let mut group = crit.benchmark_group("signature");
+    group.sample_size(20);
+    group.measurement_time(std::time::Duration::from_secs(2));
+    for (name, text) in keys {
+        let key = PrivateKey::from_openssh(text).expect("test key");
+        let public = key.public();
+        let alg = key.sig_algs()[0];
+        for provider in crypto::providers() {
+            let blob = key.sign(provider, alg, &hash).expect("signs");
+            group.bench_function(
+                BenchmarkId::new(format!("sign/{name}"), provider.name),
+                |b| b.iter(|| key.sign(provider, alg, &hash).expect("signs")),
+            );
+            group.bench_function(
+                BenchmarkId::new(format!("verify/{name}"), provider.name),
+                |b| {
+                    b.iter(|| {
+                        public
+                            .verify(provider, Some(alg), &hash, &blob)
+                            .expect("verifies")
+                    })
+                },
+            );
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, seal_open, signatures);
 criterion_main!(benches);
