@@ -75,14 +75,7 @@ impl PublicKey {
 fn check_shape(key: &KeyData, alg: SigAlg, raw: &[u8]) -> Result<(), VerifyError> {
     match key {
         KeyData::Rsa(key) => {
-            let modulus_len = key
-                .n
-                .as_positive_bytes()
-                .ok_or(VerifyError::MalformedKey)?
-                .len();
-            if raw.is_empty() || raw.len() > modulus_len {
-                return Err(VerifyError::MalformedSignature);
-            }
+            crate::crypto::rust_sig::rsa::checked_modulus_len(key, raw)?;
         }
         _ => {
             ssh_key::Signature::new(alg.ssh_key_algorithm(), raw)

@@ -135,12 +135,10 @@ pub(crate) fn verify(
     .map_err(|_| VerifyError::BadSignature)
 }
 
-/// Pad an RSA signature to the modulus length like OpenSSH does (some implementations
-/// drop leading zero bytes); longer than the modulus is malformed.
-pub(crate) fn padded_signature<'a>(
-    key: &RsaPublicKey,
-    raw: &'a [u8],
-) -> Result<Cow<'a, [u8]>, VerifyError> {
+/// The modulus's length in bytes, after checking that an RSA signature of `raw.len()`
+/// bytes fits it: not empty and no longer than the modulus (it may be shorter, see
+/// [`padded_signature`]).
+pub(crate) fn checked_modulus_len(key: &RsaPublicKey, raw: &[u8]) -> Result<usize, VerifyError> {
     let modulus_len = key
         .n
         .as_positive_bytes()
@@ -149,6 +147,16 @@ pub(crate) fn padded_signature<'a>(
     if raw.is_empty() || raw.len() > modulus_len {
         return Err(VerifyError::MalformedSignature);
     }
+    Ok(modulus_len)
+}
+
+/// Pad an RSA signature to the modulus length like OpenSSH does (some implementations
+/// drop leading zero bytes); longer than the modulus is malformed.
+pub(crate) fn padded_signature<'a>(
+    key: &RsaPublicKey,
+    raw: &'a [u8],
+) -> Result<Cow<'a, [u8]>, VerifyError> {
+    let modulus_len = checked_modulus_len(key, raw)?;
     if raw.len() == modulus_len {
         return Ok(Cow::Borrowed(raw));
     }
