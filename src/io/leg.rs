@@ -319,13 +319,16 @@ pub struct Leg {
     /// In [`Leg::recv`]: how long the rest of a started packet may take (`None`: no
     /// limit beyond the caller's).
     packet_timeout: Cell<Option<Duration>>,
+    /// In [`Leg::recv`]: bytes were read and nothing has been written back since, so
+    /// the peer still waits for their acknowledgement (see [`Leg::recv`]).
+    ack_owed: Cell<bool>,
     spare: Cell<Vec<u8>>,
 }
 
 impl Leg {
-    /// A leg over `stream`, with TCP keepalive turned on (see [`crate::io::net::keepalive`]).
+    /// A leg over `stream`, whose TCP options are already set (see
+    /// [`crate::io::net::keepalive`]).
     pub fn new(side: Side, stream: TcpStream, transport: Transport) -> Self {
-        crate::io::net::keepalive(&stream);
         Self {
             side,
             stream: RefCell::new(stream),
@@ -335,6 +338,7 @@ impl Leg {
             awaited: Cell::new(false),
             torn: Cell::new(false),
             packet_timeout: Cell::new(None),
+            ack_owed: Cell::new(false),
             spare: Cell::new(Vec::new()),
         }
     }
@@ -358,14 +362,22 @@ impl Leg {
         crate::io::net::idle_and_open(&self.stream.borrow())
     }
 
+    /// Relay read: read what is there, and acknowledge it at once (see
+    /// [`crate::io::net::quickack`]; what was read goes to the other leg, so no reply on
+    /// this one would carry the acknowledgement).
     pub async fn read_some(&self, buf: &mut [u8]) -> Result<usize, LegError> {
+        let n = self.read_unacked(buf).await?;
+        crate::io::net::quickack(&self.stream.borrow());
+        Ok(n)
+    }
+
+    async fn read_unacked(&self, buf: &mut [u8]) -> Result<usize, LegError> {
         let n = poll_fn(|cx| Pin::new(&mut *self.stream.borrow_mut()).poll_read(cx, buf))
             .await
             .map_err(|e| self.io_err(e))?;
         if n == 0 {
             return Err(LegError::Closed { side: self.side });
         }
-        crate::io::net::quickack(&self.stream.borrow());
         Ok(n)
     }
 
@@ -382,6 +394,8 @@ impl Leg {
                 return Err(LegError::Closed { side: self.side });
             }
             data = &data[n..];
+            // The segment carries the acknowledgement of all that was read.
+            self.ack_owed.set(false);
         }
         self.torn.set(false);
         Ok(())
@@ -425,6 +439,14 @@ impl Leg {
     }
 
     /// Handshake-phase receive: the next upper-layer message or transport event.
+    ///
+    /// During the handshake nearly every message read is answered on the same leg, and
+    /// the answer's segment acknowledges it; an acknowledgement of its own
+    /// (`TCP_QUICKACK` after each read, as the relay does) would be one more segment
+    /// each way through the kernel for most reads. So a read only leaves an
+    /// acknowledgement owed, and it is sent at once only when the leg is about to wait
+    /// for the peer without having written anything since: the peer may be holding its
+    /// next packet back until then (Nagle), as OpenSSH does after NEWKEYS.
     pub async fn recv(&self, rx: &mut RxBuf) -> Result<Received, LegError> {
         // When the packet now being received must be complete (see `set_packet_timeout`):
         // set when its first bytes are in, for the whole packet, not per read.
@@ -480,7 +502,10 @@ impl Leg {
                     } else if let Some(limit) = self.packet_timeout.get() {
                         deadline.get_or_insert_with(|| Instant::now() + limit);
                     }
-                    let read = self.read_some(rx.unfilled());
+                    if self.ack_owed.take() {
+                        crate::io::net::quickack(&self.stream.borrow());
+                    }
+                    let read = self.read_unacked(rx.unfilled());
                     let n = match deadline {
                         Some(deadline) => {
                             let left = deadline.saturating_duration_since(Instant::now());
@@ -494,6 +519,7 @@ impl Leg {
                         }
                         _ => read.await?,
                     };
+                    self.ack_owed.set(true);
                     rx.fill(n);
                 }
                 Err(source) => {

@@ -20,11 +20,15 @@
 //! upgrade's two processes, which share each socket's file description, glommio's
 //! toggling then always restores O_NONBLOCK and never leaves an accept that blocks the
 //! shard's thread.
+//!
+//! Every listening socket also has TCP_NODELAY and TCP keepalive set
+//! ([`connection_options`]), which Linux copies to each connection it accepts: the
+//! client legs need no system calls of their own for them.
 
 use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::fd::{AsFd, FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -312,8 +316,18 @@ fn adopt_listening_socket(fd: i32) -> Result<Socket, String> {
     }
     (socket.set_cloexec(true))
         .and_then(|()| socket.set_nonblocking(true))
+        .and_then(|()| connection_options(&socket))
         .map_err(|e| format!("LISTEN_FDS: fd {fd}: {e}"))?;
     Ok(socket)
+}
+
+/// The options of every client connection, set on its listening socket, from which the
+/// kernel copies them to each accepted connection: TCP_NODELAY (the proxy writes whole
+/// packets; Nagle would only delay interactive sessions) and TCP keepalive
+/// ([`crate::io::net::keepalive`]).
+fn connection_options(socket: &Socket) -> io::Result<()> {
+    socket.set_nodelay(true)?;
+    crate::io::net::keepalive(socket.as_fd())
 }
 
 /// A listening TCP socket with SO_REUSEADDR and SO_REUSEPORT. IPv6 sockets are IPv6
@@ -330,6 +344,7 @@ pub fn bind_reuseport(addr: SocketAddr) -> io::Result<Socket> {
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     socket.set_nonblocking(true)?;
+    connection_options(&socket)?;
     Ok(socket)
 }
 
@@ -432,6 +447,24 @@ mod tests {
         }
         // A plain (non-REUSEPORT) socket cannot take the port from under us.
         assert!(std::net::TcpListener::bind(bound[0].actual).is_err());
+    }
+
+    #[test]
+    fn accepted_connections_have_the_connection_options() {
+        use crate::io::net::{TCP_KEEPALIVE_INTERVAL, TCP_KEEPALIVE_RETRIES, TCP_KEEPALIVE_TIME};
+        let socket = bind_reuseport("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
+        let listener = std::net::TcpListener::from(socket);
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        // Nothing was set on the accepted connection itself.
+        let sock = socket2::SockRef::from(&accepted);
+        assert!(sock.nodelay().unwrap());
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.keepalive_time().unwrap(), TCP_KEEPALIVE_TIME);
+        assert_eq!(sock.keepalive_interval().unwrap(), TCP_KEEPALIVE_INTERVAL);
+        assert_eq!(sock.keepalive_retries().unwrap(), TCP_KEEPALIVE_RETRIES);
     }
 
     #[test]

@@ -71,16 +71,16 @@ pub const TCP_KEEPALIVE_RETRIES: u32 = 6;
 /// peer whose host vanished, or a NAT or firewall that forgot the connection, ends the
 /// session within about two minutes even with SSH keepalives off, and the probes keep
 /// such middleboxes from forgetting an idle session in the first place.
-pub fn keepalive(stream: &TcpStream) {
+///
+/// On the listening sockets (`io::listener`) this and TCP_NODELAY are set once: Linux
+/// gives every accepted connection its listener's options, which spares each client
+/// connection five system calls. Upstream connections get them in [`connect`].
+pub fn keepalive(socket: BorrowedFd<'_>) -> io::Result<()> {
     let params = socket2::TcpKeepalive::new()
         .with_time(TCP_KEEPALIVE_TIME)
         .with_interval(TCP_KEEPALIVE_INTERVAL)
         .with_retries(TCP_KEEPALIVE_RETRIES);
-    // SAFETY: the stream owns this descriptor and outlives the borrow, which ends here.
-    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
-    if let Err(e) = SockRef::from(&fd).set_tcp_keepalive(&params) {
-        tracing::debug!(error = %e, "cannot set TCP keepalive");
-    }
+    SockRef::from(&socket).set_tcp_keepalive(&params)
 }
 
 /// True when nothing has arrived on the socket and the peer has not closed it: a
@@ -101,7 +101,7 @@ pub fn idle_and_open(stream: &TcpStream) -> bool {
 
 /// Connects to `addr` (`host:port`, `ip:port` or `[ipv6]:port`) within `timeout`, trying
 /// each resolved address in order, and sets TCP_NODELAY (the relay writes whole packets;
-/// Nagle would only add latency to interactive sessions).
+/// Nagle would only add latency to interactive sessions) and TCP [`keepalive`].
 pub async fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, ConnectError> {
     let deadline = Instant::now() + timeout;
     let timed_out = || ConnectError::Timeout {
@@ -120,6 +120,11 @@ pub async fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, Connect
             Ok(stream) => {
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(%candidate, error = %e, "cannot set TCP_NODELAY on upstream socket");
+                }
+                // SAFETY: the stream owns this descriptor and outlives the borrow.
+                let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+                if let Err(e) = keepalive(fd) {
+                    tracing::debug!(%candidate, error = %e, "cannot set TCP keepalive on upstream socket");
                 }
                 return Ok(stream);
             }
@@ -184,8 +189,7 @@ mod tests {
                 .await
                 .unwrap();
             assert!(stream.nodelay().unwrap());
-            keepalive(&stream);
-            // SAFETY: as in `keepalive`.
+            // SAFETY: the stream owns this descriptor and outlives the borrow.
             let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
             let sock = SockRef::from(&fd);
             assert!(sock.keepalive().unwrap());

@@ -257,9 +257,7 @@ fn start_session(
     peer: SocketAddr,
     via: Option<SocketAddr>,
 ) {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
-    }
+    // TCP_NODELAY and keepalive come from the listening socket (`io::listener`).
     let guard = SessionGuard::new(ctx);
     let session_ctx = ctx.clone();
     let span = match via {

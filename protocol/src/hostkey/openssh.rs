@@ -157,6 +157,9 @@ fn parse_key_text(line: &str) -> Result<(PublicKey, &str), KeyError> {
     let blob =
         Base64::decode_vec(base64).map_err(|_| KeyError::InvalidPublicKey("invalid base64"))?;
     let key = PublicKey::from_blob(&blob)?;
+    // Keys an operator wrote down are checked in full when they are read, so that a
+    // bad one is reported with its line rather than failing every login.
+    key.check_point()?;
     if key.algorithm_name() != type_name {
         return Err(KeyError::KeyTypeMismatch {
             text: type_name.chars().take(64).collect(),

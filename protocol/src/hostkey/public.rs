@@ -7,7 +7,7 @@ use ssh_key::public::KeyData;
 use ssh_key::HashAlg;
 
 use super::alg::KeyKind;
-use super::{SigAlg, VerifyError, MAX_RSA_VERIFY_BITS, MIN_RSA_BITS};
+use super::{KeyError, SigAlg, VerifyError, MAX_RSA_VERIFY_BITS, MIN_RSA_BITS};
 use crate::wire::Reader;
 
 /// A public key: host key of an upstream server, or a user's key.
@@ -25,9 +25,12 @@ pub struct PublicKey {
 impl PublicKey {
     /// Decode an SSH public key blob (`string key-type, ...`, RFC 4253 section 6.6).
     ///
-    /// Rejects unsupported key types, RSA keys outside the supported sizes, invalid
-    /// Ed25519 points, trailing bytes and non-canonical encodings. (ECDSA points are
-    /// checked when a signature is verified.)
+    /// Rejects unsupported key types, RSA keys outside the supported sizes, trailing
+    /// bytes and non-canonical encodings. Ed25519 and ECDSA points are checked when a
+    /// signature is verified: a key from the wire is only ever used for that, or
+    /// compared with keys the operator listed (whose points [`PublicKey::from_openssh`]
+    /// checked), and decompressing an Ed25519 point here cost every login about as
+    /// much again as verifying its signature's scalar multiplications save.
     pub fn from_blob(blob: &[u8]) -> Result<Self, VerifyError> {
         let type_name = Reader::new(blob)
             .string("key type")
@@ -60,10 +63,6 @@ impl PublicKey {
         let kind = KeyKind::of(&key_data)
             .ok_or_else(|| VerifyError::UnsupportedKeyType(key_data.algorithm().to_string()))?;
         match &key_data {
-            KeyData::Ed25519(key) => {
-                ed25519_dalek::VerifyingKey::from_bytes(&key.0)
-                    .map_err(|_| VerifyError::MalformedKey)?;
-            }
             KeyData::Rsa(key) => {
                 let bits = mpint_bits(&key.n).ok_or(VerifyError::MalformedKey)?;
                 if !(MIN_RSA_BITS..=MAX_RSA_VERIFY_BITS).contains(&bits) {
@@ -87,6 +86,17 @@ impl PublicKey {
             inner: ssh_key::PublicKey::new(key_data, ""),
             blob,
         })
+    }
+
+    /// Refuses an Ed25519 key whose bytes are not a point of the curve (other types
+    /// pass: their points are checked when a signature is verified).
+    pub(crate) fn check_point(&self) -> Result<(), KeyError> {
+        match self.inner.key_data() {
+            KeyData::Ed25519(key) => ed25519_dalek::VerifyingKey::from_bytes(&key.0)
+                .map(drop)
+                .map_err(|_| KeyError::InvalidPublicKey("the Ed25519 key is not a curve point")),
+            _ => Ok(()),
+        }
     }
 
     /// The SSH wire encoding of the key.

@@ -1142,7 +1142,21 @@ fn malformed_and_unsupported_key_blobs() {
         .expect("some y is not on the curve");
     let mut blob = string(b"ssh-ed25519");
     put_string(&mut blob, &bad_point);
-    assert_eq!(PublicKey::from_blob(&blob), Err(VerifyError::MalformedKey));
+    // From the wire it is checked by the verification, which fails whatever the
+    // signature (here a well-formed one of another key over the same data)...
+    let key = PublicKey::from_blob(&blob).unwrap();
+    let signer = PrivateKey::from_openssh(fixture!("ed25519")).unwrap();
+    let data = b"exchange hash";
+    let sig = signer.sign(p(), SigAlg::Ed25519, data).unwrap();
+    signer.public().verify(p(), None, data, &sig).unwrap();
+    assert!(key.verify(p(), None, data, &sig).is_err());
+    // ...and written down by an operator it is refused when read.
+    let line = format!("ssh-ed25519 {}", Base64::encode_string(&blob));
+    let err = PublicKey::from_openssh(&line).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid public key: the Ed25519 key is not a curve point"
+    );
 
     // RSA with a non-minimal mpint (ssh-key decodes strictly).
     let rsa = blob_of_line(fixture!("rsa2048.pub"));
