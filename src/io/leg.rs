@@ -371,6 +371,13 @@ impl Leg {
         Ok(n)
     }
 
+    /// Acknowledge at once what [`Leg::recv`] read and no write answered (see there).
+    pub fn send_owed_ack(&self) {
+        if self.ack_owed.take() {
+            crate::io::net::quickack(&self.stream.borrow());
+        }
+    }
+
     async fn read_unacked(&self, buf: &mut [u8]) -> Result<usize, LegError> {
         let n = poll_fn(|cx| Pin::new(&mut *self.stream.borrow_mut()).poll_read(cx, buf))
             .await
@@ -502,9 +509,7 @@ impl Leg {
                     } else if let Some(limit) = self.packet_timeout.get() {
                         deadline.get_or_insert_with(|| Instant::now() + limit);
                     }
-                    if self.ack_owed.take() {
-                        crate::io::net::quickack(&self.stream.borrow());
-                    }
+                    self.send_owed_ack();
                     let read = self.read_unacked(rx.unfilled());
                     let n = match deadline {
                         Some(deadline) => {
