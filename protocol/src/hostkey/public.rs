@@ -62,20 +62,17 @@ impl PublicKey {
     fn from_key_data(key_data: KeyData) -> Result<Self, VerifyError> {
         let kind = KeyKind::of(&key_data)
             .ok_or_else(|| VerifyError::UnsupportedKeyType(key_data.algorithm().to_string()))?;
-        match &key_data {
-            KeyData::Rsa(key) => {
-                let bits = mpint_bits(&key.n).ok_or(VerifyError::MalformedKey)?;
-                if !(MIN_RSA_BITS..=MAX_RSA_VERIFY_BITS).contains(&bits) {
-                    return Err(VerifyError::UnsupportedKeySize {
-                        bits,
-                        max: MAX_RSA_VERIFY_BITS,
-                    });
-                }
-                if mpint_bits(&key.e).is_none() {
-                    return Err(VerifyError::MalformedKey);
-                }
+        if let KeyData::Rsa(key) = &key_data {
+            let bits = mpint_bits(&key.n).ok_or(VerifyError::MalformedKey)?;
+            if !(MIN_RSA_BITS..=MAX_RSA_VERIFY_BITS).contains(&bits) {
+                return Err(VerifyError::UnsupportedKeySize {
+                    bits,
+                    max: MAX_RSA_VERIFY_BITS,
+                });
             }
-            _ => {}
+            if mpint_bits(&key.e).is_none() {
+                return Err(VerifyError::MalformedKey);
+            }
         }
         debug_assert!(KeyKind::of(&key_data) == Some(kind));
         let mut blob = Vec::new();
