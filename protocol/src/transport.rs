@@ -516,6 +516,23 @@ impl Transport {
         out
     }
 
+    /// Give back the memory of the send buffer when nothing waits in it, and of the
+    /// event and key-exchange queues when they are empty: a connection that goes quiet
+    /// after its handshake then holds none of what the handshake's large messages grew.
+    /// The next packet allocates again.
+    pub fn release_buffers(&mut self) {
+        if self.tx_sent == self.tx.len() {
+            self.tx = Vec::new();
+            self.tx_sent = 0;
+        }
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
+        if self.queued.is_empty() {
+            self.queued = VecDeque::new();
+        }
+    }
+
     /// Bytes of application payloads waiting for a key exchange to end.
     pub fn queued_bytes(&self) -> usize {
         self.queued_bytes
@@ -1312,6 +1329,35 @@ mod tests {
 
     fn states(c: &Transport, s: &Transport) -> (&'static str, &'static str) {
         (c.kex.name(), s.kex.name())
+    }
+
+    #[test]
+    fn release_buffers_keeps_what_waits_to_be_sent() {
+        let now = Instant::now();
+        let (mut c, mut s) = pair(now);
+        for _ in 0..2 {
+            deliver(&mut c, &mut s, now).unwrap();
+            deliver(&mut s, &mut c, now).unwrap();
+        }
+        deliver(&mut c, &mut s, now).unwrap();
+        assert!(s.is_established() && s.can_seal());
+        // A packet waits to be written: it stays.
+        s.send(&[msg::IGNORE]).unwrap();
+        let waiting = s.transmit().to_vec();
+        assert!(!waiting.is_empty());
+        s.release_buffers();
+        assert_eq!(s.transmit(), &waiting[..]);
+        // Half of it written: the rest stays.
+        s.advance_transmit(10);
+        s.release_buffers();
+        assert_eq!(s.transmit(), &waiting[10..]);
+        s.advance_transmit(waiting.len() - 10);
+        assert!(s.tx.capacity() > 0, "cleared, not freed, by the write");
+        s.release_buffers();
+        assert_eq!(s.tx.capacity(), 0);
+        // And the connection goes on.
+        s.send(&[msg::IGNORE]).unwrap();
+        assert!(!s.transmit().is_empty());
     }
 
     #[test]

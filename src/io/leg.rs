@@ -371,6 +371,15 @@ impl Leg {
         Ok(n)
     }
 
+    /// The handshake is over: give back the send buffers it grew (see
+    /// [`Transport::release_buffers`]), which an idle session would otherwise hold for
+    /// its whole life, and acknowledge what it read last ([`Leg::send_owed_ack`]).
+    pub fn end_handshake(&self) {
+        self.spare.take();
+        self.transport.borrow_mut().release_buffers();
+        self.send_owed_ack();
+    }
+
     /// Acknowledge at once what [`Leg::recv`] read and no write answered (see there).
     pub fn send_owed_ack(&self) {
         if self.ack_owed.take() {

@@ -396,10 +396,11 @@ async fn pump(
     // The handshake may have grown the inline buffer; idle sessions keep a small one,
     // and from now on large packets borrow from the pool, not the handshake budget.
     rx.end_handshake();
-    // What the handshake read last is acknowledged now if no answer did: the peer may
-    // hold its next packet back until then (sshd sends its host keys after
-    // USERAUTH_SUCCESS, with Nagle on). From here every read is acknowledged at once.
-    from.send_owed_ack();
+    // The same for the leg's send buffers. And what the handshake read last is
+    // acknowledged now if no answer did: the peer may hold its next packet back until
+    // then (sshd sends its host keys after USERAUTH_SUCCESS, with Nagle on). From here
+    // every read is acknowledged at once.
+    from.end_handshake();
     // The time the last read returned (read once per read, for the watchdog and the
     // transport's timers alike).
     let mut now = Instant::now();
