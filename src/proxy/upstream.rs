@@ -11,7 +11,7 @@ use sshr_protocol::hostkey::{PrivateKey, SigAlg};
 use sshr_protocol::msg;
 use sshr_protocol::text::Untrusted;
 use sshr_protocol::transport::{ClientOptions, Config, Event, HostKeyCheck, Transport};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::core::refusal::{Negotiated, Refusal};
 use crate::core::values::Side;
@@ -147,7 +147,7 @@ pub async fn connect(
                         warn!(upstream = %upstream.addr, fingerprint = %key.fingerprint(),
                             "upstream host key is not pinned; accepting it");
                     } else {
-                        debug!(upstream = %upstream.addr, fingerprint = %key.fingerprint(), "upstream host key matches the pin");
+                        info!(upstream = %upstream.addr, fingerprint = %key.fingerprint(), "upstream host key matches the pin");
                     }
                 }
                 Received::Event(Event::ExtInfo(info)) => server_sig_algs = info.server_sig_algs,
