@@ -373,7 +373,7 @@ impl Leg {
 
     /// The handshake is over: give back the send buffers it grew (see
     /// [`Transport::release_buffers`]), which an idle session would otherwise hold for
-    /// its whole life, and acknowledge what it read last ([`Leg::send_owed_ack`]).
+    /// its whole life, and acknowledge what it read last if no answer did.
     pub fn end_handshake(&self) {
         self.spare.take();
         self.transport.borrow_mut().release_buffers();
@@ -381,7 +381,7 @@ impl Leg {
     }
 
     /// Acknowledge at once what [`Leg::recv`] read and no write answered (see there).
-    pub fn send_owed_ack(&self) {
+    fn send_owed_ack(&self) {
         if self.ack_owed.take() {
             crate::io::net::quickack(&self.stream.borrow());
         }
